@@ -1,0 +1,50 @@
+"""Exceptions raised by git-distribute.  Every message is safe to show: no secrets."""
+from __future__ import annotations
+
+
+class DistributeError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class RemoteError(DistributeError):
+    """A git command against the remote failed (after retries, where retrying made sense)."""
+
+
+class NotARemoteError(RemoteError):
+    """The URL does not lead to a git repository."""
+
+
+class NotInitializedError(DistributeError):
+    """The remote exists but has no ledger files on master."""
+
+
+class LocalCopyError(DistributeError):
+    """The local copy is in use by another process or belongs to another remote."""
+
+
+class WorkerNameError(DistributeError):
+    """The worker name is invalid or already used by a live worker."""
+
+
+class InvalidJobError(DistributeError):
+    """A job string cannot be stored in the ledger (e.g. it contains a newline)."""
+
+
+class LockLostError(DistributeError):
+    """The remote lock was broken while we held it; our change was fenced off and discarded."""
+
+
+class JobStateError(DistributeError):
+    """The call does not fit the worker's state (e.g. finish_job without a running job)."""
+
+
+class MergeConflictError(DistributeError):
+    """Merging the job branch into master conflicted; master is untouched, the branch kept."""
+
+    def __init__(self, job: str, paths: list[str]) -> None:
+        self.job = job
+        self.paths = paths
+        super().__init__(
+            f"job {job!r} could not be merged into master: conflicting files {', '.join(paths)}; "
+            "master is unchanged and the job branch is kept"
+        )

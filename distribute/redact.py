@@ -1,0 +1,28 @@
+"""The one function that removes secrets from text before it is logged, raised or printed."""
+from __future__ import annotations
+
+import os
+import re
+
+#: Environment variables whose values are never shown.
+SECRET_ENV_VARS = ("HF_TOKEN", "VAST_API_KEY", "HUGGING_FACE_HUB_TOKEN", "GIT_PASSWORD")
+
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+_BEARER = re.compile(r"(?i)(bearer\s+|token[=:]\s*|api_key=)[^\s&'\"]+")
+_MASK = "***"
+
+
+def redact(text: object) -> str:
+    """Return ``text`` as a string with URL credentials, bearer tokens and secret env values masked.
+
+    ``https://user:pw@host/x`` becomes ``https://***@host/x``; the values of the variables in
+    :data:`SECRET_ENV_VARS` (when set and at least 4 characters long) are replaced wherever they occur.
+    """
+    out = str(text)
+    out = _URL_USERINFO.sub(lambda m: m.group("scheme") + _MASK + "@", out)
+    out = _BEARER.sub(lambda m: m.group(1) + _MASK, out)
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            out = out.replace(value, _MASK)
+    return out

@@ -1,0 +1,268 @@
+"""The only module that runs git.
+
+A :class:`Clone` is a local copy of the shared remote (always called ``origin``). Its network
+operations are the atomic primitives everything else is built on:
+
+* :meth:`Clone.fetch` — bring ``master`` and the coordination refs up to date;
+* :meth:`Clone.ls_remote` — read a few refs cheaply (one round trip, no objects);
+* :meth:`Clone.push` — a compare-and-swap push of one or many refs, ``--atomic`` so that either
+  every ref moves or none does.
+
+Transport failures are retried with jittered exponential back-off. A push whose outcome is unknown
+(the connection broke after the server may have applied it) is resolved by reading the refs back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import git  # GitPython
+
+from .exceptions import NotARemoteError, NotInitializedError, RemoteError
+from .redact import redact
+
+log = logging.getLogger(__name__)
+
+#: Transports allowed by default; ``ext::`` and other command-running helpers are refused.
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+ZERO_SHA = "0" * 40
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TRANSPORT_HINTS = (
+    "could not read from remote", "unable to access", "connection refused", "connection reset",
+    "early eof", "the remote end hung up", "timed out", "could not resolve", "failed to connect",
+    "unable to connect", "broken pipe", "unexpected disconnect", "protocol error",
+)
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """One ref to change in a push.
+
+    ``new`` is the object to point at (``None`` deletes the ref). ``expect`` is the value the ref must
+    have on the remote for the push to apply: a sha, ``""`` for "must not exist", or ``None`` to
+    overwrite unconditionally.
+    """
+
+    ref: str
+    new: Optional[str]
+    expect: Optional[str] = None
+
+
+def _validate_url(url: str) -> str:
+    if not url or url.startswith("-") or any(c in url for c in "\n\r\0"):
+        raise NotARemoteError(f"not a usable git remote URL: {redact(url)!r}")
+    return url
+
+
+def git_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """The environment for every git process: no prompts, no command-running transports."""
+    env = dict(os.environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="true",
+        LC_ALL="C",
+        GIT_PROTOCOL_FROM_USER="0",
+    )
+    env.setdefault("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+    if extra:
+        env.update(extra)
+    return env
+
+
+class Clone:
+    """A local copy of the remote; every git command of the package goes through it."""
+
+    def __init__(self, path: os.PathLike[str] | str, name: str = "distribute",
+                 retries: int = 8, backoff_s: float = 0.25, backoff_max_s: float = 20.0) -> None:
+        self.path = Path(path)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        #: Number of git processes that talked to the remote (for tests and benchmarks).
+        self.network_calls = 0
+        self._env = git_env({
+            "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": f"{name}@distribute",
+            "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": f"{name}@distribute",
+        })
+        self._git = git.Git(str(self.path))
+
+    # ---- creation -----------------------------------------------------------------------------
+    @classmethod
+    def clone(cls, url: str, path: os.PathLike[str] | str, **kwargs: object) -> "Clone":
+        """Clone ``url`` into ``path`` (which must not exist) and return the :class:`Clone`."""
+        _validate_url(url)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
+        probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
+                        str(target)], what="clone")
+        return cls(target, **kwargs)  # type: ignore[arg-type]
+
+    # ---- running git --------------------------------------------------------------------------
+    def git(self, *args: str, check: bool = True) -> str:
+        """Run a local git command in the clone and return its stdout (stripped of the last newline)."""
+        status, out, err = self._run(list(args))
+        if check and status != 0:
+            raise RemoteError(redact(f"git {args[0]} failed: {err.strip() or out.strip()}"))
+        return out
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        """Run a local git command; return ``(status, stdout, stderr)`` without raising."""
+        return self._run(list(args))
+
+    def _run(self, args: list[str]) -> tuple[int, str, str]:
+        try:
+            status, out, err = self._git.execute(
+                ["git", *args], with_extended_output=True, with_exceptions=False, env=self._env,
+            )
+        except git.GitCommandNotFound as exc:  # pragma: no cover - git is a hard requirement
+            raise RemoteError("git is not installed") from exc
+        return int(status or 0), str(out), str(err)
+
+    def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
+        """Run a command that talks to the remote, retrying transport failures with back-off."""
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            self.network_calls += 1
+            status, out, err = self._run(args)
+            if status == 0 or not _is_transport_error(err):
+                if status != 0 and what in ("clone", "ls-remote", "fetch"):
+                    raise _classify(what, err)
+                return status, out, err
+            if attempt == self.retries:
+                break
+            log.warning("%s failed (%s); retrying in %.1fs", what, redact(_first_line(err)), delay)
+            time.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_max_s)
+        raise RemoteError(redact(f"{what} failed after {self.retries + 1} attempts: {_first_line(err)}"))
+
+    # ---- network primitives -------------------------------------------------------------------
+    def fetch(self, *refspecs: str) -> None:
+        """Fetch ``master`` and the coordination refs (plus ``refspecs``) into ``refs/remotes/origin``."""
+        specs = ["+refs/heads/master:refs/remotes/origin/master",
+                 "+refs/distribute/*:refs/remotes/origin/distribute/*", *refspecs]
+        try:
+            self._network(["fetch", "--quiet", "--prune", "--no-tags", "origin", *specs],
+                          what="fetch")
+        except RemoteError as exc:
+            if "couldn't find remote ref refs/heads/master" in str(exc):
+                raise NotInitializedError(
+                    "the remote has no master branch with a job ledger; initialise it with "
+                    "`distribute init URL` or distribute.init_remote(url)") from None
+            raise
+
+    def ls_remote(self, *patterns: str) -> dict[str, str]:
+        """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip)."""
+        _, out, _ = self._network(["ls-remote", "origin", *patterns], what="ls-remote")
+        refs: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if _SHA.match(sha):
+                refs[ref] = sha
+        return refs
+
+    def push(self, updates: Sequence[RefUpdate]) -> bool:
+        """Apply ``updates`` on the remote atomically; ``True`` if applied, ``False`` if any lease failed.
+
+        Transport errors are retried. When a retry is rejected after an earlier attempt may have
+        landed, the refs are read back: if they already hold our values, the push counts as applied.
+        """
+        args = ["push", "--porcelain", "--atomic", "--no-verify"]
+        for u in updates:
+            if u.expect is not None:
+                args.append(f"--force-with-lease={u.ref}:{u.expect}")
+        args.append("origin")
+        for u in updates:
+            src = u.new or ""
+            args.append(f"{'+' if u.expect is None and u.new else ''}{src}:{u.ref}")
+        uncertain = False
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            self.network_calls += 1
+            status, out, err = self._run(args)
+            if status == 0:
+                return True
+            if "Done" in out or any(line.startswith("!") for line in out.splitlines()):
+                if uncertain and self._already_applied(updates):
+                    return True
+                log.debug("push rejected: %s", redact(out.strip()))
+                return False
+            if not _is_transport_error(err):
+                raise RemoteError(redact(f"push failed: {_first_line(err)}"))
+            uncertain = True
+            if attempt < self.retries:
+                log.warning("push failed (%s); retrying in %.1fs", redact(_first_line(err)), delay)
+                time.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.backoff_max_s)
+        if self._already_applied(updates):
+            return True
+        raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_first_line(err)}"))
+
+    def _already_applied(self, updates: Sequence[RefUpdate]) -> bool:
+        try:
+            current = self.ls_remote(*(u.ref for u in updates))
+        except RemoteError:
+            return False
+        return all(current.get(u.ref) == self.resolve(u.new) if u.new else u.ref not in current
+                   for u in updates)
+
+    # ---- local helpers ------------------------------------------------------------------------
+    def resolve(self, rev: str) -> Optional[str]:
+        """The sha of ``rev`` in the clone, or ``None`` if it does not exist."""
+        status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                                    f"{rev}^{{object}}"])
+        return out.strip() if status == 0 and out.strip() else None
+
+    def show(self, rev: str, path: str) -> Optional[str]:
+        """The text of ``path`` at ``rev``, or ``None`` if absent."""
+        status, out, _ = self._run(["cat-file", "-p", f"{rev}:{path}"])
+        return out if status == 0 else None
+
+    def make_marker(self, message: str) -> str:
+        """Create a parentless commit with an empty tree (used as lock and heartbeat values)."""
+        empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
+        return self.git("commit-tree", empty_tree, "-m", message).strip()
+
+    def local_refs(self, prefix: str) -> dict[str, str]:
+        """``{ref: sha}`` for local refs under ``prefix``."""
+        out = self.git("for-each-ref", "--format=%(objectname) %(refname)", prefix)
+        return {ref: sha for sha, _, ref in (l.partition(" ") for l in out.splitlines()) if ref}
+
+    def remote_url(self) -> Optional[str]:
+        """The URL of ``origin``, or ``None`` when the clone has no such remote."""
+        status, out, _ = self._run(["config", "--get", "remote.origin.url"])
+        return out.strip() if status == 0 else None
+
+
+def _first_line(err: str) -> str:
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    fatal = [l for l in lines if l.startswith(("fatal:", "error:"))]
+    return (fatal or lines or ["(no message)"])[0]
+
+
+_NOT_A_REMOTE_HINTS = (
+    "does not appear to be a git repository", "not found", "not exported", "unsupported protocol",
+    "not allowed", "not a git repository", "does not exist", "no such remote", "invalid",
+    "repository not found", "no such file",
+)
+
+
+def _is_transport_error(err: str) -> bool:
+    """A failure worth retrying: the remote could not be reached, rather than answered "no"."""
+    low = err.lower()
+    if any(hint in low for hint in _NOT_A_REMOTE_HINTS) or "authentication failed" in low:
+        return False
+    return any(hint in low for hint in _TRANSPORT_HINTS)
+
+
+def _classify(what: str, err: str) -> RemoteError:
+    low = err.lower()
+    if any(hint in low for hint in _NOT_A_REMOTE_HINTS):
+        return NotARemoteError(redact(f"{what}: not a git remote: {_first_line(err)}"))
+    return RemoteError(redact(f"{what} failed: {_first_line(err)}"))

@@ -1,0 +1,395 @@
+"""The worker: claims jobs under the remote lock, commits on a job branch, merges results into master.
+
+Every change to ``master`` is made while holding the lock and pushed with ``--atomic`` together with
+the lock's release, so a worker whose lock was broken cannot write (fencing). See the README's
+"Remote layout and lock protocol" section for the full protocol.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import filelock
+
+from . import config
+from .exceptions import (DistributeError, InvalidJobError, JobStateError, LocalCopyError,
+                         LockLostError, MergeConflictError, NotInitializedError, WorkerNameError)
+from .ledger import LEDGER_FILES, UPDATES_DIR, Ledger, check_job, job_slug
+from .lock import (COORD_PREFIX, TRACKING_PREFIX, Heartbeat, Observer, RemoteLock, heartbeat_ref)
+from .redact import redact
+from .remote import Clone, RefUpdate
+
+log = logging.getLogger(__name__)
+
+MASTER = "refs/heads/master"
+ORIGIN_MASTER = "refs/remotes/origin/master"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_MAX_SKIPS = 100
+NextJobFunc = Callable[..., Optional[str]]
+
+
+def check_worker_name(name: str) -> str:
+    """Return ``name`` if it is usable as a path component and a ref component, else raise."""
+    if (not isinstance(name, str) or not _NAME.match(name) or ".." in name
+            or name.endswith((".", ".lock")) or name in ("master", "HEAD")):
+        raise WorkerNameError(
+            f"worker name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'")
+    return name
+
+
+def default_worker_name() -> str:
+    """The host name plus a short random suffix."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]).strip("-.") or "worker"
+    return f"{host[:50]}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """One worker process using one local copy of the remote.
+
+    ``lock_lease_s``, ``job_lease_s``, ``max_attempts`` and ``heartbeat_s`` default to the
+    ``DISTRIBUTE_LOCK_LEASE_S`` (60), ``DISTRIBUTE_JOB_LEASE_S`` (600), ``DISTRIBUTE_MAX_ATTEMPTS`` (3)
+    and ``DISTRIBUTE_HEARTBEAT_S`` (a fifth of the job lease) settings.
+    """
+
+    def __init__(self, path: Union[str, os.PathLike[str]], name: Optional[str] = None, *,
+                 remote_url: Optional[str] = None, lock_lease_s: Optional[float] = None, job_lease_s: Optional[float] = None,
+                 max_attempts: Optional[int] = None, heartbeat_s: Optional[float] = None,
+                 poll_max_s: Optional[float] = None) -> None:
+        self.name = check_worker_name(name or default_worker_name())
+        self.path = str(Path(path).resolve())
+        self.lock_lease_s = config.get_float("DISTRIBUTE_LOCK_LEASE_S", 60, lock_lease_s)
+        self.job_lease_s = config.get_float("DISTRIBUTE_JOB_LEASE_S", 600, job_lease_s)
+        self.max_attempts = int(config.get_float("DISTRIBUTE_MAX_ATTEMPTS", 3, max_attempts))
+        self.heartbeat_s = config.get_float("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
+                                            heartbeat_s)
+        poll_max = config.get_float("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
+        self._file_lock = _lock_local_copy(Path(self.path))
+        try:
+            self.clone = _prepare_clone(remote_url, Path(self.path), self.name)
+        except BaseException:
+            self._file_lock.release()
+            raise
+        self.observer = Observer()
+        self._lock = RemoteLock(self.clone, self.name, self.lock_lease_s, self.observer,
+                                poll_max_s=poll_max)
+        self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s)
+        self.running_job: Optional[str] = None
+        self.working_branch: Optional[str] = None
+        self._branch_sha: Optional[str] = None
+        self._attempt = 0
+        self._sync()
+        self._check_name_free()
+
+    # ---- public properties --------------------------------------------------------------------
+    @property
+    def job_dir(self) -> Optional[str]:
+        """``<path>/updates/<job-slug>`` for the running job (created on claim), else ``None``."""
+        if self.running_job is None:
+            return None
+        return os.path.join(self.path, UPDATES_DIR, job_slug(self.running_job))
+
+    # ---- claiming -----------------------------------------------------------------------------
+    def get_next_job(self, next_job_func: NextJobFunc) -> Optional[str]:
+        """Run ``next_job_func`` under the remote lock and claim the job it returns.
+
+        The function sees ``self.path`` checked out at the newest ``master``; whatever it changes
+        there is committed together with the claim. Returns the job, or ``None`` when the function
+        returns ``None``. Raises :class:`LockLostError` if the lock was broken meanwhile (then
+        nothing was written and the function's changes are discarded).
+        """
+        if self.running_job is not None:
+            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        self._lock.acquire()
+        try:
+            self._lock.start_renewing()
+            try:
+                base = self._sync()
+                ledger = Ledger.read(Path(self.path))
+                self._requeue_stale(ledger)
+                job, entry_attempt = self._run_next_job_func(next_job_func)
+            finally:
+                self._lock.stop_renewing()
+            updates = [RefUpdate(MASTER, self.clone.resolve("HEAD"), expect=base)]
+            if job is not None:
+                self._attempt = entry_attempt
+                branch = f"{self.name}/{job_slug(job)}"
+                branch += f"@{entry_attempt}" if entry_attempt > 1 else ""
+                updates += [RefUpdate(f"refs/heads/{branch}", self.clone.resolve("HEAD"), expect=""),
+                            self._heartbeat.update()]
+            if updates[0].new == base:
+                updates = updates[1:]
+            self._push_under_lock(updates)
+        finally:
+            self._lock.release()
+        if job is not None:
+            self.running_job, self.working_branch = job, branch
+            self._branch_sha = self.clone.resolve("HEAD")
+            self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
+            Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
+            self._heartbeat.start()
+            log.info("%s took job %r (attempt %d)", self.name, job, entry_attempt)
+        return job
+
+    def _run_next_job_func(self, func: NextJobFunc) -> tuple[Optional[str], int]:
+        """Call the job function until it yields a claimable job or ``None``; commit the claim."""
+        for _ in range(_MAX_SKIPS):
+            job = _call_next_job_func(func, self)
+            self.clone.git("add", "--all")
+            ledger = Ledger.read(Path(self.path))
+            if job is None:
+                self._commit_if_changed(f"{self.name} updated the queue")
+                return None, 0
+            try:
+                entry = ledger.claim(job, self.name)
+            except InvalidJobError as exc:
+                log.warning("%s skips job: %s", self.name, redact(exc))
+                self._skip_invalid(ledger, job, exc)
+                continue
+            ledger.write(Path(self.path))
+            self.clone.git("add", "--all")
+            self.clone.git("commit", "--quiet", "-m", f"{self.name} took job {job}")
+            return job, entry.attempt
+        log.warning("%s: the job function returned %d unusable jobs in a row", self.name, _MAX_SKIPS)
+        return None, 0
+
+    def _skip_invalid(self, ledger: Ledger, job: object, exc: InvalidJobError) -> None:
+        """Record a job string that cannot be stored (as its repr) in failed.txt; duplicates are dropped."""
+        if isinstance(job, str):
+            try:
+                check_job(job)
+                return  # a valid duplicate of a running or done job: nothing to record
+            except InvalidJobError:
+                pass
+        shown = repr(job)
+        if not ledger.running_entry(shown) and not ledger.is_done(shown):
+            ledger.claim(shown, self.name)
+            ledger.fail(shown, self.name, f"invalid job string: {exc}")
+            ledger.write(Path(self.path))
+            self.clone.git("add", "--all")
+        self._commit_if_changed(f"{self.name} rejected invalid job {shown[:200]}")
+
+    def _requeue_stale(self, ledger: Ledger) -> None:
+        """Give back running jobs whose worker has been silent for the job lease (one commit each)."""
+        for entry in list(ledger.running):
+            if entry.worker == self.name:
+                if entry.job == self.running_job:
+                    continue
+                silent, why = True, f"{self.name} restarted without it"
+            else:
+                ref = heartbeat_ref(entry.worker)
+                value = self.clone.resolve(TRACKING_PREFIX + ref[len(COORD_PREFIX):])
+                age = self.observer.unchanged_for(ref, value)
+                silent, why = age >= self.job_lease_s, f"{entry.worker} silent for {age:.0f}s"
+            if not silent:
+                continue
+            back = ledger.requeue(entry.job, self.max_attempts, why)
+            ledger.write(Path(self.path), queue=True)
+            self.clone.git("add", "--all")
+            verb = "requeued" if back else "gave up"
+            self.clone.git("commit", "--quiet", "-m", f"{self.name} {verb} job {entry.job} ({why})")
+            log.warning("%s %s job %r (%s)", self.name, verb, entry.job, why)
+
+    # ---- working on a job ---------------------------------------------------------------------
+    def commit_update(self, message: Optional[str] = None) -> bool:
+        """Commit every change in the work tree on the job branch and push that branch.
+
+        Returns ``False`` when there was nothing to commit.
+        """
+        job, branch = self._require_job()
+        self.clone.git("add", "--all")
+        if not self._commit_if_changed(message or f"{self.name} update on job {job}"):
+            return False
+        if not self.clone.push([self._branch_update(), self._heartbeat.update()]):
+            raise DistributeError(f"job branch {branch} was changed by someone else on the remote")
+        self._branch_sha = self.clone.resolve("HEAD")
+        return True
+
+    def _branch_update(self) -> RefUpdate:
+        """Move the remote job branch to the local one (compare-and-swap on its last pushed value)."""
+        return RefUpdate(f"refs/heads/{self.working_branch}",
+                         self.clone.resolve(f"refs/heads/{self.working_branch}"),
+                         expect=self._branch_sha)
+
+    def finish_job(self) -> None:
+        """Merge the job branch into master (``--no-ff``) and move the job from running to done.
+
+        A merge conflict raises :class:`MergeConflictError` naming the files; master is untouched,
+        the branch kept, and the job stays running (``fail_job`` it or fix and retry).
+        """
+        job, _ = self._require_job()
+        self.clone.git("add", "--all")
+        self._commit_if_changed(f"{self.name} update on job {job}")
+        self._close_job(job, f"{self.name} finished job {job}", merge=True)
+        log.info("%s finished job %r", self.name, job)
+
+    def fail_job(self, reason: str) -> None:
+        """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote."""
+        job, _ = self._require_job()
+        self.clone.git("add", "--all")
+        self._commit_if_changed(f"{self.name} update on job {job}")
+        reason = " ".join(str(reason).split()) or "failed"
+        self._close_job(job, f"{self.name} failed job {job}: {reason[:200]}", reason=reason)
+        log.info("%s failed job %r: %s", self.name, job, redact(reason))
+
+    def _close_job(self, job: str, message: str, merge: bool = False, reason: str = "") -> None:
+        branch_update = self._branch_update()
+        self._lock.acquire()
+        self._heartbeat.stop()  # nobody requeues our job while we hold the lock
+        try:
+            base = self._sync()
+            if merge:
+                self._merge(job)
+            ledger = Ledger.read(Path(self.path))
+            queue_before = list(ledger.queued)
+            self._settle(ledger, job, reason if not merge else None)
+            ledger.write(Path(self.path), queue=ledger.queued != queue_before)
+            self.clone.git("add", "--all")
+            self.clone.git("commit", "--quiet", "-m", message)
+            updates = [RefUpdate(MASTER, self.clone.resolve("HEAD"), expect=base)]
+            if branch_update.new != branch_update.expect:
+                updates.append(branch_update)
+            self._push_under_lock(updates)
+        except BaseException:
+            self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD",
+                           check=False)
+            self._heartbeat.start()
+            if branch_update.new != branch_update.expect:  # keep the work on the remote
+                self.clone.push([branch_update])
+                self._branch_sha = branch_update.new
+            raise
+        finally:
+            self._lock.release()
+        self.running_job = self.working_branch = self._branch_sha = None
+
+    def _merge(self, job: str) -> None:
+        status, _, err = self.clone.run("merge", "--no-ff", "--no-commit", "--quiet",
+                                        f"refs/heads/{self.working_branch}")
+        if status != 0:
+            conflicts = self.clone.git("diff", "--name-only", "--diff-filter=U").splitlines()
+            self.clone.git("merge", "--abort", check=False)
+            raise MergeConflictError(job, conflicts or [redact(err.strip())[:200]])
+
+    def _settle(self, ledger: Ledger, job: str, reason: Optional[str]) -> None:
+        """Move our job out of running even if another worker took it over meanwhile."""
+        entry = ledger.running_entry(job)
+        if entry is None or entry.worker != self.name:
+            if ledger.is_done(job):
+                raise JobStateError(f"job {job!r} was already done by another worker; "
+                                    f"this result stays on branch {self.working_branch}")
+            log.warning("%s: job %r had been given away (%s); taking it back", self.name, job,
+                        f"now running on {entry.worker}" if entry else "requeued")
+            if entry is not None:
+                ledger.running.remove(entry)
+            if job in ledger.queued:
+                ledger.queued.remove(job)
+            ledger.attempts.pop(job, None)
+            ledger.claim(job, self.name)
+        if reason is None:
+            ledger.finish(job, self.name)
+        else:
+            ledger.fail(job, self.name, reason)
+
+    # ---- plumbing helpers ---------------------------------------------------------------------
+    def _require_job(self) -> tuple[str, str]:
+        if self.running_job is None or self.working_branch is None:
+            raise JobStateError("no job is running on this worker")
+        return self.running_job, self.working_branch
+
+    def _sync(self) -> Optional[str]:
+        """Fetch and check out the newest master (detached, clean); return its sha."""
+        self.clone.fetch()
+        self.observer.update({COORD_PREFIX + r[len(TRACKING_PREFIX):]: sha for r, sha
+                              in self.clone.local_refs(TRACKING_PREFIX).items()})
+        base = self.clone.resolve(ORIGIN_MASTER)
+        if base is None or any(self.clone.show(base, f) is None for f in LEDGER_FILES[1:]):
+            raise NotInitializedError(
+                "the remote has no job ledger on master; initialise it with "
+                "`distribute init URL` or distribute.init_remote(url)")
+        self.clone.git("merge", "--abort", check=False)
+        self.clone.git("rebase", "--abort", check=False)
+        self.clone.git("checkout", "--quiet", "--force", "--detach", base)
+        self.clone.git("clean", "-fdq")
+        return base
+
+    def _commit_if_changed(self, message: str) -> bool:
+        if not self.clone.git("status", "--porcelain", "--untracked-files=no").strip():
+            return False
+        self.clone.git("commit", "--quiet", "-m", message)
+        return True
+
+    def _push_under_lock(self, updates: list[RefUpdate]) -> None:
+        """Push ``updates`` atomically with the lock's release; raise if we were fenced."""
+        release = self._lock.release_update()
+        if self.clone.push([*updates, release]):
+            self._lock.forget()
+            return
+        refs = self.clone.ls_remote(release.ref)
+        if refs.get(release.ref) != release.expect:
+            self._lock.forget()
+            raise LockLostError("the lock was broken while we held it (we were too slow); "
+                                "our change was discarded and master is untouched")
+        raise DistributeError("the remote rejected our update (a job branch of that name "
+                              "already exists, or master was changed outside the lock)")
+
+    def _check_name_free(self) -> None:
+        """Refuse to start if a live worker with our name holds running jobs."""
+        ledger = Ledger.read(Path(self.path))
+        if not any(e.worker == self.name for e in ledger.running):
+            return
+        tracking = TRACKING_PREFIX + heartbeat_ref(self.name)[len(COORD_PREFIX):]
+        if self.clone.resolve(tracking) is None:
+            return
+        beat = float(self.clone.git("log", "-1", "--format=%ct", tracking) or 0)
+        age = time.time() - beat
+        if age < 3 * self.heartbeat_s:
+            raise WorkerNameError(
+                f"another worker named {self.name!r} is alive (heartbeat {age:.0f}s ago) and holds "
+                f"running jobs; choose another name, or wait {3 * self.heartbeat_s - age:.0f}s "
+                "if that worker is dead")
+
+    def close(self) -> None:
+        """Stop background threads and release the local copy (the running job stays running)."""
+        self._heartbeat.stop()
+        self._file_lock.release()
+
+
+def _call_next_job_func(func: NextJobFunc, worker: Worker) -> Optional[str]:
+    try:
+        params = [p for p in inspect.signature(func).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        params = []
+    return func(worker) if params else func()
+
+
+def _prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
+    """Clone ``url`` into ``path``, or reuse ``path`` if it is a clone of the same remote."""
+    if (path / ".git").is_dir():
+        clone = Clone(path, name=name)
+        if url is not None and clone.remote_url() != url:
+            raise LocalCopyError(f"{path} is a clone of another remote ({redact(clone.remote_url())}); "
+                                 "choose another path")
+        return clone
+    if url is None:
+        raise LocalCopyError(f"{path} is not a clone of a distribute remote")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
+    return Clone.clone(url, path, name=name)
+
+
+def _lock_local_copy(path: Path) -> filelock.BaseFileLock:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path.parent / f".{path.name}.distribute-lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise LocalCopyError(f"the local copy {path} is in use by another worker process") from None
+    return lock

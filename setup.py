@@ -1,0 +1,25 @@
+"""Packaging for git-distribute (import package: ``distribute``)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="git-distribute",
+    version="0.1.0",
+    description="A job framework whose only shared infrastructure is a git remote",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["distribute", "distribute.*"]),
+    package_data={"distribute": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "GitPython>=3.1",
+        "requests>=2.28",
+        "huggingface_hub>=0.20",
+        "filelock>=3.8",
+        "python-dotenv>=1.0",
+    ],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["distribute=distribute.cli:main"]},
+)

@@ -1,0 +1,89 @@
+"""Shared fixtures: real git remotes on this machine and helpers to inspect them."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No user git config, no stray settings from the developer's environment."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for key in list(os.environ):
+        if key.startswith("DISTRIBUTE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def file_remote(tmp_path: Path) -> str:
+    """An empty bare repository reached through ``file://``."""
+    return "file://" + str(make_bare(tmp_path / "srv"))
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[GitDaemon]:
+    root = tmp_path / "daemon"
+    root.mkdir()
+    make_bare(root)
+    with GitDaemon(root) as d:
+        yield d
+
+
+@pytest.fixture
+def daemon_remote(daemon: GitDaemon) -> str:
+    """An empty bare repository served by ``git daemon --enable=receive-pack``."""
+    return daemon.url("remote.git")
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[SmartHttpServer]:
+    root = tmp_path / "http"
+    root.mkdir()
+    make_bare(root)
+    with SmartHttpServer(root) as s:
+        yield s
+
+
+@pytest.fixture(params=["file", "daemon", "http"])
+def any_remote(request: pytest.FixtureRequest) -> str:
+    """An empty remote of each transport."""
+    if request.param == "file":
+        return request.getfixturevalue("file_remote")
+    if request.param == "daemon":
+        return request.getfixturevalue("daemon_remote")
+    return request.getfixturevalue("http_server").url("remote.git")
+
+
+def git_out(url: str, *args: str, tmp: Path) -> str:
+    """Run a git command in a fresh mirror of ``url`` (fetched each call) and return stdout."""
+    mirror = tmp / "inspect.git"
+    if not mirror.exists():
+        subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
+    subprocess.run(["git", "-C", str(mirror), "fetch", "-q", "--prune", url,
+                    "+refs/*:refs/*"], check=True)
+    return subprocess.run(["git", "-C", str(mirror), *args], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def ledger_file(url: str, name: str, tmp: Path) -> list[str]:
+    """The non-empty lines of a ledger file on the remote's master."""
+    return [l for l in git_out(url, "show", f"master:{name}", tmp=tmp).splitlines() if l]
+
+
+def spawn_worker(url: str, path: Path, name: str, mode: str, *opts: str) -> subprocess.Popen[str]:
+    """Start ``tests/proc_worker.py`` as a separate process."""
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "proc_worker.py"), url, str(path), name, mode, *opts],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,62 @@
+"""A worker process for the multi-process tests: ``python proc_worker.py URL PATH NAME MODE [opts]``.
+
+Modes:
+  drain       take jobs with queue_jobs_func, write updates/<slug>/result.txt, finish; leave when
+              nothing is queued and nothing is running (waiting for dead workers' jobs to come back)
+  hold-lock   take the lock, write HALF-MADE into the checkout, announce on stdout, sleep forever
+  block-job   take one job, write a partial result, push it, announce on stdout, sleep forever
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from distribute import queue_jobs_func, worker_from_url
+from distribute.ledger import Ledger
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("url")
+    p.add_argument("path")
+    p.add_argument("name")
+    p.add_argument("mode", choices=["drain", "hold-lock", "block-job"])
+    p.add_argument("--lock-lease", type=float, default=3)
+    p.add_argument("--job-lease", type=float, default=4)
+    p.add_argument("--max-attempts", type=int, default=3)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s {args.name} %(name)s %(message)s")
+    worker = worker_from_url(args.url, args.path, args.name, lock_lease_s=args.lock_lease,
+                             job_lease_s=args.job_lease, max_attempts=args.max_attempts,
+                             heartbeat_s=args.job_lease / 4, poll_max_s=0.2)
+
+    if args.mode == "hold-lock":
+        def hold(w):
+            Path(w.path, "HALF-MADE").write_text("must never reach master\n")
+            print("HOLDING", flush=True)
+            time.sleep(3600)
+        worker.get_next_job(hold)
+        return
+
+    while True:
+        job = worker.get_next_job(queue_jobs_func)
+        if job is None:
+            if not Ledger.read(Path(worker.path)).running:
+                return
+            time.sleep(0.3)
+            continue
+        Path(worker.job_dir, "result.txt").write_text(f"{job} by {args.name}\n")
+        if args.mode == "block-job":
+            worker.commit_update("partial result")
+            print(f"RUNNING {job}", flush=True)
+            time.sleep(3600)
+        worker.finish_job()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Guarantees under concurrency, shown with real worker processes and SIGKILL."""
+from __future__ import annotations
+
+import collections
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import git_out, ledger_file, spawn_worker
+from distribute import LocalCopyError, init_remote, worker_from_url
+
+LEASES = ("--lock-lease", "2", "--job-lease", "3")
+
+
+def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 240) -> None:
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        assert p.returncode == 0, err[-3000:]
+
+
+def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    """Block until the worker prints a line starting with ``prefix`` (it signals its state)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"worker exited without printing {prefix}: {proc.stderr.read()[-3000:]}")
+
+
+def jobs_in(url: str, name: str, tmp: Path) -> list[str]:
+    return [l.split("\t")[0] for l in ledger_file(url, name, tmp)]
+
+
+def assert_settled(url: str, jobs: list[str], tmp: Path) -> list[str]:
+    """Every job done exactly once, nothing queued or running, results on master, lock free."""
+    done = jobs_in(url, "done.txt", tmp)
+    assert sorted(done) == sorted(jobs), collections.Counter(done).most_common(3)
+    assert jobs_in(url, "running.txt", tmp) == []
+    assert jobs_in(url, "jobs.txt", tmp) == []
+    files = set(git_out(url, "ls-tree", "-r", "--name-only", "master", tmp=tmp).split())
+    assert {f"updates/{j}/result.txt" for j in jobs} <= files
+    refs = git_out(url, "for-each-ref", "--format=%(refname)", tmp=tmp).split()
+    assert "refs/distribute/lock" not in refs
+    return [l.split("\t")[1] for l in ledger_file(url, "done.txt", tmp)]
+
+
+def test_six_workers_drain_a_hundred_jobs(daemon_remote: str, tmp_path: Path) -> None:
+    jobs = [f"job{i:03d}" for i in range(100)]
+    init_remote(daemon_remote, jobs)
+    procs = [spawn_worker(daemon_remote, tmp_path / f"w{i}", f"w{i}", "drain", *LEASES)
+             for i in range(6)]
+    wait_all(procs)
+    workers = assert_settled(daemon_remote, jobs, tmp_path)
+    assert len(set(workers)) >= 2  # the work was actually shared
+    story = git_out(daemon_remote, "log", "--first-parent", "--format=%s", "master",
+                    tmp=tmp_path).splitlines()
+    assert len(story) == 1 + 2 * len(jobs)
+
+
+def test_dead_lock_holder_does_not_block(file_remote: str, tmp_path: Path) -> None:
+    jobs = [f"job{i}" for i in range(10)]
+    init_remote(file_remote, jobs)
+    holder = spawn_worker(file_remote, tmp_path / "dead", "dead", "hold-lock", *LEASES)
+    wait_line(holder, "HOLDING")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    refs = git_out(file_remote, "for-each-ref", "--format=%(refname)", tmp=tmp_path).split()
+    assert "refs/distribute/lock" in refs  # the dead holder's lock is still there
+    procs = [spawn_worker(file_remote, tmp_path / f"w{i}", f"w{i}", "drain", *LEASES)
+             for i in range(3)]
+    wait_all(procs)
+    assert_settled(file_remote, jobs, tmp_path)
+    assert "HALF-MADE" not in git_out(file_remote, "log", "--all", "--name-only", "--format=",
+                                      tmp=tmp_path)
+    assert "dead" not in git_out(file_remote, "log", "--format=%s", "master", tmp=tmp_path)
+
+
+@pytest.mark.parametrize("max_attempts,expect", [(3, "done"), (1, "failed")])
+def test_worker_killed_mid_job(file_remote: str, tmp_path: Path, max_attempts: int,
+                               expect: str) -> None:
+    jobs = ["first", "second", "third"]
+    init_remote(file_remote, jobs)
+    opts = (*LEASES, "--max-attempts", str(max_attempts))
+    victim = spawn_worker(file_remote, tmp_path / "victim", "victim", "block-job", *opts)
+    assert wait_line(victim, "RUNNING") == "RUNNING first"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert jobs_in(file_remote, "running.txt", tmp_path) == ["first"]
+    procs = [spawn_worker(file_remote, tmp_path / f"w{i}", f"w{i}", "drain", *opts)
+             for i in range(2)]
+    wait_all(procs)
+    assert jobs_in(file_remote, "running.txt", tmp_path) == []
+    if expect == "done":
+        assert_settled(file_remote, jobs, tmp_path)
+        done = {l.split("\t")[0]: l.split("\t") for l in ledger_file(file_remote, "done.txt",
+                                                                     tmp_path)}
+        assert done["first"][1] != "victim" and done["first"][3] == "2"
+        story = git_out(file_remote, "log", "--format=%s", "master", tmp=tmp_path)
+        assert "requeued job first (victim silent for" in story
+    else:
+        failed = ledger_file(file_remote, "failed.txt", tmp_path)
+        assert [l.split("\t")[:2] for l in failed] == [["first", "victim"]]
+        assert "gave up after 1 attempts" in failed[0]
+        assert sorted(jobs_in(file_remote, "done.txt", tmp_path)) == ["second", "third"]
+    # the dead worker's partial result stays on its branch
+    assert git_out(file_remote, "show", "victim/first:updates/first/result.txt",
+                   tmp=tmp_path) == "first by victim\n"
+
+
+def test_two_processes_one_local_copy(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a"])
+    holder = spawn_worker(file_remote, tmp_path / "copy", "one", "hold-lock", *LEASES)
+    wait_line(holder, "HOLDING")
+    try:
+        with pytest.raises(LocalCopyError, match="in use"):
+            worker_from_url(file_remote, tmp_path / "copy", "two")
+    finally:
+        holder.kill()
+        holder.wait()
