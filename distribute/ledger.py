@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from .exceptions import InvalidJobError
 
@@ -100,10 +100,21 @@ class Entry:
 def read_lines(path: Path) -> list[str]:
     """Non-blank lines of a ledger file with CR and surrounding blanks removed (missing file: [])."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        return split_lines(path.read_text(encoding="utf-8", errors="replace"))
     except FileNotFoundError:
         return []
-    return [l.strip() for l in text.splitlines() if l.strip()]
+
+
+def split_lines(text: Optional[str]) -> list[str]:
+    """Non-blank lines of ``text`` with CR and surrounding blanks removed."""
+    return [l.strip() for l in (text or "").splitlines() if l.strip()]
+
+
+def _read_text(path: Path) -> Optional[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
@@ -123,18 +134,20 @@ class Ledger:
     @classmethod
     def read(cls, root: Path) -> "Ledger":
         """Parse the ledger files under ``root``."""
+        return cls.parse(lambda name: _read_text(root / name))
+
+    @classmethod
+    def parse(cls, text_of: Callable[[str], Optional[str]]) -> "Ledger":
+        """Parse a ledger given a function returning each file's text (``None`` if absent)."""
         attempts: dict[str, int] = {}
-        for line in read_lines(root / ATTEMPTS_FILE):
+        for line in split_lines(text_of(ATTEMPTS_FILE)):
             job, _, count = line.rpartition("\t")
             if job and count.isdigit():
                 attempts[job] = int(count)
-        return cls(
-            queued=read_lines(root / QUEUE_FILE),
-            running=[Entry.parse(l) for l in read_lines(root / RUNNING_FILE)],
-            done=[Entry.parse(l) for l in read_lines(root / DONE_FILE)],
-            failed=[Entry.parse(l) for l in read_lines(root / FAILED_FILE)],
-            attempts=attempts,
-        )
+        entries = {name: [Entry.parse(l) for l in split_lines(text_of(name))]
+                   for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
+        return cls(queued=split_lines(text_of(QUEUE_FILE)), running=entries[RUNNING_FILE],
+                   done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts)
 
     def write(self, root: Path, queue: bool = False) -> None:
         """Rewrite the ledger files under ``root``; ``jobs.txt`` only when ``queue`` is true."""

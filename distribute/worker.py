@@ -297,6 +297,79 @@ class Worker:
         else:
             ledger.fail(job, self.name, reason)
 
+    def give_back_job(self) -> None:
+        """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM).
+
+        Work already committed stays on the job branch; the attempt is not counted.
+        """
+        job, _ = self._require_job()
+        self.clone.git("add", "--all")
+        self._commit_if_changed(f"{self.name} update on job {job}")
+
+        def edit(ledger: Ledger, root: Path) -> str:
+            entry = ledger.running_entry(job)
+            if entry is not None and entry.worker == self.name:
+                ledger.running.remove(entry)
+                ledger.queued.insert(0, job)
+                if entry.attempt > 1:
+                    ledger.attempts[job] = entry.attempt - 1
+                ledger.write(root, queue=True)
+            return f"{self.name} gave back job {job}"
+
+        self._heartbeat.stop()
+        branch_update = self._branch_update()
+        extra = [branch_update] if branch_update.new != branch_update.expect else []
+        self.update_master(edit, extra, _own_job=True)
+        self.running_job = self.working_branch = self._branch_sha = None
+
+    def update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
+                      extra: Optional[list[RefUpdate]] = None, *, _own_job: bool = False
+                      ) -> Optional[str]:
+        """Change master under the lock: ``edit(ledger, root)`` edits files in the fresh checkout
+        at ``root`` (use ``ledger.write(root, queue=True)``) and returns the commit message, or
+        ``None`` to change nothing. The commit is pushed atomically with the lock's release.
+        """
+        if self.running_job is not None and not _own_job:
+            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        self._lock.acquire()
+        try:
+            base = self._sync()
+            message = edit(Ledger.read(Path(self.path)), Path(self.path))
+            self.clone.git("add", "--all")
+            if not (message and self._commit_if_changed(message)):
+                message = None
+                self.clone.git("reset", "--quiet", "--hard", base or "HEAD")
+            head = self.clone.resolve("HEAD")
+            updates = [RefUpdate(MASTER, head, expect=base)] if head != base else []
+            self._push_under_lock(updates + (extra or []))
+        finally:
+            self._lock.release()
+        return message
+
+    def snapshot(self) -> dict[str, Any]:
+        """Fetch and describe the remote without touching the work tree.
+
+        Returns ``{"ledger": Ledger, "lock": None or {"holder", "held_s"}, "heartbeats":
+        {worker: age_s}}``. Ages come from the commit times of the lock and heartbeat values
+        compared with this machine's clock: good for display, never used for decisions.
+        """
+        self.clone.fetch()
+        master = self.clone.resolve(ORIGIN_MASTER) or ORIGIN_MASTER
+        ledger = Ledger.parse(lambda name: self.clone.show(master, name))
+        now = time.time()
+        stamps = {}
+        for ref, sha in self.clone.local_refs(TRACKING_PREFIX).items():
+            subject, _, when = self.clone.git("log", "-1", "--format=%s%x00%ct", sha).partition("\0")
+            stamps[ref[len(TRACKING_PREFIX):]] = (subject.split(" "), max(0.0, now - float(when)))
+        lock = stamps.pop("lock", None)
+        return {
+            "ledger": ledger,
+            "lock": None if lock is None else {"holder": lock[0][1] if len(lock[0]) > 1 else "?",
+                                               "held_s": round(lock[1], 1)},
+            "heartbeats": {ref[len("hb/"):]: round(age, 1) for ref, (_, age) in stamps.items()
+                           if ref.startswith("hb/")},
+        }
+
     # ---- plumbing helpers ---------------------------------------------------------------------
     def _require_job(self) -> tuple[str, str]:
         if self.running_job is None or self.working_branch is None:
