@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +45,7 @@ def check_job(job: object) -> str:
         raise InvalidJobError(f"a job must be a string, not {type(job).__name__}")
     if job == "" or job != job.strip():
         raise InvalidJobError(f"job {job!r} is empty or has leading/trailing whitespace")
-    bad = sorted({c for c in job if c in "\t\n\r\0" or (ord(c) < 32)})
+    bad = sorted({c for c in job if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
     if bad:
         raise InvalidJobError(f"job {job[:80]!r} contains control characters {bad!r}")
     try:
@@ -107,7 +108,7 @@ def read_lines(path: Path) -> list[str]:
 
 def split_lines(text: Optional[str]) -> list[str]:
     """Non-blank lines of ``text`` with CR and surrounding blanks removed."""
-    return [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return [l.strip() for l in (text or "").split("\n") if l.strip()]
 
 
 def _read_text(path: Path) -> Optional[str]:

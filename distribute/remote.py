@@ -91,6 +91,10 @@ class Clone:
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": f"{name}@distribute",
         })
         self._git = git.Git(str(self.path))
+        self._protocol: list[str] = []
+        if (self.path / ".git").is_dir() and (self.remote_url() or "").startswith("git://"):
+            # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not
+            self._protocol = ["-c", "protocol.version=0"]
 
     # ---- creation -----------------------------------------------------------------------------
     @classmethod
@@ -119,7 +123,7 @@ class Clone:
     def _run(self, args: list[str]) -> tuple[int, str, str]:
         try:
             status, out, err = self._git.execute(
-                ["git", *args], with_extended_output=True, with_exceptions=False, env=self._env,
+                ["git", *self._protocol, *args], with_extended_output=True, with_exceptions=False, env=self._env,
             )
         except git.GitCommandNotFound as exc:  # pragma: no cover - git is a hard requirement
             raise RemoteError("git is not installed") from exc

@@ -9,46 +9,25 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import re
-import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-import filelock
 
 from . import config
-from .exceptions import (DistributeError, InvalidJobError, JobStateError, LocalCopyError,
-                         LockLostError, MergeConflictError, NotInitializedError, WorkerNameError)
+from .exceptions import (DistributeError, InvalidJobError, JobStateError, LockLostError, MergeConflictError, NotInitializedError, WorkerNameError)
 from .ledger import LEDGER_FILES, UPDATES_DIR, Ledger, check_job, job_slug
+from .localcopy import check_worker_name, default_worker_name, lock_local_copy, prepare_clone
 from .lock import (COORD_PREFIX, TRACKING_PREFIX, Heartbeat, Observer, RemoteLock, heartbeat_ref)
 from .redact import redact
-from .remote import Clone, RefUpdate
+from .remote import RefUpdate
 
 log = logging.getLogger(__name__)
 
 MASTER = "refs/heads/master"
 ORIGIN_MASTER = "refs/remotes/origin/master"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _MAX_SKIPS = 100
 NextJobFunc = Callable[..., Optional[str]]
-
-
-def check_worker_name(name: str) -> str:
-    """Return ``name`` if it is usable as a path component and a ref component, else raise."""
-    if (not isinstance(name, str) or not _NAME.match(name) or ".." in name
-            or name.endswith((".", ".lock")) or name in ("master", "HEAD")):
-        raise WorkerNameError(
-            f"worker name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
-            "not starting with '.' or '-'")
-    return name
-
-
-def default_worker_name() -> str:
-    """The host name plus a short random suffix."""
-    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname().split(".")[0]).strip("-.") or "worker"
-    return f"{host[:50]}-{uuid.uuid4().hex[:6]}"
 
 
 class Worker:
@@ -71,9 +50,9 @@ class Worker:
         self.heartbeat_s = config.get_float("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
                                             heartbeat_s)
         poll_max = config.get_float("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
-        self._file_lock = _lock_local_copy(Path(self.path))
+        self._file_lock = lock_local_copy(Path(self.path))
         try:
-            self.clone = _prepare_clone(remote_url, Path(self.path), self.name)
+            self.clone = prepare_clone(remote_url, Path(self.path), self.name)
         except BaseException:
             self._file_lock.release()
             raise
@@ -443,26 +422,3 @@ def _call_next_job_func(func: NextJobFunc, worker: Worker) -> Optional[str]:
     return func(worker) if params else func()
 
 
-def _prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
-    """Clone ``url`` into ``path``, or reuse ``path`` if it is a clone of the same remote."""
-    if (path / ".git").is_dir():
-        clone = Clone(path, name=name)
-        if url is not None and clone.remote_url() != url:
-            raise LocalCopyError(f"{path} is a clone of another remote ({redact(clone.remote_url())}); "
-                                 "choose another path")
-        return clone
-    if url is None:
-        raise LocalCopyError(f"{path} is not a clone of a distribute remote")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
-    return Clone.clone(url, path, name=name)
-
-
-def _lock_local_copy(path: Path) -> filelock.BaseFileLock:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(path.parent / f".{path.name}.distribute-lock"))
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise LocalCopyError(f"the local copy {path} is in use by another worker process") from None
-    return lock

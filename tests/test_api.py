@@ -14,7 +14,7 @@ from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLost
                         MergeConflictError, NotARemoteError, NotInitializedError, Worker,
                         init_remote, queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func,
                         worker_from_url)
-from distribute import dist
+from distribute.dist import Worker as DistWorker, worker_from_url as dist_worker_from_url
 from distribute.lock import break_lock
 from distribute.remote import Clone
 
@@ -60,7 +60,8 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
 
 def test_random_jobs_loop(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
-    worker = worker_from_url(file_remote, tmp_path / "w", "rnd")
+    assert (DistWorker, dist_worker_from_url) == (Worker, worker_from_url)  # the seed's import path
+    worker = dist_worker_from_url(file_remote, tmp_path / "w", "rnd")
     jobs = run_readme_loop(worker, random_jobs_func, limit=3)
     assert len(set(jobs)) == 3 and all(j.isdigit() for j in jobs)
     assert sorted(l.split("\t")[0] for l in ledger_file(file_remote, "done.txt", tmp_path)) == \

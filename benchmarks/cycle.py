@@ -1,0 +1,105 @@
+"""Time an empty job's claim + finish against one `git fetch` + one `git push` on the same remote.
+
+    python benchmarks/cycle.py [--transport file|daemon|http] [--jobs 30]
+
+Both are measured in the same run, on the same machine, against a fresh remote on 127.0.0.1; the
+ratio is what counts (absolute figures depend on the machine).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
+
+from distribute import init_remote, queue_jobs_func, worker_from_url  # noqa: E402
+
+ENV = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b",
+           GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b")
+
+
+def remote_url(kind: str, root: Path, stack: ExitStack) -> str:
+    make_bare(root)
+    if kind == "file":
+        return "file://" + str(root / "remote.git")
+    server = GitDaemon(root) if kind == "daemon" else SmartHttpServer(root)
+    stack.enter_context(server)
+    return server.url("remote.git")
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, env=ENV, check=True, capture_output=True)
+
+
+def floor(url: str, tmp: Path, n: int) -> tuple[float, float]:
+    """Median seconds of a no-op fetch and of commit + push, in a plain clone."""
+    clone = tmp / "floor"
+    git("clone", "-q", url, str(clone), cwd=tmp)
+    git("checkout", "-q", "-b", "floor", cwd=clone)
+    fetches, pushes = [], []
+    for i in range(n):
+        t = time.perf_counter()
+        git("fetch", "-q", "origin", cwd=clone)
+        fetches.append(time.perf_counter() - t)
+        (clone / "f.txt").write_text(str(i))
+        t = time.perf_counter()
+        git("commit", "-qam", f"c{i}", cwd=clone) if i else git("add", "f.txt", cwd=clone)
+        if not i:
+            git("commit", "-qm", "c0", cwd=clone)
+        git("push", "-q", "origin", "HEAD:refs/heads/floor", cwd=clone)
+        pushes.append(time.perf_counter() - t)
+    return statistics.median(fetches), statistics.median(pushes)
+
+
+def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
+    """Median seconds of claim, of finish, of both; network calls per cycle."""
+    init_remote(url, [f"job{i}" for i in range(n)])
+    worker = worker_from_url(url, tmp / "worker", "bench")
+    claims, finishes = [], []
+    calls = worker.clone.network_calls
+    for _ in range(n):
+        t = time.perf_counter()
+        worker.get_next_job(queue_jobs_func)
+        claims.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        worker.finish_job()
+        finishes.append(time.perf_counter() - t)
+    per_cycle = (worker.clone.network_calls - calls) // n
+    worker.close()
+    both = [c + f for c, f in zip(claims, finishes)]
+    return statistics.median(claims), statistics.median(finishes), statistics.median(both), per_cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transport", choices=["file", "daemon", "http"], default="file")
+    parser.add_argument("--jobs", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
+        tmp = Path(d)
+        url = remote_url(args.transport, tmp / "srv", stack)
+        claim, finish, cycle, calls = cycles(url, tmp, args.jobs)
+        fetch, push = floor(url, tmp, args.jobs)
+    ms = lambda s: f"{s * 1000:8.1f}"  # noqa: E731
+    print(f"transport: {args.transport}, medians of {args.jobs}")
+    print(f"{'operation':34} {'ms':>8}")
+    for label, value in [("git fetch (nothing new)", fetch), ("commit + git push", push),
+                         ("claim (get_next_job)", claim), ("finish (finish_job)", finish),
+                         ("claim + finish", cycle)]:
+        print(f"{label:34} {ms(value)}")
+    print(f"network git calls per cycle: {calls}")
+    print(f"ratio cycle / (fetch + push):     {cycle / (fetch + push):.2f}")
+    print(f"ratio cycle / 2 x (fetch + push): {cycle / (2 * (fetch + push)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
