@@ -64,7 +64,7 @@ def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
     init_remote(url, [f"job{i}" for i in range(n)])
     worker = worker_from_url(url, tmp / "worker", "bench")
     claims, finishes = [], []
-    calls = worker.clone.network_calls
+    calls, procs = worker.clone.network_calls, worker.clone.processes
     for _ in range(n):
         t = time.perf_counter()
         worker.get_next_job(queue_jobs_func)
@@ -73,6 +73,7 @@ def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
         worker.finish_job()
         finishes.append(time.perf_counter() - t)
     per_cycle = (worker.clone.network_calls - calls) // n
+    print(f"git processes per cycle: {(worker.clone.processes - procs) / n:.1f}")
     worker.close()
     both = [c + f for c, f in zip(claims, finishes)]
     return statistics.median(claims), statistics.median(finishes), statistics.median(both), per_cycle

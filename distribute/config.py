@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from dotenv import dotenv_values, find_dotenv
 
 from .exceptions import DistributeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +56,67 @@ def get_float(key: str, default: float, given: Optional[float] = None) -> float:
     if number <= 0:
         raise DistributeError(f"{key} must be positive, not {value!r}")
     return number
+
+
+#: Every setting: (name, default shown when unset, what it is). The README's table mirrors this.
+SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
+    ("DISTRIBUTE_REMOTE", None, "URL of the shared git remote (any command's REMOTE)"),
+    ("DISTRIBUTE_RUN", None, "MODULE:FUNCTION a worker calls for each job (--run)"),
+    ("DISTRIBUTE_NEXT_JOB", "distribute:queue_jobs_func", "MODULE:FUNCTION choosing the next job"),
+    ("DISTRIBUTE_PATH", ".distribute/<name>", "the worker's local copy of the remote (--path)"),
+    ("DISTRIBUTE_NAME", "<host>-<random>", "the worker's name (--name)"),
+    ("DISTRIBUTE_LOCK_LEASE_S", "60", "seconds an unchanged lock is honoured before it is broken"),
+    ("DISTRIBUTE_JOB_LEASE_S", "600", "seconds without a heartbeat before a job is requeued"),
+    ("DISTRIBUTE_HEARTBEAT_S", None, "seconds between heartbeats (default: job lease / 5)"),
+    ("DISTRIBUTE_MAX_ATTEMPTS", "3", "attempts of a job before it goes to failed.txt"),
+    ("DISTRIBUTE_POLL_MAX_S", "1", "longest back-off while waiting for the lock"),
+    ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
+    ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
+    ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),
+)
+
+
+def setting_source(key: str) -> str:
+    """Where ``key`` comes from: ``"environment"``, the ``.env`` file's path, or ``"default"``."""
+    if os.environ.get(key):
+        return "environment"
+    if _dotenv().get(key):
+        return _env_file or find_dotenv(usecwd=True) or ".env"
+    return "default"
+
+
+def get_settings() -> dict[str, Optional[str]]:
+    """The resolved value of every setting in :data:`SETTINGS`, secrets masked.
+
+    Unset settings show their default (``None`` when there is none). URL credentials, tokens and
+    the values of secret environment variables are replaced by ``***``, so the result is safe to
+    print or log.
+    """
+    from .redact import redact  # late import: redact has no dependencies, but keep config light
+
+    out: dict[str, Optional[str]] = {}
+    for key, default, _ in SETTINGS:
+        value = get_env(key)
+        if value is None and key == "DISTRIBUTE_HEARTBEAT_S":
+            value = f"{get_float('DISTRIBUTE_JOB_LEASE_S', 600) / 5:g}"
+        if value is None:
+            value = default
+        out[key] = None if value is None else redact(value)
+    return out
+
+
+def create_from_config(remote_url: Optional[str] = None, path: Optional[str] = None,
+                       name: Optional[str] = None, **tunables: object) -> "Worker":
+    """A :class:`~distribute.Worker` built from ``DISTRIBUTE_REMOTE``, ``DISTRIBUTE_PATH`` and
+    ``DISTRIBUTE_NAME`` (environment first, then ``.env``); arguments given here win.
+
+    ``tunables`` are passed on (``job_lease_s=...``); unset ones come from their own settings.
+    """
+    from .dist import worker_from_url  # late import: worker imports this module
+
+    url = remote_url or get_env("DISTRIBUTE_REMOTE")
+    if not url:
+        raise DistributeError("no remote given: set DISTRIBUTE_REMOTE (environment or .env) "
+                              "or pass the remote URL")
+    return worker_from_url(url, path or get_env("DISTRIBUTE_PATH"),
+                           name or get_env("DISTRIBUTE_NAME"), **tunables)

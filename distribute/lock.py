@@ -191,9 +191,13 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
-    def update(self) -> RefUpdate:
-        """A ref update that moves the heartbeat now (to put in any push the worker makes)."""
-        marker = self.clone.make_marker(f"heartbeat {self.worker} {utc_now()} {uuid.uuid4().hex[:8]}")
+    def update(self, marker: Optional[str] = None) -> RefUpdate:
+        """A ref update that moves the heartbeat now (to put in any push the worker makes).
+
+        ``marker`` may be any fresh commit already on its way to the remote (e.g. the lock value).
+        """
+        marker = marker or self.clone.make_marker(
+            f"heartbeat {self.worker} {utc_now()} {uuid.uuid4().hex[:8]}")
         return RefUpdate(heartbeat_ref(self.worker), marker, expect=None)
 
     def start(self) -> None:

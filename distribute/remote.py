@@ -29,6 +29,17 @@ from .redact import redact
 
 log = logging.getLogger(__name__)
 
+
+class _RedactingFilter(logging.Filter):
+    """GitPython logs commands and their output; make sure no credential survives in them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
+
+
+logging.getLogger("git.cmd").addFilter(_RedactingFilter())
+
 #: Transports allowed by default; ``ext::`` and other command-running helpers are refused.
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 ZERO_SHA = "0" * 40
@@ -84,13 +95,15 @@ class Clone:
         self.retries = retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
-        #: Number of git processes that talked to the remote (for tests and benchmarks).
+        #: Number of git processes that talked to the remote, and of all git processes.
         self.network_calls = 0
+        self.processes = 0
         self._env = git_env({
             "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": f"{name}@distribute",
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": f"{name}@distribute",
         })
         self._git = git.Git(str(self.path))
+        self._empty_tree: Optional[str] = None
         self._protocol: list[str] = []
         if (self.path / ".git").is_dir() and (self.remote_url() or "").startswith("git://"):
             # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not
@@ -121,6 +134,7 @@ class Clone:
         return self._run(list(args))
 
     def _run(self, args: list[str]) -> tuple[int, str, str]:
+        self.processes += 1
         try:
             status, out, err = self._git.execute(
                 ["git", *self._protocol, *args], with_extended_output=True, with_exceptions=False, env=self._env,
@@ -230,8 +244,19 @@ class Clone:
 
     def make_marker(self, message: str) -> str:
         """Create a parentless commit with an empty tree (used as lock and heartbeat values)."""
-        empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
-        return self.git("commit-tree", empty_tree, "-m", message).strip()
+        if self._empty_tree is None:
+            self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
+        return self.git("commit-tree", self._empty_tree, "-m", message).strip()
+
+    def abort_interrupted(self) -> None:
+        """Abort a merge or rebase left behind by a killed process (cheap when there is none)."""
+        git_dir = self.path / ".git"
+        if (git_dir / "MERGE_HEAD").exists():
+            log.warning("aborting a merge left unfinished in %s", self.path)
+            self.git("merge", "--abort", check=False)
+        if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+            log.warning("aborting a rebase left unfinished in %s", self.path)
+            self.git("rebase", "--abort", check=False)
 
     def local_refs(self, prefix: str) -> dict[str, str]:
         """``{ref: sha}`` for local refs under ``prefix``."""

@@ -63,7 +63,8 @@ class Worker:
         self.running_job: Optional[str] = None
         self.working_branch: Optional[str] = None
         self._branch_sha: Optional[str] = None
-        self._attempt = 0
+        self._remote_refs: dict[str, str] = {}
+        self._initialized = False
         self._sync()
         self._check_name_free()
 
@@ -96,13 +97,13 @@ class Worker:
                 job, entry_attempt = self._run_next_job_func(next_job_func)
             finally:
                 self._lock.stop_renewing()
-            updates = [RefUpdate(MASTER, self.clone.resolve("HEAD"), expect=base)]
+            head = self.clone.resolve("HEAD")
+            updates = [RefUpdate(MASTER, head, expect=base)]
             if job is not None:
-                self._attempt = entry_attempt
                 branch = f"{self.name}/{job_slug(job)}"
                 branch += f"@{entry_attempt}" if entry_attempt > 1 else ""
-                updates += [RefUpdate(f"refs/heads/{branch}", self.clone.resolve("HEAD"), expect=""),
-                            self._heartbeat.update()]
+                updates += [RefUpdate(f"refs/heads/{branch}", head, expect=""),
+                            self._heartbeat.update(self._lock.value)]
             if updates[0].new == base:
                 updates = updates[1:]
             self._push_under_lock(updates)
@@ -110,7 +111,7 @@ class Worker:
             self._lock.release()
         if job is not None:
             self.running_job, self.working_branch = job, branch
-            self._branch_sha = self.clone.resolve("HEAD")
+            self._branch_sha = head
             self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
             Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
             self._heartbeat.start()
@@ -121,9 +122,9 @@ class Worker:
         """Call the job function until it yields a claimable job or ``None``; commit the claim."""
         for _ in range(_MAX_SKIPS):
             job = _call_next_job_func(func, self)
-            self.clone.git("add", "--all")
             ledger = Ledger.read(Path(self.path))
             if job is None:
+                self.clone.git("add", "--all")
                 self._commit_if_changed(f"{self.name} updated the queue")
                 return None, 0
             try:
@@ -152,7 +153,7 @@ class Worker:
             ledger.claim(shown, self.name)
             ledger.fail(shown, self.name, f"invalid job string: {exc}")
             ledger.write(Path(self.path))
-            self.clone.git("add", "--all")
+        self.clone.git("add", "--all")
         self._commit_if_changed(f"{self.name} rejected invalid job {shown[:200]}")
 
     def _requeue_stale(self, ledger: Ledger) -> None:
@@ -164,7 +165,7 @@ class Worker:
                 silent, why = True, f"{self.name} restarted without it"
             else:
                 ref = heartbeat_ref(entry.worker)
-                value = self.clone.resolve(TRACKING_PREFIX + ref[len(COORD_PREFIX):])
+                value = self._remote_refs.get(ref)
                 age = self.observer.unchanged_for(ref, value)
                 silent, why = age >= self.job_lease_s, f"{entry.worker} silent for {age:.0f}s"
             if not silent:
@@ -358,23 +359,29 @@ class Worker:
     def _sync(self) -> Optional[str]:
         """Fetch and check out the newest master (detached, clean); return its sha."""
         self.clone.fetch()
-        self.observer.update({COORD_PREFIX + r[len(TRACKING_PREFIX):]: sha for r, sha
-                              in self.clone.local_refs(TRACKING_PREFIX).items()})
-        base = self.clone.resolve(ORIGIN_MASTER)
-        if base is None or any(self.clone.show(base, f) is None for f in LEDGER_FILES[1:]):
+        tracking = self.clone.local_refs("refs/remotes/origin/")
+        self._remote_refs = {COORD_PREFIX + r[len(TRACKING_PREFIX):]: sha
+                             for r, sha in tracking.items() if r.startswith(TRACKING_PREFIX)}
+        self.observer.update(self._remote_refs)
+        base = tracking.get(ORIGIN_MASTER)
+        if base is None or (not self._initialized and not set(LEDGER_FILES) <= set(
+                self.clone.git("ls-tree", "--name-only", base).splitlines())):
             raise NotInitializedError(
                 "the remote has no job ledger on master; initialise it with "
                 "`distribute init URL` or distribute.init_remote(url)")
-        self.clone.git("merge", "--abort", check=False)
-        self.clone.git("rebase", "--abort", check=False)
+        self._initialized = True
+        self.clone.abort_interrupted()
         self.clone.git("checkout", "--quiet", "--force", "--detach", base)
         self.clone.git("clean", "-fdq")
         return base
 
     def _commit_if_changed(self, message: str) -> bool:
-        if not self.clone.git("status", "--porcelain", "--untracked-files=no").strip():
+        """Commit what is staged; ``False`` if nothing was."""
+        status, out, err = self.clone.run("commit", "--quiet", "-m", message)
+        if status != 0 and "nothing" in out + err:
             return False
-        self.clone.git("commit", "--quiet", "-m", message)
+        if status != 0:
+            raise DistributeError(redact(f"git commit failed: {err.strip() or out.strip()}"))
         return True
 
     def _push_under_lock(self, updates: list[RefUpdate]) -> None:

@@ -1,0 +1,254 @@
+"""The commands that inspect or edit the ledger: init, add, status, requeue, unlock, log, config."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from .. import config
+from ..dist import init_remote
+from ..exceptions import DistributeError
+from ..ledger import Entry, Ledger, check_job
+from ..lock import break_lock
+from ..redact import redact
+from ..worker import Worker
+from .common import (cache_worker, plural, read_job_file, resolve_remote, say,
+                     split_remote_and_jobs, UsageError)
+from .status_view import RateMeter, progress_line, stale_jobs, status_json, status_text
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Create the ledger on the remote's master, optionally seeding jobs.txt."""
+    url = resolve_remote(args.remote)
+    jobs = [check_job(j) for j in read_job_file(args.jobs)] if args.jobs else []
+    if init_remote(url, jobs):
+        say(f"initialised the job ledger on {url}" + (f" with {plural(len(jobs), 'job')}"
+                                                       if jobs else ""))
+        return 0
+    if jobs:
+        raise DistributeError(f"{redact(url)} already has a job ledger, so the {len(jobs)} jobs "
+                              "were not added; use `distribute add` to queue them")
+    say(f"{url} already has a job ledger; nothing changed")
+    return 0
+
+
+def add_jobs(worker: Worker, jobs: list[str], allow_duplicates: bool = False
+             ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Append ``jobs`` to jobs.txt under the lock; return (added, [(skipped job, why)])."""
+    added: list[str] = []
+    skipped: list[tuple[str, str]] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        added.clear()
+        skipped.clear()
+        where = {j: "queued" for j in ledger.queued}
+        where.update({e.job: "done" for e in ledger.done})
+        where.update({e.job: f"running on {e.worker}" for e in ledger.running})
+        for job in jobs:
+            if job in where and not allow_duplicates:
+                skipped.append((job, where[job]))
+                continue
+            _count_attempts(ledger, job, [e for e in ledger.failed if e.job == job])
+            ledger.queued.append(job)
+            added.append(job)
+            where.setdefault(job, "given twice")
+        if not added:
+            return None
+        ledger.write(root, queue=True)
+        return f"{worker.name} added {plural(len(added), 'job')}"
+
+    worker.update_master(edit)
+    return added, skipped
+
+
+def _count_attempts(ledger: Ledger, job: str, failed: list[Entry]) -> None:
+    """A failed job that runs again continues its attempt count: its next run gets a new branch
+    name (``worker/job@N``) instead of colliding with the failed run's branch."""
+    if failed:
+        ledger.attempts[job] = max(ledger.attempts.get(job, 0), *(e.attempt for e in failed))
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """Append jobs from the command line and/or a file to the queue."""
+    url, jobs = split_remote_and_jobs(args.words)
+    if args.file:
+        jobs += read_job_file(args.file)
+    if not jobs:
+        raise UsageError("no jobs given: name them after REMOTE or use --file FILE (- for stdin)")
+    jobs = [check_job(j) for j in jobs]
+    with cache_worker(url) as worker:
+        added, skipped = add_jobs(worker, jobs, args.allow_duplicates)
+    say(f"added {plural(len(added), 'job')} to {url}")
+    for job, why in skipped:
+        say(f"skipped duplicate job {job} ({why}); --allow-duplicates adds it anyway")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the ledger: counts, workers, stale jobs, the lock; ``--watch`` keeps refreshing."""
+    url = resolve_remote(args.remote)
+    with cache_worker(url) as worker:
+        if args.watch is None:
+            _show_status(worker, url, args.json)
+            return 0
+        if args.watch <= 0:
+            raise UsageError("--watch wants a positive number of seconds")
+        meter, tty = RateMeter(), sys.stdout.isatty()
+        try:
+            while True:
+                if tty and not args.json:
+                    sys.stdout.write("\033[H\033[J")
+                _show_status(worker, url, args.json, meter)
+                if not args.json and not tty:
+                    print(flush=True)
+                time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def _show_status(worker: Worker, url: str, as_json: bool, meter: Optional[RateMeter] = None
+                 ) -> None:
+    snap = worker.snapshot()
+    if as_json:
+        print(redact(json.dumps(status_json(snap), ensure_ascii=False)), flush=True)
+        return
+    text = status_text(snap, redact(url), worker.job_lease_s, worker.lock_lease_s)
+    if meter is not None:
+        counts = status_json(snap)["counts"]
+        text += "\n\n" + progress_line(counts, meter.update(counts))
+    say(text)
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    """Put running or failed jobs back at the head of the queue."""
+    url, jobs = split_remote_and_jobs(args.words)
+    if args.stale == bool(jobs):
+        raise UsageError("give either --stale or the jobs to requeue (not both)")
+    with cache_worker(url) as worker:
+        if args.stale:
+            return _requeue_stale(worker)
+        return _requeue_named(worker, jobs)
+
+
+def _requeue_stale(worker: Worker) -> int:
+    snap = worker.snapshot()
+    stale = {e.job: (e.worker, silent) for e, silent in stale_jobs(snap, worker.job_lease_s)}
+    back: list[str] = []
+    gave_up: list[str] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        back.clear()
+        gave_up.clear()
+        for entry in list(ledger.running):
+            if stale.get(entry.job, ("", 0))[0] != entry.worker:
+                continue  # finished or taken over since the snapshot
+            why = f"{entry.worker} silent for {stale[entry.job][1]:.0f}s"
+            (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).append(
+                entry.job)
+        if not back and not gave_up:
+            return None
+        ledger.write(root, queue=True)
+        return f"{worker.name} requeued {plural(len(back) + len(gave_up), 'stale job')} " \
+               f"({', '.join(back + gave_up)[:200]})"
+
+    worker.update_master(edit)
+    if not back and not gave_up:
+        say(f"no stale jobs (no running job has been silent for {worker.job_lease_s:g}s)")
+    for job in back:
+        say(f"requeued job {job} (its worker was silent for {stale[job][1]:.0f}s)")
+    for job in gave_up:
+        say(f"job {job} went to failed.txt: it used its {worker.max_attempts} attempts")
+    return 0
+
+
+def _requeue_named(worker: Worker, jobs: list[str]) -> int:
+    back: list[str] = []
+    problems: list[str] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        back.clear()
+        problems.clear()
+        for job in jobs:
+            failed = [e for e in ledger.failed if e.job == job]
+            if ledger.running_entry(job) is not None:
+                ledger.requeue(job, sys.maxsize, "requeued by hand")
+            elif failed:
+                ledger.failed = [e for e in ledger.failed if e.job != job]
+                _count_attempts(ledger, job, failed)
+                ledger.queued.insert(0, job)
+            elif job in ledger.queued:
+                problems.append(f"job {job} is already queued")
+                continue
+            elif ledger.is_done(job):
+                problems.append(f"job {job} is done; a done job cannot run again")
+                continue
+            else:
+                problems.append(f"job {job} is not in the ledger")
+                continue
+            back.append(job)
+        if not back:
+            return None
+        ledger.write(root, queue=True)
+        if len(back) == 1:
+            return f"{worker.name} requeued job {back[0]}"
+        return f"{worker.name} requeued {len(back)} jobs ({', '.join(back)[:200]})"
+
+    worker.update_master(edit)
+    for job in back:
+        say(f"requeued job {job}")
+    if problems:
+        raise DistributeError("; ".join(problems))
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Show the lock's holder; with --force, break the lock."""
+    url = resolve_remote(args.remote)
+    with cache_worker(url) as worker:
+        if not args.force:
+            lock = worker.snapshot()["lock"]
+            if lock is None:
+                say("the lock is free")
+                return 0
+            raise DistributeError(f"the lock is held by {lock['holder']} for {lock['held_s']}s; "
+                                  "run with --force to break it (only if that holder is dead)")
+        holder = break_lock(worker.clone)
+    if holder is None:
+        say("the lock was free; nothing to do")
+    else:
+        say(f"broke the lock held by {holder}")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """The master history, oldest first: one line per claim, finish, failure, requeue."""
+    url = resolve_remote(args.remote)
+    if args.n <= 0:
+        raise UsageError("-n wants a positive number")
+    with cache_worker(url) as worker:
+        say(story(worker, args.n))
+    return 0
+
+
+def story(worker: Worker, n: int) -> str:
+    """The last ``n`` commits of master (first parents only), oldest first, with their times."""
+    worker.clone.fetch()
+    return worker.clone.git("log", "--first-parent", "--reverse", f"-n{n}",
+                            "--date=format-local:%Y-%m-%d %H:%M:%S", "--format=%cd  %s",
+                            "refs/remotes/origin/master")
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print every setting, its value (secrets masked) and where it comes from."""
+    settings = config.get_settings()
+    if args.json:
+        print(json.dumps(settings), flush=True)
+        return 0
+    width = max(len(k) for k in settings)
+    for key, value in settings.items():
+        say(f"{key:<{width}}  {value if value is not None else '(unset)'}"
+            f"  [{config.setting_source(key)}]")
+    return 0

@@ -1,0 +1,147 @@
+"""Helpers shared by the commands: errors, the remote argument, the cache clone, function specs."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import os
+import re
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+from .. import config
+from ..dist import worker_from_url
+from ..exceptions import DistributeError, LocalCopyError
+from ..redact import redact
+from ..worker import Worker
+
+_SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit code 2); the message is shown with the command's usage."""
+
+
+def say(*parts: object) -> None:
+    """Print one line to stdout, redacted and flushed (other processes wait for these lines)."""
+    print(redact(" ".join(str(p) for p in parts)), flush=True)
+
+
+def resolve_remote(given: Optional[str]) -> str:
+    """The REMOTE argument, else ``DISTRIBUTE_REMOTE``; a usage error when neither is set."""
+    url = given or config.get_env("DISTRIBUTE_REMOTE")
+    if not url:
+        raise UsageError("no remote given: pass REMOTE or set DISTRIBUTE_REMOTE "
+                         "(in the environment or a .env file)")
+    return url
+
+
+def looks_like_remote(text: str) -> bool:
+    """True for ``scheme://...``, ``user@host:path`` and existing directories (bare repos)."""
+    return "://" in text or bool(_SCP_LIKE.match(text)) or Path(text).is_dir()
+
+
+def split_remote_and_jobs(words: list[str]) -> tuple[str, list[str]]:
+    """``[REMOTE] [JOB ...]``: the first word is the remote unless DISTRIBUTE_REMOTE is set and the
+    first word does not look like a remote (then every word is a job)."""
+    default = config.get_env("DISTRIBUTE_REMOTE")
+    if words and (not default or looks_like_remote(words[0])):
+        return words[0], words[1:]
+    return resolve_remote(None), list(words)
+
+
+def short_host() -> str:
+    """This machine's short host name, usable in a worker name."""
+    host = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.")[:40] or "host"
+
+
+def cache_dir() -> Path:
+    """``DISTRIBUTE_CACHE_DIR`` or ``~/.cache/distribute``."""
+    return Path(config.get_env("DISTRIBUTE_CACHE_DIR") or "~/.cache/distribute").expanduser()
+
+
+@contextlib.contextmanager
+def cache_worker(url: str) -> Iterator[Worker]:
+    """A :class:`Worker` named ``cli-<host>`` on the cached clone of ``url``.
+
+    The clone lives in ``<cache dir>/<sha256(url)[:16]>`` and is reused by later commands. When it
+    is in use by another command right now (or unusable), a throw-away clone in a temporary
+    directory is used instead.
+    """
+    name = f"cli-{short_host()}"
+    path = cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+    try:
+        worker = worker_from_url(url, path, name)
+    except LocalCopyError:
+        with tempfile.TemporaryDirectory(prefix="distribute-cli-") as tmp:
+            worker = worker_from_url(url, Path(tmp) / "clone", name)
+            try:
+                yield worker
+            finally:
+                worker.close()
+        return
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+def load_function(spec: str, option: str) -> Callable[..., Any]:
+    """Import ``MODULE:FUNCTION`` (the current directory is on ``sys.path``).
+
+    A malformed spec is a :class:`UsageError`; a module that cannot be imported or a missing or
+    non-callable attribute is a :class:`DistributeError`.
+    """
+    if not _SPEC.match(spec or ""):
+        raise UsageError(f"{option} wants MODULE:FUNCTION (like mypkg.jobs:run), not {spec!r}")
+    module_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is the user's module
+        raise DistributeError(f"{option} {spec}: cannot import module {module_name!r} "
+                              f"({type(exc).__name__}: {exc})") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise DistributeError(f"{option} {spec}: module {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise DistributeError(f"{option} {spec}: {attr!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def seconds_setting(given: Optional[float], key: str, default: float, zero_ok: bool = False) -> float:
+    """A duration from the command line, else from ``key``'s setting, else ``default``."""
+    if given is None:
+        raw = config.get_env(key)
+        if raw is None:
+            return default
+        try:
+            given = float(raw)
+        except ValueError:
+            raise DistributeError(f"{key} must be a number of seconds, not {raw!r}") from None
+    if given < 0 or (given == 0 and not zero_ok):
+        raise DistributeError(f"{key} must be {'zero or ' if zero_ok else ''}positive, not {given}")
+    return given
+
+
+def read_job_file(path: str) -> list[str]:
+    """Non-blank lines of ``path`` (``-`` reads standard input), surrounding blanks removed."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DistributeError(f"cannot read jobs from {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DistributeError(f"cannot read jobs from {path}: it is not UTF-8 text") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 job``, ``3 jobs``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"

@@ -1,0 +1,146 @@
+"""What ``distribute status`` shows: the JSON object, the text report, the progress line."""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from ..ledger import Entry
+
+BAR_WIDTH = 30
+
+
+def _age_of(utc: str) -> Optional[float]:
+    """Seconds since a ledger time stamp (``2024-01-02T03:04:05Z``), ``None`` if unparsable."""
+    try:
+        then = datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return max(0.0, time.time() - then.timestamp())
+
+
+def status_json(snap: dict[str, Any]) -> dict[str, Any]:
+    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema, see README)."""
+    ledger, beats = snap["ledger"], snap["heartbeats"]
+    return {
+        "queued": list(ledger.queued),
+        "running": [{"job": e.job, "worker": e.worker, "since": e.at,
+                     "heartbeat_age_s": beats.get(e.worker), "attempt": e.attempt}
+                    for e in ledger.running],
+        "done": [{"job": e.job, "worker": e.worker, "at": e.at} for e in ledger.done],
+        "failed": [{"job": e.job, "worker": e.worker, "at": e.at, "reason": e.reason,
+                    "attempt": e.attempt} for e in ledger.failed],
+        "lock": None if snap["lock"] is None else {"holder": snap["lock"]["holder"],
+                                                   "held_s": snap["lock"]["held_s"]},
+        "counts": {"queued": len(ledger.queued), "running": len(ledger.running),
+                   "done": len(ledger.done), "failed": len(ledger.failed)},
+    }
+
+
+def silence_of(entry: Entry, beats: dict[str, float]) -> Optional[float]:
+    """Seconds the worker of a running job has been silent (heartbeat, else claim time)."""
+    age = beats.get(entry.worker)
+    return age if age is not None else _age_of(entry.at)
+
+
+def stale_jobs(snap: dict[str, Any], job_lease_s: float) -> list[tuple[Entry, float]]:
+    """Running jobs whose worker has been silent for a job lease or longer, by this clock."""
+    out = []
+    for entry in snap["ledger"].running:
+        silent = silence_of(entry, snap["heartbeats"])
+        if silent is not None and silent >= job_lease_s:
+            out.append((entry, silent))
+    return out
+
+
+def _fmt_s(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def progress_line(counts: dict[str, int], rate: Optional[float] = None) -> str:
+    """``[#####-----]  50%  10/20 done · 1 failed · 4 running · 0.8 jobs/s · ETA 12s``."""
+    total = sum(counts.values())
+    if not total:
+        return "no jobs yet: `distribute add` queues some"
+    finished = counts["done"] + counts["failed"]
+    filled = int(BAR_WIDTH * finished / total)
+    pct = 100 * finished / total
+    line = (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct:3.0f}%  "
+            f"{counts['done']}/{total} done · {counts['failed']} failed · "
+            f"{counts['running']} running · {counts['queued']} queued")
+    if rate is not None:
+        left = counts["queued"] + counts["running"]
+        line += f" · {rate:.2f} jobs/s"
+        if left and rate > 0:
+            line += f" · ETA {_fmt_s(left / rate)}"
+    return line
+
+
+class RateMeter:
+    """Jobs finished per second since the first observation (for ``--watch`` and the demo)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[tuple[float, int]] = None
+
+    def update(self, counts: dict[str, int]) -> Optional[float]:
+        finished = counts["done"] + counts["failed"]
+        now = time.monotonic()
+        if self.first is None:
+            self.first = (now, finished)
+            return None
+        elapsed = now - self.first[0]
+        return (finished - self.first[1]) / elapsed if elapsed > 0 else None
+
+
+def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
+                lock_lease_s: float) -> str:
+    """The human-readable status report."""
+    data = status_json(snap)
+    ledger, beats, counts = snap["ledger"], snap["heartbeats"], data["counts"]
+    lines = [f"remote:  {remote}",
+             "jobs:    " + " · ".join(f"{counts[k]} {k}" for k in
+                                      ("queued", "running", "done", "failed")),
+             f"         {progress_line(counts)}"]
+    lock = snap["lock"]
+    lines.append("lock:    free" if lock is None else
+                 f"lock:    held by {lock['holder']} for {_fmt_s(lock['held_s'])}"
+                 + (" (older than the lock lease: `distribute unlock --force` breaks it)"
+                    if lock["held_s"] >= lock_lease_s else ""))
+    done_by = Counter(e.worker for e in ledger.done)
+    failed_by = Counter(e.worker for e in ledger.failed)
+    running_by: dict[str, list[str]] = {}
+    for e in ledger.running:
+        running_by.setdefault(e.worker, []).append(e.job)
+    stale = {e.job for e, _ in stale_jobs(snap, job_lease_s)}
+    workers = sorted(set(done_by) | set(failed_by) | set(running_by))
+    if workers:
+        width = max(6, *(len(w) for w in workers))
+        lines += ["", f"{'worker':<{width}}  {'done':>5}  {'failed':>6}  {'heartbeat':>9}  "
+                      "current job"]
+        for w in workers:
+            jobs = running_by.get(w, [])
+            current = ", ".join(j + (" (STALE)" if j in stale else "") for j in jobs) or "-"
+            beat = _fmt_s(beats.get(w)) if jobs else "-"
+            lines.append(f"{w:<{width}}  {done_by[w]:>5}  {failed_by[w]:>6}  {beat:>9}  {current}")
+    if stale:
+        lines += ["", f"stale: {', '.join(sorted(stale))} — no heartbeat for a job lease "
+                      f"({_fmt_s(job_lease_s)}); workers requeue them, or run "
+                      "`distribute requeue --stale`"]
+    if ledger.queued:
+        shown = ledger.queued[:5]
+        more = f" … and {len(ledger.queued) - 5} more" if len(ledger.queued) > 5 else ""
+        lines += ["", "next:    " + ", ".join(shown) + more]
+    if ledger.failed:
+        lines += ["", "failed:"]
+        lines += [f"  {e.job}  ({e.worker}, attempt {e.attempt}, {e.at}): {e.reason}"
+                  for e in ledger.failed[-10:]]
+        if len(ledger.failed) > 10:
+            lines.append(f"  … {len(ledger.failed) - 10} earlier failures (see --json)")
+    return "\n".join(lines)
