@@ -79,6 +79,22 @@ def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
     return statistics.median(claims), statistics.median(finishes), statistics.median(both), per_cycle
 
 
+def combined_cycles(url: str, tmp: Path, n: int) -> float:
+    """Median seconds per job when each finish claims the next job in the same lock hold."""
+    init_remote(url)  # no-op: already initialised
+    worker = worker_from_url(url, tmp / "worker2", "bench2")
+    worker.update_master(lambda ledger, root: (ledger.queued.extend(f"next{i}" for i in range(n)),
+                                               ledger.write(root, queue=True), "add jobs")[-1])
+    job = worker.get_next_job(queue_jobs_func)
+    times = []
+    while job is not None:
+        t = time.perf_counter()
+        job = worker.finish_job(queue_jobs_func)
+        times.append(time.perf_counter() - t)
+    worker.close()
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,17 +105,20 @@ def main() -> None:
         tmp = Path(d)
         url = remote_url(args.transport, tmp / "srv", stack)
         claim, finish, cycle, calls = cycles(url, tmp, args.jobs)
+        combined = combined_cycles(url, tmp, args.jobs)
         fetch, push = floor(url, tmp, args.jobs)
     ms = lambda s: f"{s * 1000:8.1f}"  # noqa: E731
     print(f"transport: {args.transport}, medians of {args.jobs}")
     print(f"{'operation':34} {'ms':>8}")
     for label, value in [("git fetch (nothing new)", fetch), ("commit + git push", push),
                          ("claim (get_next_job)", claim), ("finish (finish_job)", finish),
-                         ("claim + finish", cycle)]:
+                         ("claim + finish", cycle),
+                         ("finish_job(next_job_func): per job", combined)]:
         print(f"{label:34} {ms(value)}")
     print(f"network git calls per cycle: {calls}")
     print(f"ratio cycle / (fetch + push):     {cycle / (fetch + push):.2f}")
     print(f"ratio cycle / 2 x (fetch + push): {cycle / (2 * (fetch + push)):.2f}")
+    print(f"ratio combined / (fetch + push):  {combined / (fetch + push):.2f}")
 
 
 if __name__ == "__main__":

@@ -89,33 +89,47 @@ class Worker:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
         self._lock.acquire()
         try:
-            self._lock.start_renewing()
-            try:
-                base = self._sync()
-                ledger = Ledger.read(Path(self.path))
-                self._requeue_stale(ledger)
-                job, entry_attempt = self._run_next_job_func(next_job_func)
-            finally:
-                self._lock.stop_renewing()
+            base = self._sync()
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._claim_and_push(next_job_func, base, [])
+
+    def _claim_and_push(self, func: Optional[NextJobFunc], base: Optional[str],
+                        pending: list[RefUpdate]) -> Optional[str]:
+        """With the lock held and master checked out (plus any commits of ours on top), run the
+        job function if given, then push everything atomically with the lock's release."""
+        job, attempt, branch = None, 0, ""
+        try:
+            if func is not None:
+                checkpoint = self.clone.resolve("HEAD")
+                self._lock.start_renewing()
+                try:
+                    self._requeue_stale(Ledger.read(Path(self.path)))
+                    job, attempt = self._run_next_job_func(func)
+                except BaseException:
+                    if checkpoint != base:  # a finish is waiting: it lands without the claim
+                        self.clone.git("reset", "--quiet", "--hard", checkpoint or "HEAD")
+                        self._push_under_lock([RefUpdate(MASTER, checkpoint, expect=base),
+                                               *pending])
+                    raise
+                finally:
+                    self._lock.stop_renewing()
             head = self.clone.resolve("HEAD")
-            updates = [RefUpdate(MASTER, head, expect=base)]
+            updates = [RefUpdate(MASTER, head, expect=base)] if head != base else []
             if job is not None:
-                branch = f"{self.name}/{job_slug(job)}"
-                branch += f"@{entry_attempt}" if entry_attempt > 1 else ""
+                branch = f"{self.name}/{job_slug(job)}" + (f"@{attempt}" if attempt > 1 else "")
                 updates += [RefUpdate(f"refs/heads/{branch}", head, expect=""),
                             self._heartbeat.update(self._lock.value)]
-            if updates[0].new == base:
-                updates = updates[1:]
-            self._push_under_lock(updates)
+            self._push_under_lock(updates + pending)
         finally:
             self._lock.release()
         if job is not None:
-            self.running_job, self.working_branch = job, branch
-            self._branch_sha = head
+            self.running_job, self.working_branch, self._branch_sha = job, branch, head
             self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
             Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
             self._heartbeat.start()
-            log.info("%s took job %r (attempt %d)", self.name, job, entry_attempt)
+            log.info("%s took job %r (attempt %d)", self.name, job, attempt)
         return job
 
     def _run_next_job_func(self, func: NextJobFunc) -> tuple[Optional[str], int]:
@@ -198,56 +212,67 @@ class Worker:
                          self.clone.resolve(f"refs/heads/{self.working_branch}"),
                          expect=self._branch_sha)
 
-    def finish_job(self) -> None:
+    def finish_job(self, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
         """Merge the job branch into master (``--no-ff``) and move the job from running to done.
 
         A merge conflict raises :class:`MergeConflictError` naming the files; master is untouched,
         the branch kept, and the job stays running (``fail_job`` it or fix and retry).
+        With ``next_job_func``, the next job is claimed in the same lock hold and returned, as
+        ``get_next_job`` would (half the round trips of finishing and claiming separately).
         """
         job, _ = self._require_job()
-        self.clone.git("add", "--all")
-        self._commit_if_changed(f"{self.name} update on job {job}")
-        self._close_job(job, f"{self.name} finished job {job}", merge=True)
-        log.info("%s finished job %r", self.name, job)
+        return self._close_job(job, f"{self.name} finished job {job}", None, next_job_func)
 
-    def fail_job(self, reason: str) -> None:
-        """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote."""
+    def fail_job(self, reason: str, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
+        """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote.
+
+        ``next_job_func`` works as for :meth:`finish_job`.
+        """
         job, _ = self._require_job()
+        reason = " ".join(str(reason).split()) or "failed"
+        return self._close_job(job, f"{self.name} failed job {job}: {reason[:200]}", reason,
+                               next_job_func)
+
+    def _close_job(self, job: str, message: str, reason: Optional[str],
+                   next_job_func: Optional[NextJobFunc]) -> Optional[str]:
         self.clone.git("add", "--all")
         self._commit_if_changed(f"{self.name} update on job {job}")
-        reason = " ".join(str(reason).split()) or "failed"
-        self._close_job(job, f"{self.name} failed job {job}: {reason[:200]}", reason=reason)
-        log.info("%s failed job %r: %s", self.name, job, redact(reason))
-
-    def _close_job(self, job: str, message: str, merge: bool = False, reason: str = "") -> None:
         branch_update = self._branch_update()
+        pending = [branch_update] if branch_update.new != branch_update.expect else []
         self._lock.acquire()
         self._heartbeat.stop()  # nobody requeues our job while we hold the lock
         try:
             base = self._sync()
-            if merge:
+            if reason is None:
                 self._merge(job)
             ledger = Ledger.read(Path(self.path))
             queue_before = list(ledger.queued)
-            self._settle(ledger, job, reason if not merge else None)
+            self._settle(ledger, job, reason)
             ledger.write(Path(self.path), queue=ledger.queued != queue_before)
             self.clone.git("add", "--all")
             self.clone.git("commit", "--quiet", "-m", message)
-            updates = [RefUpdate(MASTER, self.clone.resolve("HEAD"), expect=base)]
-            if branch_update.new != branch_update.expect:
-                updates.append(branch_update)
-            self._push_under_lock(updates)
         except BaseException:
-            self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD",
-                           check=False)
-            self._heartbeat.start()
-            if branch_update.new != branch_update.expect:  # keep the work on the remote
-                self.clone.push([branch_update])
-                self._branch_sha = branch_update.new
-            raise
-        finally:
             self._lock.release()
+            self._keep_job_alive(pending)
+            raise
+        closed = (self.running_job, self.working_branch, self._branch_sha)
         self.running_job = self.working_branch = self._branch_sha = None
+        try:
+            next_job = self._claim_and_push(next_job_func, base, pending)
+        except LockLostError:
+            self.running_job, self.working_branch, self._branch_sha = closed
+            self._keep_job_alive(pending)
+            raise
+        log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
+        return next_job
+
+    def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
+        """After a finish that did not land: back on the job branch, beating, work pushed."""
+        self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD", check=False)
+        self._heartbeat.start()
+        if pending:
+            self.clone.push(pending)
+            self._branch_sha = pending[0].new
 
     def _merge(self, job: str) -> None:
         status, _, err = self.clone.run("merge", "--no-ff", "--no-commit", "--quiet",

@@ -43,19 +43,20 @@ def main() -> None:
         worker.get_next_job(hold)
         return
 
+    job = worker.get_next_job(queue_jobs_func)
     while True:
-        job = worker.get_next_job(queue_jobs_func)
         if job is None:
             if not Ledger.read(Path(worker.path)).running:
                 return
             time.sleep(0.3)
+            job = worker.get_next_job(queue_jobs_func)
             continue
         Path(worker.job_dir, "result.txt").write_text(f"{job} by {args.name}\n")
         if args.mode == "block-job":
             worker.commit_update("partial result")
             print(f"RUNNING {job}", flush=True)
             time.sleep(3600)
-        worker.finish_job()
+        job = worker.finish_job(queue_jobs_func)  # finish and claim the next in one lock hold
 
 
 if __name__ == "__main__":

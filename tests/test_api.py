@@ -58,6 +58,37 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     worker.close()
 
 
+def test_finish_and_claim_in_one_lock_hold(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a", "b", "c"])
+    worker = worker_from_url(file_remote, tmp_path / "w", "w")
+    job = worker.get_next_job(queue_jobs_func)
+    seen = []
+    while job is not None:
+        seen.append(job)
+        Path(worker.job_dir, "r.txt").write_text(job)
+        pushes = worker.clone.network_calls
+        job = worker.finish_job(queue_jobs_func)
+        assert worker.clone.network_calls - pushes == 3  # lock push, fetch, atomic push
+        assert worker.running_job == job
+    assert seen == ["a", "b", "c"]
+    assert [l.split("\t")[0] for l in ledger_file(file_remote, "done.txt", tmp_path)] == seen
+    story = git_out(file_remote, "log", "--first-parent", "--format=%s", "master",
+                    tmp=tmp_path).splitlines()
+    assert story[:4] == ["w finished job c", "w took job c", "w finished job b", "w took job b"]
+
+    def broken() -> str:
+        raise RuntimeError("job source down")
+
+    init_remote(file_remote)
+    worker.update_master(lambda ledger, root: (ledger.queued.append("d"),
+                                               ledger.write(root, queue=True), "add d")[-1])
+    assert worker.get_next_job(queue_jobs_func) == "d"
+    with pytest.raises(RuntimeError):
+        worker.finish_job(broken)  # the finish still lands
+    assert worker.running_job is None
+    assert "d" in [l.split("\t")[0] for l in ledger_file(file_remote, "done.txt", tmp_path)]
+
+
 def test_random_jobs_loop(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     assert (DistWorker, dist_worker_from_url) == (Worker, worker_from_url)  # the seed's import path
