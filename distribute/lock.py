@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Optional
 
-from .exceptions import LockLostError
+from .exceptions import LockLostError, RemoteError
 from .ledger import utc_now
 from .remote import Clone, RefUpdate
 
@@ -47,6 +47,11 @@ class Observer:
         with self._mutex:
             for ref in set(self._seen) | set(refs):
                 self._note(ref, refs.get(ref))
+
+    def forget(self, ref: str) -> None:
+        """Start watching ``ref`` afresh (after a period in which we could not see the remote)."""
+        with self._mutex:
+            self._seen.pop(ref, None)
 
     def unchanged_for(self, ref: str, value: Optional[str]) -> float:
         """Seconds we have seen ``ref`` hold ``value`` (``None`` = absent); 0 for a new value."""
@@ -92,8 +97,17 @@ class RemoteLock:
                     self.value = marker
                 log.debug("%s took the lock", self.holder)
                 return
+            last_look = time.monotonic()
             while True:
-                refs = self.clone.ls_remote(COORD_PREFIX + "*")
+                try:
+                    refs = self.clone.ls_remote(COORD_PREFIX + "*")
+                except RemoteError as exc:
+                    log.warning("%s cannot see the lock (%s); still waiting", self.holder, exc)
+                    time.sleep(self.poll_max_s)
+                    continue
+                if time.monotonic() - last_look > self.lease_s / 3:
+                    self.observer.forget(LOCK_REF)  # we were not watching: the lease starts again
+                last_look = time.monotonic()
                 self.observer.update(refs)
                 current = refs.get(LOCK_REF)
                 if current is None:

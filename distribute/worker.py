@@ -10,6 +10,7 @@ import inspect
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
@@ -117,11 +118,11 @@ class Worker:
                     self._lock.stop_renewing()
             head = self.clone.resolve("HEAD")
             updates = [RefUpdate(MASTER, head, expect=base)] if head != base else []
-            if job is not None:
+            if job is None:
+                self._push_under_lock(updates + pending)
+            else:
                 branch = f"{self.name}/{job_slug(job)}" + (f"@{attempt}" if attempt > 1 else "")
-                updates += [RefUpdate(f"refs/heads/{branch}", head, expect=""),
-                            self._heartbeat.update(self._lock.value)]
-            self._push_under_lock(updates + pending)
+                branch = self._push_claim(updates + pending, branch, head)
         finally:
             self._lock.release()
         if job is not None:
@@ -243,14 +244,24 @@ class Worker:
         self._heartbeat.stop()  # nobody requeues our job while we hold the lock
         try:
             base = self._sync()
+            ledger = Ledger.read(Path(self.path))
+            entry = ledger.running_entry(job)
+            if (entry is None or entry.worker != self.name) and ledger.is_done(job):
+                raise JobStateError(f"job {job!r} was already done by another worker; "
+                                    f"this result stays on branch {self.working_branch}")
             if reason is None:
                 self._merge(job)
-            ledger = Ledger.read(Path(self.path))
             queue_before = list(ledger.queued)
             self._settle(ledger, job, reason)
             ledger.write(Path(self.path), queue=ledger.queued != queue_before)
             self.clone.git("add", "--all")
             self.clone.git("commit", "--quiet", "-m", message)
+        except JobStateError:  # someone else finished it while we were silent: it is not ours
+            self._lock.release()
+            if pending:
+                self.clone.push(pending)  # our result stays on our branch
+            self.running_job = self.working_branch = self._branch_sha = None
+            raise
         except BaseException:
             self._lock.release()
             self._keep_job_alive(pending)
@@ -265,6 +276,21 @@ class Worker:
             raise
         log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
         return next_job
+
+    def _push_claim(self, updates: list[RefUpdate], branch: str, head: Optional[str]) -> str:
+        """Push a claim that creates ``branch``; if that name is taken (an earlier run of the same
+        job by the same worker kept it), use a unique variant. Returns the branch name used."""
+        for suffix in ("", f"-{uuid.uuid4().hex[:6]}"):
+            new_branch = RefUpdate(f"refs/heads/{branch}{suffix}", head, expect="")
+            try:
+                self._push_under_lock([*updates, new_branch, self._heartbeat.update(self._lock.value)])
+                return branch + suffix
+            except LockLostError:
+                raise
+            except DistributeError:
+                if suffix or new_branch.ref not in self.clone.ls_remote(new_branch.ref):
+                    raise
+        raise AssertionError("unreachable")
 
     def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
         """After a finish that did not land: back on the job branch, beating, work pushed."""
@@ -286,9 +312,6 @@ class Worker:
         """Move our job out of running even if another worker took it over meanwhile."""
         entry = ledger.running_entry(job)
         if entry is None or entry.worker != self.name:
-            if ledger.is_done(job):
-                raise JobStateError(f"job {job!r} was already done by another worker; "
-                                    f"this result stays on branch {self.working_branch}")
             log.warning("%s: job %r had been given away (%s); taking it back", self.name, job,
                         f"now running on {entry.worker}" if entry else "requeued")
             if entry is not None:
@@ -397,7 +420,10 @@ class Worker:
         self._initialized = True
         self.clone.abort_interrupted()
         self.clone.git("checkout", "--quiet", "--force", "--detach", base)
-        self.clone.git("clean", "-fdq")
+        removed = self.clone.git("clean", "-fd").splitlines()
+        if removed:
+            log.warning("%s discarded untracked files in its copy: %s", self.name,
+                        ", ".join(line.removeprefix("Removing ") for line in removed[:10]))
         return base
 
     def _commit_if_changed(self, message: str) -> bool:

@@ -86,4 +86,4 @@ def spawn_worker(url: str, path: Path, name: str, mode: str, *opts: str) -> subp
     """Start ``tests/proc_worker.py`` as a separate process."""
     return subprocess.Popen(
         [sys.executable, str(HERE / "proc_worker.py"), url, str(path), name, mode, *opts],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -89,6 +89,20 @@ def test_finish_and_claim_in_one_lock_hold(file_remote: str, tmp_path: Path) -> 
     assert "d" in [l.split("\t")[0] for l in ledger_file(file_remote, "done.txt", tmp_path)]
 
 
+def test_give_back_then_take_again_with_the_same_name(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a"])
+    worker = worker_from_url(file_remote, tmp_path / "w", "w")
+    assert worker.get_next_job(queue_jobs_func) == "a"
+    Path(worker.job_dir, "partial.txt").write_text("first try")
+    worker.give_back_job()
+    assert ledger_file(file_remote, "jobs.txt", tmp_path) == ["a"]
+    assert worker.get_next_job(queue_jobs_func) == "a"
+    assert worker.working_branch.startswith("w/a-")  # w/a is kept with the first try's work
+    worker.finish_job()
+    assert git_out(file_remote, "show", "w/a:updates/a/partial.txt", tmp=tmp_path) == "first try"
+    assert ledger_file(file_remote, "done.txt", tmp_path)[0].startswith("a\tw\t")
+
+
 def test_random_jobs_loop(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     assert (DistWorker, dist_worker_from_url) == (Worker, worker_from_url)  # the seed's import path

@@ -6,6 +6,7 @@ sentences on stderr (the traceback only with ``--debug``); secrets in URLs are a
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import traceback
@@ -19,6 +20,8 @@ from .runner import LoopResult, run_worker_loop
 
 __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
 
+#: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.hub_cli").
+EXTRA_COMMANDS: tuple[str, ...] = ()
 R = argparse.RawDescriptionHelpFormatter
 URL = "file:///srv/jobs.git"
 EXAMPLES = {
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=30, metavar="N", help="show the last N events (30)")
     p = cmd("config", "show every setting, its value (secrets masked) and its source")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    for module in EXTRA_COMMANDS:  # each sets ``func`` (and ``_parser``) on its parsers
+        importlib.import_module(module).register(sub, parents=[common])
     p = cmd("demo", "the quickstart: a local remote, 20 jobs, 4 worker processes")
     p.add_argument("--dir", metavar="DIR", help="keep everything in DIR (default: a temp dir)")
     p.add_argument("--jobs", type=int, default=20, metavar="N", help="number of jobs (20)")
@@ -198,7 +203,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "config": commands.cmd_config, "demo": cmd_demo}
     try:
         config.use_env_file(args.env_file)
-        return handlers[args.command](args)
+        handler = getattr(args, "func", None) or handlers[args.command]
+        return int(handler(args))
     except UsageError as exc:
         args._parser.error(redact(exc))  # exits 2
     except DistributeError as exc:

@@ -1,0 +1,40 @@
+"""Job functions for tests/test_cli.py, run by ``distribute worker --run cli_jobs:...``.
+
+Each announces its state on stdout (the tests wait for those lines instead of sleeping).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def write(job, worker):
+    """Write ``result.txt``; jobs named ``boom...`` raise instead."""
+    if job.startswith("boom"):
+        raise ValueError(f"boom in {job}")
+    Path(worker.job_dir, "result.txt").write_text(f"{job} by {worker.name}\n")
+
+
+def block(job, worker):
+    """Push a partial result, announce ``RUNNING <job>``, then never return."""
+    Path(worker.job_dir, "partial.txt").write_text(f"{job} partial\n")
+    worker.commit_update("partial result")
+    print(f"RUNNING {job}", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def wait_for_go(job, worker):
+    """Announce ``RUNNING <job>``, return once the file ``go`` exists in the current directory."""
+    print(f"RUNNING {job}", flush=True)
+    deadline = time.monotonic() + 60
+    while not Path("go").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    Path(worker.job_dir, "result.txt").write_text(f"{job} after go\n")
+
+
+def hold_lock(worker):
+    """A next-job function that announces ``HOLDING`` and keeps the remote lock forever."""
+    print("HOLDING", flush=True)
+    while True:
+        time.sleep(3600)

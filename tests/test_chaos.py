@@ -1,0 +1,155 @@
+"""Chaos: workers killed at random, the remote going away, lock holders dying at every step."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from conftest import git_out, spawn_worker
+from gitservers import GitDaemon
+from distribute import init_remote
+from test_processes import assert_settled, wait_line
+
+LEASES = ("--lock-lease", "2", "--job-lease", "3")
+
+
+class Pool:
+    """Worker processes whose output is drained in threads (so pipes never fill up)."""
+
+    def __init__(self, url: str, tmp: Path, *opts: str) -> None:
+        self.url, self.tmp, self.opts = url, tmp, opts
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.logs: dict[str, list[str]] = {}
+        self.took = 0
+        self._mutex = threading.Lock()
+
+    def start(self, name: str) -> None:
+        proc = spawn_worker(self.url, self.tmp / name, name, "drain", *self.opts)
+        self.procs[name], self.logs[name] = proc, []
+        threading.Thread(target=self._pump, args=(proc.stdout, name, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(proc.stderr, name, False), daemon=True).start()
+
+    def _pump(self, stream, name: str, is_stdout: bool) -> None:  # type: ignore[no-untyped-def]
+        for line in stream:
+            with self._mutex:
+                self.logs[name].append(line)
+                if is_stdout and line.startswith("TOOK"):
+                    self.took += 1
+
+    def wait_took(self, count: int, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self.took < count:
+            assert time.monotonic() < deadline, f"only {self.took} jobs taken"
+            time.sleep(0.05)
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait()
+
+    def wait_all(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            if proc.returncode == -signal.SIGKILL:
+                continue
+            try:
+                proc.wait(timeout=max(1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"{name} still running:\n" + "".join(self.logs[name][-60:]))
+            assert proc.returncode == 0, "".join(self.logs[name][-40:])
+
+    def log_text(self) -> str:
+        return "".join(line for lines in self.logs.values() for line in lines)
+
+
+def fsck(bare: Path) -> None:
+    subprocess.run(["git", "--git-dir", str(bare), "fsck", "--strict", "--no-dangling"],
+                   check=True, capture_output=True)
+
+
+def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
+    url = daemon.url("remote.git")
+    jobs = [f"job{i:03d}" for i in range(300)]
+    init_remote(url, jobs)
+    pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400")
+    for i in range(8):
+        pool.start(f"w{i}")
+    rng = random.Random(7)
+    for round_, at in enumerate((60, 140, 220)):
+        pool.wait_took(at)
+        victim = rng.choice([n for n, p in pool.procs.items() if p.returncode is None])
+        pool.kill(victim)
+        pool.start(f"replacement{round_}")
+    pool.wait_all()
+    assert_settled(url, jobs, tmp_path)
+    fsck(daemon.base_path / "remote.git")
+
+
+def test_remote_outage(daemon: GitDaemon, tmp_path: Path) -> None:
+    url = daemon.url("remote.git")
+    jobs = [f"job{i:02d}" for i in range(40)]
+    init_remote(url, jobs)
+    pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "300")
+    for i in range(4):
+        pool.start(f"w{i}")
+    pool.wait_took(10)
+    daemon.stop()
+    failures_before = pool.log_text().count("retrying in")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # the outage itself: 20 s without a remote
+        time.sleep(0.5)
+    failures_during = pool.log_text().count("retrying in") - failures_before
+    daemon.start()
+    pool.wait_all()
+    assert_settled(url, jobs, tmp_path)
+    assert failures_during >= 4  # every worker noticed and said so
+    assert failures_during <= 4 * 3 * 12  # backing off: a handful of attempts per thread, not a busy loop
+
+
+def test_lock_holder_dies_at_every_step(tmp_path: Path, file_remote: str) -> None:
+    bare = Path(file_remote.removeprefix("file://"))
+    jobs = [f"job{i}" for i in range(6)]
+    init_remote(file_remote, jobs)
+    # (a) right after taking the lock, (b) inside the next-job function
+    for mode, line in (("take-lock", "LOCKED"), ("hold-lock", "HOLDING")):
+        proc = spawn_worker(file_remote, tmp_path / mode, mode, mode, *LEASES)
+        wait_line(proc, line)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert "refs/distribute/lock" in git_out(file_remote, "for-each-ref", tmp=tmp_path)
+        waiter = spawn_worker(file_remote, tmp_path / f"after-{mode}", f"after-{mode}",
+                              "take-lock", *LEASES)
+        wait_line(waiter, "LOCKED")  # took over once the lease ran out
+        os.killpg(waiter.pid, signal.SIGKILL)
+        waiter.wait()
+    # (c) between preparing the atomic update and pushing it: the server holds the push
+    hook = bare / "hooks" / "pre-receive"
+    flag = tmp_path / "block-next-master-push"
+    hook.write_text(f"""#!/bin/sh
+if grep -q ' refs/heads/master$' && mv {flag} {flag}.taken 2>/dev/null; then
+  touch {tmp_path}/push-held; sleep 60
+fi
+""")
+    hook.chmod(0o755)
+    flag.touch()
+    victim = spawn_worker(file_remote, tmp_path / "victim", "victim", "drain", *LEASES)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "push-held").exists():
+        assert time.monotonic() < deadline and victim.poll() is None
+        time.sleep(0.05)
+    os.killpg(victim.pid, signal.SIGKILL)  # the worker and its git push die together
+    victim.wait()
+    workers = [spawn_worker(file_remote, tmp_path / f"w{i}", f"w{i}", "drain", *LEASES)
+               for i in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=120)
+        assert w.returncode == 0, err[-2000:]
+    assert_settled(file_remote, jobs, tmp_path)
+    log = git_out(file_remote, "log", "--first-parent", "--format=%s", "master", tmp=tmp_path)
+    assert "victim" not in log and "take-lock" not in log and "hold-lock" not in log
+    assert "HALF-MADE" not in git_out(file_remote, "log", "--all", "--name-only", "--format=",
+                                      tmp=tmp_path)
+    fsck(bare)

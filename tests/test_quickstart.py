@@ -1,0 +1,41 @@
+"""The quickstart and the other examples run on a fresh machine with nothing but git."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import git_out, ledger_file
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_quickstart_drains_twenty_jobs(tmp_path: Path) -> None:
+    out = run(sys.executable, str(EXAMPLES / "quickstart.py"), "--dir", str(tmp_path / "qs")).stdout
+    assert "OK: 20/20 jobs done by 4 workers" in out
+    assert "$ distribute status" in out and "0 queued · 0 running · 20 done · 0 failed" in out
+    assert "$ distribute log" in out and "finished job task-20" in out
+    url = (tmp_path / "qs" / "remote.git").as_uri()
+    assert len(ledger_file(url, "done.txt", tmp_path)) == 20
+    result = git_out(url, "show", "master:updates/task-07/result.json", tmp=tmp_path)
+    assert '"square": 49' in result
+
+
+def test_demo_command(tmp_path: Path) -> None:
+    out = run("distribute", "demo", "--jobs", "5", "--workers", "2").stdout
+    assert "OK: 5/5 jobs done by 2 workers" in out
+    assert "demo-cli added 5 jobs" in out
+
+
+def test_readme_and_whetlab_examples(tmp_path: Path) -> None:
+    out = run(sys.executable, str(EXAMPLES / "readme_loop.py")).stdout
+    assert "queue_jobs_func:  ['alpha', 'beta', 'gamma']" in out
+    assert "random_jobs_func: ['" in out
+    out = run(sys.executable, str(EXAMPLES / "whetlab_loop.py")).stdout
+    assert out.startswith("8 trials; best x=")
