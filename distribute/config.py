@@ -73,6 +73,11 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
     ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
     ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),
+    ("DISTRIBUTE_SELF_DESTRUCT", None, "1: an idle worker on a Vast.ai node destroys its instance"),
+    ("VAST_API_KEY", None, "Vast.ai API key"),
+    ("VAST_API_URL", "https://console.vast.ai", "Vast.ai API base URL"),
+    ("VAST_NODE_API_KEY", None, "the key self-destructing nodes get (default: VAST_API_KEY)"),
+    ("DISTRIBUTE_VAST_NODES", "vast-nodes.json", "node list file of rent / nodes / terminate"),
 )
 
 

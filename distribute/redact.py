@@ -5,7 +5,9 @@ import os
 import re
 
 #: Environment variables whose values are never shown.
-SECRET_ENV_VARS = ("HF_TOKEN", "VAST_API_KEY", "HUGGING_FACE_HUB_TOKEN", "GIT_PASSWORD")
+SECRET_ENV_VARS = ("HF_TOKEN", "VAST_API_KEY", "HUGGING_FACE_HUB_TOKEN", "GIT_PASSWORD",
+                   "VAST_NODE_API_KEY", "CONTAINER_API_KEY", "DISTRIBUTE_GIT_TOKEN",
+                   "DISTRIBUTE_SSH_KEY", "DISTRIBUTE_SSH_KEY_B64")
 
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 _BEARER = re.compile(r"(?i)(bearer\s+|token[=:]\s*|api_key=)[^\s&'\"]+")

@@ -21,7 +21,7 @@ from .runner import LoopResult, run_worker_loop
 __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
 
 #: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.hub_cli").
-EXTRA_COMMANDS: tuple[str, ...] = ()
+EXTRA_COMMANDS: tuple[str, ...] = ("distribute.vast_cli", "distribute.hub_cli")
 R = argparse.RawDescriptionHelpFormatter
 URL = "file:///srv/jobs.git"
 EXAMPLES = {
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 as soon as the queue is empty")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="wait between looks for new jobs when idle (DISTRIBUTE_POLL_S, 5)")
+    p.add_argument("--self-destruct", action="store_true",
+                   help="on a Vast.ai node: when leaving under --idle-exit, destroy this instance "
+                        "(CONTAINER_ID, VAST_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, let the job finish this long before giving it back "
                         "(DISTRIBUTE_GRACE_S, 30)")
@@ -160,6 +163,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.close()
     say(f"{worker.name} stopped ({result.ended_by}): {result.done} done, {result.failed} failed"
         + (f", {result.given_back} given back" if result.given_back else ""))
+    self_destruct = args.self_destruct or (config.get_env("DISTRIBUTE_SELF_DESTRUCT") or "").lower() \
+        in ("1", "true", "yes")
+    if self_destruct and result.ended_by == "idle":
+        from .. import vast
+
+        say("destroying this instance" if vast.self_destruct()
+            else "could not destroy this instance (see the log)")
     return 0
 
 

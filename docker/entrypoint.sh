@@ -1,0 +1,88 @@
+#!/bin/bash
+# distribute-node: entry point of the git-distribute worker image (README: "Vast.ai nodes").
+#
+# Configured entirely from the environment; every value is used as data (quoted, passed as one
+# argument), never evaluated as shell text:
+#   DISTRIBUTE_REMOTE        the shared git remote                                  (required)
+#   DISTRIBUTE_RUN           MODULE:FUNCTION called for each job                    (required)
+#   DISTRIBUTE_NAME          worker name                          (default vast-$CONTAINER_ID)
+#   DISTRIBUTE_SELF_DESTRUCT 1: destroy this instance once the queue is done (needs VAST_API_KEY)
+#   DISTRIBUTE_EXTRA_PIP     requirement specifiers, blank-separated, pip-installed first
+#   DISTRIBUTE_SSH_KEY       private deploy key for an ssh remote (or DISTRIBUTE_SSH_KEY_B64)
+#   DISTRIBUTE_SSH_KNOWN_HOSTS  known_hosts lines for that host (default: trust on first use)
+#   DISTRIBUTE_GIT_TOKEN     token for an https remote; DISTRIBUTE_GIT_USER (x-access-token)
+# With arguments it prepares credentials and packages the same way, then runs the arguments
+# instead of the worker.
+set -euo pipefail
+umask 077
+
+say() { printf 'distribute-node: %s\n' "$*" >&2; }
+die() { say "$*"; exit 64; }
+
+home=${HOME:?HOME is not set}
+
+# An SSH deploy key: written to a file only this user can read, never printed.
+if [[ -n "${DISTRIBUTE_SSH_KEY:-}${DISTRIBUTE_SSH_KEY_B64:-}" ]]; then
+    mkdir -p -- "$home/.ssh"
+    key_file="$home/.ssh/distribute_deploy_key"
+    rm -f -- "$key_file"
+    if [[ -n "${DISTRIBUTE_SSH_KEY_B64:-}" ]]; then
+        printf '%s' "$DISTRIBUTE_SSH_KEY_B64" | base64 -d >"$key_file" 2>/dev/null \
+            || die "DISTRIBUTE_SSH_KEY_B64 is not valid base64"
+    else
+        key=$DISTRIBUTE_SSH_KEY
+        if [[ $key != *$'\n'* ]]; then # one line with literal \n, as some forms flatten it
+            key=${key//\\n/$'\n'}
+        fi
+        printf '%s\n' "$key" >"$key_file"
+        unset key
+    fi
+    chmod 600 -- "$key_file"
+    checking=accept-new
+    if [[ -n "${DISTRIBUTE_SSH_KNOWN_HOSTS:-}" ]]; then
+        printf '%s\n' "$DISTRIBUTE_SSH_KNOWN_HOSTS" >"$home/.ssh/known_hosts"
+        checking=yes
+    fi
+    printf -v quoted_key '%q' "$key_file"
+    export GIT_SSH_COMMAND="ssh -i $quoted_key -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=$checking"
+    say "SSH deploy key installed"
+fi
+unset DISTRIBUTE_SSH_KEY DISTRIBUTE_SSH_KEY_B64
+
+# An HTTPS token: handed to git by a credential helper that reads it from the environment at
+# the moment git asks, and only for the remote's own host (not for pip's downloads elsewhere).
+if [[ -n "${DISTRIBUTE_GIT_TOKEN:-}" ]]; then
+    if [[ ${DISTRIBUTE_REMOTE:-} =~ ^(https?://)([^/@]*@)?([^/?#]+) ]]; then
+        export DISTRIBUTE_GIT_USER="${DISTRIBUTE_GIT_USER:-x-access-token}"
+        n=${GIT_CONFIG_COUNT:-0}
+        export "GIT_CONFIG_KEY_$n=credential.${BASH_REMATCH[1]}${BASH_REMATCH[3]}.helper"
+        # shellcheck disable=SC2016 # expanded by git's shell when it asks, on purpose
+        export "GIT_CONFIG_VALUE_$n="'!f() { test "$1" = get || exit 0; printf "username=%s\npassword=%s\n" "$DISTRIBUTE_GIT_USER" "$DISTRIBUTE_GIT_TOKEN"; }; f'
+        export GIT_CONFIG_COUNT=$((n + 1))
+        say "HTTPS token set up for ${BASH_REMATCH[1]}${BASH_REMATCH[3]}"
+    else
+        say "DISTRIBUTE_GIT_TOKEN ignored: DISTRIBUTE_REMOTE is not an https:// URL"
+    fi
+fi
+
+# The user's own code.
+if [[ -n "${DISTRIBUTE_EXTRA_PIP:-}" ]]; then
+    read -r -d '' -a packages <<<"$DISTRIBUTE_EXTRA_PIP" || true
+    say "pip install ${#packages[@]} extra requirement(s)"
+    pip install --user --no-cache-dir --disable-pip-version-check --quiet -- "${packages[@]}"
+fi
+
+if (($# > 0)); then
+    exec "$@"
+fi
+
+[[ -n "${DISTRIBUTE_REMOTE:-}" ]] || die "DISTRIBUTE_REMOTE is not set: the URL of the shared git remote"
+[[ -n "${DISTRIBUTE_RUN:-}" ]] || die "DISTRIBUTE_RUN is not set: MODULE:FUNCTION to call for each job"
+name=${DISTRIBUTE_NAME:-vast-${CONTAINER_ID:-${HOSTNAME:-node}}}
+
+set -- worker "--run=$DISTRIBUTE_RUN" "--name=$name" --idle-exit
+case "${DISTRIBUTE_SELF_DESTRUCT:-}" in
+    1 | [Tt]rue | TRUE | [Yy]es | YES) set -- "$@" --self-destruct ;;
+esac
+say "starting worker $name"
+exec distribute "$@" -- "$DISTRIBUTE_REMOTE"
