@@ -70,6 +70,7 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_HEARTBEAT_S", None, "seconds between heartbeats (default: job lease / 5)"),
     ("DISTRIBUTE_MAX_ATTEMPTS", "3", "attempts of a job before it goes to failed.txt"),
     ("DISTRIBUTE_POLL_MAX_S", "1", "longest back-off while waiting for the lock"),
+    ("DISTRIBUTE_NET_RETRIES", "8", "retries of a git command that could not reach the remote"),
     ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
     ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
     ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),

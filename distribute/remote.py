@@ -90,9 +90,10 @@ class Clone:
     """A local copy of the remote; every git command of the package goes through it."""
 
     def __init__(self, path: os.PathLike[str] | str, name: str = "distribute",
-                 retries: int = 8, backoff_s: float = 0.25, backoff_max_s: float = 20.0) -> None:
+                 retries: Optional[int] = None, backoff_s: float = 0.25,
+                 backoff_max_s: float = 20.0) -> None:
         self.path = Path(path)
-        self.retries = retries
+        self.retries = retries if retries is not None else _default_retries()
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         #: Number of git processes that talked to the remote, and of all git processes.
@@ -267,6 +268,14 @@ class Clone:
         """The URL of ``origin``, or ``None`` when the clone has no such remote."""
         status, out, _ = self._run(["config", "--get", "remote.origin.url"])
         return out.strip() if status == 0 else None
+
+
+def _default_retries() -> int:
+    """``DISTRIBUTE_NET_RETRIES`` (default 8): retries of a git command that could not connect."""
+    from .config import get_env  # late: config is a leaf, but keep this module's imports minimal
+
+    value = get_env("DISTRIBUTE_NET_RETRIES", "8") or "8"
+    return int(value) if value.isdigit() else 8
 
 
 def _first_line(err: str) -> str:

@@ -31,12 +31,13 @@ def main() -> None:
     p.add_argument("--job-lease", type=float, default=4)
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--sleep-ms", type=int, nargs=2, default=(0, 0))
+    p.add_argument("--poll-max", type=float, default=0.2)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(name)s %(levelname)s %(message)s")
     worker = worker_from_url(args.url, args.path, args.name, lock_lease_s=args.lock_lease,
                              job_lease_s=args.job_lease, max_attempts=args.max_attempts,
-                             heartbeat_s=args.job_lease / 4, poll_max_s=0.2)
+                             heartbeat_s=args.job_lease / 4, poll_max_s=args.poll_max)
 
     if args.mode == "take-lock":
         worker._lock.acquire()  # dies right after taking the lock, before anything else

@@ -74,7 +74,7 @@ def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
     url = daemon.url("remote.git")
     jobs = [f"job{i:03d}" for i in range(300)]
     init_remote(url, jobs)
-    pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400")
+    pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400", "--poll-max", "0.5")
     for i in range(8):
         pool.start(f"w{i}")
     rng = random.Random(7)
