@@ -17,7 +17,7 @@ setup(
         "GitPython>=3.1",
         "requests>=2.28",
         "urllib3>=2",
-        "huggingface_hub>=0.20",
+        "huggingface_hub>=1.0",
         "filelock>=3.8",
         "python-dotenv>=1.0",
     ],

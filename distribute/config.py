@@ -74,6 +74,16 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
     ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
     ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),
+    ("DISTRIBUTE_MIRROR", None, "hf: workers upload each finished job to the Hugging Face repo"),
+    ("DISTRIBUTE_MIRROR_BATCH", "25", "jobs per Hub commit in `distribute mirror`"),
+    ("DISTRIBUTE_HF_RETRIES", "3", "retries of a failed Hub request"),
+    ("DISTRIBUTE_HF_TIMEOUT_S", "30", "seconds before a Hub request times out"),
+    ("DISTRIBUTE_HF_BACKOFF_S", "1", "first pause between Hub retries"),
+    ("DISTRIBUTE_HF_PAUSE_S", "60", "seconds live mirroring pauses after the Hub was unreachable"),
+    ("HF_TOKEN", None, "Hugging Face token (always shown as ***)"),
+    ("HF_REPO_ID", None, "the Hugging Face repository results are mirrored to"),
+    ("HF_REPO_TYPE", "dataset", "its type: dataset, model or space"),
+    ("HF_ENDPOINT", None, "the Hub's base URL (the client's own setting)"),
     ("DISTRIBUTE_SELF_DESTRUCT", None, "1: an idle worker on a Vast.ai node destroys its instance"),
     ("VAST_API_KEY", None, "Vast.ai API key"),
     ("VAST_API_URL", "https://console.vast.ai", "Vast.ai API base URL"),
@@ -107,7 +117,7 @@ def get_settings() -> dict[str, Optional[str]]:
             value = f"{get_float('DISTRIBUTE_JOB_LEASE_S', 600) / 5:g}"
         if value is None:
             value = default
-        out[key] = None if value is None else redact(value)
+        out[key] = None if value is None else "***" if key == "HF_TOKEN" else redact(value)
     return out
 
 

@@ -23,8 +23,14 @@ def redact(text: object) -> str:
     out = str(text)
     out = _URL_USERINFO.sub(lambda m: m.group("scheme") + _MASK + "@", out)
     out = _BEARER.sub(lambda m: m.group(1) + _MASK, out)
-    for name in SECRET_ENV_VARS:
-        value = os.environ.get(name, "")
-        if len(value) >= 4:
-            out = out.replace(value, _MASK)
+    for value in _secret_values():
+        out = out.replace(value, _MASK)
     return out
+
+
+def _secret_values() -> list[str]:
+    """Values of the secret variables, from the environment and from the ``.env`` file."""
+    from .config import get_env  # late import: config itself uses redact
+
+    values = {os.environ.get(name) or get_env(name) or "" for name in SECRET_ENV_VARS}
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)

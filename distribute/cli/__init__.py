@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 as soon as the queue is empty")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="wait between looks for new jobs when idle (DISTRIBUTE_POLL_S, 5)")
+    p.add_argument("--mirror", choices=["hf"],
+                   help="upload each job's results to the Hugging Face repository right after "
+                        "its finish (DISTRIBUTE_MIRROR)")
     p.add_argument("--self-destruct", action="store_true",
                    help="on a Vast.ai node: when leaving under --idle-exit, destroy this instance "
                         "(CONTAINER_ID, VAST_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
@@ -152,13 +155,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
     next_func = load_function(next_spec, "--next-job") if next_spec else queue_jobs_func
     poll = seconds_setting(args.poll, "DISTRIBUTE_POLL_S", 5.0)
     grace = seconds_setting(args.grace, "DISTRIBUTE_GRACE_S", 30.0, zero_ok=True)
+    mirror = args.mirror or config.get_env("DISTRIBUTE_MIRROR")
+    if mirror not in (None, "hf"):
+        raise UsageError(f"DISTRIBUTE_MIRROR must be 'hf', not {mirror!r}")
+    after_finish = None
+    if mirror == "hf":
+        from .. import hub
+
+        hub.check_settings()
+        after_finish = hub.mirror_after_finish
     worker = config.create_from_config(url, args.path, args.name)
     try:
         say(f"{worker.name} started on {url} (local copy {worker.path})")
         result = run_worker_loop(worker, run_func, next_func, max_jobs=args.max_jobs,
                                  idle_exit=args.idle_exit,
                                  exit_when_queue_empty=args.exit_when_queue_empty,
-                                 poll_s=poll, grace_s=grace, report=say)
+                                 poll_s=poll, grace_s=grace, report=say,
+                                 after_finish=after_finish)
     finally:
         worker.close()
     say(f"{worker.name} stopped ({result.ended_by}): {result.done} done, {result.failed} failed"
@@ -195,6 +208,9 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING)
     logging.getLogger("git").setLevel(logging.WARNING)  # GitPython's own chatter
+    if not debug:  # the Hub client logs every HTTP request at INFO
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

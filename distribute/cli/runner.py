@@ -174,7 +174,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                     max_jobs: Optional[int] = None, idle_exit: bool = False,
                     exit_when_queue_empty: bool = False, poll_s: Optional[float] = None,
                     grace_s: Optional[float] = None,
-                    report: Optional[Callable[[str], None]] = None) -> LoopResult:
+                    report: Optional[Callable[[str], None]] = None,
+                    after_finish: Optional[Callable[[Worker, str], bool]] = None) -> LoopResult:
     """Run jobs on ``worker`` until told to stop; return what was done.
 
     Each job is taken with ``worker.get_next_job(next_job_func)``; ``run_func(job, worker)`` writes
@@ -187,7 +188,9 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     seconds while other workers run jobs, since those come back to the queue if their worker dies);
     otherwise it looks again every ``poll_s`` seconds forever. ``max_jobs`` limits the jobs taken.
     ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` (5) and ``DISTRIBUTE_GRACE_S``
-    (30) settings. ``report`` receives one line per event (default: the log).
+    (30) settings. ``report`` receives one line per event (default: the log). ``after_finish``
+    is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
+    results); it must not raise, and a ``False`` return is reported as "not mirrored".
     """
     poll_s = seconds_setting(poll_s, "DISTRIBUTE_POLL_S", 5.0)
     grace_s = seconds_setting(grace_s, "DISTRIBUTE_GRACE_S", 30.0, zero_ok=True)
@@ -249,7 +252,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 continue
             more = max_jobs is None or taken < max_jobs
             claimed = _run_one(worker, job, run_func, stopper, result, say,
-                               next_job_func if more else None)
+                               next_job_func if more else None, after_finish)
             if claimed is _STOP:
                 result.ended_by = stopper.requested or "stop"
                 break
@@ -259,7 +262,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
 
 
 def _run_one(worker: Worker, job: str, run_func: RunFunc, stopper: _Stopper, result: LoopResult,
-             say: Callable[[str], None], chain: Optional[Callable[..., Optional[str]]]) -> Any:
+             say: Callable[[str], None], chain: Optional[Callable[..., Optional[str]]],
+             after_finish: Optional[Callable[[Worker, str], bool]] = None) -> Any:
     """Run one claimed job to its end.
 
     Returns the next job claimed in the same lock hold as the finish (``None``: the queue was
@@ -306,7 +310,9 @@ def _run_one(worker: Worker, job: str, run_func: RunFunc, stopper: _Stopper, res
             worker.give_back_job()  # clears our state; the ledger is left as it is
         return _UNSET
     result.done += 1
-    say(f"{worker.name} finished job {job} in {took:.1f}s")
+    mirrored = after_finish(worker, job) if after_finish else None
+    say(f"{worker.name} finished job {job} in {took:.1f}s"
+        + (" (not mirrored)" if mirrored is False else ""))
     return nxt
 
 

@@ -1,0 +1,181 @@
+"""``distribute mirror`` (``python -m distribute.hub_cli mirror``) against the fake Hub.
+
+The remotes here are real bare repositories whose master is written with plain git (a ledger with
+done jobs and their ``updates/<slug>/`` files), which is quicker than running the jobs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hubserver import FakeHub  # noqa: E402
+from test_hub import REPO, TOKEN, expected_files, write_results  # noqa: E402
+
+from distribute.ledger import job_slug  # noqa: E402
+
+GIT = ["git", "-c", "user.name=seed", "-c", "user.email=seed@test"]
+JOBS = ["job-1", "a b/c", "ünïcödé"]
+
+
+def seed(url: str, tmp: Path, groups: list[list[str]], big: int = 0) -> list[str]:
+    """Write master: one commit per group of jobs that become done; return the commits' shas."""
+    work = tmp / "seed"
+    subprocess.run(GIT + ["init", "-q", str(work)], check=True)
+    done, shas = [], []
+    for group in groups:
+        for job in group:
+            job_dir = work / "updates" / job_slug(job)
+            write_results(job, job_dir)
+            if big:
+                (job_dir / "big.bin").write_bytes(bytes(i % 251 for i in range(big)))
+            done.append(f"{job}\tseed-worker\t2024-01-01T00:00:00Z\t1\n")
+        for name in ("jobs.txt", "running.txt", "failed.txt"):
+            (work / name).touch()
+        (work / "done.txt").write_text("".join(done), encoding="utf-8")
+        subprocess.run(GIT + ["-C", str(work), "add", "-A"], check=True)
+        subprocess.run(GIT + ["-C", str(work), "commit", "-qm", f"seed finished {len(group)} jobs"], check=True)
+        shas.append(subprocess.run(GIT + ["-C", str(work), "rev-parse", "HEAD"], check=True,
+                                   capture_output=True, text=True).stdout.strip())
+    subprocess.run(GIT + ["-C", str(work), "push", "-q", url, "HEAD:refs/heads/master"], check=True)
+    return shas
+
+
+def mirror(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "distribute.hub_cli", *args], check=False, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    with FakeHub(TOKEN, page_size=4, lfs_threshold=4096) as server:
+        for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_REPO_ID": REPO,
+                           "DISTRIBUTE_HF_RETRIES": "1", "DISTRIBUTE_HF_BACKOFF_S": "0.01",
+                           "DISTRIBUTE_HF_TIMEOUT_S": "5", "DISTRIBUTE_CACHE_DIR": str(tmp_path / "cache"),
+                           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("HF_REPO_TYPE", raising=False)
+        yield server
+
+
+def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
+    first, _ = seed(file_remote, tmp_path, [JOBS[:1], JOBS[1:]])
+    dry = mirror("mirror", file_remote, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "3 not (fully) mirrored" in dry.stdout and all(f"  {j}\n" in dry.stdout for j in JOBS)
+    assert fake.repos == {} and fake.count("commit") == 0  # a dry run creates nothing
+
+    since = mirror("mirror", file_remote, "--since", first, "--batch", "1")
+    assert since.returncode == 0, since.stderr
+    assert "mirrored 2 jobs (6 files)" in since.stdout and "in 2 commits" in since.stdout
+    assert fake.files(REPO) == expected_files(JOBS[1:])
+
+    run = mirror("mirror", file_remote, "--batch", "2")
+    assert run.returncode == 0, run.stderr
+    assert "mirrored 1 jobs (3 files)" in run.stdout and "2 were already up to date" in run.stdout
+    assert fake.files(REPO) == expected_files(JOBS)
+    commits = len(fake.commits(REPO))
+    assert commits == 3 and fake.commits(REPO)[-1].title.startswith("Mirror job job-1 by seed-worker from git ")
+
+    fake.reset_counts()
+    again = mirror("mirror", file_remote)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("nothing to upload: 3 done jobs")
+    assert len(fake.commits(REPO)) == commits
+    assert {s.kind for s in fake.seen} <= {"tree", "agent-registry"}
+
+
+def test_wrong_token_from_env_file_is_one_sentence_without_the_token(
+        fake: FakeHub, file_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(file_remote, tmp_path, [JOBS])
+    wrong = "hf_WrongTokenFromDotEnv5a6b7c"
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HF_ENDPOINT")  # both from the working directory's .env:
+    (tmp_path / ".env").write_text(f"HF_TOKEN={wrong}\nHF_ENDPOINT={fake.url}\n")
+    for args in (["mirror", file_remote], ["-v", "mirror", file_remote]):
+        run = mirror(*args)
+        assert run.returncode == 1
+        assert run.stderr.splitlines()[-1].startswith("error: ")
+        assert "refused the token (HTTP 401)" in run.stderr and "HF_TOKEN" in run.stderr
+        assert wrong not in run.stdout + run.stderr
+    assert fake.repos == {} and fake.count("tree") == 2  # the .env's endpoint was used
+
+
+def test_large_files_go_through_lfs_and_are_never_skipped_silently(
+        fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
+    seed(file_remote, tmp_path, [JOBS[:2]], big=10_000)  # above the fake's 4 KiB LFS threshold
+    fake.fail("500", kinds={"lfs-batch"})
+    failed = mirror("mirror", file_remote)
+    assert failed.returncode == 1 and "error: " in failed.stderr and "HTTP 500" in failed.stderr
+    assert fake.commits(REPO) == []  # nothing committed without its large file
+    fake.heal()
+    run = mirror("mirror", file_remote)
+    assert run.returncode == 0, run.stderr
+    big = bytes(i % 251 for i in range(10_000))
+    for job in JOBS[:2]:
+        stored = fake.repo(REPO).head[f"{job_slug(job)}/big.bin"]
+        assert stored.lfs and stored.data == big
+    assert len(fake.commits(REPO)) == 1
+    fake.reset_counts()
+    again = mirror("mirror", file_remote)  # LFS files compare by size and sha256
+    assert again.returncode == 0 and again.stdout.startswith("nothing to upload"), again.stderr
+    assert fake.count("preupload") == fake.count("commit") == fake.count("lfs-batch") == 0
+
+
+def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    help_ = mirror("mirror", "--help")
+    assert help_.returncode == 0 and "--since COMMIT" in help_.stdout and "--batch N" in help_.stdout
+    assert mirror("mirror", "file:///nowhere", "--batch", "0").returncode == 2
+    monkeypatch.delenv("DISTRIBUTE_REMOTE", raising=False)
+    run = mirror("mirror")
+    assert run.returncode == 1 and "no remote given" in run.stderr
+    monkeypatch.delenv("HF_REPO_ID")
+    run = mirror("mirror", "file:///nowhere")
+    assert run.returncode == 1 and "HF_REPO_ID" in run.stderr
+
+
+def _worker_has_mirror_option() -> bool:
+    out = subprocess.run([sys.executable, "-m", "distribute", "worker", "--help"], check=False, capture_output=True,
+                         text=True)
+    return "--mirror" in out.stdout
+
+
+@pytest.mark.skipif(not _worker_has_mirror_option(), reason="`distribute worker` has no --mirror yet")
+def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
+    from distribute import init_remote
+
+    init_remote(file_remote, JOBS)
+    (tmp_path / "hubjobs.py").write_text(
+        "from pathlib import Path\n"
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_hub import write_results\n"
+        "def run(job, worker):\n"
+        "    write_results(job, Path(worker.job_dir))\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    run = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote, "--run", "hubjobs:run",
+                          "--exit-when-queue-empty", "--mirror", "hf", "--name", "cli-w"],
+                         check=False, capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert fake.files(REPO) == expected_files(JOBS)
+    assert len(fake.commits(REPO)) == len(JOBS)
+
+
+def _main_cli_has_mirror() -> bool:
+    out = subprocess.run([sys.executable, "-m", "distribute", "--help"], check=False, capture_output=True,
+                         text=True)
+    return " mirror " in out.stdout or "\n    mirror" in out.stdout
+
+
+@pytest.mark.skipif(not _main_cli_has_mirror(), reason="distribute.hub_cli is not in the CLI's EXTRA_COMMANDS yet")
+def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
+    seed(file_remote, tmp_path, [JOBS])
+    run = subprocess.run([sys.executable, "-m", "distribute", "mirror", file_remote], check=False,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "mirrored 3 jobs (9 files)" in run.stdout and fake.files(REPO) == expected_files(JOBS)
