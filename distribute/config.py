@@ -35,6 +35,12 @@ def _dotenv() -> dict[str, Optional[str]]:
     return _dotenv_cache
 
 
+def loaded_dotenv() -> dict[str, Optional[str]]:
+    """The ``.env`` values if the file was already read, else ``{}`` (never reads it: redaction
+    calls this from inside logging, which the parser itself may be doing)."""
+    return _dotenv_cache or {}
+
+
 def get_env(key: str, default: Optional[str] = None) -> Optional[str]:
     """The value of ``key`` from the environment, else from the ``.env`` file, else ``default``."""
     value = os.environ.get(key)

@@ -30,7 +30,8 @@ def redact(text: object) -> str:
 
 def _secret_values() -> list[str]:
     """Values of the secret variables, from the environment and from the ``.env`` file."""
-    from .config import get_env  # late import: config itself uses redact
+    from .config import loaded_dotenv  # late import: config itself uses redact
 
-    values = {os.environ.get(name) or get_env(name) or "" for name in SECRET_ENV_VARS}
+    dotenv = loaded_dotenv()
+    values = {os.environ.get(name) or dotenv.get(name) or "" for name in SECRET_ENV_VARS}
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
