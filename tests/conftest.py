@@ -87,3 +87,17 @@ def spawn_worker(url: str, path: Path, name: str, mode: str, *opts: str) -> subp
     return subprocess.Popen(
         [sys.executable, str(HERE / "proc_worker.py"), url, str(path), name, mode, *opts],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
+    """Block until the process prints a line starting with ``prefix`` (it signals its state)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return line.strip()
+    raise AssertionError(f"exited without printing {prefix!r}: {proc.stderr.read()[-3000:]}")
+
+
+def jobs_in(url: str, name: str, tmp: Path) -> list[str]:
+    """The jobs (first fields) of a ledger file on the remote's master."""
+    return [l.split("\t")[0] for l in ledger_file(url, name, tmp)]

@@ -9,10 +9,10 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import git_out, spawn_worker
+from conftest import git_out, spawn_worker, wait_line
 from gitservers import GitDaemon
 from distribute import init_remote
-from test_processes import assert_settled, wait_line
+from test_processes import assert_settled
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 

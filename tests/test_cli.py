@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 import pytest
 
-from conftest import git_out, ledger_file
+from conftest import git_out, jobs_in, wait_line
 from gitservers import SmartHttpServer, make_bare
 
 HERE = Path(__file__).parent
@@ -48,19 +48,6 @@ def spawn(tmp: Path, *args: str, env: Optional[dict[str, str]] = None) -> subpro
     """Start the installed ``distribute`` console script in the background."""
     return subprocess.Popen(["distribute", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(tmp, env))
-
-
-def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
-    """Block until the process prints a line starting with ``prefix``."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"exited without printing {prefix!r}: {proc.stderr.read()[-3000:]}")
-
-
-def jobs_in(url: str, name: str, tmp: Path) -> list[str]:
-    return [l.split("\t")[0] for l in ledger_file(url, name, tmp)]
 
 
 def status(cli: Run, url: str) -> dict:

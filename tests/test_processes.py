@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git_out, ledger_file, spawn_worker
+from conftest import git_out, jobs_in, ledger_file, spawn_worker, wait_line
 from distribute import LocalCopyError, init_remote, worker_from_url
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
@@ -18,19 +18,6 @@ def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 240) -> None:
     for p in procs:
         out, err = p.communicate(timeout=timeout)
         assert p.returncode == 0, err[-3000:]
-
-
-def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
-    """Block until the worker prints a line starting with ``prefix`` (it signals its state)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"worker exited without printing {prefix}: {proc.stderr.read()[-3000:]}")
-
-
-def jobs_in(url: str, name: str, tmp: Path) -> list[str]:
-    return [l.split("\t")[0] for l in ledger_file(url, name, tmp)]
 
 
 def assert_settled(url: str, jobs: list[str], tmp: Path) -> list[str]:

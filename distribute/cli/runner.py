@@ -110,13 +110,18 @@ class _Stopper:
                 data = b""
             except OSError:
                 return
-            stops += sum(1 for b in data if b in (signal.SIGTERM, signal.SIGINT))
+            new_stops = sum(1 for b in data if b in (signal.SIGTERM, signal.SIGINT))
+            stops += new_stops
             if stops and timing and deadline is None:
                 deadline = time.monotonic() + self.grace_s
-            if stops > 1 or (deadline is not None and time.monotonic() >= deadline):
-                self.expired = True
+            just_expired = False
+            if (stops > 1 or (deadline is not None and time.monotonic() >= deadline)) \
+                    and not self.expired:
+                self.expired = just_expired = True
                 deadline, timing = None, False
-            if stops and main_ident is not None:
+            # poke only for news: our own SIGALRM also lands on the wakeup fd, and answering it
+            # with another SIGALRM would flood the main thread with signals
+            if (new_stops or just_expired) and main_ident is not None:
                 try:
                     signal.pthread_kill(main_ident, signal.SIGALRM)  # wake the main thread
                 except (OSError, ValueError):

@@ -1,0 +1,282 @@
+"""Shared helpers of the benchmarks: remotes on 127.0.0.1, plain git, timing and tables.
+
+Remotes come from ``tests/gitservers.py`` (``file://``, ``git daemon``, smart HTTP) plus
+:class:`SshServer`, an unprivileged-port ``sshd`` on loopback with throw-away keys (only when
+``/usr/sbin/sshd`` exists: ``apt-get install openssh-server``).
+
+Transport names used by every script:
+
+* ``file``       ``file://`` URL of a bare repository;
+* ``daemon``     ``git daemon`` (git://), git's default protocol (v2);
+* ``daemon-v0``  the same daemon with ``-c protocol.version=0`` for the plain-git measurements
+  (the library already switches git:// to v0 by itself, so for library runs it equals ``daemon``);
+* ``http``       ``git http-backend`` behind the tests' threaded HTTP server;
+* ``ssh``        sshd on loopback, a new ssh connection per git command (what GitHub users pay);
+* ``ssh-reuse``  the same sshd through one OpenSSH ControlMaster connection (ControlPersist).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+from gitservers import GitDaemon, SmartHttpServer, free_port, make_bare  # noqa: E402
+
+SSHD = "/usr/sbin/sshd"
+TRANSPORTS = ("file", "daemon", "daemon-v0", "http", "ssh", "ssh-reuse")
+
+#: The environment of plain-git measurements: no prompts, fixed identity, no user config.
+BASE_ENV = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="bench",
+                GIT_AUTHOR_EMAIL="bench@bench", GIT_COMMITTER_NAME="bench",
+                GIT_COMMITTER_EMAIL="bench@bench", LC_ALL="C")
+
+
+def now() -> float:
+    """A clock shared by all processes of this machine (CLOCK_MONOTONIC is system-wide on Linux)."""
+    return time.monotonic()
+
+
+def ssh_available() -> bool:
+    return os.path.exists(SSHD) and shutil.which("ssh") is not None and \
+        shutil.which("ssh-keygen") is not None
+
+
+class SshServer:
+    """``sshd -D`` on 127.0.0.1 for the current user, key login only, with throw-away keys.
+
+    ``url(name)`` is an ``ssh://`` URL of ``root/name``; ``ssh_command(reuse)`` is the value for
+    ``GIT_SSH_COMMAND``: a new connection per command, or one shared ControlMaster connection.
+    """
+
+    def __init__(self, root: Path, port: Optional[int] = None) -> None:
+        self.root = Path(root).resolve()
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bssh-", dir="/tmp"))  # short: socket path limit
+        self.user = os.environ.get("USER") or _whoami()
+        self._proc: Optional[subprocess.Popen[bytes]] = None
+
+    def __enter__(self) -> "SshServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, name: str = "remote.git") -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.root / name}"
+
+    def ssh_command(self, reuse: bool) -> str:
+        opts = [f"-i {self.dir / 'client_key'}", "-o IdentitiesOnly=yes", "-o BatchMode=yes",
+                "-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null",
+                "-o LogLevel=ERROR"]
+        if reuse:
+            opts += ["-o ControlMaster=auto", f"-o ControlPath={self.dir}/cm-%C",
+                     "-o ControlPersist=300"]
+        return "ssh " + " ".join(opts)
+
+    def start(self) -> None:
+        d = self.dir
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+                           check=True)
+        # sshd runs every command through the user's shell; Debian's bash then sources ~/.bashrc
+        # (it sees SSH_CLIENT), which on a developer machine may cost 100+ ms (pyenv init...).
+        # Git hosts use a fixed forced command instead, so keep the shell bare: with SHLVL=1 in
+        # its environment bash does not source ~/.bashrc for a command run by sshd.
+        pub = (d / "client_key.pub").read_text().strip()
+        (d / "authorized_keys").write_text(f'environment="SHLVL=1" {pub}\n')
+        (d / "sshd_config").write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}",
+            f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
+            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            "PermitRootLogin prohibit-password", f"AllowUsers {self.user}", "UseDNS no",
+            "LogLevel ERROR", "PermitUserEnvironment SHLVL", "MaxStartups 200:30:400", "MaxSessions 200", "PrintMotd no", ""]))
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root only)
+        self._log = open(d / "sshd.log", "wb")
+        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                                      stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
+                                                                        timeout=0.2):
+                break
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        # end the ControlMaster connection(s) we opened, then sshd (its session children too)
+        for sock in self.dir.glob("cm-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "127.0.0.1"],
+                           capture_output=True)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _whoami() -> str:
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+class Remote:
+    """One bare repository served over one transport: ``url``, ``env`` (for git and workers)
+    and ``git_args`` (``-c`` options the plain-git measurements add, e.g. protocol v0)."""
+
+    def __init__(self, kind: str, url: str, path: Path, env: dict[str, str],
+                 git_args: Sequence[str] = ()) -> None:
+        self.kind, self.url, self.path, self.env, self.git_args = kind, url, path, env, list(git_args)
+
+    def apply_env(self) -> None:
+        """Put this remote's git variables (e.g. GIT_SSH_COMMAND) into ``os.environ``; the library
+        reads the process environment when it creates a clone."""
+        for key in ("GIT_SSH_COMMAND",):
+            if key in self.env:
+                os.environ[key] = self.env[key]
+            else:
+                os.environ.pop(key, None)
+
+
+class Servers:
+    """Starts each kind of server at most once below ``root`` and makes bare repositories."""
+
+    def __init__(self, root: Path, stack: ExitStack) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.stack = stack
+        self._daemon: Optional[GitDaemon] = None
+        self._http: Optional[SmartHttpServer] = None
+        self._ssh: Optional[SshServer] = None
+
+    def remote(self, kind: str, name: str, create: bool = True) -> Remote:
+        """A bare repository ``name`` (created empty unless it exists) served over ``kind``."""
+        path = self.root / name
+        if create and not path.exists():
+            make_bare(self.root, name)
+        env = dict(BASE_ENV)
+        env.pop("GIT_SSH_COMMAND", None)
+        if kind == "file":
+            return Remote(kind, "file://" + str(path.resolve()), path, env)
+        if kind in ("daemon", "daemon-v0"):
+            if self._daemon is None:
+                self._daemon = self.stack.enter_context(GitDaemon(self.root))
+            args = ["-c", "protocol.version=0"] if kind == "daemon-v0" else []
+            return Remote(kind, self._daemon.url(name), path, env, args)
+        if kind == "http":
+            if self._http is None:
+                self._http = self.stack.enter_context(SmartHttpServer(self.root))
+            return Remote(kind, self._http.url(name), path, env)
+        if kind in ("ssh", "ssh-reuse"):
+            if not ssh_available():
+                raise RuntimeError("no sshd: apt-get install openssh-server")
+            if self._ssh is None:
+                self._ssh = self.stack.enter_context(SshServer(self.root))
+            env["GIT_SSH_COMMAND"] = self._ssh.ssh_command(reuse=kind == "ssh-reuse")
+            return Remote(kind, self._ssh.url(name), path, env)
+        raise ValueError(f"unknown transport {kind!r}; choose from {', '.join(TRANSPORTS)}")
+
+
+def git(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None,
+        check: bool = True) -> str:
+    """Run plain git; return stdout."""
+    res = subprocess.run(["git", *args], cwd=cwd, env=env or BASE_ENV, capture_output=True,
+                         text=True)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def timed(fn, *args, **kwargs) -> float:
+    t = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t
+
+
+def median(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.median(xs) if xs else float("nan")
+
+
+def pct(xs: Iterable[float], p: float) -> float:
+    """The p-th percentile (nearest rank)."""
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = max(0, min(len(xs) - 1, int(round(p / 100 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def ms(s: float) -> str:
+    return "-" if s != s else f"{s * 1000:.1f}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain-text table (first column left-aligned, the others right-aligned)."""
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def machine_line() -> str:
+    """Cores, load and git version: the context every figure needs."""
+    load = os.getloadavg()
+    ver = git("--version").strip().removeprefix("git version ")
+    return (f"machine: {os.cpu_count()} cores, load {load[0]:.2f}/{load[1]:.2f}, git {ver}, "
+            f"python {sys.version.split()[0]}")
+
+
+def du(path: Path) -> int:
+    """Bytes used on disk below ``path`` (allocated blocks, like ``du``)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, f)).st_blocks * 512
+    return total
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:.1f}"
+
+
+@contextlib.contextmanager
+def workdir(prefix: str, keep: Optional[str] = None) -> Iterator[Path]:
+    """A temporary directory (or ``keep``, created and left behind)."""
+    if keep:
+        path = Path(keep).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix=prefix) as d:
+            yield Path(d)
+
+
+def parse_transports(value: str) -> list[str]:
+    kinds = [k.strip() for k in value.split(",") if k.strip()]
+    for k in kinds:
+        if k not in TRANSPORTS:
+            raise SystemExit(f"unknown transport {k!r}; choose from {', '.join(TRANSPORTS)}")
+    return kinds

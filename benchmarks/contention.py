@@ -1,0 +1,197 @@
+"""Contention: N worker processes drain one queue of empty jobs.
+
+    python benchmarks/contention.py [--transport http] [--workers 1,2,4,8] [--jobs 120]
+    python benchmarks/contention.py --workers 1,2,4,8,16,32 --jobs 400      # the issue's run
+
+For each N, a fresh remote on 127.0.0.1 with ``--jobs`` queued jobs and N processes, each with
+its own clone (made before the clock starts), running the loop
+
+    job = w.get_next_job(queue_jobs_func)
+    while job:
+        job = w.finish_job(queue_jobs_func)
+
+Reported per N: wall time from "go" to the last worker leaving, jobs/s, jobs per worker (min /
+max: a worker with 0 jobs starved), lock acquisitions, lock waits (``ls-remote`` polls that saw
+the lock held, the ``Worker._lock.waits`` counter) and rejected lock pushes per acquisition,
+how busy the lock was (share of the wall time it was held, the median hold, and the median
+time it stood free before being retaken by the releasing worker or taken by another one), and
+CPU: seconds of CPU used by the workers and their git processes, plus the server's git
+processes, as a share of the machine's cores over the wall time (near 100 %: the machine, not
+the protocol, is the limit). ``DISTRIBUTE_POLL_MAX_S`` is passed through (``--poll``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (Servers, machine_line, median, ms, now, parse_transports, table,  # noqa: E402
+                    workdir)
+
+LOCK_REF = "refs/distribute/lock"
+
+
+def cpu_children() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def child(args: argparse.Namespace) -> int:
+    import logging
+
+    from distribute import queue_jobs_func, worker_from_url
+
+    logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
+    w = worker_from_url(args.url, Path(args.tmp) / args.name, args.name)
+    stats = {"acquires": 0, "take_rejected": 0, "jobs": 0, "holds": []}
+    lock, clone = w._lock, w.clone
+    orig_acq, orig_push = lock.acquire, clone.push
+
+    taken = [0.0]
+
+    def acquire():
+        stats["acquires"] += 1
+        orig_acq()
+        taken[0] = now()
+
+    def push(updates):
+        ok = orig_push(updates)
+        if not ok and any(u.ref == LOCK_REF and u.new and u.expect == "" for u in updates):
+            stats["take_rejected"] += 1
+        if ok and any(u.ref == LOCK_REF and u.new is None for u in updates):
+            stats["holds"].append((taken[0], now()))  # lock held from take to release
+        return ok
+
+    lock.acquire, clone.push = acquire, push
+    waits0, calls0 = lock.waits, clone.network_calls
+    cpu0 = cpu_self() + cpu_children()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    t0 = now()
+    job = w.get_next_job(queue_jobs_func)
+    while job is not None:
+        stats["jobs"] += 1
+        job = w.finish_job(queue_jobs_func)
+    t1 = now()
+    w.close()
+    stats.update(t0=t0, t1=t1, waits=lock.waits - waits0, calls=clone.network_calls - calls0,
+                 cpu=cpu_self() + cpu_children() - cpu0)
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: str) -> dict:
+    from distribute import init_remote
+
+    remote = servers.remote(kind, f"c-{kind}-{workers}.git")
+    init_remote(remote.url, [f"job{i}" for i in range(jobs)])
+    env = dict(os.environ, **{k: v for k, v in remote.env.items() if k == "GIT_SSH_COMMAND"})
+    if poll:
+        env["DISTRIBUTE_POLL_MAX_S"] = poll
+    run_dir = tmp / f"run-{kind}-{workers}"
+    run_dir.mkdir()
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", "--url", remote.url,
+                               "--tmp", str(run_dir), "--name", f"w{i:02d}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+             for i in range(workers)]
+    for p in procs:
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "ready":
+            raise SystemExit("a worker did not start")
+    server_cpu0 = cpu_self() + cpu_children()
+    t0 = now()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    results = []
+    for p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if p.wait(timeout=3600) != 0 or not line:
+            raise SystemExit("a worker failed")
+        results.append(json.loads(line))
+    wall = max(r["t1"] for r in results) - t0
+    # the server's git processes (http-backend, daemon children) run under this process
+    # for http; for file:// they are the workers' own children and already in their figure
+    server_cpu = cpu_self() + cpu_children() - server_cpu0
+    per = [r["jobs"] for r in results]
+    holds = sorted((a, b, i) for i, r in enumerate(results) for a, b in r["holds"])
+    gaps_same = [n[0] - p[1] for p, n in zip(holds, holds[1:]) if n[2] == p[2]]
+    gaps_other = [n[0] - p[1] for p, n in zip(holds, holds[1:]) if n[2] != p[2]]
+    acq = sum(r["acquires"] for r in results)
+    return {
+        "workers": workers, "wall": wall, "jobs": sum(per), "rate": sum(per) / wall,
+        "min": min(per), "max": max(per), "starved": sum(1 for n in per if n == 0),
+        "acquires": acq, "waits": sum(r["waits"] for r in results) / acq,
+        "rejected": sum(r["take_rejected"] for r in results) / acq,
+        "calls": sum(r["calls"] for r in results) / max(1, sum(per)),
+        "busy": sum(b - a for a, b, _ in holds) / wall,
+        "hold": median(b - a for a, b, _ in holds),
+        "retake": len(gaps_same) / max(1, len(gaps_same) + len(gaps_other)),
+        "gap_same": median(gaps_same), "gap_other": median(gaps_other),
+        "cpu": (sum(r["cpu"] for r in results) + server_cpu) / (wall * (os.cpu_count() or 1)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--transport", default="http",
+                   help="comma-separated: file, daemon, http, ssh, ssh-reuse (http)")
+    p.add_argument("--workers", default="1,2,4,8", help="worker counts (1,2,4,8; issue: up to 32)")
+    p.add_argument("--jobs", type=int, default=120, help="queued empty jobs (120; issue: 400)")
+    p.add_argument("--poll", default="", help="DISTRIBUTE_POLL_MAX_S for the workers (default 1.0)")
+    p.add_argument("--dir", help="keep remotes and copies in DIR")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for hidden in ("--url", "--tmp", "--name"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    counts = [int(x) for x in args.workers.split(",")]
+    print(machine_line())
+    print(f"{args.jobs} empty jobs, DISTRIBUTE_POLL_MAX_S="
+          f"{args.poll or os.environ.get('DISTRIBUTE_POLL_MAX_S', '1.0 (default)')}")
+    headers = ["transport", "workers", "wall s", "jobs/s", "vs 1", "jobs min/max", "starved",
+               "waits/acq", "lost takes/acq", "git calls/job", "lock busy", "hold ms",
+               "retakes", "gap same ms", "gap other ms", "CPU"]
+    rows = []
+    with workdir("bench-contention-", args.dir) as tmp, ExitStack() as stack:
+        servers = Servers(tmp / "srv", stack)
+        for kind in parse_transports(args.transport):
+            base = None
+            for n in counts:
+                r = run(servers, kind, tmp, n, args.jobs, args.poll)
+                base = base or (r["rate"] if n == 1 else None)
+                rows.append([kind, n, f"{r['wall']:.1f}", f"{r['rate']:.2f}",
+                             f"{r['rate'] / base:.2f}" if base else "-",
+                             f"{r['min']}/{r['max']}", r["starved"], f"{r['waits']:.1f}",
+                             f"{r['rejected']:.2f}", f"{r['calls']:.1f}", f"{r['busy']:.0%}",
+                             ms(r["hold"]), f"{r['retake']:.0%}", ms(r["gap_same"]),
+                             ms(r["gap_other"]), f"{r['cpu']:.0%}"])
+                print(table(headers, rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(table(headers, rows))
+    print("\nlock busy: share of the wall time some worker held the lock; hold: median take -> "
+          "release;\nretakes: share of holds that followed a hold by the same worker; gap same / "
+          "other: median time the\nlock stood free between a release and the next take by the same"
+          " / another worker")
+    print("\ntargets: 8 workers >= 1.0 x the 1-worker rate; with 32 workers every worker gets jobs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
