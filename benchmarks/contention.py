@@ -74,8 +74,21 @@ def child(args: argparse.Namespace) -> int:
             stats["holds"].append((taken[0], now()))  # lock held from take to release
         return ok
 
-    lock.acquire, clone.push = acquire, push
+    orig_run = clone._run
+    stats.update(net=0.0, local=0.0, net_n=0, local_n=0)
+
+    def run(argv):
+        t = now()
+        res = orig_run(argv)
+        key = "net" if next((a for a in argv if not a.startswith("-") and "=" not in a), "") in (
+            "push", "fetch", "ls-remote", "clone") else "local"
+        stats[key] += now() - t
+        stats[key + "_n"] += 1
+        return res
+
+    lock.acquire, clone.push, clone._run = acquire, push, run
     waits0, calls0 = lock.waits, clone.network_calls
+    stats.update(net=0.0, local=0.0, net_n=0, local_n=0)
     cpu0 = cpu_self() + cpu_children()
     print("ready", flush=True)
     sys.stdin.readline()
@@ -138,6 +151,9 @@ def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: s
         "acquires": acq, "waits": sum(r["waits"] for r in results) / acq,
         "rejected": sum(r["take_rejected"] for r in results) / acq,
         "calls": sum(r["calls"] for r in results) / max(1, sum(per)),
+        "local": sum(r["local"] for r in results) / max(1, sum(per)),
+        "local_n": sum(r["local_n"] for r in results) / max(1, sum(per)),
+        "net": sum(r["net"] for r in results) / max(1, sum(per)),
         "busy": sum(b - a for a, b, _ in holds) / wall,
         "hold": median(b - a for a, b, _ in holds),
         "retake": len(gaps_same) / max(1, len(gaps_same) + len(gaps_other)),
@@ -166,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.jobs} empty jobs, DISTRIBUTE_POLL_MAX_S="
           f"{args.poll or os.environ.get('DISTRIBUTE_POLL_MAX_S', '1.0 (default)')}")
     headers = ["transport", "workers", "wall s", "jobs/s", "vs 1", "jobs min/max", "starved",
-               "waits/acq", "lost takes/acq", "git calls/job", "lock busy", "hold ms",
+               "waits/acq", "lost takes/acq", "net calls/job", "net ms/job",
+               "local git/job", "local ms/job", "lock busy", "hold ms",
                "retakes", "gap same ms", "gap other ms", "CPU"]
     rows = []
     with workdir("bench-contention-", args.dir) as tmp, ExitStack() as stack:
@@ -179,13 +196,16 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append([kind, n, f"{r['wall']:.1f}", f"{r['rate']:.2f}",
                              f"{r['rate'] / base:.2f}" if base else "-",
                              f"{r['min']}/{r['max']}", r["starved"], f"{r['waits']:.1f}",
-                             f"{r['rejected']:.2f}", f"{r['calls']:.1f}", f"{r['busy']:.0%}",
+                             f"{r['rejected']:.2f}", f"{r['calls']:.1f}", ms(r["net"]),
+                             f"{r['local_n']:.0f}", ms(r["local"]), f"{r['busy']:.0%}",
                              ms(r["hold"]), f"{r['retake']:.0%}", ms(r["gap_same"]),
                              ms(r["gap_other"]), f"{r['cpu']:.0%}"])
                 print(table(headers, rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(headers, rows))
-    print("\nlock busy: share of the wall time some worker held the lock; hold: median take -> "
+    print("\nnet / local: git processes that talked to the remote / local ones, per job, and the "
+          "wall time\nthe workers spent in them (summed over workers)")
+    print("lock busy: share of the wall time some worker held the lock; hold: median take -> "
           "release;\nretakes: share of holds that followed a hold by the same worker; gap same / "
           "other: median time the\nlock stood free between a release and the next take by the same"
           " / another worker")

@@ -215,3 +215,18 @@ class Ledger:
         self.queued.insert(0, job)
         self.attempts[job] = entry.attempt
         return True
+
+    def close(self, job: str, worker: str, reason: Optional[str]) -> Entry:
+        """Finish (``reason`` is ``None``) or fail ``worker``'s job, taking it back first if it was
+        requeued or taken over by another worker while ``worker`` was silent."""
+        entry = self.running_entry(job)
+        if entry is None or entry.worker != worker:
+            log.warning("%s: job %r had been given away (%s); taking it back", worker, job,
+                        f"now running on {entry.worker}" if entry else "requeued")
+            if entry is not None:
+                self.running.remove(entry)
+            if job in self.queued:
+                self.queued.remove(job)
+            self.attempts.pop(job, None)
+            self.claim(job, worker)
+        return self.finish(job, worker) if reason is None else self.fail(job, worker, reason)

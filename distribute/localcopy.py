@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -10,6 +11,8 @@ from typing import Optional
 import filelock
 
 from .exceptions import LocalCopyError, WorkerNameError
+from .ledger import Ledger
+from .lock import COORD_PREFIX, TRACKING_PREFIX, heartbeat_ref
 from .redact import redact
 from .remote import Clone
 
@@ -56,3 +59,19 @@ def lock_local_copy(path: Path) -> filelock.BaseFileLock:
     except filelock.Timeout:
         raise LocalCopyError(f"the local copy {path} is in use by another worker process") from None
     return lock
+
+
+def check_name_free(clone: Clone, ledger: Ledger, name: str, heartbeat_s: float) -> None:
+    """Refuse to start if a live worker called ``name`` holds running jobs (judged by the age of
+    its heartbeat's commit time: three heartbeat intervals)."""
+    if not any(e.worker == name for e in ledger.running):
+        return
+    tracking = TRACKING_PREFIX + heartbeat_ref(name)[len(COORD_PREFIX):]
+    if clone.resolve(tracking) is None:
+        return
+    age = time.time() - float(clone.git("log", "-1", "--format=%ct", tracking) or 0)
+    if age < 3 * heartbeat_s:
+        raise WorkerNameError(
+            f"another worker named {name!r} is alive (heartbeat {age:.0f}s ago) and holds "
+            f"running jobs; choose another name, or wait {3 * heartbeat_s - age:.0f}s "
+            "if that worker is dead")

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 from .exceptions import LockLostError, RemoteError
 from .ledger import utc_now
@@ -181,6 +181,24 @@ class RemoteLock:
         if self.value is not None and not self.clone.push([self.release_update()]):
             log.warning("%s could not release the lock: it had been broken", self.holder)
         self.forget()
+
+
+def describe_coordination(clone: Clone) -> dict[str, Any]:
+    """``{"lock": None or {"holder", "held_s"}, "heartbeats": {worker: age_s}}`` from the fetched
+    tracking refs. Ages compare the values' commit times with this machine's clock: good for
+    display, never used for decisions."""
+    now = time.time()
+    stamps = {}
+    for ref, sha in clone.local_refs(TRACKING_PREFIX).items():
+        subject, _, when = clone.git("log", "-1", "--format=%s%x00%ct", sha).partition("\0")
+        stamps[ref[len(TRACKING_PREFIX):]] = (subject.split(" "), max(0.0, now - float(when)))
+    lock = stamps.pop("lock", None)
+    return {
+        "lock": None if lock is None else {"holder": lock[0][1] if len(lock[0]) > 1 else "?",
+                                           "held_s": round(lock[1], 1)},
+        "heartbeats": {ref[len("hb/"):]: round(age, 1) for ref, (_, age) in stamps.items()
+                       if ref.startswith("hb/")},
+    }
 
 
 def break_lock(clone: Clone) -> Optional[str]:

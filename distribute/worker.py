@@ -9,17 +9,19 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 
 from . import config
-from .exceptions import (DistributeError, InvalidJobError, JobStateError, LockLostError, MergeConflictError, NotInitializedError, WorkerNameError)
+from .exceptions import (DistributeError, InvalidJobError, JobStateError, LockLostError,
+                         MergeConflictError, NotInitializedError)
 from .ledger import LEDGER_FILES, UPDATES_DIR, Ledger, check_job, job_slug
-from .localcopy import check_worker_name, default_worker_name, lock_local_copy, prepare_clone
-from .lock import (COORD_PREFIX, TRACKING_PREFIX, Heartbeat, Observer, RemoteLock, heartbeat_ref)
+from .localcopy import (check_name_free, check_worker_name, default_worker_name,
+                        lock_local_copy, prepare_clone)
+from .lock import (COORD_PREFIX, TRACKING_PREFIX, Heartbeat, Observer, RemoteLock,
+                   describe_coordination, heartbeat_ref)
 from .redact import redact
 from .remote import RefUpdate
 
@@ -67,7 +69,7 @@ class Worker:
         self._remote_refs: dict[str, str] = {}
         self._initialized = False
         self._sync()
-        self._check_name_free()
+        check_name_free(self.clone, Ledger.read(Path(self.path)), self.name, self.heartbeat_s)
 
     # ---- public properties --------------------------------------------------------------------
     @property
@@ -252,7 +254,7 @@ class Worker:
             if reason is None:
                 self._merge(job)
             queue_before = list(ledger.queued)
-            self._settle(ledger, job, reason)
+            ledger.close(job, self.name, reason)
             ledger.write(Path(self.path), queue=ledger.queued != queue_before)
             self.clone.git("add", "--all")
             self.clone.git("commit", "--quiet", "-m", message)
@@ -307,23 +309,6 @@ class Worker:
             conflicts = self.clone.git("diff", "--name-only", "--diff-filter=U").splitlines()
             self.clone.git("merge", "--abort", check=False)
             raise MergeConflictError(job, conflicts or [redact(err.strip())[:200]])
-
-    def _settle(self, ledger: Ledger, job: str, reason: Optional[str]) -> None:
-        """Move our job out of running even if another worker took it over meanwhile."""
-        entry = ledger.running_entry(job)
-        if entry is None or entry.worker != self.name:
-            log.warning("%s: job %r had been given away (%s); taking it back", self.name, job,
-                        f"now running on {entry.worker}" if entry else "requeued")
-            if entry is not None:
-                ledger.running.remove(entry)
-            if job in ledger.queued:
-                ledger.queued.remove(job)
-            ledger.attempts.pop(job, None)
-            ledger.claim(job, self.name)
-        if reason is None:
-            ledger.finish(job, self.name)
-        else:
-            ledger.fail(job, self.name, reason)
 
     def give_back_job(self) -> None:
         """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM).
@@ -384,19 +369,7 @@ class Worker:
         self.clone.fetch()
         master = self.clone.resolve(ORIGIN_MASTER) or ORIGIN_MASTER
         ledger = Ledger.parse(lambda name: self.clone.show(master, name))
-        now = time.time()
-        stamps = {}
-        for ref, sha in self.clone.local_refs(TRACKING_PREFIX).items():
-            subject, _, when = self.clone.git("log", "-1", "--format=%s%x00%ct", sha).partition("\0")
-            stamps[ref[len(TRACKING_PREFIX):]] = (subject.split(" "), max(0.0, now - float(when)))
-        lock = stamps.pop("lock", None)
-        return {
-            "ledger": ledger,
-            "lock": None if lock is None else {"holder": lock[0][1] if len(lock[0]) > 1 else "?",
-                                               "held_s": round(lock[1], 1)},
-            "heartbeats": {ref[len("hb/"):]: round(age, 1) for ref, (_, age) in stamps.items()
-                           if ref.startswith("hb/")},
-        }
+        return {"ledger": ledger, **describe_coordination(self.clone)}
 
     # ---- plumbing helpers ---------------------------------------------------------------------
     def _require_job(self) -> tuple[str, str]:
@@ -448,22 +421,6 @@ class Worker:
                                 "our change was discarded and master is untouched")
         raise DistributeError("the remote rejected our update (a job branch of that name "
                               "already exists, or master was changed outside the lock)")
-
-    def _check_name_free(self) -> None:
-        """Refuse to start if a live worker with our name holds running jobs."""
-        ledger = Ledger.read(Path(self.path))
-        if not any(e.worker == self.name for e in ledger.running):
-            return
-        tracking = TRACKING_PREFIX + heartbeat_ref(self.name)[len(COORD_PREFIX):]
-        if self.clone.resolve(tracking) is None:
-            return
-        beat = float(self.clone.git("log", "-1", "--format=%ct", tracking) or 0)
-        age = time.time() - beat
-        if age < 3 * self.heartbeat_s:
-            raise WorkerNameError(
-                f"another worker named {self.name!r} is alive (heartbeat {age:.0f}s ago) and holds "
-                f"running jobs; choose another name, or wait {3 * self.heartbeat_s - age:.0f}s "
-                "if that worker is dead")
 
     def close(self) -> None:
         """Stop background threads and release the local copy (the running job stays running)."""
