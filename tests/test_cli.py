@@ -149,12 +149,11 @@ def test_sigterm_mid_job_gives_the_job_back(cli: Run, file_remote: str, tmp_path
     if how == "second-signal":
         proc.send_signal(signal.SIGINT)
     try:
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        dump = subprocess.run(["py-spy", "dump", "--pid", str(proc.pid)], capture_output=True, text=True)
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(dump.stdout + dump.stderr + "\nSTDERR:" + err[-3000:] + "\nOUT:" + out[-2000:])
+        raise AssertionError(f"the worker did not stop:\n{out[-2000:]}\n{err[-3000:]}") from None
     assert proc.returncode == 0, err
     assert "w gave back job first (SIGTERM received" in out or "SIGINT received" in out
     assert jobs_in(file_remote, "jobs.txt", tmp_path) == ["first", "second"]
