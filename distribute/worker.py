@@ -42,8 +42,9 @@ class Worker:
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]], name: Optional[str] = None, *,
-                 remote_url: Optional[str] = None, lock_lease_s: Optional[float] = None, job_lease_s: Optional[float] = None,
-                 max_attempts: Optional[int] = None, heartbeat_s: Optional[float] = None,
+                 remote_url: Optional[str] = None, lock_lease_s: Optional[float] = None,
+                 job_lease_s: Optional[float] = None, max_attempts: Optional[int] = None,
+                 heartbeat_s: Optional[float] = None,
                  poll_max_s: Optional[float] = None) -> None:
         self.name = check_worker_name(name or default_worker_name())
         self.path = str(Path(path).resolve())
