@@ -10,13 +10,15 @@ Transport names used by every script:
 * ``daemon``     ``git daemon`` (git://), git's default protocol (v2);
 * ``daemon-v0``  the same daemon with ``-c protocol.version=0`` for the plain-git measurements
   (the library already switches git:// to v0 by itself, so for library runs it equals ``daemon``);
-* ``http``       ``git http-backend`` behind the tests' threaded HTTP server;
+* ``http``       ``git http-backend`` behind the tests' threaded HTTP server (listen backlog raised
+  from Python's 5 to 128, see :data:`HTTP_BACKLOG`);
 * ``ssh``        sshd on loopback, a new ssh connection per git command (what GitHub users pay);
 * ``ssh-reuse``  the same sshd through one OpenSSH ControlMaster connection (ControlPersist).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import socket
@@ -25,16 +27,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
-from gitservers import GitDaemon, SmartHttpServer, free_port, make_bare  # noqa: E402
+import gitservers
+from gitservers import GitDaemon, SmartHttpServer, free_port, make_bare
 
 SSHD = "/usr/sbin/sshd"
+HTTP_BACKLOG = 128  # listen backlog of the smart HTTP server (Python's default is 5)
 TRANSPORTS = ("file", "daemon", "daemon-v0", "http", "ssh", "ssh-reuse")
 
 #: The environment of plain-git measurements: no prompts, fixed identity, no user config.
@@ -60,14 +64,14 @@ class SshServer:
     ``GIT_SSH_COMMAND``: a new connection per command, or one shared ControlMaster connection.
     """
 
-    def __init__(self, root: Path, port: Optional[int] = None) -> None:
+    def __init__(self, root: Path, port: int | None = None) -> None:
         self.root = Path(root).resolve()
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="bssh-", dir="/tmp"))  # short: socket path limit
         self.user = os.environ.get("USER") or _whoami()
-        self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> "SshServer":
+    def __enter__(self) -> SshServer:
         self.start()
         return self
 
@@ -105,7 +109,7 @@ class SshServer:
             "PermitRootLogin prohibit-password", f"AllowUsers {self.user}", "UseDNS no",
             "LogLevel ERROR", "PermitUserEnvironment SHLVL", "MaxStartups 200:30:400", "MaxSessions 200", "PrintMotd no", ""]))
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root only)
-        self._log = open(d / "sshd.log", "wb")
+        self._log = open(d / "sshd.log", "wb")  # noqa: SIM115 - open while sshd runs
         self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
                                       stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=self._log, start_new_session=True)
@@ -123,7 +127,7 @@ class SshServer:
         # end the ControlMaster connection(s) we opened, then sshd (its session children too)
         for sock in self.dir.glob("cm-*"):
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "127.0.0.1"],
-                           capture_output=True)
+                           capture_output=True, check=False)
         proc, self._proc = self._proc, None
         if proc is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -164,9 +168,9 @@ class Servers:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stack = stack
-        self._daemon: Optional[GitDaemon] = None
-        self._http: Optional[SmartHttpServer] = None
-        self._ssh: Optional[SshServer] = None
+        self._daemon: GitDaemon | None = None
+        self._http: SmartHttpServer | None = None
+        self._ssh: SshServer | None = None
 
     def remote(self, kind: str, name: str, create: bool = True) -> Remote:
         """A bare repository ``name`` (created empty unless it exists) served over ``kind``."""
@@ -184,6 +188,10 @@ class Servers:
             return Remote(kind, self._daemon.url(name), path, env, args)
         if kind == "http":
             if self._http is None:
+                # Python's socketserver listens with a backlog of 5: with more than a few
+                # workers polling, connection attempts overflow it and wait for a 1 s SYN
+                # retry. Production git servers use far larger backlogs; so do the benchmarks.
+                gitservers.ThreadingHTTPServer.request_queue_size = HTTP_BACKLOG
                 self._http = self.stack.enter_context(SmartHttpServer(self.root))
             return Remote(kind, self._http.url(name), path, env)
         if kind in ("ssh", "ssh-reuse"):
@@ -196,11 +204,11 @@ class Servers:
         raise ValueError(f"unknown transport {kind!r}; choose from {', '.join(TRANSPORTS)}")
 
 
-def git(*args: str, cwd: Optional[Path] = None, env: Optional[dict[str, str]] = None,
+def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
         check: bool = True) -> str:
     """Run plain git; return stdout."""
     res = subprocess.run(["git", *args], cwd=cwd, env=env or BASE_ENV, capture_output=True,
-                         text=True)
+                         text=True, check=False)
     if check and res.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {res.stderr.strip()}")
     return res.stdout
@@ -222,12 +230,12 @@ def pct(xs: Iterable[float], p: float) -> float:
     xs = sorted(xs)
     if not xs:
         return float("nan")
-    k = max(0, min(len(xs) - 1, int(round(p / 100 * len(xs) + 0.5)) - 1))
+    k = max(0, min(len(xs) - 1, round(p / 100 * len(xs) + 0.5) - 1))
     return xs[k]
 
 
 def ms(s: float) -> str:
-    return "-" if s != s else f"{s * 1000:.1f}"
+    return "-" if math.isnan(s) else f"{s * 1000:.1f}"
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -235,7 +243,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
                               for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths]), *map(fmt, rows)])
 
@@ -263,7 +271,7 @@ def mb(n: int) -> str:
 
 
 @contextlib.contextmanager
-def workdir(prefix: str, keep: Optional[str] = None) -> Iterator[Path]:
+def workdir(prefix: str, keep: str | None = None) -> Iterator[Path]:
     """A temporary directory (or ``keep``, created and left behind)."""
     if keep:
         path = Path(keep).resolve()

@@ -14,10 +14,12 @@ Reported per N: wall time from "go" to the last worker leaving, jobs/s, jobs per
 max: a worker with 0 jobs starved), lock acquisitions, lock waits (``ls-remote`` polls that saw
 the lock held, the ``Worker._lock.waits`` counter) and rejected lock pushes per acquisition,
 how busy the lock was (share of the wall time it was held, the median hold, and the median
-time it stood free before being retaken by the releasing worker or taken by another one), and
-CPU: seconds of CPU used by the workers and their git processes, plus the server's git
-processes, as a share of the machine's cores over the wall time (near 100 %: the machine, not
-the protocol, is the limit). ``DISTRIBUTE_POLL_MAX_S`` is passed through (``--poll``).
+time it stood free before being retaken by the releasing worker or taken by another one), the
+holder's fetch and final atomic push (they slow down when the server is busy answering polls),
+the time the workers spent in network and in local git processes per job, and CPU: seconds of
+CPU used by the workers, their git processes and the server (``git daemon``'s children are not
+counted) as a share of the machine's cores over the wall time (near 100 %: the machine is the
+limit, not the protocol). ``DISTRIBUTE_POLL_MAX_S`` is passed through (``--poll``).
 """
 from __future__ import annotations
 
@@ -27,13 +29,21 @@ import os
 import resource
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Servers, machine_line, median, ms, now, parse_transports, table,  # noqa: E402
-                    workdir)
+from common import (
+    Servers,
+    machine_line,
+    median,
+    ms,
+    now,
+    parse_transports,
+    table,
+    workdir,
+)
 
 LOCK_REF = "refs/distribute/lock"
 
@@ -55,7 +65,8 @@ def child(args: argparse.Namespace) -> int:
 
     logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
     w = worker_from_url(args.url, Path(args.tmp) / args.name, args.name)
-    stats = {"acquires": 0, "take_rejected": 0, "jobs": 0, "holds": []}
+    stats = {"acquires": 0, "take_rejected": 0, "jobs": 0, "holds": [], "release_push": [],
+             "fetch": []}
     lock, clone = w._lock, w.clone
     orig_acq, orig_push = lock.acquire, clone.push
 
@@ -67,7 +78,10 @@ def child(args: argparse.Namespace) -> int:
         taken[0] = now()
 
     def push(updates):
+        t = now()
         ok = orig_push(updates)
+        if ok and any(u.ref == LOCK_REF and u.new is None for u in updates):
+            stats["release_push"].append(now() - t)
         if not ok and any(u.ref == LOCK_REF and u.new and u.expect == "" for u in updates):
             stats["take_rejected"] += 1
         if ok and any(u.ref == LOCK_REF and u.new is None for u in updates):
@@ -84,13 +98,15 @@ def child(args: argparse.Namespace) -> int:
             "push", "fetch", "ls-remote", "clone") else "local"
         stats[key] += now() - t
         stats[key + "_n"] += 1
+        if "fetch" in argv:
+            stats["fetch"].append(now() - t)
         return res
 
     lock.acquire, clone.push, clone._run = acquire, push, run
     waits0, calls0 = lock.waits, clone.network_calls
     stats.update(net=0.0, local=0.0, net_n=0, local_n=0)
     cpu0 = cpu_self() + cpu_children()
-    print("ready", flush=True)
+    print(json.dumps({"ready": cpu0}), flush=True)
     sys.stdin.readline()
     t0 = now()
     job = w.get_next_job(queue_jobs_func)
@@ -109,6 +125,7 @@ def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: s
     from distribute import init_remote
 
     remote = servers.remote(kind, f"c-{kind}-{workers}.git")
+    remote.apply_env()  # init_remote runs git here (GIT_SSH_COMMAND for ssh)
     init_remote(remote.url, [f"job{i}" for i in range(jobs)])
     env = dict(os.environ, **{k: v for k, v in remote.env.items() if k == "GIT_SSH_COMMAND"})
     if poll:
@@ -119,11 +136,14 @@ def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: s
                                "--tmp", str(run_dir), "--name", f"w{i:02d}"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for i in range(workers)]
+    setup_cpu = 0.0
     for p in procs:
         assert p.stdout is not None
-        if p.stdout.readline().strip() != "ready":
+        line = p.stdout.readline()
+        if not line.startswith("{"):
             raise SystemExit("a worker did not start")
-    server_cpu0 = cpu_self() + cpu_children()
+        setup_cpu += json.loads(line)["ready"]
+    cpu0 = cpu_self() + cpu_children()
     t0 = now()
     for p in procs:
         assert p.stdin is not None
@@ -137,13 +157,13 @@ def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: s
             raise SystemExit("a worker failed")
         results.append(json.loads(line))
     wall = max(r["t1"] for r in results) - t0
-    # the server's git processes (http-backend, daemon children) run under this process
-    # for http; for file:// they are the workers' own children and already in their figure
-    server_cpu = cpu_self() + cpu_children() - server_cpu0
+    # everything ran below this process: the workers (reaped: their whole life, with their git
+    # children) and the servers (http-backend, daemon children); less the workers' set-up
+    cpu = cpu_self() + cpu_children() - cpu0 - setup_cpu
     per = [r["jobs"] for r in results]
     holds = sorted((a, b, i) for i, r in enumerate(results) for a, b in r["holds"])
-    gaps_same = [n[0] - p[1] for p, n in zip(holds, holds[1:]) if n[2] == p[2]]
-    gaps_other = [n[0] - p[1] for p, n in zip(holds, holds[1:]) if n[2] != p[2]]
+    gaps_same = [n[0] - p[1] for p, n in pairwise(holds) if n[2] == p[2]]
+    gaps_other = [n[0] - p[1] for p, n in pairwise(holds) if n[2] != p[2]]
     acq = sum(r["acquires"] for r in results)
     return {
         "workers": workers, "wall": wall, "jobs": sum(per), "rate": sum(per) / wall,
@@ -158,7 +178,9 @@ def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: s
         "hold": median(b - a for a, b, _ in holds),
         "retake": len(gaps_same) / max(1, len(gaps_same) + len(gaps_other)),
         "gap_same": median(gaps_same), "gap_other": median(gaps_other),
-        "cpu": (sum(r["cpu"] for r in results) + server_cpu) / (wall * (os.cpu_count() or 1)),
+        "fetch": median(x for r in results for x in r["fetch"]),
+        "release_push": median(x for r in results for x in r["release_push"]),
+        "cpu": cpu / (wall * (os.cpu_count() or 1)),
     }
 
 
@@ -183,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.poll or os.environ.get('DISTRIBUTE_POLL_MAX_S', '1.0 (default)')}")
     headers = ["transport", "workers", "wall s", "jobs/s", "vs 1", "jobs min/max", "starved",
                "waits/acq", "lost takes/acq", "net calls/job", "net ms/job",
-               "local git/job", "local ms/job", "lock busy", "hold ms",
+               "local git/job", "local ms/job", "lock busy", "hold ms", "fetch ms", "rel. push ms",
                "retakes", "gap same ms", "gap other ms", "CPU"]
     rows = []
     with workdir("bench-contention-", args.dir) as tmp, ExitStack() as stack:
@@ -198,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"{r['min']}/{r['max']}", r["starved"], f"{r['waits']:.1f}",
                              f"{r['rejected']:.2f}", f"{r['calls']:.1f}", ms(r["net"]),
                              f"{r['local_n']:.0f}", ms(r["local"]), f"{r['busy']:.0%}",
-                             ms(r["hold"]), f"{r['retake']:.0%}", ms(r["gap_same"]),
+                             ms(r["hold"]), ms(r["fetch"]), ms(r["release_push"]),
+                             f"{r['retake']:.0%}", ms(r["gap_same"]),
                              ms(r["gap_other"]), f"{r['cpu']:.0%}"])
                 print(table(headers, rows[-1:]).splitlines()[-1], flush=True)
     print()
@@ -206,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nnet / local: git processes that talked to the remote / local ones, per job, and the "
           "wall time\nthe workers spent in them (summed over workers)")
     print("lock busy: share of the wall time some worker held the lock; hold: median take -> "
-          "release;\nretakes: share of holds that followed a hold by the same worker; gap same / "
+          "release;\nfetch / rel. push: medians of the holder's fetch and of its final atomic push;\nretakes: share of holds that followed a hold by the same worker; gap same / "
           "other: median time the\nlock stood free between a release and the next take by the same"
           " / another worker")
     print("\ntargets: 8 workers >= 1.0 x the 1-worker rate; with 32 workers every worker gets jobs")

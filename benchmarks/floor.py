@@ -24,8 +24,20 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Remote, Servers, git, machine_line, median, ms, parse_transports,  # noqa: E402
-                    pct, ssh_available, table, timed, workdir)
+from common import (
+    Remote,
+    Servers,
+    git,
+    machine_line,
+    median,
+    ms,
+    parse_transports,
+    pct,
+    ssh_available,
+    table,
+    timed,
+    workdir,
+)
 
 
 def setup(remote: Remote, tmp: Path) -> Path:

@@ -40,8 +40,19 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Remote, Servers, git, machine_line, median, ms, now, parse_transports,  # noqa: E402
-                    pct, table, workdir)
+from common import (
+    Remote,
+    Servers,
+    git,
+    machine_line,
+    median,
+    ms,
+    now,
+    parse_transports,
+    pct,
+    table,
+    workdir,
+)
 
 LOCK_REF = "refs/distribute/lock"
 
@@ -158,6 +169,7 @@ def run_setting(remote: Remote, tmp: Path, poll: float, hold: float, handoffs: i
     """Two workers alternate ``handoffs`` + 1 lock holds; return the hand-offs measured."""
     from distribute import init_remote
 
+    remote.apply_env()  # init_remote runs git here (GIT_SSH_COMMAND for ssh)
     init_remote(remote.url, [f"job{i}" for i in range(handoffs + 1)])
     env = dict(os.environ, **{k: v for k, v in remote.env.items() if k == "GIT_SSH_COMMAND"},
                DISTRIBUTE_POLL_MAX_S=str(poll))

@@ -16,10 +16,18 @@ Measured (medians of ``--trials``, fresh directory each time):
 * ``worker_from_url`` with a new path: clone + first sync (fetch, checkout of ``master``) — the
   time until the worker can call ``get_next_job``; and its disk use;
 * ``worker_from_url`` on an existing copy (reuse: one fetch);
+* claim + finish of a few empty jobs in the new copy: every sync checks out ``master`` and cleans
+  the work tree, so a big checkout slows every cycle too;
 * plain-git alternatives a worker could use instead, to show what each would save: the
   library's ``clone --no-checkout`` + checkout split in its two parts, a blob-less partial clone
   (``--filter=blob:none``) with a sparse checkout of the ledger files only, the same limited to
   ``master`` (``--single-branch``), and a shallow clone (``--depth 1``);
+* claim + finish by today's library in a copy that plain git made as a blob-less partial clone
+  (``worker_from_url`` reuses it), with another worker changing ``master`` between two cycles:
+  a checkout then fetches the ledger blobs the other worker wrote on demand,
+  one extra round trip per sync ("lazy fetches", counted from git's trace2 events), unless the
+  clone's filter is changed to ``blob:limit=1m`` after cloning (removing it does not help: git
+  writes ``blob:none`` back on the next fetch);
 * per-command cost on each remote: ``ls-remote 'refs/distribute/*'`` and a no-op fetch of
   ``master`` (the job branches make the ref advertisement large when the protocol cannot filter it).
 
@@ -28,6 +36,7 @@ Target: ready-to-claim on the big remote <= 2 x the empty remote.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import subprocess
@@ -37,8 +46,21 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BASE_ENV, Remote, Servers, du, git, machine_line, mb, median, ms,  # noqa: E402
-                    parse_transports, table, timed, workdir)
+from common import (
+    BASE_ENV,
+    Remote,
+    Servers,
+    du,
+    git,
+    machine_line,
+    mb,
+    median,
+    ms,
+    parse_transports,
+    table,
+    timed,
+    workdir,
+)
 
 QUEUED = 10
 WORKERS = 4
@@ -116,15 +138,27 @@ def build_big(bare: Path, jobs: int, total_mb: float, seed_queue: int = QUEUED) 
     return time.perf_counter() - started
 
 
-def ready_time(url: str, path: Path, name: str) -> tuple[float, int]:
-    """Seconds for ``worker_from_url`` to return (clone + first sync), and the copy's disk use."""
-    from distribute import worker_from_url
+def ready_time(url: str, path: Path, name: str, cycles: int = 0) -> tuple[float, int, float]:
+    """Seconds for ``worker_from_url`` to return (clone + first sync), the copy's disk use, and
+    the median claim + finish of ``cycles`` empty jobs in that copy (NaN if none)."""
+    import logging
 
+    from distribute import queue_jobs_func, worker_from_url
+
+    logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
     t = time.perf_counter()
     w = worker_from_url(url, path, name)
     elapsed = time.perf_counter() - t
+    disk = du(path)
+    times = []
+    for _ in range(cycles):
+        t = time.perf_counter()
+        if w.get_next_job(queue_jobs_func) is None:
+            break
+        w.finish_job()
+        times.append(time.perf_counter() - t)
     w.close()
-    return elapsed, du(path)
+    return elapsed, disk, median(times)
 
 
 def reuse_time(url: str, path: Path, name: str) -> float:
@@ -189,6 +223,55 @@ def command_costs(remote: Remote, tmp: Path, n: int = 10) -> dict[str, float]:
     return out
 
 
+def partial_cycles(servers: Servers, kind: str, tmp: Path, jobs: int) -> list[list[str]]:
+    """Claim + finish with the library in a copy made by plain git (full or blob-less partial
+    clone) and reused by ``worker_from_url``, while another worker (full clone) claims and
+    finishes a job between two cycles: what a partial clone costs per cycle today."""
+    import logging
+
+    from distribute import init_remote, queue_jobs_func, worker_from_url
+
+    logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
+    rows, base = [], None
+    for tag, what in (("full", "full clone (library today)"),
+                      ("blobless", "--filter=blob:none clone"),
+                      ("limit", "blob:none, then filter blob:limit=1m")):
+        r = servers.remote(kind, f"cyc-{tag}.git")
+        git("--git-dir", str(r.path), "config", "uploadpack.allowFilter", "true")
+        r.apply_env()
+        init_remote(r.url, [f"j{i}" for i in range(2 * jobs)])
+        path = tmp / f"cyc-{kind}-{tag}"
+        if tag != "full":
+            git("clone", "-q", "--filter=blob:none", "--no-checkout", r.url, str(path), env=r.env)
+            if tag == "limit":  # later fetches bring small blobs (the ledger) along
+                git("config", "remote.origin.partialclonefilter", "blob:limit=1m", cwd=path)
+        w = worker_from_url(r.url, path, f"cyc-{tag}")
+        other = worker_from_url(r.url, tmp / f"cyc-{kind}-{tag}-other", f"other-{tag}")
+        trace = tmp / f"trace-{kind}-{tag}.json"  # trace2 events show the on-demand fetches
+        w.clone._env["GIT_TRACE2_EVENT"] = str(trace)
+
+        def lazy(trace: Path = trace) -> int:
+            text = trace.read_text() if trace.exists() else ""
+            return sum(1 for line in text.splitlines()
+                       if '"child_start"' in line and '"fetch"' in line and '"--stdin"' in line)
+        p0, n0, l0, times = w.clone.processes, w.clone.network_calls, lazy(), []
+        for _ in range(jobs):
+            other.get_next_job(queue_jobs_func)  # another worker changes master in between
+            other.finish_job()
+            t = time.perf_counter()
+            w.get_next_job(queue_jobs_func)
+            w.finish_job()
+            times.append(time.perf_counter() - t)
+        other.close()
+        cyc = median(times)
+        base = base or cyc
+        rows.append([what, ms(cyc), f"{(w.clone.processes - p0) / jobs:.0f}",
+                     f"{(w.clone.network_calls - n0) / jobs:.0f}",
+                     f"{(lazy() - l0) / jobs:.1f}" if tag != "full" else "-", f"{cyc / base:.2f}"])
+        w.close()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=500, help="done jobs in the big remote (500)")
     p.add_argument("--mb", type=float, default=50, help="MB of result files in total (50)")
     p.add_argument("--trials", type=int, default=3, help="fresh clones per remote (3)")
+    p.add_argument("--cycle-jobs", type=int, default=15,
+                   help="claim + finish cycles per copy kind in the partial-clone section (15)")
     p.add_argument("--dir", help="keep remotes and copies in DIR")
     args = p.parse_args(argv)
     from distribute import init_remote
@@ -224,20 +309,24 @@ def main(argv: list[str] | None = None) -> int:
             for trial in range(args.trials):
                 for label, r in (("empty", empty), ("big", big)):
                     path = tmp / f"w-{kind}-{label}-{trial}"
-                    results[label].append(ready_time(r.url, path, f"bench{trial}"))
+                    results[label].append(ready_time(r.url, path, f"bench{trial}",
+                                                     QUEUED // args.trials))
                     reuse[label].append(reuse_time(r.url, path, f"bench{trial}"))
                     shutil.rmtree(path)
             e_t = median(x[0] for x in results["empty"])
             b_t = median(x[0] for x in results["big"])
             e_d, b_d = results["empty"][0][1], results["big"][0][1]
+            e_c = median(x[2] for x in results["empty"] if not math.isnan(x[2]))
+            b_c = median(x[2] for x in results["big"] if not math.isnan(x[2]))
             print(f"\n{kind}: worker_from_url, new copy (medians of {args.trials})")
-            print(table(["remote", "ready s", "disk MB", "reuse s"], [
-                ["empty", f"{e_t:.2f}", mb(e_d), f"{median(reuse['empty']):.2f}"],
-                ["big", f"{b_t:.2f}", mb(b_d), f"{median(reuse['big']):.2f}"]]))
+            print(table(["remote", "ready s", "disk MB", "reuse s", "claim+finish ms"], [
+                ["empty", f"{e_t:.2f}", mb(e_d), f"{median(reuse['empty']):.2f}", ms(e_c)],
+                ["big", f"{b_t:.2f}", mb(b_d), f"{median(reuse['big']):.2f}", ms(b_c)]]))
             print(f"ratio big / empty, ready to claim: {b_t / e_t:.2f}  (target <= 2)")
             print(f"ratio big / empty, disk:           {b_d / e_d:.1f}")
             print(f"ratio big / empty, reuse:          "
                   f"{median(reuse['big']) / median(reuse['empty']):.2f}")
+            print(f"ratio big / empty, claim + finish: {b_c / e_c:.2f}")
             rows = []
             for label, r in (("empty", empty), ("big", big)):
                 for what, (secs, disk) in plain_variants(r, tmp).items():
@@ -254,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
             print(table(["remote", "v2 ls-remote", "v0 ls-remote", "v2 fetch", "v0 fetch"],
                         [[label, ms(c["v2 ls-remote"]), ms(c["v0 ls-remote"]),
                           ms(c["v2 fetch"]), ms(c["v0 fetch"])] for label, c in costs.items()]))
+            if args.cycle_jobs:
+                print(f"\n{kind}: claim + finish of an empty job by the library in a copy made "
+                      f"outside it (medians of {args.cycle_jobs})")
+                print(table(["copy", "claim+finish ms", "git procs", "net calls",
+                             "lazy fetches", "vs full"],
+                            partial_cycles(servers, kind, tmp, args.cycle_jobs)))
     return 0
 
 

@@ -25,9 +25,17 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (Remote, Servers, machine_line, median, ms, ssh_available, table,  # noqa: E402
-                    workdir)
-from floor import one_round, setup  # noqa: E402
+from common import (
+    Remote,
+    Servers,
+    machine_line,
+    median,
+    ms,
+    ssh_available,
+    table,
+    workdir,
+)
+from floor import one_round, setup
 
 
 def library_cycles(remote: Remote, tmp: Path, jobs: int) -> tuple[float, float, float, float]:

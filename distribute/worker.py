@@ -394,8 +394,9 @@ class Worker:
         self._initialized = True
         self.clone.abort_interrupted()
         self.clone.git("checkout", "--quiet", "--force", "--detach", base)
-        removed = self.clone.git("clean", "-fd").splitlines()
-        if removed:
+        removed = [line for line in self.clone.git("clean", "-fd").splitlines()
+                   if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
+        if removed:  # (a job directory left empty by the last claim is not worth a warning)
             log.warning("%s discarded untracked files in its copy: %s", self.name,
                         ", ".join(line.removeprefix("Removing ") for line in removed[:10]))
         return base
