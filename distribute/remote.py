@@ -138,7 +138,8 @@ class Clone:
         self.processes += 1
         try:
             status, out, err = self._git.execute(
-                ["git", *self._protocol, *args], with_extended_output=True, with_exceptions=False, env=self._env,
+                ["git", *self._protocol, *args], with_extended_output=True,
+                with_exceptions=False, env=self._env,
             )
         except git.GitCommandNotFound as exc:  # pragma: no cover - git is a hard requirement
             raise RemoteError("git is not installed") from exc
@@ -156,10 +157,14 @@ class Clone:
                 return status, out, err
             if attempt == self.retries:
                 break
-            log.warning("%s failed (%s); retrying in %.1fs", what, redact(_first_line(err)), delay)
-            time.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.backoff_max_s)
+            delay = self._back_off(what, err, delay)
         raise RemoteError(redact(f"{what} failed after {self.retries + 1} attempts: {_first_line(err)}"))
+
+    def _back_off(self, what: str, err: str, delay: float) -> float:
+        """Say that ``what`` failed, sleep a jittered ``delay``; return the next (doubled) delay."""
+        log.warning("%s failed (%s); retrying in %.1fs", what, redact(_first_line(err)), delay)
+        time.sleep(delay * random.uniform(0.5, 1.0))
+        return min(delay * 2, self.backoff_max_s)
 
     # ---- network primitives -------------------------------------------------------------------
     def fetch(self, *refspecs: str) -> None:
@@ -216,9 +221,7 @@ class Clone:
                 raise RemoteError(redact(f"push failed: {_first_line(err)}"))
             uncertain = True
             if attempt < self.retries:
-                log.warning("push failed (%s); retrying in %.1fs", redact(_first_line(err)), delay)
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.backoff_max_s)
+                delay = self._back_off("push", err, delay)
         if self._already_applied(updates):
             return True
         raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_first_line(err)}"))

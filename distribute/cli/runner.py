@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 from ..exceptions import (DistributeError, JobStateError, LockLostError, MergeConflictError,
                           NotARemoteError, NotInitializedError, RemoteError)
 from ..jobs import queue_jobs_func
+from ..ledger import Ledger
 from ..redact import redact
 from ..worker import Worker
 from .common import seconds_setting
@@ -210,7 +211,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
             if claimed is not _UNSET:
                 job, claimed = claimed, _UNSET
                 ledger = None if job is not None or exit_when_queue_empty else \
-                    worker.snapshot()["ledger"]
+                    _ledger_now(worker)
             else:
                 if stopper.requested is not None:
                     result.ended_by = stopper.requested
@@ -221,7 +222,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 try:
                     job = worker.get_next_job(next_job_func)
                     ledger = None if job is not None or exit_when_queue_empty else \
-                        worker.snapshot()["ledger"]
+                        _ledger_now(worker)
                     errors = 0
                 except DistributeError as exc:
                     if stopper.requested is not None:  # Ctrl-C also hit a git child process
@@ -264,6 +265,12 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     finally:
         stopper.restore()
     return result
+
+
+def _ledger_now(worker: Worker) -> Ledger:
+    """The ledger after a claim that found no job: the checkout is then the master the worker
+    just read (and pushed) under the lock, so no second fetch is needed."""
+    return Ledger.read(Path(worker.path))
 
 
 def _run_one(worker: Worker, job: str, run_func: RunFunc, stopper: _Stopper, result: LoopResult,
