@@ -1,7 +1,7 @@
 """Shared helpers of the benchmarks: remotes on 127.0.0.1, plain git, timing and tables.
 
-Remotes come from ``tests/gitservers.py`` (``file://``, ``git daemon``, smart HTTP) plus
-:class:`SshServer`, an unprivileged-port ``sshd`` on loopback with throw-away keys (only when
+Remotes come from ``tests/gitservers.py``: ``file://``, ``git daemon``, smart HTTP and
+``SshServer``, an unprivileged-port ``sshd`` on loopback with throw-away keys (only when
 ``/usr/sbin/sshd`` exists: ``apt-get install openssh-server``).
 
 Transport names used by every script:
@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,9 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 import gitservers
-from gitservers import GitDaemon, SmartHttpServer, free_port, make_bare
+from gitservers import GitDaemon, SmartHttpServer, SshServer, make_bare, ssh_available
 
-SSHD = "/usr/sbin/sshd"
 HTTP_BACKLOG = 128  # listen backlog of the smart HTTP server (Python's default is 5)
 TRANSPORTS = ("file", "daemon", "daemon-v0", "http", "ssh", "ssh-reuse")
 
@@ -50,97 +47,6 @@ BASE_ENV = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_AUTHOR_NAME="bench",
 def now() -> float:
     """A clock shared by all processes of this machine (CLOCK_MONOTONIC is system-wide on Linux)."""
     return time.monotonic()
-
-
-def ssh_available() -> bool:
-    return os.path.exists(SSHD) and shutil.which("ssh") is not None and \
-        shutil.which("ssh-keygen") is not None
-
-
-class SshServer:
-    """``sshd -D`` on 127.0.0.1 for the current user, key login only, with throw-away keys.
-
-    ``url(name)`` is an ``ssh://`` URL of ``root/name``; ``ssh_command(reuse)`` is the value for
-    ``GIT_SSH_COMMAND``: a new connection per command, or one shared ControlMaster connection.
-    """
-
-    def __init__(self, root: Path, port: int | None = None) -> None:
-        self.root = Path(root).resolve()
-        self.port = port or free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="bssh-", dir="/tmp"))  # short: socket path limit
-        self.user = os.environ.get("USER") or _whoami()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> SshServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def url(self, name: str = "remote.git") -> str:
-        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.root / name}"
-
-    def ssh_command(self, reuse: bool) -> str:
-        opts = [f"-i {self.dir / 'client_key'}", "-o IdentitiesOnly=yes", "-o BatchMode=yes",
-                "-o StrictHostKeyChecking=no", "-o UserKnownHostsFile=/dev/null",
-                "-o LogLevel=ERROR"]
-        if reuse:
-            opts += ["-o ControlMaster=auto", f"-o ControlPath={self.dir}/cm-%C",
-                     "-o ControlPersist=300"]
-        return "ssh " + " ".join(opts)
-
-    def start(self) -> None:
-        d = self.dir
-        for key in ("host_key", "client_key"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
-                           check=True)
-        # sshd runs every command through the user's shell; Debian's bash then sources ~/.bashrc
-        # (it sees SSH_CLIENT), which on a developer machine may cost 100+ ms (pyenv init...).
-        # Git hosts use a fixed forced command instead, so keep the shell bare: with SHLVL=1 in
-        # its environment bash does not source ~/.bashrc for a command run by sshd.
-        pub = (d / "client_key.pub").read_text().strip()
-        (d / "authorized_keys").write_text(f'environment="SHLVL=1" {pub}\n')
-        (d / "sshd_config").write_text("\n".join([
-            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}",
-            f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
-            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-            "PermitRootLogin prohibit-password", f"AllowUsers {self.user}", "UseDNS no",
-            "LogLevel ERROR", "PermitUserEnvironment SHLVL", "MaxStartups 200:30:400", "MaxSessions 200", "PrintMotd no", ""]))
-        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root only)
-        self._log = open(d / "sshd.log", "wb")  # noqa: SIM115 - open while sshd runs
-        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
-                                      stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=self._log, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port),
-                                                                        timeout=0.2):
-                break
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        # end the ControlMaster connection(s) we opened, then sshd (its session children too)
-        for sock in self.dir.glob("cm-*"):
-            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "127.0.0.1"],
-                           capture_output=True, check=False)
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 15)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-            self._log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _whoami() -> str:
-    import pwd
-    return pwd.getpwuid(os.getuid()).pw_name
 
 
 class Remote:

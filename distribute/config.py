@@ -64,6 +64,14 @@ def get_float(key: str, default: float, given: Optional[float] = None) -> float:
     return number
 
 
+def get_flag(key: str, default: bool) -> bool:
+    """An on/off setting: ``0``, ``false``, ``no`` and ``off`` (any case) mean off, other values on."""
+    value = (get_env(key) or "").strip().lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
+
+
 #: Every setting: (name, default shown when unset, what it is). The README's table mirrors this.
 SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_REMOTE", None, "URL of the shared git remote (any command's REMOTE)"),
@@ -77,6 +85,9 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_MAX_ATTEMPTS", "3", "attempts of a job before it goes to failed.txt"),
     ("DISTRIBUTE_POLL_MAX_S", "1", "longest back-off while waiting for the lock"),
     ("DISTRIBUTE_NET_RETRIES", "8", "retries of a git command that could not reach the remote"),
+    ("DISTRIBUTE_SSH_REUSE", "1", "0: a new ssh connection per git command (no ControlMaster)"),
+    ("DISTRIBUTE_SSH_CONTROL_DIR", "/tmp/distribute-ssh-<uid>", "ssh ControlMaster sockets"),
+    ("DISTRIBUTE_SLIM_CLONE", "1", "0: new local copies are full clones (not shallow, partial, sparse)"),
     ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
     ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
     ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),

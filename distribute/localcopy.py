@@ -10,6 +10,7 @@ from typing import Optional
 
 import filelock
 
+from . import config
 from .exceptions import LocalCopyError, WorkerNameError
 from .ledger import Ledger
 from .lock import COORD_PREFIX, TRACKING_PREFIX, heartbeat_ref
@@ -36,7 +37,10 @@ def default_worker_name() -> str:
 
 
 def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
-    """Clone ``url`` into ``path``, or reuse ``path`` if it is a clone of the same remote."""
+    """Clone ``url`` into ``path``, or reuse ``path`` if it is a clone of the same remote.
+
+    A new copy is slim (see :meth:`Clone.clone`) unless ``DISTRIBUTE_SLIM_CLONE=0``.
+    """
     if (path / ".git").is_dir():
         clone = Clone(path, name=name)
         if url is not None and clone.remote_url() != url:
@@ -47,7 +51,7 @@ def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
         raise LocalCopyError(f"{path} is not a clone of a distribute remote")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
-    return Clone.clone(url, path, name=name)
+    return Clone.clone(url, path, name=name, slim=config.get_flag("DISTRIBUTE_SLIM_CLONE", True))
 
 
 def lock_local_copy(path: Path) -> filelock.BaseFileLock:

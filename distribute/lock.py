@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 COORD_PREFIX = "refs/distribute/"
 LOCK_REF = "refs/distribute/lock"
 HEARTBEAT_PREFIX = "refs/distribute/hb/"
+WAIT_PREFIX = "refs/distribute/wait/"
+#: Longest pause between two polls for the waiter first in line and the one after it (the others
+#: wait up to ``poll_max_s``): few polls, so that they do not slow the holder down, yet a quick
+#: hand-over.
+POLL_BY_POSITION_S = (0.05, 0.2)
+#: Seconds a waiter first in line may leave the free lock untaken before the others skip it.
+STALE_WAITER_S = 2.0
 TRACKING_PREFIX = "refs/remotes/origin/distribute/"
 
 
@@ -58,6 +65,12 @@ class Observer:
         with self._mutex:
             return time.monotonic() - self._note(ref, value)
 
+    def present(self, prefix: str) -> dict[str, tuple[str, float]]:
+        """``{ref: (value, since)}`` for the refs under ``prefix`` that exist in the last snapshot."""
+        with self._mutex:
+            return {ref: (value, since) for ref, (value, since) in self._seen.items()
+                    if ref.startswith(prefix) and value is not None}
+
     def _note(self, ref: str, value: Optional[str]) -> float:
         seen = self._seen.get(ref)
         if seen is None or seen[0] != value:
@@ -82,46 +95,94 @@ class RemoteLock:
         self._mutex = threading.Lock()
         self._stop_renew: Optional[threading.Event] = None
         self._renewer: Optional[threading.Thread] = None
+        self._seen: tuple[Optional[str], float] = (None, 0.0)  # lock value, first seen (waiting)
+        self._typical_hold_s = 0.0
 
     def _marker(self) -> str:
         return self.clone.make_marker(f"lock {self.holder} {utc_now()} {uuid.uuid4().hex[:12]}")
 
     def acquire(self) -> None:
-        """Block until we hold the lock, breaking it once its value has been stale for the lease."""
+        """Block until we hold the lock, breaking it once its value has been stale for the lease.
+
+        Waiting is first come, first served: a waiter announces itself with a wait ref and takes
+        the lock only when it is the oldest waiter it knows of (see :class:`WaitQueue`).
+        """
         marker = self._marker()
-        expect = ""  # optimistic first try: the lock is usually free
+        wait = WaitQueue(self, marker)
+        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")]):
+            self._took(marker)  # the usual case without contention: one round trip
+            return
+        try:
+            self._wait_and_take(marker, wait)
+        except BaseException:
+            wait.leave()
+            raise
+
+    def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s
+        last_look = time.monotonic()
         while True:
-            if self.clone.push([RefUpdate(LOCK_REF, marker, expect=expect)]):
-                with self._mutex:
-                    self.value = marker
-                log.debug("%s took the lock", self.holder)
-                return
+            wait.join()
+            try:
+                refs = self.clone.ls_remote(COORD_PREFIX + "*")
+            except RemoteError as exc:
+                log.warning("%s cannot see the lock (%s); still waiting", self.holder, exc)
+                time.sleep(self.poll_max_s)
+                continue
+            if time.monotonic() - last_look > self.lease_s / 3:
+                self.observer.forget(LOCK_REF)  # we were not watching: the lease starts again
             last_look = time.monotonic()
-            while True:
-                try:
-                    refs = self.clone.ls_remote(COORD_PREFIX + "*")
-                except RemoteError as exc:
-                    log.warning("%s cannot see the lock (%s); still waiting", self.holder, exc)
-                    time.sleep(self.poll_max_s)
-                    continue
-                if time.monotonic() - last_look > self.lease_s / 3:
-                    self.observer.forget(LOCK_REF)  # we were not watching: the lease starts again
-                last_look = time.monotonic()
-                self.observer.update(refs)
-                current = refs.get(LOCK_REF)
-                if current is None:
-                    expect = ""
-                    break
-                held_for = self.observer.unchanged_for(LOCK_REF, current)
-                if held_for >= self.lease_s:
+            self.observer.update(refs)
+            current = refs.get(LOCK_REF)
+            self._note_holds(current)
+            held_for = self.observer.unchanged_for(LOCK_REF, current) if current else 0.0
+            takeable = current is None or held_for >= self.lease_s
+            ahead = wait.ahead_of_us(refs, takeable)
+            if not ahead and takeable:
+                if current is not None:
                     log.warning("%s breaks the lock: unchanged for %.0fs (lease %.0fs)",
                                 self.holder, held_for, self.lease_s)
-                    expect = current
-                    break
-                self.waits += 1
-                time.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, self.poll_max_s)
+                if self.clone.push([RefUpdate(LOCK_REF, marker, expect=current or ""),
+                                    *wait.take_updates()]):
+                    self._took(marker)
+                    return
+                continue  # someone else was quicker: look again at once
+            self.waits += 1
+            pause, delay = self._pause(0 if takeable else len(ahead), held_for, delay)
+            time.sleep(pause)
+
+    def _pause(self, position: int, held_for: float, delay: float) -> tuple[float, float]:
+        """The pause before the next poll, and the next back-off ``delay``, for a waiter with
+        ``position`` waiters before it while the lock has been held for ``held_for`` seconds.
+
+        The first two in line poll fast, to take over as soon as the lock is free; the others
+        sleep through half the time until they are second in line, judged from the holds seen,
+        so that their polls do not slow the holder down on a busy server.
+        """
+        cap = min(POLL_BY_POSITION_S[position] if position < len(POLL_BY_POSITION_S)
+                  else self.poll_max_s, self.poll_max_s)
+        delay = min(delay, cap)
+        pause = delay * random.uniform(0.5, 1.0)
+        if position >= len(POLL_BY_POSITION_S) and self._typical_hold_s:
+            due = self._typical_hold_s * (position - 1) - held_for
+            pause = max(pause, min(0.5 * due, self.poll_max_s))
+        return pause, min(delay * 2, cap)
+
+    def _note_holds(self, current: Optional[str]) -> None:
+        """Learn how long holds last, from the lock values seen while waiting."""
+        now = time.monotonic()
+        if current == self._seen[0]:
+            return
+        if self._seen[0] is not None:
+            hold = now - self._seen[1]
+            self._typical_hold_s = hold if not self._typical_hold_s else \
+                0.7 * self._typical_hold_s + 0.3 * hold
+        self._seen = (current, now)
+
+    def _took(self, marker: str) -> None:
+        with self._mutex:
+            self.value = marker
+        log.debug("%s took the lock", self.holder)
 
     def renew(self) -> bool:
         """Move the lock to a fresh value (resets everyone's lease clock); ``False`` if it was lost."""
@@ -183,6 +244,76 @@ class RemoteLock:
         self.forget()
 
 
+class WaitQueue:
+    """One worker's place in the queue of lock waiters: ``refs/distribute/wait/<worker>``.
+
+    Every waiter orders the wait refs by when it first saw each one (ties by name), so all agree
+    but for waiters that arrived at the same moment; a disagreement only means two waiters race
+    for the free lock, and the compare-and-swap push picks one. A waiter that is first in line but
+    leaves the lock free (or stale) for ``STALE_WAITER_S`` is taken for dead: it is skipped, and its wait ref
+    is deleted by the next taker.
+    """
+
+    def __init__(self, lock: RemoteLock, marker: str) -> None:
+        self.lock = lock
+        self.ref = WAIT_PREFIX + lock.holder
+        self.marker = marker
+        self.joined = False
+        self._dead: dict[str, str] = {}  # wait refs (and values) we skip as stale
+        self._first: Optional[tuple[str, str]] = None  # first in line while takeable: (ref, value)
+        self._first_since = 0.0
+
+    def others_known(self) -> bool:
+        """Whether our last look at the remote showed other workers waiting."""
+        return any(ref != self.ref for ref in self.lock.observer.present(WAIT_PREFIX))
+
+    def join(self) -> None:
+        """Announce that we wait (once; again if our wait ref was deleted as stale)."""
+        if not self.joined:
+            self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None)])
+            self.joined = True
+
+    def leave(self) -> None:
+        """Withdraw from the queue (best effort: a dead waiter's ref is cleaned up by others)."""
+        if self.joined:
+            try:
+                self.lock.clone.push([RefUpdate(self.ref, None, expect=self.marker)])
+            except Exception as exc:  # noqa: BLE001 - only an optimisation for the others
+                log.debug("could not withdraw %s: %s", self.ref, exc)
+
+    def ahead_of_us(self, refs: dict[str, str], takeable: bool) -> list[str]:
+        """The live waiters in line before us, first first, judged on ``refs`` (the snapshot the
+        observer was just updated with); empty when it is our turn. ``takeable``: the lock is
+        free or stale, so the first in line should be taking it."""
+        if self.joined and refs.get(self.ref) != self.marker:
+            self.joined = False  # deleted as stale while we were slow: queue again
+        self._dead = {ref: value for ref, value in self._dead.items() if refs.get(ref) == value}
+        present = self.lock.observer.present(WAIT_PREFIX)
+        now = time.monotonic()
+        ours = (present[self.ref][1] if self.joined and self.ref in present else now, self.ref)
+        line = [ref for since, ref in sorted((since, ref) for ref, (_, since) in present.items())
+                if ref not in self._dead and (since, ref) < ours]
+        if not line or not takeable:
+            self._first = None
+            return line
+        first = (line[0], refs[line[0]])
+        if first != self._first:
+            self._first, self._first_since = first, now
+        elif now - self._first_since >= STALE_WAITER_S:
+            log.warning("%s skips %s: first in line but idle for %.1fs", self.lock.holder,
+                        first[0][len(WAIT_PREFIX):], now - self._first_since)
+            self._dead[first[0]] = first[1]
+            return self.ahead_of_us(refs, takeable)
+        return line
+
+    def take_updates(self) -> list[RefUpdate]:
+        """Ref updates for the push that takes the lock: leave the queue, delete dead waiters."""
+        updates = [RefUpdate(ref, None, expect=value) for ref, value in self._dead.items()]
+        if self.joined:
+            updates.append(RefUpdate(self.ref, None, expect=self.marker))
+        return updates
+
+
 def describe_coordination(clone: Clone) -> dict[str, Any]:
     """``{"lock": None or {"holder", "held_s"}, "heartbeats": {worker: age_s}}`` from the fetched
     tracking refs. Ages compare the values' commit times with this machine's clock: good for
@@ -190,6 +321,8 @@ def describe_coordination(clone: Clone) -> dict[str, Any]:
     now = time.time()
     stamps = {}
     for ref, sha in clone.local_refs(TRACKING_PREFIX).items():
+        if ref.startswith(TRACKING_PREFIX + "wait/"):
+            continue
         subject, _, when = clone.git("log", "-1", "--format=%s%x00%ct", sha).partition("\0")
         stamps[ref[len(TRACKING_PREFIX):]] = (subject.split(" "), max(0.0, now - float(when)))
     lock = stamps.pop("lock", None)

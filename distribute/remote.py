@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,10 @@ logging.getLogger("git.cmd").addFilter(_RedactingFilter())
 #: Transports allowed by default; ``ext::`` and other command-running helpers are refused.
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 ZERO_SHA = "0" * 40
+ORIGIN_MASTER = "refs/remotes/origin/master"
+_INCLUDED_FILE = "distribute-included-paths"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+_V0_COMMANDS = ("fetch", "ls-remote", "push", "clone")
 _TRANSPORT_HINTS = (
     "could not read from remote", "unable to access", "connection refused", "connection reset",
     "early eof", "the remote end hung up", "timed out", "could not resolve", "failed to connect",
@@ -72,7 +76,12 @@ def _validate_url(url: str) -> str:
 
 
 def git_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    """The environment for every git process: no prompts, no command-running transports."""
+    """The environment for every git process: no prompts, no command-running transports.
+
+    Unless the user chose an ssh command (``GIT_SSH_COMMAND``, ``GIT_SSH``, ``core.sshCommand``)
+    or set ``DISTRIBUTE_SSH_REUSE=0``, ssh remotes share one OpenSSH connection per host between
+    git commands (ControlMaster), which saves the connection set-up on every command.
+    """
     env = dict(os.environ)
     env.update(
         GIT_TERMINAL_PROMPT="0",
@@ -83,6 +92,9 @@ def git_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
     env.setdefault("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
     if extra:
         env.update(extra)
+    ssh_command = _ssh_reuse_command(env)
+    if ssh_command:
+        env["GIT_SSH_COMMAND"] = ssh_command
     return env
 
 
@@ -107,20 +119,65 @@ class Clone:
         self._empty_tree: Optional[str] = None
         self._protocol: list[str] = []
         if (self.path / ".git").is_dir() and (self.remote_url() or "").startswith("git://"):
-            # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not
+            # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not.
+            # (Only for our own round trips: the fetches git makes on its own for a partial
+            # clone's missing files need v2, which lets them ask for any object.)
             self._protocol = ["-c", "protocol.version=0"]
 
     # ---- creation -----------------------------------------------------------------------------
     @classmethod
-    def clone(cls, url: str, path: os.PathLike[str] | str, **kwargs: object) -> "Clone":
-        """Clone ``url`` into ``path`` (which must not exist) and return the :class:`Clone`."""
+    def clone(cls, url: str, path: os.PathLike[str] | str, *, slim: bool = False,
+              **kwargs: object) -> "Clone":
+        """Clone ``url`` into ``path`` (which must not exist) and return the :class:`Clone`.
+
+        ``slim`` makes the copy a worker needs and no more: ``master``'s last commit only (shallow),
+        no file contents but those checked out (partial clone), and a sparse checkout of the
+        top-level files (the ledger). Later fetches bring the new commits with their files up to
+        1 MB; anything else is fetched from the remote when git needs it.
+        """
         _validate_url(url)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
-        probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
-                        str(target)], what="clone")
-        return cls(target, **kwargs)  # type: ignore[arg-type]
+        if not slim:
+            probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
+                            str(target)], what="clone")
+            return cls(target, **kwargs)  # type: ignore[arg-type]
+        clone = cls._slim(url, target, partial=True, **kwargs)
+        if clone is None:  # the server cannot send single files later: take them all now
+            shutil.rmtree(target)
+            clone = cls._slim(url, target, partial=False, **kwargs)
+        assert clone is not None
+        return clone
+
+    @classmethod
+    def _slim(cls, url: str, target: Path, partial: bool, **kwargs: object) -> Optional["Clone"]:
+        """A shallow sparse copy, partial if ``partial``; ``None`` if the server turned out unable
+        to send missing files on demand (it speaks only protocol v0 and does not allow it)."""
+        cls(target.parent, **kwargs).git("init", "--quiet", "--", str(target))  # type: ignore[arg-type]
+        clone = cls(target, **kwargs)  # type: ignore[arg-type]
+        clone.git("remote", "add", "origin", "--", url)
+        clone.git("sparse-checkout", "set", "--cone")
+        settings = [("advice.updateSparsePath", "false"), ("fetch.showForcedUpdates", "false")]
+        if partial:
+            settings += [("remote.origin.promisor", "true"),
+                         ("remote.origin.partialclonefilter", "blob:none")]
+        for key, value in settings:
+            clone.git("config", key, value)
+        clone = cls(target, **kwargs)  # type: ignore[arg-type]  # (sees the URL: git:// tuning)
+        try:
+            clone.fetch(depth=1)
+        except NotInitializedError:
+            return clone  # a new remote: the worker says so; later fetches are whole and small
+        if partial:
+            status, _, err = clone.run("checkout", "--quiet", "--detach", ORIGIN_MASTER)
+            if status != 0 and "promisor remote" in err:
+                log.info("%s cannot send files on demand; cloning without a filter", redact(url))
+                return None
+            # later fetches bring the blobs of new commits (ledgers, results) in the same round
+            # trip, instead of one request per checkout
+            clone.git("config", "remote.origin.partialclonefilter", "blob:limit=1m")
+        return clone
 
     # ---- running git --------------------------------------------------------------------------
     def git(self, *args: str, check: bool = True) -> str:
@@ -138,7 +195,8 @@ class Clone:
         self.processes += 1
         try:
             status, out, err = self._git.execute(
-                ["git", *self._protocol, *args], with_extended_output=True,
+                ["git", *(self._protocol if args[0] in _V0_COMMANDS else ()), *args],
+                with_extended_output=True,
                 with_exceptions=False, env=self._env,
             )
         except git.GitCommandNotFound as exc:  # pragma: no cover - git is a hard requirement
@@ -167,12 +225,20 @@ class Clone:
         return min(delay * 2, self.backoff_max_s)
 
     # ---- network primitives -------------------------------------------------------------------
-    def fetch(self, *refspecs: str) -> None:
-        """Fetch ``master`` and the coordination refs (plus ``refspecs``) into ``refs/remotes/origin``."""
+    def fetch(self, *refspecs: str, depth: Optional[int] = None,
+              deepen: Optional[int] = None) -> None:
+        """Fetch ``master`` and the coordination refs (plus ``refspecs``) into ``refs/remotes/origin``.
+
+        ``depth`` limits the history fetched (new shallow copies); ``deepen`` extends the history
+        of a shallow copy by that many commits (a no-op for a complete one).
+        """
         specs = ["+refs/heads/master:refs/remotes/origin/master",
                  "+refs/distribute/*:refs/remotes/origin/distribute/*", *refspecs]
+        limit = [f"--depth={depth}"] if depth else []
+        if deepen and (self.path / ".git" / "shallow").exists():
+            limit = [f"--deepen={deepen}"]
         try:
-            self._network(["fetch", "--quiet", "--prune", "--no-tags", "origin", *specs],
+            self._network(["fetch", "--quiet", "--prune", "--no-tags", *limit, "origin", *specs],
                           what="fetch")
         except RemoteError as exc:
             if "couldn't find remote ref refs/heads/master" in str(exc):
@@ -252,6 +318,24 @@ class Clone:
             self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
         return self.git("commit-tree", self._empty_tree, "-m", message).strip()
 
+    def stage_all(self) -> None:
+        """``git add --all``, including paths outside a sparse checkout (a job's new files)."""
+        self.git("add", "--sparse", "--all")
+
+    def sparse_paths(self) -> Optional[list[str]]:
+        """The directories the user asked to check out in a sparse copy; ``None`` if not sparse."""
+        if not (self.path / ".git" / "info" / "sparse-checkout").exists():
+            return None
+        chosen = self.path / ".git" / _INCLUDED_FILE
+        return chosen.read_text(encoding="utf-8").splitlines() if chosen.exists() else []
+
+    def set_sparse_paths(self, paths: Sequence[str], *extra: str) -> None:
+        """Check out the top-level files, ``paths`` (remembered) and ``extra`` (not remembered)."""
+        unique = list(dict.fromkeys(paths))
+        (self.path / ".git" / _INCLUDED_FILE).write_text(
+            "".join(p + "\n" for p in unique), encoding="utf-8")
+        self.git("sparse-checkout", "set", "--cone", "--", *unique, *extra)
+
     def abort_interrupted(self) -> None:
         """Abort a merge or rebase left behind by a killed process (cheap when there is none)."""
         git_dir = self.path / ".git"
@@ -307,3 +391,39 @@ def _classify(what: str, err: str) -> RemoteError:
     if any(hint in low for hint in _NOT_A_REMOTE_HINTS):
         return NotARemoteError(redact(f"{what}: not a git remote: {_first_line(err)}"))
     return RemoteError(redact(f"{what} failed: {_first_line(err)}"))
+
+
+# ---- ssh connection reuse (git_env) -----------------------------------------------------------
+#: Whether ``core.sshCommand`` is set: asked once per process (``None`` until then).
+_core_ssh_command: Optional[bool] = None
+
+
+def _ssh_reuse_command(env: dict[str, str]) -> Optional[str]:
+    """A ``GIT_SSH_COMMAND`` sharing one connection per host (ControlMaster), or ``None`` when the
+    user chose an ssh command, ``DISTRIBUTE_SSH_REUSE`` is off, or no safe socket directory exists.
+    """
+    if env.get("GIT_SSH_COMMAND") or env.get("GIT_SSH"):
+        return None
+    from . import config, ssh  # late: config must not be a top-level import here
+
+    if not config.get_flag("DISTRIBUTE_SSH_REUSE", True):
+        return None
+    control_dir = ssh.control_dir(config.get_env("DISTRIBUTE_SSH_CONTROL_DIR"))
+    if control_dir is None or _core_ssh_command_set(env):
+        return None
+    return ssh.reuse_command(control_dir)
+
+
+def _core_ssh_command_set(env: dict[str, str]) -> bool:
+    """Whether git's ``core.sshCommand`` is set (it yields to ``GIT_SSH_COMMAND``, so we must not
+    set that then); git is asked once per process."""
+    global _core_ssh_command
+    if _core_ssh_command is None:
+        try:
+            status, out, _ = git.Git(os.sep).execute(
+                ["git", "config", "--get", "core.sshCommand"], with_extended_output=True,
+                with_exceptions=False, env=env)
+            _core_ssh_command = status == 0 and bool(str(out).strip())
+        except git.GitCommandNotFound:  # pragma: no cover - git is a hard requirement
+            _core_ssh_command = True
+    return _core_ssh_command

@@ -80,6 +80,20 @@ class Worker:
             return None
         return os.path.join(self.path, UPDATES_DIR, job_slug(self.running_job))
 
+    def include_paths(self, *paths: str) -> None:
+        """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy.
+
+        A slim copy holds only the top-level files (the ledger) and the running job's directory;
+        other directories are fetched on demand by this call and stay checked out from then on.
+        A full copy (``DISTRIBUTE_SLIM_CLONE=0``) has everything already.
+        """
+        for path in paths:
+            if not isinstance(path, str) or not path.strip("/") or path.startswith("-") or any(
+                    part in ("..", ".git") for part in path.split("/")):
+                raise ValueError(f"not a path inside the repository: {path!r}")
+        if self.clone.sparse_paths() is not None:
+            self.clone.set_sparse_paths([*self.clone.sparse_paths(), *(p.strip("/") for p in paths)])
+
     # ---- claiming -----------------------------------------------------------------------------
     def get_next_job(self, next_job_func: NextJobFunc) -> Optional[str]:
         """Run ``next_job_func`` under the remote lock and claim the job it returns.
@@ -131,10 +145,18 @@ class Worker:
         if job is not None:
             self.running_job, self.working_branch, self._branch_sha = job, branch, head
             self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
+            self._check_out_job_dir(job)
             Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
             self._heartbeat.start()
             log.info("%s took job %r (attempt %d)", self.name, job, attempt)
         return job
+
+    def _check_out_job_dir(self, job: str) -> None:
+        """In a slim copy: the paths checked out are the user's and this job's directory only."""
+        included = self.clone.sparse_paths()
+        if included is not None:
+            own = f"{UPDATES_DIR}/{job_slug(job)}"
+            self.clone.set_sparse_paths(included, own)
 
     def _run_next_job_func(self, func: NextJobFunc) -> tuple[Optional[str], int]:
         """Call the job function until it yields a claimable job or ``None``; commit the claim."""
@@ -142,7 +164,7 @@ class Worker:
             job = _call_next_job_func(func, self)
             ledger = Ledger.read(Path(self.path))
             if job is None:
-                self.clone.git("add", "--all")
+                self.clone.stage_all()
                 self._commit_if_changed(f"{self.name} updated the queue")
                 return None, 0
             try:
@@ -152,7 +174,7 @@ class Worker:
                 self._skip_invalid(ledger, job, exc)
                 continue
             ledger.write(Path(self.path))
-            self.clone.git("add", "--all")
+            self.clone.stage_all()
             self.clone.git("commit", "--quiet", "-m", f"{self.name} took job {job}")
             return job, entry.attempt
         log.warning("%s: the job function returned %d unusable jobs in a row", self.name, _MAX_SKIPS)
@@ -171,7 +193,7 @@ class Worker:
             ledger.claim(shown, self.name)
             ledger.fail(shown, self.name, f"invalid job string: {exc}")
             ledger.write(Path(self.path))
-        self.clone.git("add", "--all")
+        self.clone.stage_all()
         self._commit_if_changed(f"{self.name} rejected invalid job {shown[:200]}")
 
     def _requeue_stale(self, ledger: Ledger) -> None:
@@ -190,7 +212,7 @@ class Worker:
                 continue
             back = ledger.requeue(entry.job, self.max_attempts, why)
             ledger.write(Path(self.path), queue=True)
-            self.clone.git("add", "--all")
+            self.clone.stage_all()
             verb = "requeued" if back else "gave up"
             self.clone.git("commit", "--quiet", "-m", f"{self.name} {verb} job {entry.job} ({why})")
             log.warning("%s %s job %r (%s)", self.name, verb, entry.job, why)
@@ -202,7 +224,7 @@ class Worker:
         Returns ``False`` when there was nothing to commit.
         """
         job, branch = self._require_job()
-        self.clone.git("add", "--all")
+        self.clone.stage_all()
         if not self._commit_if_changed(message or f"{self.name} update on job {job}"):
             return False
         if not self.clone.push([self._branch_update(), self._heartbeat.update()]):
@@ -239,7 +261,7 @@ class Worker:
 
     def _close_job(self, job: str, message: str, reason: Optional[str],
                    next_job_func: Optional[NextJobFunc]) -> Optional[str]:
-        self.clone.git("add", "--all")
+        self.clone.stage_all()
         self._commit_if_changed(f"{self.name} update on job {job}")
         branch_update = self._branch_update()
         pending = [branch_update] if branch_update.new != branch_update.expect else []
@@ -257,7 +279,7 @@ class Worker:
             queue_before = list(ledger.queued)
             ledger.close(job, self.name, reason)
             ledger.write(Path(self.path), queue=ledger.queued != queue_before)
-            self.clone.git("add", "--all")
+            self.clone.stage_all()
             self.clone.git("commit", "--quiet", "-m", message)
         except JobStateError:  # someone else finished it while we were silent: it is not ours
             self._lock.release()
@@ -317,7 +339,7 @@ class Worker:
         Work already committed stays on the job branch; the attempt is not counted.
         """
         job, _ = self._require_job()
-        self.clone.git("add", "--all")
+        self.clone.stage_all()
         self._commit_if_changed(f"{self.name} update on job {job}")
 
         def edit(ledger: Ledger, root: Path) -> str:
@@ -349,7 +371,7 @@ class Worker:
         try:
             base = self._sync()
             message = edit(Ledger.read(Path(self.path)), Path(self.path))
-            self.clone.git("add", "--all")
+            self.clone.stage_all()
             if not (message and self._commit_if_changed(message)):
                 message = None
                 self.clone.git("reset", "--quiet", "--hard", base or "HEAD")

@@ -11,6 +11,7 @@ import contextlib
 import hmac
 import io
 import os
+import shutil
 import signal
 import socket
 import socketserver
@@ -44,7 +45,8 @@ def make_bare(root: Path, name: str = "remote.git") -> Path:
     path = Path(root) / name
     subprocess.run(["git", "init", "-q", "--bare", "-b", "master", str(path)], check=True)
     for key, value in (("http.receivepack", "true"), ("receive.denyDeletes", "false"),
-                       ("receive.denyNonFastForwards", "false")):
+                       ("receive.denyNonFastForwards", "false"),
+                       ("uploadpack.allowFilter", "true")):
         subprocess.run(["git", "--git-dir", str(path), "config", key, value], check=True)
     return path
 
@@ -247,3 +249,115 @@ class SmartHttpServer:
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+def ssh_available() -> bool:
+    """Whether an OpenSSH server and client are installed (``apt-get install openssh-server``)."""
+    return os.path.exists(SSHD) and all(shutil.which(p) for p in ("ssh", "ssh-keygen"))
+
+
+def close_ssh_masters(*sockets: Path) -> None:
+    """End the OpenSSH ControlMaster connections listening on ``sockets`` (``ssh -O exit``)."""
+    for sock in sockets:
+        subprocess.run(["ssh", "-F", os.devnull, "-o", f"ControlPath={sock}", "-O", "exit",
+                        "127.0.0.1"], capture_output=True, check=False, timeout=30)
+
+
+class SshServer:
+    """``sshd -D`` on 127.0.0.1 for the current user, key login only, with throw-away keys.
+
+    ``url(name)`` is an ``ssh://`` URL of ``root/name``. A client logs in with the options of
+    :meth:`client_options`: as ``GIT_SSH_COMMAND`` (:meth:`ssh_command`, with one shared
+    ControlMaster connection when ``reuse``) or as an ``ssh -F`` file (:meth:`write_client_config`).
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="bssh-", dir="/tmp"))  # short: socket path limit
+        self.user = os.environ.get("USER") or _whoami()
+        self.client_key = self.dir / "client_key"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SshServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def url(self, name: str = "remote.git") -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{self.root / name}"
+
+    def client_options(self) -> dict[str, str]:
+        """ssh client options that log in here: the key, no host key prompt, no password prompt."""
+        return {"IdentityFile": str(self.client_key), "IdentitiesOnly": "yes", "BatchMode": "yes",
+                "StrictHostKeyChecking": "no", "UserKnownHostsFile": "/dev/null",
+                "LogLevel": "ERROR"}
+
+    def ssh_command(self, reuse: bool = False) -> str:
+        """A ``GIT_SSH_COMMAND`` for this server; ``reuse``: one ControlMaster connection."""
+        opts = [f"-o {key}={value}" for key, value in self.client_options().items()]
+        if reuse:
+            opts += ["-o ControlMaster=auto", f"-o ControlPath={self.dir}/cm-%C",
+                     "-o ControlPersist=300"]
+        return "ssh " + " ".join(opts)
+
+    def write_client_config(self, path: Path) -> Path:
+        """Write the client options as an ssh config file (for ``ssh -F path``); return ``path``."""
+        lines = ["Host *"] + [f"    {key} {value}" for key, value in self.client_options().items()]
+        Path(path).write_text("\n".join(lines) + "\n")
+        return Path(path)
+
+    def start(self) -> None:
+        d = self.dir
+        for key in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+                           check=True)
+        # sshd runs every command through the user's shell; Debian's bash then sources ~/.bashrc
+        # (it sees SSH_CLIENT), which on a developer machine may cost 100+ ms (pyenv init...).
+        # Git hosts use a fixed forced command instead, so keep the shell bare: with SHLVL=1 in
+        # its environment bash does not source ~/.bashrc for a command run by sshd.
+        pub = (d / "client_key.pub").read_text().strip()
+        (d / "authorized_keys").write_text(f'environment="SHLVL=1" {pub}\n')
+        (d / "sshd_config").write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}",
+            f"PidFile {d / 'sshd.pid'}", f"AuthorizedKeysFile {d / 'authorized_keys'}",
+            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
+            "PermitRootLogin prohibit-password", f"AllowUsers {self.user}", "UseDNS no",
+            "LogLevel ERROR", "PermitUserEnvironment SHLVL", "MaxStartups 200:30:400",
+            "MaxSessions 200", "PrintMotd no",
+            "AcceptEnv GIT_PROTOCOL", ""]))  # git's protocol v2, as git hosts speak it over ssh
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory (root only)
+        self._log = open(d / "sshd.log", "wb")  # noqa: SIM115 - open while sshd runs
+        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")],
+                                      stdin=subprocess.DEVNULL, stdout=self._log,
+                                      stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not _port_open(self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("sshd did not start: " + (d / "sshd.log").read_text())
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """End the ControlMaster connections of :meth:`ssh_command`, then sshd and its sessions."""
+        close_ssh_masters(*self.dir.glob("cm-*"))
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            self._log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _whoami() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

@@ -7,6 +7,7 @@ Modes:
   take-lock   take the remote lock, announce LOCKED on stdout, sleep forever (killed in the test)
   hold-lock   inside the next-job function: write HALF-MADE into the checkout, announce, sleep
   block-job   take one job, write and push a partial result, announce RUNNING, sleep forever
+  one-job     take one job, finish it, leave
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ def main() -> None:
     p.add_argument("url")
     p.add_argument("path")
     p.add_argument("name")
-    p.add_argument("mode", choices=["drain", "take-lock", "hold-lock", "block-job"])
+    p.add_argument("mode", choices=["drain", "take-lock", "hold-lock", "block-job", "one-job"])
     p.add_argument("--lock-lease", type=float, default=3)
     p.add_argument("--job-lease", type=float, default=4)
     p.add_argument("--max-attempts", type=int, default=3)
     p.add_argument("--sleep-ms", type=int, nargs=2, default=(0, 0))
     p.add_argument("--poll-max", type=float, default=0.2)
+    p.add_argument("--until", help="hold-lock: release the lock once this file exists")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(name)s %(levelname)s %(message)s")
@@ -48,8 +50,16 @@ def main() -> None:
         def hold(w):
             Path(w.path, "HALF-MADE").write_text("must never reach master\n")
             print("HOLDING", flush=True)
-            time.sleep(3600)
+            while not (args.until and Path(args.until).exists()):
+                time.sleep(0.05)
+            Path(w.path, "HALF-MADE").unlink()
         worker.get_next_job(hold)
+        return
+
+    if args.mode == "one-job":
+        job = worker.get_next_job(queue_jobs_func)
+        print(f"TOOK {job}", flush=True)
+        worker.finish_job()
         return
 
     job = None

@@ -201,6 +201,7 @@ def test_a_file_changed_on_master_is_uploaded_again(fake: FakeHub, worker: Worke
         (root / "updates" / slug / "result.txt").write_text("corrected\n")
         return "fix a result"
 
+    worker.include_paths(f"updates/{slug}")  # a slim copy holds only the ledger
     worker.update_master(edit)
     report = hub.catch_up(worker)
     assert report.pending == [JOBS[3]] and report.uploaded_files == 1

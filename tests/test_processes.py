@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,57 @@ def test_two_processes_one_local_copy(file_remote: str, tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def wait_refs(url: str) -> list[str]:
+    """The names of the workers with a wait ref on the remote."""
+    out = subprocess.run(["git", "ls-remote", url, "refs/distribute/wait/*"], check=True,
+                         capture_output=True, text=True).stdout
+    return [line.split("\t")[1].rsplit("/", 1)[1] for line in out.splitlines()]
+
+
+def wait_until_waiting(url: str, name: str, proc: subprocess.Popen[str]) -> None:
+    """Block until ``name`` has announced on the remote that it waits for the lock."""
+    deadline = time.monotonic() + 120
+    while name not in wait_refs(url):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{name} never queued for the lock"
+        time.sleep(0.05)
+
+
+def test_waiters_take_the_lock_in_arrival_order(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a", "b"])
+    go = tmp_path / "go"
+    holder = spawn_worker(file_remote, tmp_path / "h", "holder", "hold-lock", "--until", str(go),
+                          *LEASES)
+    wait_line(holder, "HOLDING")
+    # names sort against arrival order, so that a tie broken by name would show
+    first = spawn_worker(file_remote, tmp_path / "z", "z-first", "one-job", *LEASES)
+    wait_until_waiting(file_remote, "z-first", first)
+    second = spawn_worker(file_remote, tmp_path / "a", "a-second", "one-job", *LEASES)
+    wait_until_waiting(file_remote, "a-second", second)
+    go.touch()
+    assert wait_line(first, "TOOK") == "TOOK a"
+    assert wait_line(second, "TOOK") == "TOOK b"
+    wait_all([holder, first, second])
+    assert wait_refs(file_remote) == []
+
+
+def test_a_dead_waiter_does_not_block(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a"])
+    go = tmp_path / "go"
+    holder = spawn_worker(file_remote, tmp_path / "h", "holder", "hold-lock", "--until", str(go),
+                          *LEASES)
+    wait_line(holder, "HOLDING")
+    ghost = spawn_worker(file_remote, tmp_path / "g", "ghost", "one-job", *LEASES)
+    wait_until_waiting(file_remote, "ghost", ghost)
+    ghost.send_signal(signal.SIGKILL)
+    ghost.wait()
+    go.touch()
+    wait_all([holder])
+    assert wait_refs(file_remote) == ["ghost"]  # first in line, and dead
+    alive = spawn_worker(file_remote, tmp_path / "w", "alive", "one-job", *LEASES)
+    assert wait_line(alive, "TOOK") == "TOOK a"
+    wait_all([alive])
+    assert wait_refs(file_remote) == []  # the taker deleted the dead waiter's ref
+    assert jobs_in(file_remote, "done.txt", tmp_path) == ["a"]

@@ -235,7 +235,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def story(worker: Worker, n: int) -> str:
     """The last ``n`` commits of master (first parents only), oldest first, with their times."""
-    worker.clone.fetch()
+    worker.clone.fetch(deepen=n)
     return worker.clone.git("log", "--first-parent", "--reverse", f"-n{n}",
                             "--date=format-local:%Y-%m-%d %H:%M:%S", "--format=%cd  %s",
                             "refs/remotes/origin/master")
