@@ -63,7 +63,8 @@ def child(args: argparse.Namespace) -> int:
 
     from distribute import queue_jobs_func, worker_from_url
 
-    logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
+    # warnings (lock broken, a waiter skipped as idle, ...) go to stderr, into the output
+    logging.getLogger("distribute").setLevel(logging.WARNING)
     w = worker_from_url(args.url, Path(args.tmp) / args.name, args.name)
     stats = {"acquires": 0, "take_rejected": 0, "jobs": 0, "holds": [], "release_push": [],
              "fetch": []}

@@ -93,8 +93,8 @@ def child(args: argparse.Namespace) -> int:
 
     from distribute import queue_jobs_func, worker_from_url
 
-    # an empty job leaves an empty updates/<job>/ that the next sync removes with a warning
-    logging.getLogger("distribute").setLevel(logging.ERROR)
+    # warnings (lock broken, a waiter skipped as idle, ...) go to stderr, into the output
+    logging.getLogger("distribute").setLevel(logging.WARNING)
 
     events: list = []
     tmp = Path(args.tmp)

@@ -14,7 +14,8 @@ repacked with bitmaps, as a hosting service would keep it; both allow partial cl
 Measured (medians of ``--trials``, fresh directory each time):
 
 * ``worker_from_url`` with a new path: clone + first sync (fetch, checkout of ``master``) — the
-  time until the worker can call ``get_next_job``; and its disk use;
+  time until the worker can call ``get_next_job``; and its disk use (a slim copy since 9eb40c4,
+  a full clone with ``DISTRIBUTE_SLIM_CLONE=0`` or with the library before it);
 * ``worker_from_url`` on an existing copy (reuse: one fetch);
 * claim + finish of a few empty jobs in the new copy: every sync checks out ``master`` and cleans
   the work tree, so a big checkout slows every cycle too;
@@ -22,7 +23,8 @@ Measured (medians of ``--trials``, fresh directory each time):
   library's ``clone --no-checkout`` + checkout split in its two parts, a blob-less partial clone
   (``--filter=blob:none``) with a sparse checkout of the ledger files only, the same limited to
   ``master`` (``--single-branch``), and a shallow clone (``--depth 1``);
-* claim + finish by today's library in a copy that plain git made as a blob-less partial clone
+* claim + finish by the library in a full copy (``DISTRIBUTE_SLIM_CLONE=0``), in its own slim
+  copy, and in a copy that plain git made as a blob-less partial clone
   (``worker_from_url`` reuses it), with another worker changing ``master`` between two cycles:
   a checkout then fetches the ledger blobs the other worker wrote on demand,
   one extra round trip per sync ("lazy fetches", counted from git's trace2 events), unless the
@@ -192,7 +194,7 @@ def plain_variants(remote: Remote, tmp: Path) -> dict[str, tuple[float, int]]:
 
     d = fresh("v-full")
     t_clone = timed(git, "clone", "-q", "--no-checkout", url, str(d), env=env)
-    res["clone --no-checkout (library today)"] = (t_clone, du(d))
+    res["clone --no-checkout (library before 9eb40c4)"] = (t_clone, du(d))
     t_co = timed(git, "checkout", "-q", "--detach", "origin/master", cwd=d, env=env)
     res["  + checkout of master (library's sync)"] = (t_co, du(d))
     res["blob:none + sparse ledger checkout"] = sparse_clone("v-blobless", "--filter=blob:none")
@@ -233,7 +235,8 @@ def partial_cycles(servers: Servers, kind: str, tmp: Path, jobs: int) -> list[li
 
     logging.getLogger("distribute").setLevel(logging.ERROR)  # empty jobs: "discarded updates/"
     rows, base = [], None
-    for tag, what in (("full", "full clone (library today)"),
+    for tag, what in (("full", "full clone (DISTRIBUTE_SLIM_CLONE=0)"),
+                      ("slim", "the library's own new copy (slim)"),
                       ("blobless", "--filter=blob:none clone"),
                       ("limit", "blob:none, then filter blob:limit=1m")):
         r = servers.remote(kind, f"cyc-{tag}.git")
@@ -245,7 +248,12 @@ def partial_cycles(servers: Servers, kind: str, tmp: Path, jobs: int) -> list[li
             git("clone", "-q", "--filter=blob:none", "--no-checkout", r.url, str(path), env=r.env)
             if tag == "limit":  # later fetches bring small blobs (the ledger) along
                 git("config", "remote.origin.partialclonefilter", "blob:limit=1m", cwd=path)
-        w = worker_from_url(r.url, path, f"cyc-{tag}")
+        # the library's new copies are slim unless DISTRIBUTE_SLIM_CLONE=0
+        os.environ["DISTRIBUTE_SLIM_CLONE"] = "0" if tag == "full" else "1"
+        try:
+            w = worker_from_url(r.url, path, f"cyc-{tag}")
+        finally:
+            os.environ.pop("DISTRIBUTE_SLIM_CLONE", None)
         other = worker_from_url(r.url, tmp / f"cyc-{kind}-{tag}-other", f"other-{tag}")
         trace = tmp / f"trace-{kind}-{tag}.json"  # trace2 events show the on-demand fetches
         w.clone._env["GIT_TRACE2_EVENT"] = str(trace)
@@ -267,7 +275,7 @@ def partial_cycles(servers: Servers, kind: str, tmp: Path, jobs: int) -> list[li
         base = base or cyc
         rows.append([what, ms(cyc), f"{(w.clone.processes - p0) / jobs:.0f}",
                      f"{(w.clone.network_calls - n0) / jobs:.0f}",
-                     f"{(lazy() - l0) / jobs:.1f}" if tag != "full" else "-", f"{cyc / base:.2f}"])
+                     f"{(lazy() - l0) / jobs:.1f}", f"{cyc / base:.2f}"])
         w.close()
     return rows
 

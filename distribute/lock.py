@@ -120,6 +120,7 @@ class RemoteLock:
 
     def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s
+        self._seen = (None, 0.0)
         last_look = time.monotonic()
         while True:
             wait.join()
@@ -249,9 +250,9 @@ class WaitQueue:
 
     Every waiter orders the wait refs by when it first saw each one (ties by name), so all agree
     but for waiters that arrived at the same moment; a disagreement only means two waiters race
-    for the free lock, and the compare-and-swap push picks one. A waiter that is first in line but
-    leaves the lock free (or stale) for ``STALE_WAITER_S`` is taken for dead: it is skipped, and its wait ref
-    is deleted by the next taker.
+    for the free lock, and the compare-and-swap push picks one. A waiter that is first in line
+    but leaves the lock free (or stale) for ``STALE_WAITER_S`` is taken for dead: it is skipped,
+    and its wait ref is deleted by the next taker.
     """
 
     def __init__(self, lock: RemoteLock, marker: str) -> None:

@@ -91,8 +91,7 @@ class Worker:
             if not isinstance(path, str) or not path.strip("/") or path.startswith("-") or any(
                     part in ("..", ".git") for part in path.split("/")):
                 raise ValueError(f"not a path inside the repository: {path!r}")
-        if self.clone.sparse_paths() is not None:
-            self.clone.set_sparse_paths([*self.clone.sparse_paths(), *(p.strip("/") for p in paths)])
+        self._check_out_paths([p.strip("/") for p in paths])
 
     # ---- claiming -----------------------------------------------------------------------------
     def get_next_job(self, next_job_func: NextJobFunc) -> Optional[str]:
@@ -145,18 +144,18 @@ class Worker:
         if job is not None:
             self.running_job, self.working_branch, self._branch_sha = job, branch, head
             self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
-            self._check_out_job_dir(job)
             Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
             self._heartbeat.start()
             log.info("%s took job %r (attempt %d)", self.name, job, attempt)
         return job
 
-    def _check_out_job_dir(self, job: str) -> None:
-        """In a slim copy: the paths checked out are the user's and this job's directory only."""
+    def _check_out_paths(self, more: Optional[list[str]] = None) -> None:
+        """In a slim copy, check out the ledger, the paths included so far (plus ``more``) and
+        the running job's directory: nothing else."""
         included = self.clone.sparse_paths()
         if included is not None:
-            own = f"{UPDATES_DIR}/{job_slug(job)}"
-            self.clone.set_sparse_paths(included, own)
+            own = [f"{UPDATES_DIR}/{job_slug(self.running_job)}"] if self.running_job else []
+            self.clone.set_sparse_paths([*included, *(more or [])], *own)
 
     def _run_next_job_func(self, func: NextJobFunc) -> tuple[Optional[str], int]:
         """Call the job function until it yields a claimable job or ``None``; commit the claim."""
@@ -320,6 +319,8 @@ class Worker:
     def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
         """After a finish that did not land: back on the job branch, beating, work pushed."""
         self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD", check=False)
+        self._check_out_paths()  # (in a slim copy the job's committed files are outside the cone)
+        Path(self.job_dir or self.path).mkdir(parents=True, exist_ok=True)
         self._heartbeat.start()
         if pending:
             self.clone.push(pending)
@@ -364,6 +365,7 @@ class Worker:
         """Change master under the lock: ``edit(ledger, root)`` edits files in the fresh checkout
         at ``root`` (use ``ledger.write(root, queue=True)``) and returns the commit message, or
         ``None`` to change nothing. The commit is pushed atomically with the lock's release.
+        In a slim copy, call :meth:`include_paths` first to edit files outside the ledger.
         """
         if self.running_job is not None and not _own_job:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")

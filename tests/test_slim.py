@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import git_out, jobs_in
-from distribute import Worker, init_remote, queue_jobs_func, worker_from_url
+from distribute import MergeConflictError, Worker, init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.commands import story
 
 LEDGER = ["done.txt", "failed.txt", "jobs.txt", "running.txt"]
@@ -45,6 +45,9 @@ def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: P
     assert new.get_next_job(queue_jobs_func) == "c"
     Path(new.job_dir or "", "result.txt").write_text("result of c\n")
     assert new.commit_update()
+    new.include_paths("updates/b")  # mid-job: the job's own files stay
+    assert (root / "updates" / "c" / "result.txt").read_text() == "result of c\n"
+    assert (root / "updates" / "b" / "result.txt").read_text() == "result of b\n"
     Path(new.job_dir or "", "more.txt").write_text("more\n")
     new.finish_job()
     assert sorted(jobs_in(any_remote, "done.txt", tmp_path)) == ["a", "b", "c"]
@@ -55,7 +58,7 @@ def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: P
     assert (root / "updates" / "a" / "result.txt").read_text() == "result of a\n"
     assert new.get_next_job(queue_jobs_func) is None  # a sync resets the work tree ...
     assert (root / "updates" / "a" / "result.txt").read_text() == "result of a\n"  # ... keeps it
-    assert not (root / "updates" / "b").exists()
+    assert not (root / "updates" / "c").exists()  # the finished job's directory is gone
     with pytest.raises(ValueError):
         new.include_paths("../outside")
     new.close()
@@ -99,3 +102,26 @@ def test_slim_copies_can_be_turned_off(file_remote: str, tmp_path: Path,
     assert (Path(full.path) / "updates" / "a" / "result.txt").read_text() == "result of a\n"
     run_jobs(full, 1)
     assert jobs_in(file_remote, "done.txt", tmp_path) == ["a", "b"]
+
+
+def test_after_a_merge_conflict_the_job_files_are_back(file_remote: str, tmp_path: Path) -> None:
+    init_remote(file_remote, ["a"])
+    worker = worker_from_url(file_remote, tmp_path / "w", "w")
+    assert worker.get_next_job(queue_jobs_func) == "a"
+    Path(worker.job_dir or "", "result.txt").write_text("result of a\n")
+    Path(worker.path, "summary.txt").write_text("from the job\n")
+    other = worker_from_url(file_remote, tmp_path / "other", "other")
+
+    def edit(ledger, root: Path) -> str:  # noqa: ANN001
+        (root / "summary.txt").write_text("from master\n")
+        return "summary"
+
+    other.update_master(edit)
+    with pytest.raises(MergeConflictError, match="summary.txt"):
+        worker.finish_job()
+    assert Path(worker.job_dir or "", "result.txt").read_text() == "result of a\n"
+    Path(worker.path, "summary.txt").write_text("from master\n")  # resolve, and retry
+    worker.finish_job()
+    files = git_out(file_remote, "ls-tree", "-r", "--name-only", "master", tmp=tmp_path).split()
+    assert "updates/a/result.txt" in files
+    assert jobs_in(file_remote, "done.txt", tmp_path) == ["a"]
