@@ -31,7 +31,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+# The library of this checkout, unless PYTHONPATH names another one (PYTHONPATH=/old/checkout
+# runs a script, and its worker processes, against that version).
+if os.environ.get("PYTHONPATH"):
+    sys.path.append(str(ROOT))
+else:
+    sys.path.insert(0, str(ROOT))
 import gitservers
 from gitservers import GitDaemon, SmartHttpServer, SshServer, make_bare, ssh_available
 
@@ -158,8 +163,10 @@ def machine_line() -> str:
     """Cores, load and git version: the context every figure needs."""
     load = os.getloadavg()
     ver = git("--version").strip().removeprefix("git version ")
+    import distribute
+
     return (f"machine: {os.cpu_count()} cores, load {load[0]:.2f}/{load[1]:.2f}, git {ver}, "
-            f"python {sys.version.split()[0]}")
+            f"python {sys.version.split()[0]}, library {Path(distribute.__file__).parent}")
 
 
 def du(path: Path) -> int:

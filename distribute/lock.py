@@ -32,7 +32,8 @@ WAIT_PREFIX = "refs/distribute/wait/"
 #: wait up to ``poll_max_s``): few polls, so that they do not slow the holder down, yet a quick
 #: hand-over.
 POLL_BY_POSITION_S = (0.05, 0.2)
-#: Seconds a waiter first in line may leave the free lock untaken before the others skip it.
+#: Seconds a waiter first in line may leave the free lock untaken before the others skip it
+#: (at least: see :meth:`WaitQueue._patience`).
 STALE_WAITER_S = 2.0
 TRACKING_PREFIX = "refs/remotes/origin/distribute/"
 
@@ -96,6 +97,8 @@ class RemoteLock:
         self._stop_renew: Optional[threading.Event] = None
         self._renewer: Optional[threading.Thread] = None
         self._seen: tuple[Optional[str], float] = (None, 0.0)  # lock value, first seen (waiting)
+        #: wait refs (and their values) skipped as dead: idle at the head of the line
+        self.dead_waiters: dict[str, str] = {}
         self._typical_hold_s = 0.0
 
     def _marker(self) -> str:
@@ -125,7 +128,9 @@ class RemoteLock:
         while True:
             wait.join()
             try:
+                started = time.monotonic()
                 refs = self.clone.ls_remote(COORD_PREFIX + "*")
+                wait.poll_s = time.monotonic() - started
             except RemoteError as exc:
                 log.warning("%s cannot see the lock (%s); still waiting", self.holder, exc)
                 time.sleep(self.poll_max_s)
@@ -251,8 +256,10 @@ class WaitQueue:
     Every waiter orders the wait refs by when it first saw each one (ties by name), so all agree
     but for waiters that arrived at the same moment; a disagreement only means two waiters race
     for the free lock, and the compare-and-swap push picks one. A waiter that is first in line
-    but leaves the lock free (or stale) for ``STALE_WAITER_S`` is taken for dead: it is skipped,
-    and its wait ref is deleted by the next taker.
+    but leaves the lock free (or stale) for ``STALE_WAITER_S`` (longer when polls are slow or
+    ``poll_max_s`` is long) is taken for dead and skipped; once
+    its wait ref has kept its value for the lock lease, the next taker deletes it (a live waiter
+    that was only slow keeps its place).
     """
 
     def __init__(self, lock: RemoteLock, marker: str) -> None:
@@ -260,9 +267,9 @@ class WaitQueue:
         self.ref = WAIT_PREFIX + lock.holder
         self.marker = marker
         self.joined = False
-        self._dead: dict[str, str] = {}  # wait refs (and values) we skip as stale
         self._first: Optional[tuple[str, str]] = None  # first in line while takeable: (ref, value)
         self._first_since = 0.0
+        self.poll_s = 0.0  # how long our last look at the remote took
 
     def others_known(self) -> bool:
         """Whether our last look at the remote showed other workers waiting."""
@@ -288,28 +295,37 @@ class WaitQueue:
         free or stale, so the first in line should be taking it."""
         if self.joined and refs.get(self.ref) != self.marker:
             self.joined = False  # deleted as stale while we were slow: queue again
-        self._dead = {ref: value for ref, value in self._dead.items() if refs.get(ref) == value}
+        dead = self.lock.dead_waiters
+        for ref in [ref for ref, value in dead.items() if refs.get(ref) != value]:
+            del dead[ref]  # gone, or alive again with a new value
         present = self.lock.observer.present(WAIT_PREFIX)
         now = time.monotonic()
         ours = (present[self.ref][1] if self.joined and self.ref in present else now, self.ref)
         line = [ref for since, ref in sorted((since, ref) for ref, (_, since) in present.items())
-                if ref not in self._dead and (since, ref) < ours]
+                if ref not in dead and (since, ref) < ours]
         if not line or not takeable:
             self._first = None
             return line
         first = (line[0], refs[line[0]])
         if first != self._first:
             self._first, self._first_since = first, now
-        elif now - self._first_since >= STALE_WAITER_S:
+        elif now - self._first_since >= self._patience():
             log.warning("%s skips %s: first in line but idle for %.1fs", self.lock.holder,
                         first[0][len(WAIT_PREFIX):], now - self._first_since)
-            self._dead[first[0]] = first[1]
+            dead[first[0]] = first[1]
             return self.ahead_of_us(refs, takeable)
         return line
 
+    def _patience(self) -> float:
+        """How long the first in line may leave the lock untaken: ``STALE_WAITER_S``, more when
+        polls are slow (a busy machine) or waiters sleep long (``poll_max_s``)."""
+        return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s)
+
     def take_updates(self) -> list[RefUpdate]:
         """Ref updates for the push that takes the lock: leave the queue, delete dead waiters."""
-        updates = [RefUpdate(ref, None, expect=value) for ref, value in self._dead.items()]
+        updates = [RefUpdate(ref, None, expect=value)
+                   for ref, value in self.lock.dead_waiters.items()
+                   if self.lock.observer.unchanged_for(ref, value) >= self.lock.lease_s]
         if self.joined:
             updates.append(RefUpdate(self.ref, None, expect=self.marker))
         return updates
