@@ -244,7 +244,7 @@ def partial_cycles(servers: Servers, kind: str, tmp: Path, jobs: int) -> list[li
         r.apply_env()
         init_remote(r.url, [f"j{i}" for i in range(2 * jobs)])
         path = tmp / f"cyc-{kind}-{tag}"
-        if tag != "full":
+        if tag in ("blobless", "limit"):
             git("clone", "-q", "--filter=blob:none", "--no-checkout", r.url, str(path), env=r.env)
             if tag == "limit":  # later fetches bring small blobs (the ledger) along
                 git("config", "remote.origin.partialclonefilter", "blob:limit=1m", cwd=path)
