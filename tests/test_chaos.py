@@ -72,13 +72,13 @@ def fsck(bare: Path) -> None:
 
 def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
     url = daemon.url("remote.git")
-    jobs = [f"job{i:03d}" for i in range(300)]
+    jobs = [f"job{i:03d}" for i in range(200)]
     init_remote(url, jobs)
     pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400", "--poll-max", "0.5")
     for i in range(8):
         pool.start(f"w{i}")
     rng = random.Random(7)
-    for round_, at in enumerate((60, 140, 220)):
+    for round_, at in enumerate((40, 95, 150)):
         pool.wait_took(at)
         victim = rng.choice([n for n, p in pool.procs.items() if p.returncode is None])
         pool.kill(victim)
