@@ -138,8 +138,8 @@ class Clone:
         _validate_url(url)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
         if not slim:
+            probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
             probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
                             str(target)], what="clone")
             return cls(target, **kwargs)  # type: ignore[arg-type]
