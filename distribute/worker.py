@@ -69,6 +69,7 @@ class Worker:
         self._branch_sha: Optional[str] = None
         self._remote_refs: dict[str, str] = {}
         self._initialized = False
+        self._close_hooks: list[Callable[["Worker", str, Optional[str]], None]] = []
         self._sync()
         check_name_free(self.clone, Ledger.read(Path(self.path)), self.name, self.heartbeat_s)
 
@@ -92,6 +93,15 @@ class Worker:
                     part in ("..", ".git") for part in path.split("/")):
                 raise ValueError(f"not a path inside the repository: {path!r}")
         self._check_out_paths([p.strip("/") for p in paths])
+
+    def add_close_hook(self, hook: Callable[["Worker", str, Optional[str]], None]) -> None:
+        """Call ``hook(worker, job, reason)`` under the lock whenever a job is finished
+        (``reason`` is ``None``) or failed, in the fresh checkout of ``master`` at ``worker.path``
+        (after the merge and the ledger update). Whatever the hook changes there is committed
+        with the finish, in the same commit and lock hold. A hook that raises aborts the finish
+        (master untouched, the job stays running).
+        """
+        self._close_hooks.append(hook)
 
     # ---- claiming -----------------------------------------------------------------------------
     def get_next_job(self, next_job_func: NextJobFunc) -> Optional[str]:
@@ -278,6 +288,8 @@ class Worker:
             queue_before = list(ledger.queued)
             ledger.close(job, self.name, reason)
             ledger.write(Path(self.path), queue=ledger.queued != queue_before)
+            for hook in self._close_hooks:
+                hook(self, job, reason)
             self.clone.stage_all()
             self.clone.git("commit", "--quiet", "-m", message)
         except JobStateError:  # someone else finished it while we were silent: it is not ours
