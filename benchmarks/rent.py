@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from vastserver import FakeVast, make_offer  # noqa: E402
 
-from distribute import config, vast  # noqa: E402
+from distribute import settings, vast  # noqa: E402
 
 KEY = "benchmark-key-0000"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # no stray .env with a real key
-        config.use_env_file(None)
+        settings.use_env_file(None)
         print(f"rent_nodes for {args.nodes} nodes ({args.taken} offers taken meanwhile), "
               f"median of {args.rounds} rounds, VAST_RETRY_BACKOFF="
               f"{os.environ.get('VAST_RETRY_BACKOFF', '0.5 (default)')}")

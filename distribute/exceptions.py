@@ -6,6 +6,10 @@ class DistributeError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class SettingError(DistributeError):
+    """A setting has a value that is not allowed (the message names the variable)."""
+
+
 class RemoteError(DistributeError):
     """A git command against the remote failed (after retries, where retrying made sense)."""
 
@@ -48,3 +52,26 @@ class MergeConflictError(DistributeError):
             f"job {job!r} could not be merged into master: conflicting files {', '.join(paths)}; "
             "master is unchanged and the job branch is kept"
         )
+
+
+class MasterRewrittenError(DistributeError):
+    """``master`` on the remote was replaced by a history that does not contain ours (a
+    force-push): nothing was written, and nothing will be until a person looks."""
+
+    def __init__(self, ours: str, theirs: str) -> None:
+        self.ours = ours
+        self.theirs = theirs
+        super().__init__(
+            f"master on the remote was rewritten outside the lock: it was {ours[:12]} and is now "
+            f"{theirs[:12]}, which does not contain it (a force-push?); nothing was written. "
+            "If the rewrite was meant, run the worker again; otherwise push the old master back")
+
+
+class RefRejectedError(DistributeError):
+    """The remote refused a ref of our atomic push (e.g. a server hook, or a branch that already
+    exists); nothing was written."""
+
+    def __init__(self, refused: dict[str, str]) -> None:
+        self.refused = refused
+        super().__init__("the remote refused our update: " + "; ".join(
+            f"{ref} {why}" for ref, why in sorted(refused.items())) + "; nothing was written")

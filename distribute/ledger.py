@@ -4,70 +4,25 @@
 ``running.txt``, ``done.txt`` and ``failed.txt`` hold one tab-separated record per line:
 ``job, worker, UTC time, attempt[, reason]``. ``attempts.txt`` remembers ``job, attempts`` for jobs
 that were given back to the queue after their worker went silent. The layout is documented in the
-README; this module only parses, checks and rewrites those files — it never runs git.
+README and in :mod:`distribute.protocol`; this module only parses, checks and rewrites those files —
+it never runs git.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
-import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 from .exceptions import InvalidJobError
+from .protocol import (ATTEMPTS_FILE, DONE_FILE, DONE_RECENT, FAILED_FILE, LEDGER_FILES,
+                       QUEUE_FILE, RUNNING_FILE, UPDATES_DIR, check_job, job_slug, utc_now)
 
 log = logging.getLogger(__name__)
 
-QUEUE_FILE = "jobs.txt"
-RUNNING_FILE = "running.txt"
-DONE_FILE = "done.txt"
-FAILED_FILE = "failed.txt"
-ATTEMPTS_FILE = "attempts.txt"
-LEDGER_FILES = (QUEUE_FILE, RUNNING_FILE, DONE_FILE, FAILED_FILE)
-UPDATES_DIR = "updates"
-
-_SAFE_SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
-_HASHED_SLUG = re.compile(r"-[0-9a-f]{10}$")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def utc_now() -> str:
-    """The current UTC time as an ISO-8601 string with second precision."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def check_job(job: object) -> str:
-    """Return ``job`` if it can be stored as one ledger field, else raise :class:`InvalidJobError`."""
-    if not isinstance(job, str):
-        raise InvalidJobError(f"a job must be a string, not {type(job).__name__}")
-    if job == "" or job != job.strip():
-        raise InvalidJobError(f"job {job!r} is empty or has leading/trailing whitespace")
-    bad = sorted({c for c in job if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
-    if bad:
-        raise InvalidJobError(f"job {job[:80]!r} contains control characters {bad!r}")
-    try:
-        job.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidJobError(f"job {job[:80]!r} is not valid UTF-8 text") from exc
-    return job
-
-
-def job_slug(job: str) -> str:
-    """A name for ``job`` that is a valid ref component and a safe directory name.
-
-    Distinct jobs get distinct slugs: a job that is already a short safe name is its own slug; any
-    other job becomes a readable prefix plus ``-`` and 10 hex digits of its SHA-256.
-    """
-    if (_SAFE_SLUG.match(job) and ".." not in job and not job.endswith((".", ".lock"))
-            and not _HASHED_SLUG.search(job)):
-        return job
-    prefix = _UNSAFE_CHARS.sub("-", job).strip("-.")[:40].strip("-.")
-    prefix = prefix.replace("..", ".") or "job"
-    digest = hashlib.sha256(job.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{prefix}-{digest}"
+__all__ = ["Entry", "Ledger", "check_job", "job_slug", "utc_now", "read_lines", "split_lines",
+           "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE", "LEDGER_FILES",
+           "UPDATES_DIR"]
 
 
 def _clean_field(text: str, limit: int = 500) -> str:
@@ -76,18 +31,21 @@ def _clean_field(text: str, limit: int = 500) -> str:
 
 @dataclass
 class Entry:
-    """One record of ``running.txt``, ``done.txt`` or ``failed.txt``."""
+    """One record of ``running.txt``, ``done.txt`` or ``failed.txt``. The fifth field is the
+    ``reason`` in ``failed.txt`` and the worker's ``session`` in ``running.txt``."""
 
     job: str
     worker: str = ""
     at: str = ""
     attempt: int = 1
     reason: str = ""
+    session: str = ""
 
     def line(self) -> str:
+        """The record as one tab-separated line."""
         fields = [self.job, self.worker, self.at, str(self.attempt)]
-        if self.reason:
-            fields.append(_clean_field(self.reason))
+        if self.reason or self.session:
+            fields.append(_clean_field(self.reason or self.session))
         return "\t".join(fields)
 
     @classmethod
@@ -131,6 +89,10 @@ class Ledger:
     done: list[Entry] = field(default_factory=list)
     failed: list[Entry] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
+    _done_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
+                                                    repr=False, compare=False)
+    #: Looks a job up among the older done records (the segments under ``done/``), if known.
+    done_lookup: Optional[Callable[[str], bool]] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, root: Path) -> "Ledger":
@@ -147,6 +109,8 @@ class Ledger:
                 attempts[job] = int(count)
         entries = {name: [Entry.parse(l) for l in split_lines(text_of(name))]
                    for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
+        for entry in entries[RUNNING_FILE]:
+            entry.session, entry.reason = entry.reason, ""
         return cls(queued=split_lines(text_of(QUEUE_FILE)), running=entries[RUNNING_FILE],
                    done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts)
 
@@ -164,19 +128,34 @@ class Ledger:
 
     # ---- lookups ------------------------------------------------------------------------------
     def running_entry(self, job: str) -> Optional[Entry]:
+        """The running record of ``job``, or ``None``."""
         return next((e for e in self.running if e.job == job), None)
 
     def is_done(self, job: str) -> bool:
-        return any(e.job == job for e in self.done)
+        """Whether ``job`` is done: in ``done.txt`` (a set lookup, rebuilt when ``done`` changed
+        size), or in an older segment (through :attr:`done_lookup`)."""
+        if self._done_index[0] != len(self.done):
+            self._done_index = (len(self.done), frozenset(e.job for e in self.done))
+        return job in self._done_index[1] or (self.done_lookup is not None
+                                               and self.done_lookup(job))
+
+    def roll(self) -> list[Entry]:
+        """Take the oldest done records out once ``done.txt`` holds twice :data:`DONE_RECENT`
+        (they go to a new segment); returns them, or ``[]``."""
+        if len(self.done) < 2 * DONE_RECENT:
+            return []
+        old, self.done = self.done[:-DONE_RECENT], self.done[-DONE_RECENT:]
+        return old
 
     # ---- transitions --------------------------------------------------------------------------
-    def claim(self, job: str, worker: str) -> Entry:
-        """Record ``job`` as running on ``worker``; a job that failed before may be claimed again."""
+    def claim(self, job: str, worker: str, session: str = "") -> Entry:
+        """Record ``job`` as running on ``worker`` (in process ``session``); a job that failed
+        before may be claimed again."""
         check_job(job)
         if self.running_entry(job) or self.is_done(job):
             raise InvalidJobError(f"job {job!r} is already running or done")
         self.failed = [e for e in self.failed if e.job != job]
-        entry = Entry(job, worker, utc_now(), self.attempts.pop(job, 0) + 1)
+        entry = Entry(job, worker, utc_now(), self.attempts.pop(job, 0) + 1, session=session)
         self.running.append(entry)
         return entry
 
@@ -216,11 +195,12 @@ class Ledger:
         self.attempts[job] = entry.attempt
         return True
 
-    def close(self, job: str, worker: str, reason: Optional[str]) -> Entry:
+    def close(self, job: str, worker: str, reason: Optional[str], session: str = "") -> Entry:
         """Finish (``reason`` is ``None``) or fail ``worker``'s job, taking it back first if it was
         requeued or taken over by another worker while ``worker`` was silent."""
         entry = self.running_entry(job)
-        if entry is None or entry.worker != worker:
+        if entry is None or entry.worker != worker or (session and entry.session not in ("",
+                                                                                        session)):
             log.warning("%s: job %r had been given away (%s); taking it back", worker, job,
                         f"now running on {entry.worker}" if entry else "requeued")
             if entry is not None:
@@ -228,5 +208,5 @@ class Ledger:
             if job in self.queued:
                 self.queued.remove(job)
             self.attempts.pop(job, None)
-            self.claim(job, worker)
+            self.claim(job, worker, session)
         return self.finish(job, worker) if reason is None else self.fail(job, worker, reason)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import re
 
+from .settings import loaded_dotenv
+
 #: Environment variables whose values are never shown.
 SECRET_ENV_VARS = ("HF_TOKEN", "VAST_API_KEY", "HUGGING_FACE_HUB_TOKEN", "GIT_PASSWORD",
                    "VAST_NODE_API_KEY", "CONTAINER_API_KEY", "DISTRIBUTE_GIT_TOKEN",
@@ -12,6 +14,13 @@ SECRET_ENV_VARS = ("HF_TOKEN", "VAST_API_KEY", "HUGGING_FACE_HUB_TOKEN", "GIT_PA
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
 _BEARER = re.compile(r"(?i)(bearer\s+|token[=:]\s*|api_key=)[^\s&'\"]+")
 _MASK = "***"
+_registered: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Mask ``value`` from now on too (a secret kept in memory, no longer in the environment)."""
+    if value and len(value) >= 4:
+        _registered.add(value)
 
 
 def redact(text: object) -> str:
@@ -30,8 +39,7 @@ def redact(text: object) -> str:
 
 def _secret_values() -> list[str]:
     """Values of the secret variables, from the environment and from the ``.env`` file."""
-    from .config import loaded_dotenv  # late import: config itself uses redact
-
     dotenv = loaded_dotenv()
     values = {os.environ.get(name) or dotenv.get(name) or "" for name in SECRET_ENV_VARS}
+    values |= _registered
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)

@@ -1,85 +1,104 @@
-"""The worker: claims jobs under the remote lock, commits on a job branch, merges results into master.
+"""The worker: one process's state machine of a job — claimed, checkpointed on its branch, then
+finished (merged into master), failed or given back — built on the write transaction.
 
-Every change to ``master`` is made while holding the lock and pushed with ``--atomic`` together with
-the lock's release, so a worker whose lock was broken cannot write (fencing). See the README's
-"Remote layout and lock protocol" section for the full protocol.
+Every change to ``master`` goes through :class:`~distribute.transaction.MasterWriter`; see the
+README's "Remote layout and lock protocol" section and :mod:`distribute.protocol`.
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
+import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
-
-from . import config
-from .exceptions import (DistributeError, InvalidJobError, JobStateError, LockLostError,
-                         MergeConflictError, NotInitializedError)
-from .ledger import LEDGER_FILES, UPDATES_DIR, Ledger, check_job, job_slug
-from .localcopy import (check_name_free, check_worker_name, default_worker_name,
-                        lock_local_copy, prepare_clone)
-from .lock import (COORD_PREFIX, TRACKING_PREFIX, Heartbeat, Observer, RemoteLock,
-                   describe_coordination, heartbeat_ref)
+from . import settings
+from .archive import roll_into_segment
+from .claims import NextJobFunc, claim
+from .coordination import Heartbeat, Observer, RemoteLock
+from .exceptions import JobStateError, RefRejectedError, WorkerNameError
+from .jobbranch import commit_job_dir, merge_job, merged_fast
+from .ledger import Ledger
+from .protocol import (FAILED, FINISHED, GAVE_BACK, check_worker_name, commit_message,
+                       default_worker_name, finish_subject, heartbeat_ref, job_branch, job_path,
+                       job_slug, new_session, tracking_ref)
 from .redact import redact
-from .remote import RefUpdate
+from .repo import RefUpdate
+from .repo.localcopy import lock_local_copy, prepare_clone
+from .status import read_snapshot
+from .transaction import MasterWriter, Transaction, Workspace
 
 log = logging.getLogger(__name__)
 
-MASTER = "refs/heads/master"
-ORIGIN_MASTER = "refs/remotes/origin/master"
-_MAX_SKIPS = 100
-NextJobFunc = Callable[..., Optional[str]]
+CloseHook = Callable[["Worker", str, Optional[str]], None]
+#: Where the running job works, inside the local copy (git ignores it there).
+JOB_WORKDIR = ".distribute-job"
+T = TypeVar("T")
+__all__ = ["Worker", "NextJobFunc", "CloseHook"]
 
 
 class Worker:
     """One worker process using one local copy of the remote.
 
-    ``lock_lease_s``, ``job_lease_s``, ``max_attempts`` and ``heartbeat_s`` default to the
-    ``DISTRIBUTE_LOCK_LEASE_S`` (60), ``DISTRIBUTE_JOB_LEASE_S`` (600), ``DISTRIBUTE_MAX_ATTEMPTS`` (3)
-    and ``DISTRIBUTE_HEARTBEAT_S`` (a fifth of the job lease) settings.
+    ``lock_lease_s``, ``job_lease_s``, ``max_attempts``, ``heartbeat_s``, ``poll_max_s`` and
+    ``next_job_timeout_s`` default to the ``DISTRIBUTE_LOCK_LEASE_S`` (60),
+    ``DISTRIBUTE_JOB_LEASE_S`` (600), ``DISTRIBUTE_MAX_ATTEMPTS`` (3), ``DISTRIBUTE_HEARTBEAT_S``
+    (a fifth of the job lease), ``DISTRIBUTE_POLL_MAX_S`` (1) and
+    ``DISTRIBUTE_NEXT_JOB_TIMEOUT_S`` (300) settings.
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]], name: Optional[str] = None, *,
                  remote_url: Optional[str] = None, lock_lease_s: Optional[float] = None,
                  job_lease_s: Optional[float] = None, max_attempts: Optional[int] = None,
-                 heartbeat_s: Optional[float] = None,
-                 poll_max_s: Optional[float] = None) -> None:
+                 heartbeat_s: Optional[float] = None, poll_max_s: Optional[float] = None,
+                 next_job_timeout_s: Optional[float] = None) -> None:
         self.name = check_worker_name(name or default_worker_name())
         self.path = str(Path(path).resolve())
-        self.lock_lease_s = config.get_float("DISTRIBUTE_LOCK_LEASE_S", 60, lock_lease_s)
-        self.job_lease_s = config.get_float("DISTRIBUTE_JOB_LEASE_S", 600, job_lease_s)
-        self.max_attempts = int(config.get_float("DISTRIBUTE_MAX_ATTEMPTS", 3, max_attempts))
-        self.heartbeat_s = config.get_float("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
+        self.lock_lease_s = settings.seconds("DISTRIBUTE_LOCK_LEASE_S", 60, lock_lease_s)
+        self.job_lease_s = settings.seconds("DISTRIBUTE_JOB_LEASE_S", 600, job_lease_s)
+        self.max_attempts = settings.count("DISTRIBUTE_MAX_ATTEMPTS", 3, max_attempts, zero_ok=False)
+        self.heartbeat_s = settings.seconds("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
                                             heartbeat_s)
-        poll_max = config.get_float("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
+        poll_max = settings.seconds("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
+        self.next_job_timeout_s = settings.seconds("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", 300,
+                                                   next_job_timeout_s)
         self._file_lock = lock_local_copy(Path(self.path))
         try:
             self.clone = prepare_clone(remote_url, Path(self.path), self.name)
         except BaseException:
             self._file_lock.release()
             raise
+        #: This process's identity, recorded with its claims and heartbeat.
+        self.session = new_session()
+        #: Sessions that provably ended: the one that used this local copy before us.
+        self.dead_sessions = self._take_over_copy()
         self.observer = Observer()
         self._lock = RemoteLock(self.clone, self.name, self.lock_lease_s, self.observer,
                                 poll_max_s=poll_max)
-        self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s)
+        self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
+        self.workspace = Workspace(self.clone, self.observer, self.name)
+        self.clone.exclude(f"/{JOB_WORKDIR}/")
+        self._writer = MasterWriter(self.workspace, self._lock)
         self.running_job: Optional[str] = None
         self.working_branch: Optional[str] = None
         self._branch_sha: Optional[str] = None
-        self._remote_refs: dict[str, str] = {}
-        self._initialized = False
-        self._close_hooks: list[Callable[["Worker", str, Optional[str]], None]] = []
-        self._sync()
-        check_name_free(self.clone, Ledger.read(Path(self.path)), self.name, self.heartbeat_s)
+        self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
+        self._close_hooks: list[CloseHook] = []
+        self.workspace.sync()
+        self._check_name_free()
 
     # ---- public properties --------------------------------------------------------------------
     @property
     def job_dir(self) -> Optional[str]:
-        """``<path>/updates/<job-slug>`` for the running job (created on claim), else ``None``."""
+        """The running job's directory (created empty on claim), else ``None``. What the job
+        writes there is committed on its branch and, at the finish, lands on master as
+        ``updates/<ab>/<cd>/<slug>/`` (:func:`distribute.protocol.job_path`). It lies beside the
+        checkout, in ``<path>/.distribute-job/<slug>``, so that a big master costs nothing."""
         if self.running_job is None:
             return None
-        return os.path.join(self.path, UPDATES_DIR, job_slug(self.running_job))
+        return os.path.join(self.path, JOB_WORKDIR, job_slug(self.running_job))
 
     def include_paths(self, *paths: str) -> None:
         """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy.
@@ -94,12 +113,13 @@ class Worker:
                 raise ValueError(f"not a path inside the repository: {path!r}")
         self._check_out_paths([p.strip("/") for p in paths])
 
-    def add_close_hook(self, hook: Callable[["Worker", str, Optional[str]], None]) -> None:
+    def add_close_hook(self, hook: CloseHook) -> None:
         """Call ``hook(worker, job, reason)`` under the lock whenever a job is finished
         (``reason`` is ``None``) or failed, in the fresh checkout of ``master`` at ``worker.path``
         (after the merge and the ledger update). Whatever the hook changes there is committed
         with the finish, in the same commit and lock hold. A hook that raises aborts the finish
-        (master untouched, the job stays running).
+        (master untouched, the job stays running). It may run more than once for one finish
+        when master moved meanwhile (each time on a fresh checkout).
         """
         self._close_hooks.append(hook)
 
@@ -114,117 +134,42 @@ class Worker:
         """
         if self.running_job is not None:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
-        self._lock.acquire()
-        try:
-            base = self._sync()
-        except BaseException:
-            self._lock.release()
-            raise
-        return self._claim_and_push(next_job_func, base, [])
+        return self._start(self._writer.transact(lambda txn: self._claim(txn, next_job_func)))
 
-    def _claim_and_push(self, func: Optional[NextJobFunc], base: Optional[str],
-                        pending: list[RefUpdate]) -> Optional[str]:
-        """With the lock held and master checked out (plus any commits of ours on top), run the
-        job function if given, then push everything atomically with the lock's release."""
-        job, attempt, branch = None, 0, ""
-        try:
-            if func is not None:
-                checkpoint = self.clone.resolve("HEAD")
-                self._lock.start_renewing()
-                try:
-                    self._requeue_stale(Ledger.read(Path(self.path)))
-                    job, attempt = self._run_next_job_func(func)
-                except BaseException:
-                    if checkpoint != base:  # a finish is waiting: it lands without the claim
-                        self.clone.git("reset", "--quiet", "--hard", checkpoint or "HEAD")
-                        self._push_under_lock([RefUpdate(MASTER, checkpoint, expect=base),
-                                               *pending])
-                    raise
-                finally:
-                    self._lock.stop_renewing()
-            head = self.clone.resolve("HEAD")
-            updates = [RefUpdate(MASTER, head, expect=base)] if head != base else []
-            if job is None:
-                self._push_under_lock(updates + pending)
-            else:
-                branch = f"{self.name}/{job_slug(job)}" + (f"@{attempt}" if attempt > 1 else "")
-                branch = self._push_claim(updates + pending, branch, head)
-        finally:
-            self._lock.release()
-        if job is not None:
-            self.running_job, self.working_branch, self._branch_sha = job, branch, head
-            self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
-            Path(self.job_dir or "").mkdir(parents=True, exist_ok=True)
-            self._heartbeat.start()
-            log.info("%s took job %r (attempt %d)", self.name, job, attempt)
+    def _claim(self, txn: Transaction, func: NextJobFunc) -> Optional[list[str]]:
+        """The claim edit. Returns ``[job, branch]`` (the branch may still be renamed during the
+        push, when an earlier run of the same job by this worker kept that name)."""
+        job, attempt = claim(self, txn, func)
+        if job is None:
+            return None
+        claimed = [job, job_branch(self.name, job, attempt)]
+        txn.new_branches.append(f"refs/heads/{claimed[1]}")
+        txn.refs.append(self._heartbeat.update(self._lock.value))
+
+        def rename_taken_branch(refused: dict[str, str]) -> bool:
+            taken = f"refs/heads/{claimed[1]}"
+            if set(refused) != {taken} or claimed[1] != job_branch(self.name, job, attempt):
+                return False
+            claimed[1] += f"-{uuid.uuid4().hex[:6]}"
+            txn.new_branches = [f"refs/heads/{claimed[1]}"]
+            return True
+
+        txn.fix_refused = rename_taken_branch
+        return claimed
+
+    def _start(self, claimed: Optional[list[str]]) -> Optional[str]:
+        """After a claim landed: on the job branch, job directory made, heartbeat beating."""
+        if claimed is None:
+            return None
+        job, branch = claimed
+        self.running_job, self.working_branch = job, branch
+        self._branch_sha = self._claim_head = self.clone.resolve("HEAD")
+        self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
+        self._drop_job_dir()
+        Path(self.job_dir or "").mkdir(parents=True)
+        self._heartbeat.start()
+        log.info("%s took job %r", self.name, job)
         return job
-
-    def _check_out_paths(self, more: Optional[list[str]] = None) -> None:
-        """In a slim copy, check out the ledger, the paths included so far (plus ``more``) and
-        the running job's directory: nothing else."""
-        included = self.clone.sparse_paths()
-        if included is not None:
-            own = [f"{UPDATES_DIR}/{job_slug(self.running_job)}"] if self.running_job else []
-            self.clone.set_sparse_paths([*included, *(more or [])], *own)
-
-    def _run_next_job_func(self, func: NextJobFunc) -> tuple[Optional[str], int]:
-        """Call the job function until it yields a claimable job or ``None``; commit the claim."""
-        for _ in range(_MAX_SKIPS):
-            job = _call_next_job_func(func, self)
-            ledger = Ledger.read(Path(self.path))
-            if job is None:
-                self.clone.stage_all()
-                self._commit_if_changed(f"{self.name} updated the queue")
-                return None, 0
-            try:
-                entry = ledger.claim(job, self.name)
-            except InvalidJobError as exc:
-                log.warning("%s skips job: %s", self.name, redact(exc))
-                self._skip_invalid(ledger, job, exc)
-                continue
-            ledger.write(Path(self.path))
-            self.clone.stage_all()
-            self.clone.git("commit", "--quiet", "-m", f"{self.name} took job {job}")
-            return job, entry.attempt
-        log.warning("%s: the job function returned %d unusable jobs in a row", self.name, _MAX_SKIPS)
-        return None, 0
-
-    def _skip_invalid(self, ledger: Ledger, job: object, exc: InvalidJobError) -> None:
-        """Record a job string that cannot be stored (as its repr) in failed.txt; duplicates are dropped."""
-        if isinstance(job, str):
-            try:
-                check_job(job)
-                return  # a valid duplicate of a running or done job: nothing to record
-            except InvalidJobError:
-                pass
-        shown = repr(job)
-        if not ledger.running_entry(shown) and not ledger.is_done(shown):
-            ledger.claim(shown, self.name)
-            ledger.fail(shown, self.name, f"invalid job string: {exc}")
-            ledger.write(Path(self.path))
-        self.clone.stage_all()
-        self._commit_if_changed(f"{self.name} rejected invalid job {shown[:200]}")
-
-    def _requeue_stale(self, ledger: Ledger) -> None:
-        """Give back running jobs whose worker has been silent for the job lease (one commit each)."""
-        for entry in list(ledger.running):
-            if entry.worker == self.name:
-                if entry.job == self.running_job:
-                    continue
-                silent, why = True, f"{self.name} restarted without it"
-            else:
-                ref = heartbeat_ref(entry.worker)
-                value = self._remote_refs.get(ref)
-                age = self.observer.unchanged_for(ref, value)
-                silent, why = age >= self.job_lease_s, f"{entry.worker} silent for {age:.0f}s"
-            if not silent:
-                continue
-            back = ledger.requeue(entry.job, self.max_attempts, why)
-            ledger.write(Path(self.path), queue=True)
-            self.clone.stage_all()
-            verb = "requeued" if back else "gave up"
-            self.clone.git("commit", "--quiet", "-m", f"{self.name} {verb} job {entry.job} ({why})")
-            log.warning("%s %s job %r (%s)", self.name, verb, entry.job, why)
 
     # ---- working on a job ---------------------------------------------------------------------
     def commit_update(self, message: Optional[str] = None) -> bool:
@@ -233,11 +178,10 @@ class Worker:
         Returns ``False`` when there was nothing to commit.
         """
         job, branch = self._require_job()
-        self.clone.stage_all()
-        if not self._commit_if_changed(message or f"{self.name} update on job {job}"):
+        if not self._commit_job(message or f"{self.name} update on job {job}"):
             return False
         if not self.clone.push([self._branch_update(), self._heartbeat.update()]):
-            raise DistributeError(f"job branch {branch} was changed by someone else on the remote")
+            raise RefRejectedError({f"refs/heads/{branch}": "was changed by someone else"})
         self._branch_sha = self.clone.resolve("HEAD")
         return True
 
@@ -248,103 +192,113 @@ class Worker:
                          expect=self._branch_sha)
 
     def finish_job(self, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
-        """Merge the job branch into master (``--no-ff``) and move the job from running to done.
+        """Merge the job branch into master (``--no-ff``) and move the job from running to done;
+        the job branch is deleted on the remote in the same push (the merge keeps its commits).
 
         A merge conflict raises :class:`MergeConflictError` naming the files; master is untouched,
         the branch kept, and the job stays running (``fail_job`` it or fix and retry).
         With ``next_job_func``, the next job is claimed in the same lock hold and returned, as
         ``get_next_job`` would (half the round trips of finishing and claiming separately).
+        On any failure the job stays running on this worker, so the call can simply be repeated.
         """
-        job, _ = self._require_job()
-        return self._close_job(job, f"{self.name} finished job {job}", None, next_job_func)
+        self._require_job()
+        return self._close(None, next_job_func)
 
     def fail_job(self, reason: str, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
         """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote.
 
         ``next_job_func`` works as for :meth:`finish_job`.
         """
-        job, _ = self._require_job()
-        reason = " ".join(str(reason).split()) or "failed"
-        return self._close_job(job, f"{self.name} failed job {job}: {reason[:200]}", reason,
-                               next_job_func)
+        self._require_job()
+        return self._close(" ".join(str(reason).split()) or "failed", next_job_func)
 
-    def _close_job(self, job: str, message: str, reason: Optional[str],
-                   next_job_func: Optional[NextJobFunc]) -> Optional[str]:
-        self.clone.stage_all()
-        self._commit_if_changed(f"{self.name} update on job {job}")
+    def _close(self, reason: Optional[str], next_job_func: Optional[NextJobFunc]) -> Optional[str]:
+        job, branch = self._require_job()
+        self._commit_job(f"{self.name} update on job {job}")
         branch_update = self._branch_update()
         pending = [branch_update] if branch_update.new != branch_update.expect else []
-        self._lock.acquire()
+
+        txns: list[Transaction] = []
+
+        def edit(txn: Transaction) -> Optional[list[str]]:
+            txns.append(txn)
+            self._close_edit(txn, job, branch, reason)
+            if reason is None:  # merged: the branch's commits stay reachable from master
+                txn.optional.append(RefUpdate(f"refs/heads/{branch}", None, expect=self._branch_sha))
+            if next_job_func is None:
+                return None
+            txn.checkpoint()  # the finish lands even if the next-job function raises
+            self.running_job = None  # (the next claim must not treat it as ours)
+            try:
+                return self._claim(txn, next_job_func)
+            finally:
+                self.running_job = job
+
         self._heartbeat.stop()  # nobody requeues our job while we hold the lock
         try:
-            base = self._sync()
-            ledger = Ledger.read(Path(self.path))
-            entry = ledger.running_entry(job)
-            if (entry is None or entry.worker != self.name) and ledger.is_done(job):
-                raise JobStateError(f"job {job!r} was already done by another worker; "
-                                    f"this result stays on branch {self.working_branch}")
-            if reason is None:
-                self._merge(job)
-            queue_before = list(ledger.queued)
-            ledger.close(job, self.name, reason)
-            ledger.write(Path(self.path), queue=ledger.queued != queue_before)
-            for hook in self._close_hooks:
-                hook(self, job, reason)
-            self.clone.stage_all()
-            self.clone.git("commit", "--quiet", "-m", message)
-        except JobStateError:  # someone else finished it while we were silent: it is not ours
-            self._lock.release()
+            claimed = self._writer.transact(edit, pending if reason is not None else [])
+        except JobStateError:  # done by another worker while we were silent: not ours any more
             if pending:
                 self.clone.push(pending)  # our result stays on our branch
             self.running_job = self.working_branch = self._branch_sha = None
             raise
         except BaseException:
-            self._lock.release()
-            self._keep_job_alive(pending)
+            if txns and txns[-1].checkpoint_landed:  # closed; only the next claim failed
+                self.running_job = self.working_branch = self._branch_sha = None
+            else:
+                self._keep_job_alive(pending)
             raise
-        closed = (self.running_job, self.working_branch, self._branch_sha)
+        self._drop_job_dir()
         self.running_job = self.working_branch = self._branch_sha = None
-        try:
-            next_job = self._claim_and_push(next_job_func, base, pending)
-        except LockLostError:
-            self.running_job, self.working_branch, self._branch_sha = closed
-            self._keep_job_alive(pending)
-            raise
         log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
-        return next_job
+        return self._start(claimed)
 
-    def _push_claim(self, updates: list[RefUpdate], branch: str, head: Optional[str]) -> str:
-        """Push a claim that creates ``branch``; if that name is taken (an earlier run of the same
-        job by the same worker kept it), use a unique variant. Returns the branch name used."""
-        for suffix in ("", f"-{uuid.uuid4().hex[:6]}"):
-            new_branch = RefUpdate(f"refs/heads/{branch}{suffix}", head, expect="")
-            try:
-                self._push_under_lock([*updates, new_branch, self._heartbeat.update(self._lock.value)])
-                return branch + suffix
-            except LockLostError:
-                raise
-            except DistributeError:
-                if suffix or new_branch.ref not in self.clone.ls_remote(new_branch.ref):
-                    raise
-        raise AssertionError("unreachable")
+    def _close_edit(self, txn: Transaction, job: str, branch: str, reason: Optional[str]) -> None:
+        """Merge the job branch (unless failing) and move the job to done or failed."""
+        ledger = self.workspace.ledger()
+        entry = ledger.running_entry(job)
+        if (entry is None or entry.worker != self.name) and ledger.is_done(job):
+            raise JobStateError(f"job {job!r} was already done by another worker; "
+                                f"this result stays on branch {branch}")
+        if reason is None:
+            merge_job(self.clone, job, job_path(job, self.workspace.layout), self._claim_head,
+                      branch)
+        amend = reason is None and merged_fast(self.clone)
+        queue_before = list(ledger.queued)
+        ledger.close(job, self.name, reason, self.session)
+        archived = ledger.roll()
+        ledger.write(Path(self.path), queue=ledger.queued != queue_before)
+        for hook in self._close_hooks:
+            hook(self, job, reason)
+        subject = finish_subject(self.name, job) if reason is None else \
+            f"{self.name} failed job {job}: {reason[:200]}"
+        txn.commit(commit_message(self.name, FINISHED if reason is None else FAILED, subject, job),
+                   amend)
+        roll_into_segment(self.clone, archived)  # (in the same commit)
+
+    def _commit_job(self, message: str) -> bool:
+        """Commit the job's directory on its branch (see :mod:`distribute.jobbranch`)."""
+        job, branch = self._require_job()
+        return commit_job_dir(self.clone, branch, job_path(job, self.workspace.layout),
+                              self.job_dir or "", message)
+
+    def _drop_job_dir(self) -> None:
+        """Remove the running job's working directory (its files are committed, or given up)."""
+        if self.job_dir is not None:
+            shutil.rmtree(self.job_dir, ignore_errors=True)
 
     def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
         """After a finish that did not land: back on the job branch, beating, work pushed."""
         self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD", check=False)
-        self._check_out_paths()  # (in a slim copy the job's committed files are outside the cone)
         Path(self.job_dir or self.path).mkdir(parents=True, exist_ok=True)
         self._heartbeat.start()
         if pending:
-            self.clone.push(pending)
-            self._branch_sha = pending[0].new
-
-    def _merge(self, job: str) -> None:
-        status, _, err = self.clone.run("merge", "--no-ff", "--no-commit", "--quiet",
-                                        f"refs/heads/{self.working_branch}")
-        if status != 0:
-            conflicts = self.clone.git("diff", "--name-only", "--diff-filter=U").splitlines()
-            self.clone.git("merge", "--abort", check=False)
-            raise MergeConflictError(job, conflicts or [redact(err.strip())[:200]])
+            try:
+                if self.clone.push(pending):
+                    self._branch_sha = pending[0].new
+            except Exception as exc:  # noqa: BLE001 - the next finish pushes it again
+                log.warning("%s could not push job branch %s: %s", self.name,
+                            self.working_branch, redact(exc))
 
     def give_back_job(self) -> None:
         """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM).
@@ -352,8 +306,7 @@ class Worker:
         Work already committed stays on the job branch; the attempt is not counted.
         """
         job, _ = self._require_job()
-        self.clone.stage_all()
-        self._commit_if_changed(f"{self.name} update on job {job}")
+        self._commit_job(f"{self.name} update on job {job}")
 
         def edit(ledger: Ledger, root: Path) -> str:
             entry = ledger.running_entry(job)
@@ -363,115 +316,103 @@ class Worker:
                 if entry.attempt > 1:
                     ledger.attempts[job] = entry.attempt - 1
                 ledger.write(root, queue=True)
-            return f"{self.name} gave back job {job}"
+            return commit_message(self.name, GAVE_BACK, f"{self.name} gave back job {job}", job)
 
         self._heartbeat.stop()
         branch_update = self._branch_update()
         extra = [branch_update] if branch_update.new != branch_update.expect else []
-        self.update_master(edit, extra, _own_job=True)
+        try:
+            self._update_master(edit, extra)
+        except BaseException:
+            self._keep_job_alive(extra)
+            raise
+        self._drop_job_dir()
         self.running_job = self.working_branch = self._branch_sha = None
 
     def update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
-                      extra: Optional[list[RefUpdate]] = None, *, _own_job: bool = False
-                      ) -> Optional[str]:
+                      extra: Optional[list[RefUpdate]] = None) -> Optional[str]:
         """Change master under the lock: ``edit(ledger, root)`` edits files in the fresh checkout
         at ``root`` (use ``ledger.write(root, queue=True)``) and returns the commit message, or
         ``None`` to change nothing. The commit is pushed atomically with the lock's release.
+        ``edit`` may be called again on a newer master if master moved meanwhile.
         In a slim copy, call :meth:`include_paths` first to edit files outside the ledger.
         """
-        if self.running_job is not None and not _own_job:
+        if self.running_job is not None:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
-        self._lock.acquire()
-        try:
-            base = self._sync()
-            message = edit(Ledger.read(Path(self.path)), Path(self.path))
-            self.clone.stage_all()
-            if not (message and self._commit_if_changed(message)):
-                message = None
-                self.clone.git("reset", "--quiet", "--hard", base or "HEAD")
-            head = self.clone.resolve("HEAD")
-            updates = [RefUpdate(MASTER, head, expect=base)] if head != base else []
-            self._push_under_lock(updates + (extra or []))
-        finally:
-            self._lock.release()
-        return message
+        return self._update_master(edit, extra or [])
+
+    def _update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
+                       extra: list[RefUpdate]) -> Optional[str]:
+        def body(txn: Transaction) -> Optional[str]:
+            message = edit(self.workspace.ledger(), Path(self.path))
+            if not (message and txn.commit(message)):
+                self.clone.git("reset", "--quiet", "--hard", txn.base)
+                return None
+            return message
+
+        return self._writer.transact(body, extra)
+
+    def transact(self, edit: Callable[[Transaction], T]) -> T:
+        """Run ``edit`` as one write transaction on master (see
+        :meth:`distribute.transaction.MasterWriter.transact`): for maintenance code that builds
+        its commits itself; :meth:`update_master` is simpler for ledger edits."""
+        if self.running_job is not None:
+            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        return self._writer.transact(edit)
 
     def snapshot(self) -> dict[str, Any]:
         """Fetch and describe the remote without touching the work tree.
 
         Returns ``{"ledger": Ledger, "lock": None or {"holder", "held_s"}, "heartbeats":
-        {worker: age_s}}``. Ages come from the commit times of the lock and heartbeat values
-        compared with this machine's clock: good for display, never used for decisions.
+        {worker: age_s}}`` (see :func:`distribute.status.read_snapshot`).
         """
-        self.clone.fetch()
-        master = self.clone.resolve(ORIGIN_MASTER) or ORIGIN_MASTER
-        ledger = Ledger.parse(lambda name: self.clone.show(master, name))
-        return {"ledger": ledger, **describe_coordination(self.clone)}
+        return read_snapshot(self.clone, self.observer)
 
-    # ---- plumbing helpers ---------------------------------------------------------------------
+    # ---- helpers ------------------------------------------------------------------------------
     def _require_job(self) -> tuple[str, str]:
         if self.running_job is None or self.working_branch is None:
             raise JobStateError("no job is running on this worker")
         return self.running_job, self.working_branch
 
-    def _sync(self) -> Optional[str]:
-        """Fetch and check out the newest master (detached, clean); return its sha."""
-        self.clone.fetch()
-        tracking = self.clone.local_refs("refs/remotes/origin/")
-        self._remote_refs = {COORD_PREFIX + r[len(TRACKING_PREFIX):]: sha
-                             for r, sha in tracking.items() if r.startswith(TRACKING_PREFIX)}
-        self.observer.update(self._remote_refs)
-        base = tracking.get(ORIGIN_MASTER)
-        if base is None or (not self._initialized and not set(LEDGER_FILES) <= set(
-                self.clone.git("ls-tree", "--name-only", base).splitlines())):
-            raise NotInitializedError(
-                "the remote has no job ledger on master; initialise it with "
-                "`distribute init URL` or distribute.init_remote(url)")
-        self._initialized = True
-        self.clone.abort_interrupted()
-        self.clone.git("checkout", "--quiet", "--force", "--detach", base)
-        removed = [line for line in self.clone.git("clean", "-fd").splitlines()
-                   if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
-        if removed:  # (a job directory left empty by the last claim is not worth a warning)
-            log.warning("%s discarded untracked files in its copy: %s", self.name,
-                        ", ".join(line.removeprefix("Removing ") for line in removed[:10]))
-        return base
+    def _check_out_paths(self, more: Optional[list[str]] = None) -> None:
+        """In a slim copy, check out the ledger and the paths included so far (plus ``more``)."""
+        included = self.clone.sparse_paths()
+        if included is not None:
+            self.clone.set_sparse_paths([*included, *(more or [])])
 
-    def _commit_if_changed(self, message: str) -> bool:
-        """Commit what is staged; ``False`` if nothing was."""
-        status, out, err = self.clone.run("commit", "--quiet", "-m", message)
-        if status != 0 and "nothing" in out + err:
-            return False
-        if status != 0:
-            raise DistributeError(redact(f"git commit failed: {err.strip() or out.strip()}"))
-        return True
+    def _take_over_copy(self) -> set[str]:
+        """Record our session in the local copy; return the session that used it before (we hold
+        the copy's file lock, so that process has ended)."""
+        record = Path(self.path, ".git", "distribute-session")
+        before = record.read_text(encoding="utf-8").strip() if record.exists() else ""
+        record.write_text(self.session + "\n", encoding="utf-8")
+        return {before} if before else set()
 
-    def _push_under_lock(self, updates: list[RefUpdate]) -> None:
-        """Push ``updates`` atomically with the lock's release; raise if we were fenced."""
-        release = self._lock.release_update()
-        if self.clone.push([*updates, release]):
-            self._lock.forget()
-            return
-        refs = self.clone.ls_remote(release.ref)
-        if refs.get(release.ref) != release.expect:
-            self._lock.forget()
-            raise LockLostError("the lock was broken while we held it (we were too slow); "
-                                "our change was discarded and master is untouched")
-        raise DistributeError("the remote rejected our update (a job branch of that name "
-                              "already exists, or master was changed outside the lock)")
+    def _check_name_free(self) -> None:
+        """Refuse to start if a live process with our name holds running jobs: a running record
+        of another session of ours whose heartbeat moved within three heartbeat intervals (by its
+        commit time)."""
+        for entry in self.workspace.ledger().running:
+            if entry.worker != self.name or entry.session in ("", self.session, *self.dead_sessions):
+                continue
+            tracking = tracking_ref(heartbeat_ref(self.name, entry.session))
+            if self.clone.resolve(tracking) is None:
+                continue
+            age = time.time() - float(self.clone.git("log", "-1", "--format=%ct", tracking) or 0)
+            if age < 3 * self.heartbeat_s:
+                raise WorkerNameError(
+                    f"another worker process named {self.name!r} is alive (heartbeat {age:.0f}s "
+                    f"ago) and runs job {entry.job!r}; choose another name, or wait "
+                    f"{3 * self.heartbeat_s - age:.0f}s if that worker is dead")
 
     def close(self) -> None:
-        """Stop background threads and release the local copy (the running job stays running)."""
+        """Stop background threads and release the local copy (the running job stays running).
+        Without a running job, the heartbeat ref is deleted (best effort)."""
         self._heartbeat.stop()
-        self._file_lock.release()
-
-
-def _call_next_job_func(func: NextJobFunc, worker: Worker) -> Optional[str]:
-    try:
-        params = [p for p in inspect.signature(func).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
-    except (TypeError, ValueError):
-        params = []
-    return func(worker) if params else func()
-
-
+        try:
+            if self.running_job is None and self._heartbeat.ref in self.workspace.remote_refs:
+                self.clone.push([RefUpdate(self._heartbeat.ref, None, expect=None)])
+        except Exception as exc:  # noqa: BLE001 - others prune it after a few job leases
+            log.debug("could not delete %s: %s", self._heartbeat.ref, redact(exc))
+        finally:
+            self._file_lock.release()

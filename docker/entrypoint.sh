@@ -6,7 +6,8 @@
 #   DISTRIBUTE_REMOTE        the shared git remote                                  (required)
 #   DISTRIBUTE_RUN           MODULE:FUNCTION called for each job                    (required)
 #   DISTRIBUTE_NAME          worker name                          (default vast-$CONTAINER_ID)
-#   DISTRIBUTE_SELF_DESTRUCT 1: destroy this instance once the queue is done (needs VAST_API_KEY)
+#   DISTRIBUTE_SELF_DESTRUCT 1: destroy this instance once the queue is done, with the key Vast
+#                            gives each instance (CONTAINER_API_KEY; else VAST_API_KEY if sent)
 #   DISTRIBUTE_EXTRA_PIP     requirement specifiers, blank-separated, pip-installed first
 #   DISTRIBUTE_SSH_KEY       private deploy key for an ssh remote (or DISTRIBUTE_SSH_KEY_B64)
 #   DISTRIBUTE_SSH_KNOWN_HOSTS  known_hosts lines for that host (default: trust on first use)
@@ -14,12 +15,15 @@
 #                            connection per host, OpenSSH ControlMaster, set up in ~/.ssh/config)
 #   DISTRIBUTE_GIT_TOKEN     token for an https remote; DISTRIBUTE_GIT_USER (x-access-token)
 # With arguments it prepares credentials and packages the same way, then runs the arguments
-# instead of the worker.
+# instead of the worker. Vast keys (VAST_API_KEY, CONTAINER_API_KEY, VAST_NODE_API_KEY) are not
+# passed to pip, nor to the worker unless it will destroy the instance (it then moves them out of
+# its environment before the first job).
 set -euo pipefail
 umask 077
 
 say() { printf 'distribute-node: %s\n' "$*" >&2; }
 die() { say "$*"; exit 64; }
+vast_keys=(-u VAST_API_KEY -u CONTAINER_API_KEY -u VAST_NODE_API_KEY)
 
 home=${HOME:?HOME is not set}
 
@@ -41,9 +45,10 @@ share_ssh_connections() {
         return 0
     fi
     rm -f -- "$config"
-    case "${DISTRIBUTE_SSH_REUSE:-1}" in
-        0 | [Ff]alse | FALSE | [Nn]o | NO | [Oo]ff | OFF) return 0 ;;
-    esac
+    local reuse
+    reuse=$(python -W ignore::RuntimeWarning -m distribute.settings flag DISTRIBUTE_SSH_REUSE 1) ||
+        die "DISTRIBUTE_SSH_REUSE is not an on/off value: not starting"
+    [[ $reuse == 1 ]] || return 0
     if ! dir=$(ssh_control_dir); then
         say "ssh connection reuse off: no private socket directory"
         return 0
@@ -101,7 +106,8 @@ fi
 if [[ -n "${DISTRIBUTE_EXTRA_PIP:-}" ]]; then
     read -r -d '' -a packages <<<"$DISTRIBUTE_EXTRA_PIP" || true
     say "pip install ${#packages[@]} extra requirement(s)"
-    pip install --user --no-cache-dir --disable-pip-version-check --quiet -- "${packages[@]}"
+    env "${vast_keys[@]}" \
+        pip install --user --no-cache-dir --disable-pip-version-check --quiet -- "${packages[@]}"
 fi
 
 if (($# > 0)); then
@@ -112,9 +118,17 @@ fi
 [[ -n "${DISTRIBUTE_RUN:-}" ]] || die "DISTRIBUTE_RUN is not set: MODULE:FUNCTION to call for each job"
 name=${DISTRIBUTE_NAME:-vast-${CONTAINER_ID:-${HOSTNAME:-node}}}
 
+# The package's own reading of the flag (1/true/yes/on, 0/false/no/off); it names a bad value.
+# (-W: running a module of an imported package makes runpy warn; harmless here.)
+if ! self_destruct=$(python -W ignore::RuntimeWarning -m distribute.settings flag \
+    DISTRIBUTE_SELF_DESTRUCT); then
+    die "DISTRIBUTE_SELF_DESTRUCT is not an on/off value: not starting"
+fi
+
 set -- worker "--run=$DISTRIBUTE_RUN" "--name=$name" --idle-exit
-case "${DISTRIBUTE_SELF_DESTRUCT:-}" in
-    1 | [Tt]rue | TRUE | [Yy]es | YES) set -- "$@" --self-destruct ;;
-esac
+if [[ $self_destruct == 1 ]]; then
+    set -- "$@" --self-destruct
+    vast_keys=(-u VAST_NODE_API_KEY) # the worker needs the others, and hides them from jobs
+fi
 say "starting worker $name"
-exec distribute "$@" -- "$DISTRIBUTE_REMOTE"
+exec env "${vast_keys[@]}" distribute "$@" -- "$DISTRIBUTE_REMOTE"

@@ -38,3 +38,27 @@ def hold_lock(worker):
     print("HOLDING", flush=True)
     while True:
         time.sleep(3600)
+
+
+def busy(job, worker):
+    """Push a partial result, announce ``RUNNING <job>``, then work in Python code forever (so an
+    interruption lands at once); its ``finally`` writes ``interrupted.txt`` and pushes it."""
+    Path(worker.job_dir, "partial.txt").write_text(f"{job} partial\n")
+    worker.commit_update("partial result")
+    print(f"RUNNING {job}", flush=True)
+    try:
+        while True:
+            time.sleep(0.01)
+    finally:
+        Path(worker.job_dir, "interrupted.txt").write_text(f"{job} interrupted\n")
+        worker.commit_update("interrupted")
+
+
+def nap(job, worker):
+    """Announce ``RUNNING <job>``, work for the milliseconds named by the job (``nap-250``), then
+    write ``result.txt`` and return."""
+    print(f"RUNNING {job}", flush=True)
+    end = time.monotonic() + int(job.rsplit("-", 1)[1]) / 1000
+    while time.monotonic() < end:
+        time.sleep(0.01)
+    Path(worker.job_dir, "result.txt").write_text(f"{job} napped\n")

@@ -6,6 +6,8 @@ Modes:
               (waiting for dead workers' jobs to come back). Transient errors are logged and retried.
   take-lock   take the remote lock, announce LOCKED on stdout, sleep forever (killed in the test)
   hold-lock   inside the next-job function: write HALF-MADE into the checkout, announce, sleep
+  hold-claim  inside the next-job function: take the queue's first job, announce HOLDING, wait for
+              the --until file, then claim it; print TOOK <job> and leave
   block-job   take one job, write and push a partial result, announce RUNNING, sleep forever
   one-job     take one job, finish it, leave
 """
@@ -27,7 +29,7 @@ def main() -> None:
     p.add_argument("url")
     p.add_argument("path")
     p.add_argument("name")
-    p.add_argument("mode", choices=["drain", "take-lock", "hold-lock", "block-job", "one-job"])
+    p.add_argument("mode", choices=["drain", "take-lock", "hold-lock", "hold-claim", "block-job", "one-job"])
     p.add_argument("--lock-lease", type=float, default=3)
     p.add_argument("--job-lease", type=float, default=4)
     p.add_argument("--max-attempts", type=int, default=3)
@@ -54,6 +56,16 @@ def main() -> None:
                 time.sleep(0.05)
             Path(w.path, "HALF-MADE").unlink()
         worker.get_next_job(hold)
+        return
+
+    if args.mode == "hold-claim":
+        def pick_then_wait(w):
+            job = queue_jobs_func(w)
+            print("HOLDING", flush=True)
+            while not Path(args.until).exists():
+                time.sleep(0.05)
+            return job
+        print(f"TOOK {worker.get_next_job(pick_then_wait)}", flush=True)
         return
 
     if args.mode == "one-job":

@@ -14,6 +14,7 @@ from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLost
                         MergeConflictError, NotARemoteError, NotInitializedError, Worker,
                         init_remote, queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func,
                         worker_from_url)
+from distribute.protocol import job_path
 from distribute.dist import Worker as DistWorker, worker_from_url as dist_worker_from_url
 from distribute.lock import break_lock
 from distribute.remote import Clone
@@ -46,7 +47,7 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     assert ledger_file(any_remote, "running.txt", tmp_path) == []
     assert ledger_file(any_remote, "jobs.txt", tmp_path) == []
     files = git_out(any_remote, "ls-tree", "-r", "--name-only", "master", tmp=tmp_path).split()
-    assert {f"updates/job{i}/result.txt" for i in range(4)} <= set(files)
+    assert {f"{job_path(f'job{i}')}/result.txt" for i in range(4)} <= set(files)
     story = git_out(any_remote, "log", "--first-parent", "--format=%s", "master",
                     tmp=tmp_path).splitlines()
     assert story[:2] == ["w1 finished job job3", "w1 took job job3"]
@@ -54,7 +55,10 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     assert len(story) == 1 + 2 * 4  # one commit per claim and per finish, nothing else
     refs = git_out(any_remote, "for-each-ref", "--format=%(refname)", tmp=tmp_path).split()
     assert "refs/distribute/lock" not in refs
-    assert "refs/heads/w1/job2" in refs
+    # merged job branches are deleted in the finish push; their commits stay on master
+    assert [r for r in refs if r.startswith("refs/heads/")] == ["refs/heads/master"]
+    assert "w1 update on job job2" in git_out(any_remote, "log", "--format=%s", "master",
+                                              tmp=tmp_path)
     worker.close()
 
 
@@ -99,7 +103,7 @@ def test_give_back_then_take_again_with_the_same_name(file_remote: str, tmp_path
     assert worker.get_next_job(queue_jobs_func) == "a"
     assert worker.working_branch.startswith("w/a-")  # w/a is kept with the first try's work
     worker.finish_job()
-    assert git_out(file_remote, "show", "w/a:updates/a/partial.txt", tmp=tmp_path) == "first try"
+    assert git_out(file_remote, "show", f"w/a:{job_path('a')}/partial.txt", tmp=tmp_path) == "first try"
     assert ledger_file(file_remote, "done.txt", tmp_path)[0].startswith("a\tw\t")
 
 
@@ -268,7 +272,7 @@ def test_hostile_job_strings(file_remote: str, tmp_path: Path) -> None:
         job = worker.get_next_job(lambda: pending.pop(0) if pending else None)
         if job is None:
             break
-        assert Path(worker.job_dir).resolve().parent == updates
+        assert Path(worker.job_dir).resolve().parent.parent.parent == updates  # updates/ab/cd/<slug>
         subprocess.run(["git", "check-ref-format", f"refs/heads/{worker.working_branch}"],
                        check=True)
         slugs.add(worker.working_branch)

@@ -13,6 +13,7 @@ from conftest import git_out, spawn_worker, wait_line
 from gitservers import GitDaemon
 from distribute import init_remote
 from test_processes import assert_settled
+from test_reliability import person_appends
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
@@ -65,26 +66,52 @@ class Pool:
         return "".join(line for lines in self.logs.values() for line in lines)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants (git runs in sessions of its own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    todo, tree = [pid], []
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for member in tree:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def fsck(bare: Path) -> None:
     subprocess.run(["git", "--git-dir", str(bare), "fsck", "--strict", "--no-dangling"],
                    check=True, capture_output=True)
 
 
 def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
+    """Eight workers drain a queue whose head repeats 40 lines, while three are killed and a
+    person appends jobs with plain git pushes."""
     url = daemon.url("remote.git")
     jobs = [f"job{i:03d}" for i in range(200)]
-    init_remote(url, jobs)
+    init_remote(url, jobs[:40] + jobs)  # someone pasted the first 40 lines twice
     pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400", "--poll-max", "0.5")
     for i in range(8):
         pool.start(f"w{i}")
     rng = random.Random(7)
+    added: list[str] = []
     for round_, at in enumerate((40, 95, 150)):
         pool.wait_took(at)
+        batch = [f"added{round_}-{i}" for i in range(4)]
+        person_appends(url, tmp_path / "person", batch + jobs[:3])  # new ones, and repeats
+        added += batch
         victim = rng.choice([n for n, p in pool.procs.items() if p.returncode is None])
         pool.kill(victim)
         pool.start(f"replacement{round_}")
     pool.wait_all()
-    assert_settled(url, jobs, tmp_path)
+    assert_settled(url, jobs + added, tmp_path)
     fsck(daemon.base_path / "remote.git")
 
 
@@ -140,7 +167,7 @@ fi
     while not (tmp_path / "push-held").exists():
         assert time.monotonic() < deadline and victim.poll() is None
         time.sleep(0.05)
-    os.killpg(victim.pid, signal.SIGKILL)  # the worker and its git push die together
+    kill_tree(victim.pid)  # the worker and its git push die together
     victim.wait()
     workers = [spawn_worker(file_remote, tmp_path / f"w{i}", f"w{i}", "drain", *LEASES)
                for i in range(2)]

@@ -21,7 +21,7 @@ import pytest
 from conftest import ledger_file
 
 from distribute import init_remote
-from distribute.vast_query import node_command
+from distribute.vast.query import node_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = ROOT / "docker" / "entrypoint.sh"
@@ -84,12 +84,15 @@ def test_dockerfile_shape() -> None:
 
 @pytest.fixture
 def fakes(tmp_path: Path) -> Path:
-    """A bin directory whose ``distribute``, ``pip`` and ``record`` record their calls."""
+    """A bin directory whose ``distribute``, ``pip`` and ``record`` record their calls, and whose
+    ``python`` is this one (the image's has the package installed)."""
     bin_dir = tmp_path / "fakebin"
     bin_dir.mkdir()
     for name in ("distribute", "pip", "record"):
         (bin_dir / name).write_text(RECORDER.format(python=sys.executable))
         (bin_dir / name).chmod(0o755)
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python").chmod(0o755)
     return bin_dir
 
 
@@ -101,7 +104,8 @@ def entry(tmp_path: Path, fakes: Path, env: dict[str, str], *args: str,
     record = tmp_path / "calls.jsonl"
     record.unlink(missing_ok=True)
     full = {"PATH": f"{fakes}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(home),
-            "FAKE_RECORD": str(record), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+            "FAKE_RECORD": str(record), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull,
+            "PYTHONPATH": str(ROOT)}
     full.update(env)
     proc = subprocess.run(["bash", str(ENTRY), *args], env=full, capture_output=True, text=True,
                           cwd=tmp_path, timeout=60)
@@ -116,7 +120,8 @@ BASE = {"DISTRIBUTE_REMOTE": "git@github.com:me/jobs.git", "DISTRIBUTE_RUN": "my
 
 
 @pytest.mark.parametrize("flag, expected", [("", False), ("0", False), ("no", False),
-                                            ("1", True), ("true", True), ("YES", True)])
+                                            ("off", False), ("1", True), ("true", True),
+                                            ("YES", True), ("on", True)])
 def test_entry_starts_the_worker_from_env(tmp_path: Path, fakes: Path, flag: str,
                                           expected: bool) -> None:
     _, calls = entry(tmp_path, fakes, dict(BASE, DISTRIBUTE_SELF_DESTRUCT=flag))
@@ -126,6 +131,32 @@ def test_entry_starts_the_worker_from_env(tmp_path: Path, fakes: Path, flag: str
     assert calls[0]["argv"] == want
     shown = node_command(dict(BASE, DISTRIBUTE_SELF_DESTRUCT=flag))
     assert shown[1:] == [a.replace("7000123", "$CONTAINER_ID") for a in want]
+
+
+def test_entry_refuses_a_malformed_self_destruct_flag(tmp_path: Path, fakes: Path) -> None:
+    proc, calls = entry(tmp_path, fakes, dict(BASE, DISTRIBUTE_SELF_DESTRUCT="maybe"), rc=64)
+    assert "DISTRIBUTE_SELF_DESTRUCT" in proc.stderr and "'maybe'" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr and calls == []
+
+
+VAST_KEYS = {"VAST_API_KEY": "account-key-9f8e7d", "CONTAINER_API_KEY": "instance-key-1a2b3c",
+             "VAST_NODE_API_KEY": "node-key-4d5e6f"}
+
+
+@pytest.mark.parametrize("self_destruct", [False, True])
+def test_entry_keeps_vast_keys_from_pip_and_a_worker_that_needs_none(
+        tmp_path: Path, fakes: Path, self_destruct: bool) -> None:
+    env = dict(BASE, **VAST_KEYS, DISTRIBUTE_EXTRA_PIP="mypkg==1",
+               DISTRIBUTE_SELF_DESTRUCT="1" if self_destruct else "0")
+    proc, calls = entry(tmp_path, fakes, env)
+    assert [c["prog"] for c in calls] == ["pip", "distribute"]
+    assert not set(VAST_KEYS) & set(calls[0]["env"])  # pip runs other people's code
+    worker_env = calls[1]["env"]
+    if self_destruct:  # it needs them to destroy the instance, and hides them from its jobs
+        assert {k for k in VAST_KEYS if k in worker_env} == {"VAST_API_KEY", "CONTAINER_API_KEY"}
+    else:
+        assert not set(VAST_KEYS) & set(worker_env)
+    assert not any(v in proc.stdout + proc.stderr for v in VAST_KEYS.values())
 
 
 def test_entry_passes_hostile_values_as_data(tmp_path: Path, fakes: Path) -> None:
@@ -244,7 +275,9 @@ def test_entry_starts_a_real_worker_that_drains_a_file_remote(tmp_path: Path,
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "distribute").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m distribute "$@"\n')
-    (bin_dir / "distribute").chmod(0o755)
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    for tool in ("distribute", "python"):
+        (bin_dir / tool).chmod(0o755)
     home = tmp_path / "home"
     home.mkdir()
     env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HOME": str(home),

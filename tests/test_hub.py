@@ -29,7 +29,11 @@ from conftest import git_out, ledger_file  # noqa: E402
 from hubserver import FakeHub  # noqa: E402
 
 from distribute import DistributeError, config, hub, init_remote, queue_jobs_func, worker_from_url  # noqa: E402
-from distribute.ledger import job_slug  # noqa: E402
+from distribute import protocol  # noqa: E402
+from distribute.hub.mirror import _finish_commit  # noqa: E402
+from distribute.ledger import Entry, job_slug  # noqa: E402
+from distribute.repo import Clone  # noqa: E402
+from distribute.settings import SettingError  # noqa: E402
 from distribute.worker import Worker  # noqa: E402
 
 TOKEN = "hf_TestTokenQ7x9Zr2Lk5Vb8Nm3"
@@ -294,6 +298,65 @@ def test_settings_are_checked(fake: FakeHub, worker: Worker, monkeypatch: pytest
     assert "HF_REPO_ID" in caplog.text
     with pytest.raises(hub.HubError, match="set HF_REPO_ID"):
         hub.catch_up(worker)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DISTRIBUTE_HF_RETRIES", "nan"), ("DISTRIBUTE_HF_RETRIES", "1.5"),
+    ("DISTRIBUTE_HF_TIMEOUT_S", "inf"), ("DISTRIBUTE_HF_TIMEOUT_S", "0.01"),
+    ("DISTRIBUTE_HF_BACKOFF_S", "-1"), ("DISTRIBUTE_HF_PAUSE_S", "soon"),
+])
+def test_malformed_numbers_name_the_variable(fake: FakeHub, worker: Worker,
+                                             monkeypatch: pytest.MonkeyPatch, name: str,
+                                             value: str, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError, match=name):
+        hub.settings()
+    with pytest.raises(DistributeError, match=name):
+        hub.list_files()
+    with caplog.at_level(logging.WARNING):
+        assert hub.mirror_after_finish(worker, "job-1") is False  # never raises
+    assert name in caplog.text
+
+
+def _commit(repo: Path, message: str) -> str:
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", message],
+                   check=True, env=env)
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_the_finish_commit_is_found_by_its_trailers(tmp_path: Path) -> None:
+    """The mirror names the commit that finished a job: the one whose trailers say so (never a
+    commit whose subject only looks like it); a commit of an older version, without trailers,
+    by its subject."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    job = "b: finished job ü"
+    old = _commit(repo, "w1 finished job a")  # before trailers
+    new = _commit(repo, protocol.commit_message("w2", protocol.FINISHED, "w2 merged b", job))
+    _commit(repo, protocol.commit_message("w2", protocol.TOOK, f"w2 finished job {job}", job))
+    _commit(repo, f"w2 finished job {job}")  # a person's commit imitating the old subject
+    head = _commit(repo, protocol.commit_message("w3", protocol.FINISHED, "w3 finished job a2",
+                                                 "a2"))
+    clone = Clone(repo)
+    assert _finish_commit(clone, head, Entry(job, "w2")) == new
+    assert _finish_commit(clone, head, Entry("a", "w1")) == old
+    assert _finish_commit(clone, head, Entry("a2", "w3")) == head
+    assert _finish_commit(clone, head, Entry("never", "w1")) == head  # not found: the commit given
+    assert _finish_commit(clone, old, Entry(job, "w2")) == old
+
+
+def test_old_module_paths_still_work() -> None:
+    import distribute.hub_cli
+    import distribute.mirror
+    from distribute.cli import hub as cli_hub
+
+    assert distribute.mirror.catch_up is hub.catch_up
+    assert distribute.mirror.mirror_after_finish is hub.mirror_after_finish
+    assert distribute.mirror.DEFAULT_BATCH == hub.DEFAULT_BATCH
+    assert distribute.hub_cli.main is cli_hub.main
 
 
 def _one_file_dir(worker: Worker) -> Path:

@@ -1,4 +1,4 @@
-"""``distribute mirror`` (``python -m distribute.hub_cli mirror``) against the fake Hub.
+"""``distribute mirror`` (``python -m distribute.cli.hub mirror``) against the fake Hub.
 
 The remotes here are real bare repositories whose master is written with plain git (a ledger with
 done jobs and their ``updates/<slug>/`` files), which is quicker than running the jobs.
@@ -47,7 +47,7 @@ def seed(url: str, tmp: Path, groups: list[list[str]], big: int = 0) -> list[str
 
 
 def mirror(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "distribute.hub_cli", *args], check=False, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "distribute.cli.hub", *args], check=False, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -134,9 +134,18 @@ def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DISTRIBUTE_REMOTE", raising=False)
     run = mirror("mirror")
     assert run.returncode == 1 and "no remote given" in run.stderr
+    for bad in ("0", "nan", "2.5", "many"):
+        monkeypatch.setenv("DISTRIBUTE_MIRROR_BATCH", bad)
+        run = mirror("mirror", "file:///nowhere")
+        assert run.returncode == 1 and "DISTRIBUTE_MIRROR_BATCH" in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+    monkeypatch.delenv("DISTRIBUTE_MIRROR_BATCH")
     monkeypatch.delenv("HF_REPO_ID")
     run = mirror("mirror", "file:///nowhere")
     assert run.returncode == 1 and "HF_REPO_ID" in run.stderr
+    old = subprocess.run([sys.executable, "-m", "distribute.hub_cli", "mirror", "--help"],
+                         check=False, capture_output=True, text=True, timeout=60)
+    assert old.returncode == 0 and old.stdout == help_.stdout  # the old module path still works
 
 
 def _worker_has_mirror_option() -> bool:
@@ -172,7 +181,7 @@ def _main_cli_has_mirror() -> bool:
     return " mirror " in out.stdout or "\n    mirror" in out.stdout
 
 
-@pytest.mark.skipif(not _main_cli_has_mirror(), reason="distribute.hub_cli is not in the CLI's EXTRA_COMMANDS yet")
+@pytest.mark.skipif(not _main_cli_has_mirror(), reason="distribute.cli.hub is not in the CLI's EXTRA_COMMANDS yet")
 def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     seed(file_remote, tmp_path, [JOBS])
     run = subprocess.run([sys.executable, "-m", "distribute", "mirror", file_remote], check=False,

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import git_out, jobs_in, ledger_file, spawn_worker, wait_line
 from distribute import LocalCopyError, init_remote, worker_from_url
+from distribute.protocol import job_path
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
@@ -28,7 +29,7 @@ def assert_settled(url: str, jobs: list[str], tmp: Path) -> list[str]:
     assert jobs_in(url, "running.txt", tmp) == []
     assert jobs_in(url, "jobs.txt", tmp) == []
     files = set(git_out(url, "ls-tree", "-r", "--name-only", "master", tmp=tmp).split())
-    assert {f"updates/{j}/result.txt" for j in jobs} <= files
+    assert {f"{job_path(j)}/result.txt" for j in jobs} <= files
     refs = git_out(url, "for-each-ref", "--format=%(refname)", tmp=tmp).split()
     assert "refs/distribute/lock" not in refs
     return [l.split("\t")[1] for l in ledger_file(url, "done.txt", tmp)]
@@ -93,7 +94,7 @@ def test_worker_killed_mid_job(file_remote: str, tmp_path: Path, max_attempts: i
         assert "gave up after 1 attempts" in failed[0]
         assert sorted(jobs_in(file_remote, "done.txt", tmp_path)) == ["second", "third"]
     # the dead worker's partial result stays on its branch
-    assert git_out(file_remote, "show", "victim/first:updates/first/result.txt",
+    assert git_out(file_remote, "show", f"victim/first:{job_path('first')}/result.txt",
                    tmp=tmp_path) == "first by victim\n"
 
 

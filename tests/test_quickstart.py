@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from conftest import git_out, ledger_file
+from distribute.protocol import job_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -23,7 +24,7 @@ def test_quickstart_drains_twenty_jobs(tmp_path: Path) -> None:
     assert "$ distribute log" in out and "finished job task-20" in out
     url = (tmp_path / "qs" / "remote.git").as_uri()
     assert len(ledger_file(url, "done.txt", tmp_path)) == 20
-    result = git_out(url, "show", "master:updates/task-07/result.json", tmp=tmp_path)
+    result = git_out(url, "show", f"master:{job_path('task-07')}/result.json", tmp=tmp_path)
     assert '"square": 49' in result
 
 

@@ -9,8 +9,9 @@ import pytest
 from conftest import git_out, jobs_in
 from distribute import MergeConflictError, Worker, init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.commands import story
+from distribute.protocol import job_path
 
-LEDGER = ["done.txt", "failed.txt", "jobs.txt", "running.txt"]
+LEDGER = [".distribute", "done.txt", "failed.txt", "jobs.txt", "running.txt"]
 
 
 def run_jobs(worker: Worker, count: int) -> None:
@@ -39,26 +40,28 @@ def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: P
     root = Path(new.path)
     assert (root / ".git" / "shallow").exists()
     assert sorted(p.name for p in root.iterdir() if p.name != ".git") == LEDGER
-    other = in_copy(new, "rev-parse", "refs/remotes/origin/master:updates/a/result.txt").strip()
+    other = in_copy(new, "rev-parse",
+                    f"refs/remotes/origin/master:{job_path('a')}/result.txt").strip()
     assert other in missing_objects(new)  # other jobs' results were not downloaded
 
     assert new.get_next_job(queue_jobs_func) == "c"
     Path(new.job_dir or "", "result.txt").write_text("result of c\n")
     assert new.commit_update()
-    new.include_paths("updates/b")  # mid-job: the job's own files stay
-    assert (root / "updates" / "c" / "result.txt").read_text() == "result of c\n"
-    assert (root / "updates" / "b" / "result.txt").read_text() == "result of b\n"
+    new.include_paths(f"{job_path('b')}")  # mid-job: the job's own files stay
+    assert (root / job_path("c") / "result.txt").read_text() == "result of c\n"
+    assert (root / job_path("b") / "result.txt").read_text() == "result of b\n"
     Path(new.job_dir or "", "more.txt").write_text("more\n")
     new.finish_job()
     assert sorted(jobs_in(any_remote, "done.txt", tmp_path)) == ["a", "b", "c"]
     files = git_out(any_remote, "ls-tree", "-r", "--name-only", "master", tmp=tmp_path).split()
-    assert {"updates/c/result.txt", "updates/c/more.txt", "updates/a/result.txt"} <= set(files)
+    assert {f"{job_path('c')}/result.txt", f"{job_path('c')}/more.txt",
+            f"{job_path('a')}/result.txt"} <= set(files)
 
-    new.include_paths("updates/a")  # fetched on demand
-    assert (root / "updates" / "a" / "result.txt").read_text() == "result of a\n"
+    new.include_paths(f"{job_path('a')}")  # fetched on demand
+    assert (root / job_path("a") / "result.txt").read_text() == "result of a\n"
     assert new.get_next_job(queue_jobs_func) is None  # a sync resets the work tree ...
-    assert (root / "updates" / "a" / "result.txt").read_text() == "result of a\n"  # ... keeps it
-    assert not (root / "updates" / "c").exists()  # the finished job's directory is gone
+    assert (root / job_path("a") / "result.txt").read_text() == "result of a\n"  # ... keeps it
+    assert not (root / job_path("c")).exists()  # the finished job's directory is gone
     with pytest.raises(ValueError):
         new.include_paths("../outside")
     new.close()
@@ -87,8 +90,8 @@ def test_server_without_on_demand_fetches_gets_whole_files(file_remote: str, tmp
     assert missing_objects(new) == set()
     assert (Path(new.path) / ".git" / "shallow").exists()
     run_jobs(new, 1)
-    new.include_paths("updates/a")
-    assert (Path(new.path) / "updates" / "a" / "result.txt").read_text() == "result of a\n"
+    new.include_paths(f"{job_path('a')}")
+    assert (Path(new.path) / job_path("a") / "result.txt").read_text() == "result of a\n"
     assert jobs_in(file_remote, "done.txt", tmp_path) == ["a", "b"]
 
 
@@ -99,7 +102,7 @@ def test_slim_copies_can_be_turned_off(file_remote: str, tmp_path: Path,
     monkeypatch.setenv("DISTRIBUTE_SLIM_CLONE", "0")
     full = worker_from_url(file_remote, tmp_path / "full", "full")
     assert not (Path(full.path) / ".git" / "shallow").exists()
-    assert (Path(full.path) / "updates" / "a" / "result.txt").read_text() == "result of a\n"
+    assert (Path(full.path) / job_path("a") / "result.txt").read_text() == "result of a\n"
     run_jobs(full, 1)
     assert jobs_in(file_remote, "done.txt", tmp_path) == ["a", "b"]
 
@@ -123,5 +126,5 @@ def test_after_a_merge_conflict_the_job_files_are_back(file_remote: str, tmp_pat
     Path(worker.path, "summary.txt").write_text("from master\n")  # resolve, and retry
     worker.finish_job()
     files = git_out(file_remote, "ls-tree", "-r", "--name-only", "master", tmp=tmp_path).split()
-    assert "updates/a/result.txt" in files
+    assert f"{job_path('a')}/result.txt" in files
     assert jobs_in(file_remote, "done.txt", tmp_path) == ["a"]

@@ -1,6 +1,7 @@
 """distribute.vast against a loopback server that plays the Vast.ai API (tests/vastserver.py)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -14,7 +15,9 @@ from conftest import ledger_file
 from vastserver import FakeVast, make_offer
 
 from distribute import config, init_remote, vast
-from distribute.vast_query import node_command
+from distribute.settings import SettingError
+from distribute.vast import nodes
+from distribute.vast.query import node_command
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "test-vast-key-5f2a9c"
@@ -26,13 +29,16 @@ GPUS = ["RTX 3090", "RTX 4090", "A100 SXM4", "RTX 4090", "RTX 3090", "H100 SXM",
 def _vast_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No real key or instance from the developer's shell; nothing reaches console.vast.ai."""
     for name in list(os.environ):
-        if name.startswith("VAST_") or name in ("CONTAINER_ID", "CONTAINER_API_KEY"):
+        if name.startswith(("VAST_", "DISTRIBUTE_")) or name in ("CONTAINER_ID",
+                                                                 "CONTAINER_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("VAST_API_URL", "http://127.0.0.1:9")  # discard port: refused at once
     monkeypatch.setenv("VAST_RETRY_BACKOFF", "0.01")
     monkeypatch.setenv("VAST_RETRY_BACKOFF_MAX", "2")
     config.use_env_file(None)  # forget a .env read from another test's directory
+    nodes._held.clear()  # keys put aside by hold_keys() in another test
     yield
+    nodes._held.clear()
     config.use_env_file(None)
 
 
@@ -465,20 +471,147 @@ def test_self_destruct(fake: FakeVast, monkeypatch: pytest.MonkeyPatch,
     assert "wrong-key-1234" not in caplog.text
 
 
-def test_node_env_and_command(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_self_destruct_uses_the_instance_key_first(fake: FakeVast,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """On a node: CONTAINER_API_KEY (good for that instance only) by default; an account key
+    (VAST_API_KEY, sent only on purpose) only when the instance key is missing or refused."""
+    caplog.set_level(logging.INFO)
+    a, b, c, d = (vast.create_instance(i, "img")["new_contract"] for i in (1, 2, 3, 4))
+    key_of = fake.container_keys
+    monkeypatch.delenv("VAST_API_KEY")
+    monkeypatch.setenv("CONTAINER_ID", str(a))
+    monkeypatch.setenv("CONTAINER_API_KEY", key_of[b])  # another instance's key: refused
+    assert vast.self_destruct() is False and a in fake.instances
+    assert fake.calls[-1].status == 403
+    monkeypatch.setenv("CONTAINER_API_KEY", key_of[a])
+    monkeypatch.setenv("VAST_API_KEY", KEY)  # present, but the instance key comes first
+    assert vast.self_destruct() is True
+    assert fake.destroyed == [(a, f"Bearer {key_of[a]}")]
+    monkeypatch.setenv("CONTAINER_ID", str(b))
+    monkeypatch.setenv("CONTAINER_API_KEY", key_of[c])  # refused: the account key is the fallback
+    assert vast.self_destruct() is True
+    assert fake.destroyed[-1] == (b, f"Bearer {KEY}")
+    monkeypatch.delenv("VAST_API_KEY")
+    monkeypatch.setenv("CONTAINER_ID", str(d))
+    monkeypatch.setenv("CONTAINER_API_KEY", key_of[d])
+    assert vast.self_destruct() is True and fake.destroyed[-1] == (d, f"Bearer {key_of[d]}")
+    assert list(fake.instances) == [c]
+    with pytest.raises(vast.VastError) as info:  # an instance key cannot do anything else
+        vast.list_instances(api_key=key_of[c])
+    assert info.value.status == 403
+    assert not any(k in caplog.text for k in [KEY, *key_of.values()])
+
+
+def test_hold_keys_moves_the_keys_out_of_the_environment(fake: FakeVast,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    iid = vast.create_instance(1, "img")["new_contract"]
+    monkeypatch.setenv("CONTAINER_ID", str(iid))
+    monkeypatch.setenv("CONTAINER_API_KEY", fake.container_keys[iid])
+    monkeypatch.setenv("VAST_NODE_API_KEY", "node-key-0000")
+    assert vast.hold_keys() == ["VAST_API_KEY", "CONTAINER_API_KEY", "VAST_NODE_API_KEY"]
+    assert not set(vast.KEY_VARS) & set(os.environ)
+    child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.environ))"],
+                           capture_output=True, text=True, check=True).stdout
+    assert not any(name in child for name in vast.KEY_VARS)
+    assert vast.self_destruct() is True  # the held instance key still works
+    assert fake.destroyed == [(iid, f"Bearer {fake.container_keys[iid]}")]
+    assert vast.hold_keys() == []
+
+
+@pytest.mark.parametrize("name, value", [
+    ("VAST_RETRY_TOTAL", "nan"), ("VAST_RETRY_TOTAL", "-1"), ("VAST_RETRY_TOTAL", "2.5"),
+    ("VAST_RETRY_BACKOFF", "inf"), ("VAST_RETRY_BACKOFF", "-0.5"),
+    ("VAST_RETRY_BACKOFF_MAX", "lots"), ("VAST_TIMEOUT_S", "0"), ("VAST_TIMEOUT_S", "nan"),
+])
+def test_malformed_settings_name_the_variable(fake: FakeVast, monkeypatch: pytest.MonkeyPatch,
+                                              name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingError, match=name) as info:
+        vast.list_instances()
+    assert isinstance(info.value, vast.DistributeError)
+    assert fake.calls == []
+    assert vast.self_destruct(1) is False  # never raises
+
+
+def test_node_env_sends_no_account_key_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     env = vast.node_env("git@h:me/j.git", "jobs:run", extra={"X": "1"})
     assert env == {"X": "1", "DISTRIBUTE_REMOTE": "git@h:me/j.git", "DISTRIBUTE_RUN": "jobs:run"}
     assert node_command(env) == ["distribute", "worker", "--run=jobs:run",
                                  "--name=vast-$CONTAINER_ID", "--idle-exit", "--", "git@h:me/j.git"]
-    with pytest.raises(vast.VastError, match="VAST_API_KEY"):
-        vast.node_env("r", "m:f", self_destruct=True)
+    assert vast.node_env("r", "m:f", self_destruct=True) == {
+        "DISTRIBUTE_REMOTE": "r", "DISTRIBUTE_RUN": "m:f", "DISTRIBUTE_SELF_DESTRUCT": "1"}
     monkeypatch.setenv("VAST_API_KEY", "main-key")
-    assert vast.node_env("r", "m:f", self_destruct=True)["VAST_API_KEY"] == "main-key"
+    env = vast.node_env("r", "m:f", self_destruct=True)
+    assert "VAST_API_KEY" not in env and "main-key" not in env.values()
     monkeypatch.setenv("VAST_NODE_API_KEY", "scoped-key")
     env = vast.node_env("r", "m:f", self_destruct=True)
     assert env["VAST_API_KEY"] == "scoped-key" and env["DISTRIBUTE_SELF_DESTRUCT"] == "1"
+    assert vast.node_env("r", "m:f", self_destruct=True, api_key="given")["VAST_API_KEY"] == "given"
+    assert "VAST_API_KEY" not in vast.node_env("r", "m:f")  # no self-destruct: never a key
     assert node_command(dict(env, DISTRIBUTE_NAME="n1"))[3:6] == [
         "--name=n1", "--idle-exit", "--self-destruct"]
+
+
+@pytest.mark.parametrize("value, expected", [("", False), ("0", False), ("off", False),
+                                             ("No", False), ("1", True), ("on", True),
+                                             ("TRUE", True), (" yes ", True)])
+def test_node_command_reads_the_flag_like_the_settings(value: str, expected: bool) -> None:
+    cmd = node_command({"DISTRIBUTE_SELF_DESTRUCT": value, "DISTRIBUTE_RUN": "m:f"})
+    assert ("--self-destruct" in cmd) is expected
+
+
+def test_node_command_refuses_a_malformed_flag() -> None:
+    with pytest.raises(SettingError, match="DISTRIBUTE_SELF_DESTRUCT"):
+        node_command({"DISTRIBUTE_SELF_DESTRUCT": "maybe"})
+
+
+def test_old_module_paths_still_work() -> None:
+    import distribute.vast_cli
+    import distribute.vast_query
+    from distribute.cli import vast as cli_vast
+
+    assert distribute.vast_query.node_command is node_command
+    assert distribute.vast_query.parse_query is vast.parse_query
+    assert distribute.vast_cli.register is cli_vast.register
+
+
+def test_a_job_of_a_self_destructing_worker_sees_no_vast_key(fake: FakeVast, file_remote: str,
+                                                              tmp_path: Path) -> None:
+    """``distribute worker --self-destruct`` moves the keys out of its environment before the
+    first job, and still destroys its instance with the instance's own key when it is done."""
+    init_remote(file_remote, ["j1", "j2"])
+    iid = vast.create_instance(1, "img")["new_contract"]
+    (tmp_path / "keyjobs.py").write_text(
+        "import json, os, subprocess, sys\n"
+        "from pathlib import Path\n"
+        "NAMES = ('VAST_API_KEY', 'CONTAINER_API_KEY', 'VAST_NODE_API_KEY')\n"
+        "def run(job, worker):\n"
+        "    child = subprocess.run([sys.executable, '-c', 'import os; print(dict(os.environ))'],\n"
+        "                           capture_output=True, text=True).stdout\n"
+        "    seen = {'env': [n for n in NAMES if n in os.environ], 'child': child}\n"
+        "    Path(worker.job_dir, 'seen.json').write_text(json.dumps(seen))\n"
+        "    with open(os.environ['SEEN_LOG'], 'a') as f:\n"
+        "        f.write(json.dumps(seen) + '\\n')\n")
+    secrets_ = {"VAST_API_KEY": KEY, "CONTAINER_API_KEY": fake.container_keys[iid],
+                "VAST_NODE_API_KEY": "node-key-3a9e77"}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("VAST_", "DISTRIBUTE_", "CONTAINER_"))}
+    env.update(secrets_, CONTAINER_ID=str(iid), VAST_API_URL=fake.url, SEEN_LOG=str(
+        tmp_path / "seen.jsonl"), PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
+        DISTRIBUTE_POLL_S="0.2", DISTRIBUTE_POLL_MAX_S="0.2", VAST_RETRY_BACKOFF="0.01")
+    proc = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote,
+                           "--run", "keyjobs:run", "--idle-exit", "--self-destruct",
+                           "--name", "w-keys", "--path", str(tmp_path / "copy")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    seen = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert len(seen) == 2
+    for record in seen:
+        assert record["env"] == []
+        assert not any(value in record["child"] for value in secrets_.values())
+    assert fake.destroyed == [(iid, f"Bearer {fake.container_keys[iid]}")]
+    assert not any(value in proc.stdout + proc.stderr for value in secrets_.values())
 
 
 # --- the whole story: nodes drain a real remote and destroy themselves -------------------------
@@ -506,7 +639,9 @@ def test_rented_nodes_drain_the_queue_and_destroy_themselves(daemon_remote: str,
     bin_dir = tmp_path / "bin"  # `distribute` as the image has it: this checkout's console script
     bin_dir.mkdir()
     (bin_dir / "distribute").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m distribute "$@"\n')
-    (bin_dir / "distribute").chmod(0o755)
+    (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    for tool in ("distribute", "python"):
+        (bin_dir / tool).chmod(0o755)
     node_env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH":
                 os.pathsep.join([str(code), str(ROOT)]), "GIT_CONFIG_NOSYSTEM": "1",
                 "GIT_CONFIG_GLOBAL": os.devnull}
@@ -525,8 +660,11 @@ def test_rented_nodes_drain_the_queue_and_destroy_themselves(daemon_remote: str,
         logs = {iid: fake.node_log(iid) for iid in codes}
         assert fake.instances == {}, logs
         assert sorted(i for i, _ in fake.destroyed) == sorted(n["instance_id"] for n in nodes)
-        assert all(auth == f"Bearer {KEY}" for _, auth in fake.destroyed)
-        assert all(KEY not in text for text in logs.values())
+        # no account key went to the nodes: each destroyed itself with its own instance key
+        assert all("VAST_API_KEY" not in e for e in fake.instance_env.values())
+        assert all(auth == f"Bearer {fake.container_keys[i]}" for i, auth in fake.destroyed)
+        secrets_ = [KEY, *fake.container_keys.values()]
+        assert not any(k in text for k in secrets_ for text in logs.values())
     done = ledger_file(daemon_remote, "done.txt", tmp_path)
     assert sorted(line.split("\t")[0] for line in done) == sorted(jobs)
     workers = {line.split("\t")[1] for line in done}

@@ -28,7 +28,7 @@ def fake() -> Iterator[FakeVast]:
 
 @pytest.fixture
 def cli(fake: FakeVast, tmp_path: Path) -> Run:
-    """Run ``python -m distribute.vast_cli ARGS`` in tmp_path; check the exit code ``rc``."""
+    """Run ``python -m distribute.cli.vast ARGS`` in tmp_path; check the exit code ``rc``."""
 
     def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
             argv: Optional[list[str]] = None) -> subprocess.CompletedProcess:
@@ -38,7 +38,7 @@ def cli(fake: FakeVast, tmp_path: Path) -> Run:
                     VAST_RETRY_TOTAL="2")
         full.update(env or {})
         full = {k: v for k, v in full.items() if v is not None}
-        cmd = argv or [sys.executable, "-m", "distribute.vast_cli", *args]
+        cmd = argv or [sys.executable, "-m", "distribute.cli.vast", *args]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=full, cwd=tmp_path,
                               timeout=120)
         if rc is not None:
@@ -71,6 +71,9 @@ def test_bad_query_and_price_are_usage_errors(cli: Run, fake: FakeVast) -> None:
     err = cli("offers", "--max-price", "1", "--query", "gpu_ram>=lots", rc=2).stderr
     assert "--query" in err and "lots" in err
     assert "positive" in cli("offers", "--max-price", "-1", rc=2).stderr
+    for bad in ("nan", "inf", "cheap"):
+        assert "--max-price must be" in cli("offers", "--max-price", bad, rc=2).stderr
+    assert "--disk must be" in cli(*RENT, "--nodes", "1", "--disk", "nan", rc=2).stderr
     assert fake.calls == []
 
 
@@ -118,6 +121,23 @@ def test_rent_rents_saves_and_lists(cli: Run, fake: FakeVast, tmp_path: Path) ->
     assert lines[-1] == "2 of 2 alive, $0.3000/h"
     everything = json.loads(cli("nodes", "--all", "--json").stdout)
     assert len(everything) == 3
+
+
+def test_self_destructing_nodes_get_no_account_key_by_default(cli: Run, fake: FakeVast) -> None:
+    out = cli(*RENT, "--nodes", "1", "--self-destruct", "--dry-run").stdout
+    env_line = next(line for line in out.splitlines() if line.startswith("image "))
+    assert "VAST_API_KEY" not in env_line
+    cli(*RENT, "--nodes", "2", "--self-destruct")
+    assert len(fake.instances) == 2
+    for env in fake.instance_env.values():
+        assert env == {"DISTRIBUTE_REMOTE": REMOTE, "DISTRIBUTE_RUN": "myjobs:run",
+                       "DISTRIBUTE_SELF_DESTRUCT": "1"}  # the nodes use CONTAINER_API_KEY
+
+
+def test_a_malformed_self_destruct_flag_rents_nothing(cli: Run, fake: FakeVast) -> None:
+    err = cli(*RENT, "--nodes", "1", "--env", "DISTRIBUTE_SELF_DESTRUCT=maybe", rc=1).stderr
+    assert "DISTRIBUTE_SELF_DESTRUCT" in err and "maybe" in err
+    assert fake.requests("PUT") == []
 
 
 def test_rent_without_self_destruct_gives_nodes_no_key(cli: Run, fake: FakeVast) -> None:
@@ -203,7 +223,7 @@ def test_nodes_logs(cli: Run, fake: FakeVast) -> None:
 
 def test_register_adds_the_commands_to_another_parser(cli: Run, fake: FakeVast) -> None:
     code = ("import argparse, sys\n"
-            "from distribute import vast_cli\n"
+            "from distribute.cli import vast as vast_cli\n"
             "common = argparse.ArgumentParser(add_help=False)\n"
             "common.add_argument('--debug', action='store_true')\n"
             "p = argparse.ArgumentParser(prog='distribute')\n"
@@ -214,5 +234,9 @@ def test_register_adds_the_commands_to_another_parser(cli: Run, fake: FakeVast) 
             "sys.exit(args.func(args))\n")
     out = cli(argv=[sys.executable, "-c", code, "offers", "--max-price", "0.25", "--debug"]).stdout
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
-    helps = cli(argv=[sys.executable, "-m", "distribute.vast_cli", "rent", "--help"]).stdout
+    helps = cli(argv=[sys.executable, "-m", "distribute.cli.vast", "rent", "--help"]).stdout
     assert "--self-destruct" in helps and "example" in helps
+    old = cli(argv=[sys.executable, "-m", "distribute.vast_cli", "rent", "--help"]).stdout
+    assert old == helps  # the old module path still works
+    main = cli(argv=[sys.executable, "-m", "distribute", "rent", "--help"]).stdout
+    assert "--self-destruct" in main and "VAST_NODE_API_KEY" in main

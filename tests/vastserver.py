@@ -12,15 +12,18 @@ It speaks the real endpoints and JSON shapes (base ``/api/v0``):
 
 Errors look like the API's: ``{"success": false, "error": "...", "msg": "..."}``; 429 answers are
 the plain text ``API requests too frequent``. Every call but the log download needs
-``Authorization: Bearer <key>`` (401 otherwise). Request bodies are checked the way the API checks
+``Authorization: Bearer <key>`` (401 otherwise): the account key, or an instance's own key
+(``container_keys``, what Vast puts in the instance's ``CONTAINER_API_KEY``), which is good only
+for showing and destroying that instance while it exists (403 for anything else). Request bodies are checked the way the API checks
 them (image required, env an object of strings, known runtypes...). Faults are injected with
 :meth:`FakeVast.fail`; :meth:`FakeVast.take_meanwhile` makes an offer vanish between search and
 create; ``min_interval_s`` makes it refuse requests that come too fast after the previous one to
 the same endpoint, as the real API's rate limit does (429 without ``Retry-After``).
 
 With ``node_command`` set it also plays the node: creating an ``args`` instance starts
-``node_command + args`` as a local process with the instance's env, ``CONTAINER_ID`` and
-``VAST_CONTAINERLABEL`` (as Vast sets them); destroying the instance stops that process.
+``node_command + args`` as a local process with the instance's env, ``CONTAINER_ID``,
+``CONTAINER_API_KEY`` and ``VAST_CONTAINERLABEL`` (as Vast sets them); destroying the instance
+stops that process.
 """
 from __future__ import annotations
 
@@ -110,6 +113,7 @@ class FakeVast:
         self.kill_delay_s = kill_delay_s
         self.instances: dict[int, dict[str, Any]] = {}
         self.instance_env: dict[int, dict[str, str]] = {}
+        self.container_keys: dict[int, str] = {}  # instance id -> its CONTAINER_API_KEY
         self.destroyed: list[tuple[int, Optional[str]]] = []  # (id, Authorization header)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.calls: list[Call] = []
@@ -240,8 +244,16 @@ class FakeVast:
         else:
             return error(404, "not_found", f"no endpoint {method} {path}")
         auth = headers.get("Authorization") or ""
-        if auth != f"Bearer {self.api_key}" and query.get("api_key") != [self.api_key]:
-            return error(401, "auth_error", "Invalid user key")
+        keys = ([auth[len("Bearer "):]] if auth.startswith("Bearer ") else []) + \
+            (query.get("api_key") or [])
+        if self.api_key not in keys:
+            owner = next((i for i, k in self.container_keys.items()
+                          if k in keys and i in self.instances), None)
+            if owner is None:
+                return error(401, "auth_error", "Invalid user key")
+            own = func in (self._show, self._destroy) and m.groups() == (str(owner),)
+            if not own:
+                return error(403, "forbidden", f"this key is only good for instance {owner}")
         if self.min_interval_s:
             now, key = time.monotonic(), f"{method} {pattern}"
             if now - self._last.get(key, -1e9) < self.min_interval_s:
@@ -285,6 +297,7 @@ class FakeVast:
         iid, self._next_id = self._next_id, self._next_id + 1
         env = dict(body.get("env") or {})
         self.instance_env[iid] = env
+        self.container_keys[iid] = f"container-key-{iid}-{secrets.token_hex(6)}"
         self.instances[iid] = {
             "id": iid, "actual_status": "running", "intended_status": "running",
             "cur_state": "running", "next_state": "running", "label": body.get("label"),
@@ -353,7 +366,8 @@ class FakeVast:
         home.mkdir(parents=True, exist_ok=True)
         penv = {"HOME": str(home), **self.node_env}
         penv.update({k: v for k, v in env.items() if not k.startswith("-")})
-        penv.update(CONTAINER_ID=str(iid), VAST_CONTAINERLABEL=f"C.{iid}")
+        penv.update(CONTAINER_ID=str(iid), VAST_CONTAINERLABEL=f"C.{iid}",
+                    CONTAINER_API_KEY=self.container_keys[iid])
         with open(home / "node.log", "wb") as out:
             self.processes[iid] = subprocess.Popen(
                 argv, env=penv, cwd=home, stdin=subprocess.DEVNULL, stdout=out,

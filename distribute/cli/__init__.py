@@ -12,16 +12,19 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from .. import __version__, config
+from .. import settings
+from ..connect import create_from_config
 from ..exceptions import DistributeError
+from ..loop import LoopResult, run_worker_loop
 from ..redact import redact
-from .common import UsageError, load_function, resolve_remote, say, seconds_setting
-from .runner import LoopResult, run_worker_loop
+from ..version import __version__
+from .common import UsageError, load_function, resolve_remote, say
 
 __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
 
-#: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.hub_cli").
-EXTRA_COMMANDS: tuple[str, ...] = ("distribute.vast_cli", "distribute.hub_cli")
+#: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.cli.hub").
+EXTRA_COMMANDS: tuple[str, ...] = ("distribute.cli.vast", "distribute.cli.hub",
+                                   "distribute.cli.maintenance")
 R = argparse.RawDescriptionHelpFormatter
 URL = "file:///srv/jobs.git"
 EXAMPLES = {
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "its finish (DISTRIBUTE_MIRROR)")
     p.add_argument("--self-destruct", action="store_true",
                    help="on a Vast.ai node: when leaving under --idle-exit, destroy this instance "
-                        "(CONTAINER_ID, VAST_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
+                        "(CONTAINER_ID, CONTAINER_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, let the job finish this long before giving it back "
                         "(DISTRIBUTE_GRACE_S, 30)")
@@ -122,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
             usage="distribute requeue [REMOTE] (--stale | JOB ...)")
     p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--stale", action="store_true",
-                   help="requeue running jobs whose worker sent no heartbeat for a job lease")
+                   help="requeue running jobs whose worker's heartbeat this machine has seen "
+                        "unchanged for a job lease (earlier status/requeue runs count)")
+    p.add_argument("--wait", action="store_true",
+                   help="with --stale: watch until each running job is stale or alive")
     p = cmd("unlock", "show who holds the remote lock; --force breaks it")
     _remote(p)
     p.add_argument("--force", action="store_true", help="break the lock whoever holds it")
@@ -142,20 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the worker loop (see :func:`run_worker_loop`)."""
-    from ..jobs import queue_jobs_func
+    from ..next_jobs import queue_jobs_func
 
     url = resolve_remote(args.remote)
-    spec = args.run or config.get_env("DISTRIBUTE_RUN")
+    spec = args.run or settings.get_env("DISTRIBUTE_RUN")
     if not spec:
         raise UsageError("no job function: pass --run MODULE:FUNCTION or set DISTRIBUTE_RUN")
     if args.max_jobs is not None and args.max_jobs < 1:
         raise UsageError("--max-jobs wants a positive number")
     run_func = load_function(spec, "--run")
-    next_spec = args.next_job or config.get_env("DISTRIBUTE_NEXT_JOB")
+    next_spec = args.next_job or settings.get_env("DISTRIBUTE_NEXT_JOB")
     next_func = load_function(next_spec, "--next-job") if next_spec else queue_jobs_func
-    poll = seconds_setting(args.poll, "DISTRIBUTE_POLL_S", 5.0)
-    grace = seconds_setting(args.grace, "DISTRIBUTE_GRACE_S", 30.0, zero_ok=True)
-    mirror = args.mirror or config.get_env("DISTRIBUTE_MIRROR")
+    poll = settings.seconds("DISTRIBUTE_POLL_S", 5.0, args.poll)
+    grace = settings.seconds("DISTRIBUTE_GRACE_S", 30.0, args.grace, zero_ok=True)
+    mirror = args.mirror or settings.get_env("DISTRIBUTE_MIRROR")
     if mirror not in (None, "hf"):
         raise UsageError(f"DISTRIBUTE_MIRROR must be 'hf', not {mirror!r}")
     after_finish = None
@@ -164,7 +170,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         hub.check_settings()
         after_finish = hub.mirror_after_finish
-    worker = config.create_from_config(url, args.path, args.name)
+    self_destruct = settings.flag("DISTRIBUTE_SELF_DESTRUCT", False, args.self_destruct or None)
+    if self_destruct:  # the worker keeps the Vast keys; its jobs and git do not inherit them
+        from .. import vast
+
+        vast.hold_keys()
+    worker = create_from_config(url, args.path, args.name)
     try:
         say(f"{worker.name} started on {url} (local copy {worker.path})")
         result = run_worker_loop(worker, run_func, next_func, max_jobs=args.max_jobs,
@@ -176,8 +187,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker.close()
     say(f"{worker.name} stopped ({result.ended_by}): {result.done} done, {result.failed} failed"
         + (f", {result.given_back} given back" if result.given_back else ""))
-    self_destruct = args.self_destruct or (config.get_env("DISTRIBUTE_SELF_DESTRUCT") or "").lower() \
-        in ("1", "true", "yes")
     if self_destruct and result.ended_by == "idle":
         from .. import vast
 
@@ -228,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "unlock": commands.cmd_unlock, "log": commands.cmd_log,
                 "config": commands.cmd_config, "demo": cmd_demo}
     try:
-        config.use_env_file(args.env_file)
+        settings.use_env_file(args.env_file)
         handler = getattr(args, "func", None) or handlers[args.command]
         return int(handler(args))
     except UsageError as exc:

@@ -9,15 +9,17 @@ from pathlib import Path
 from typing import Optional
 
 from .. import config
-from ..dist import init_remote
+from ..connect import init_remote
+from ..coordination import break_lock
 from ..exceptions import DistributeError
-from ..ledger import Entry, Ledger, check_job
-from ..lock import break_lock
+from ..ledger import Entry, Ledger
+from ..protocol import (ADDED, ORIGIN_MASTER, REQUEUED, TRACKING_PREFIX, check_job, commit_message,
+                        heartbeat_ref, remote_ref)
 from ..redact import redact
 from ..worker import Worker
 from .common import (cache_worker, plural, read_job_file, resolve_remote, say,
                      split_remote_and_jobs, UsageError)
-from .status_view import RateMeter, progress_line, stale_jobs, status_json, status_text
+from .status_view import RateMeter, progress_line, status_json, status_text
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -45,8 +47,8 @@ def add_jobs(worker: Worker, jobs: list[str], allow_duplicates: bool = False
         added.clear()
         skipped.clear()
         where = {j: "queued" for j in ledger.queued}
-        where.update({e.job: "done" for e in ledger.done})
         where.update({e.job: f"running on {e.worker}" for e in ledger.running})
+        where.update({j: "done" for j in jobs if j not in where and ledger.is_done(j)})
         for job in jobs:
             if job in where and not allow_duplicates:
                 skipped.append((job, where[job]))
@@ -58,7 +60,7 @@ def add_jobs(worker: Worker, jobs: list[str], allow_duplicates: bool = False
         if not added:
             return None
         ledger.write(root, queue=True)
-        return f"{worker.name} added {plural(len(added), 'job')}"
+        return commit_message(worker.name, ADDED, f"{worker.name} added {plural(len(added), 'job')}")
 
     worker.update_master(edit)
     return added, skipped
@@ -129,39 +131,65 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         raise UsageError("give either --stale or the jobs to requeue (not both)")
     with cache_worker(url) as worker:
         if args.stale:
-            return _requeue_stale(worker)
+            return _requeue_stale(worker, args.wait)
         return _requeue_named(worker, jobs)
 
 
-def _requeue_stale(worker: Worker) -> int:
-    snap = worker.snapshot()
-    stale = {e.job: (e.worker, silent) for e, silent in stale_jobs(snap, worker.job_lease_s)}
+def _requeue_stale(worker: Worker, wait: bool) -> int:
+    """Requeue running jobs whose worker's heartbeat this machine has seen unchanged for a job
+    lease (the rule workers use: monotonic clocks, never commit times). Observations of earlier
+    commands on the same cached clone count; with ``wait``, watch until every running job is
+    either stale or alive."""
+    lease, started = worker.job_lease_s, time.monotonic()
+    while True:
+        ledger = worker.snapshot()["ledger"]  # fetch, and update the lease clocks
+        ages = _heartbeat_silences(worker, ledger)
+        pending = {job: age for job, age in ages.items()
+                   if time.monotonic() - started <= age < lease}
+        if not pending or not wait:
+            break
+        time.sleep(min(5.0, max(0.2, lease - max(pending.values()))))
+    for job, age in sorted(pending.items()):
+        say(f"job {job}: its worker's heartbeat has been seen unchanged for {age:.0f}s of the "
+            f"{lease:g}s job lease (from this machine); run again later, or with --wait")
     back: list[str] = []
     gave_up: list[str] = []
 
     def edit(ledger: Ledger, root: Path) -> Optional[str]:
         back.clear()
         gave_up.clear()
+        silences = _heartbeat_silences(worker, ledger)
         for entry in list(ledger.running):
-            if stale.get(entry.job, ("", 0))[0] != entry.worker:
-                continue  # finished or taken over since the snapshot
-            why = f"{entry.worker} silent for {stale[entry.job][1]:.0f}s"
+            if silences.get(entry.job, 0.0) < lease:
+                continue
+            why = f"{entry.worker} silent for {silences[entry.job]:.0f}s"
             (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).append(
                 entry.job)
         if not back and not gave_up:
             return None
         ledger.write(root, queue=True)
-        return f"{worker.name} requeued {plural(len(back) + len(gave_up), 'stale job')} " \
-               f"({', '.join(back + gave_up)[:200]})"
+        return commit_message(worker.name, REQUEUED,
+                              f"{worker.name} requeued {plural(len(back) + len(gave_up), 'stale job')}"
+                              f" ({', '.join(back + gave_up)[:200]})")
 
     worker.update_master(edit)
     if not back and not gave_up:
-        say(f"no stale jobs (no running job has been silent for {worker.job_lease_s:g}s)")
+        say(f"no stale jobs (no running job's heartbeat stayed the same for {lease:g}s)")
     for job in back:
-        say(f"requeued job {job} (its worker was silent for {stale[job][1]:.0f}s)")
+        say(f"requeued job {job} (its worker was silent for a job lease)")
     for job in gave_up:
         say(f"job {job} went to failed.txt: it used its {worker.max_attempts} attempts")
     return 0
+
+
+def _heartbeat_silences(worker: Worker, ledger: Ledger) -> dict[str, float]:
+    """``{job: seconds its worker's heartbeat has been seen unchanged}`` for the running jobs."""
+    refs = {remote_ref(r): sha for r, sha in worker.clone.local_refs(TRACKING_PREFIX).items()}
+    out = {}
+    for entry in ledger.running:
+        ref = heartbeat_ref(entry.worker, entry.session)
+        out[entry.job] = worker.observer.unchanged_for(ref, refs.get(ref))
+    return out
 
 
 def _requeue_named(worker: Worker, jobs: list[str]) -> int:
@@ -193,8 +221,10 @@ def _requeue_named(worker: Worker, jobs: list[str]) -> int:
             return None
         ledger.write(root, queue=True)
         if len(back) == 1:
-            return f"{worker.name} requeued job {back[0]}"
-        return f"{worker.name} requeued {len(back)} jobs ({', '.join(back)[:200]})"
+            return commit_message(worker.name, REQUEUED, f"{worker.name} requeued job {back[0]}",
+                                  back[0])
+        return commit_message(worker.name, REQUEUED,
+                              f"{worker.name} requeued {len(back)} jobs ({', '.join(back)[:200]})")
 
     worker.update_master(edit)
     for job in back:
@@ -238,7 +268,7 @@ def story(worker: Worker, n: int) -> str:
     worker.clone.fetch(deepen=n)
     return worker.clone.git("log", "--first-parent", "--reverse", f"-n{n}",
                             "--date=format-local:%Y-%m-%d %H:%M:%S", "--format=%cd  %s",
-                            "refs/remotes/origin/master")
+                            ORIGIN_MASTER)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -6,15 +6,16 @@ import hashlib
 import importlib
 import os
 import re
-import socket
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from .. import config
-from ..dist import worker_from_url
+from .. import settings
+from ..connect import worker_from_url
 from ..exceptions import DistributeError, LocalCopyError
+from ..protocol import short_host
 from ..redact import redact
 from ..worker import Worker
 
@@ -33,7 +34,7 @@ def say(*parts: object) -> None:
 
 def resolve_remote(given: Optional[str]) -> str:
     """The REMOTE argument, else ``DISTRIBUTE_REMOTE``; a usage error when neither is set."""
-    url = given or config.get_env("DISTRIBUTE_REMOTE")
+    url = given or settings.get_env("DISTRIBUTE_REMOTE")
     if not url:
         raise UsageError("no remote given: pass REMOTE or set DISTRIBUTE_REMOTE "
                          "(in the environment or a .env file)")
@@ -48,32 +49,27 @@ def looks_like_remote(text: str) -> bool:
 def split_remote_and_jobs(words: list[str]) -> tuple[str, list[str]]:
     """``[REMOTE] [JOB ...]``: the first word is the remote unless DISTRIBUTE_REMOTE is set and the
     first word does not look like a remote (then every word is a job)."""
-    default = config.get_env("DISTRIBUTE_REMOTE")
+    default = settings.get_env("DISTRIBUTE_REMOTE")
     if words and (not default or looks_like_remote(words[0])):
         return words[0], words[1:]
     return resolve_remote(None), list(words)
 
 
-def short_host() -> str:
-    """This machine's short host name, usable in a worker name."""
-    host = socket.gethostname().split(".")[0]
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.")[:40] or "host"
-
-
 def cache_dir() -> Path:
     """``DISTRIBUTE_CACHE_DIR`` or ``~/.cache/distribute``."""
-    return Path(config.get_env("DISTRIBUTE_CACHE_DIR") or "~/.cache/distribute").expanduser()
+    return Path(settings.get_env("DISTRIBUTE_CACHE_DIR") or "~/.cache/distribute").expanduser()
 
 
 @contextlib.contextmanager
 def cache_worker(url: str) -> Iterator[Worker]:
-    """A :class:`Worker` named ``cli-<host>`` on the cached clone of ``url``.
+    """A :class:`Worker` named ``cli-<host>-<random>`` on the cached clone of ``url``.
 
-    The clone lives in ``<cache dir>/<sha256(url)[:16]>`` and is reused by later commands. When it
-    is in use by another command right now (or unusable), a throw-away clone in a temporary
-    directory is used instead.
+    The clone lives in ``<cache dir>/<sha256(url)[:16]>`` and is reused by later commands, with
+    the lease clocks its commands observed (``requeue --stale`` relies on them). When it is in
+    use by another command right now (or unusable), a throw-away clone in a temporary directory
+    is used instead.
     """
-    name = f"cli-{short_host()}"
+    name = f"cli-{short_host()}-{uuid.uuid4().hex[:6]}"
     path = cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     try:
         worker = worker_from_url(url, path, name)
@@ -85,9 +81,12 @@ def cache_worker(url: str) -> Iterator[Worker]:
             finally:
                 worker.close()
         return
+    observations = path / ".git" / "distribute-observed.json"
+    worker.observer.load(observations)
     try:
         yield worker
     finally:
+        worker.observer.save(observations)
         worker.close()
 
 
@@ -116,21 +115,6 @@ def load_function(spec: str, option: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def seconds_setting(given: Optional[float], key: str, default: float, zero_ok: bool = False) -> float:
-    """A duration from the command line, else from ``key``'s setting, else ``default``."""
-    if given is None:
-        raw = config.get_env(key)
-        if raw is None:
-            return default
-        try:
-            given = float(raw)
-        except ValueError:
-            raise DistributeError(f"{key} must be a number of seconds, not {raw!r}") from None
-    if given < 0 or (given == 0 and not zero_ok):
-        raise DistributeError(f"{key} must be {'zero or ' if zero_ok else ''}positive, not {given}")
-    return given
-
-
 def read_job_file(path: str) -> list[str]:
     """Non-blank lines of ``path`` (``-`` reads standard input), surrounding blanks removed."""
     try:
@@ -143,5 +127,11 @@ def read_job_file(path: str) -> list[str]:
 
 
 def plural(n: int, word: str) -> str:
-    """``1 job``, ``3 jobs``."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    """``1 job``, ``3 jobs``, ``2 branches``, ``2 directories``."""
+    if n == 1:
+        return f"{n} {word}"
+    if word.endswith(("s", "sh", "ch", "x")):
+        return f"{n} {word}es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return f"{n} {word[:-1]}ies"
+    return f"{n} {word}s"

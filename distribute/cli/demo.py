@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..dist import init_remote, worker_from_url
-from ..remote import Clone
+from ..connect import init_remote, worker_from_url
+from ..repo import Clone
 from ..worker import Worker
 from .commands import add_jobs, story
 from .common import say

@@ -3,55 +3,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any, Optional
 
-from ..ledger import Entry
+from ..status import stale_jobs, status_json
 
 BAR_WIDTH = 30
-
-
-def _age_of(utc: str) -> Optional[float]:
-    """Seconds since a ledger time stamp (``2024-01-02T03:04:05Z``), ``None`` if unparsable."""
-    try:
-        then = datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    return max(0.0, time.time() - then.timestamp())
-
-
-def status_json(snap: dict[str, Any]) -> dict[str, Any]:
-    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema, see README)."""
-    ledger, beats = snap["ledger"], snap["heartbeats"]
-    return {
-        "queued": list(ledger.queued),
-        "running": [{"job": e.job, "worker": e.worker, "since": e.at,
-                     "heartbeat_age_s": beats.get(e.worker), "attempt": e.attempt}
-                    for e in ledger.running],
-        "done": [{"job": e.job, "worker": e.worker, "at": e.at} for e in ledger.done],
-        "failed": [{"job": e.job, "worker": e.worker, "at": e.at, "reason": e.reason,
-                    "attempt": e.attempt} for e in ledger.failed],
-        "lock": None if snap["lock"] is None else {"holder": snap["lock"]["holder"],
-                                                   "held_s": snap["lock"]["held_s"]},
-        "counts": {"queued": len(ledger.queued), "running": len(ledger.running),
-                   "done": len(ledger.done), "failed": len(ledger.failed)},
-    }
-
-
-def silence_of(entry: Entry, beats: dict[str, float]) -> Optional[float]:
-    """Seconds the worker of a running job has been silent (heartbeat, else claim time)."""
-    age = beats.get(entry.worker)
-    return age if age is not None else _age_of(entry.at)
-
-
-def stale_jobs(snap: dict[str, Any], job_lease_s: float) -> list[tuple[Entry, float]]:
-    """Running jobs whose worker has been silent for a job lease or longer, by this clock."""
-    out = []
-    for entry in snap["ledger"].running:
-        silent = silence_of(entry, snap["heartbeats"])
-        if silent is not None and silent >= job_lease_s:
-            out.append((entry, silent))
-    return out
 
 
 def _fmt_s(seconds: Optional[float]) -> str:

@@ -1,7 +1,7 @@
 """OpenSSH connection sharing for ssh remotes: one connection per host serves every git command.
 
 A new ssh connection costs 180-250 ms; git runs several commands per job. :func:`reuse_command`
-is the ``GIT_SSH_COMMAND`` that :mod:`distribute.remote` sets unless the user chose their own.
+is the ``GIT_SSH_COMMAND`` that :mod:`distribute.repo.process` sets unless the user chose their own.
 """
 from __future__ import annotations
 

@@ -1,208 +1,44 @@
-"""Rent Vast.ai machines that run the worker image, watch them, and destroy them.
+"""Renting, watching and destroying Vast.ai instances that run the worker image.
 
-Every call goes through one ``requests.Session`` whose urllib3 ``Retry`` handles HTTP 429 and 5xx
-with exponential back-off (honouring ``Retry-After`` when the API sends one), a bounded number of
-attempts and timeouts. The key travels only in the ``Authorization: Bearer`` header; every message
-that leaves this module is redacted. Settings (``VAST_API_KEY``, ``VAST_API_URL``,
-``VAST_RETRY_TOTAL``, ``VAST_RETRY_BACKOFF``, ``VAST_RETRY_BACKOFF_MAX``, ``VAST_TIMEOUT_S``) come
-from the environment, then ``.env``; the README's "Vast.ai nodes" section has the table.
+Built on the client of :mod:`distribute.vast.api`. A node (an instance running the worker image,
+``docker/entrypoint.sh``) needs no account key: :func:`self_destruct` uses the per-instance
+``CONTAINER_API_KEY`` Vast gives every instance, good for that instance only. An account key is
+sent to nodes only when the user sets ``VAST_NODE_API_KEY`` on purpose (:func:`node_env`), and a
+worker that may destroy its node moves every Vast key out of its environment before the first job
+(:func:`hold_keys`), so that job code and the processes it starts do not inherit them.
 """
 from __future__ import annotations
 
-import json
 import logging
-import random
+import os
 import secrets
+import threading
 import warnings
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
-from urllib.parse import quote, urlencode
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from .config import get_env
-from .exceptions import DistributeError
-from .redact import redact
-from .vast_query import (api_message, create_body, get_runtype, node_command, parse_env,
-                         parse_order, parse_query)
+from .. import settings
+from ..redact import register_secret
+from .api import (RETRY_STATUSES, VastError, VastWarning, apiurl, clean, http_del, http_get,
+                  http_post, http_put, retry_settings, timeout_s)
+from .query import SELF_DESTRUCT, create_body, get_runtype, parse_env, parse_order, parse_query
 
-__all__ = ["VastError", "VastWarning", "apiurl", "http_get", "http_put", "http_post", "http_del",
-           "parse_query", "parse_env", "get_runtype", "search_offers", "create_instance",
-           "destroy_instance", "list_instances", "get_instance", "instance_logs", "rent_nodes",
-           "terminate_nodes", "self_destruct", "node_env", "node_command"]
+__all__ = ["search_offers", "create_instance", "destroy_instance", "list_instances",
+           "get_instance", "instance_logs", "node_env", "rent_nodes", "terminate_nodes",
+           "self_destruct", "hold_keys", "KEY_VARS", "NODE_ENTRYPOINT", "NODE_LOG"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://console.vast.ai"
 #: The worker image's entry script (docker/entrypoint.sh); ``onstart`` runs it in ssh/jupyter mode.
 NODE_ENTRYPOINT, NODE_LOG = "/usr/local/bin/distribute-node", "/tmp/distribute-node.log"
-_RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: The Vast keys a worker keeps from its jobs (:func:`hold_keys`).
+KEY_VARS = ("VAST_API_KEY", "CONTAINER_API_KEY", "VAST_NODE_API_KEY")
 _GONE_ERRORS = ("no_such_ask", "not_available", "no_such_offer", "ask_unavailable")
-
-
-class VastError(DistributeError):
-    """A Vast.ai API call failed. ``status`` is the HTTP status (``None``: no answer at all).
-    ``nodes`` lists instances that were rented before a :func:`rent_nodes` call failed."""
-
-    def __init__(self, message: str, status: Optional[int] = None,
-                 nodes: Optional[list[dict[str, Any]]] = None) -> None:
-        super().__init__(redact(message))
-        self.status = status
-        self.nodes = nodes or []
-
-
-class VastWarning(UserWarning):
-    """Fewer nodes were rented than asked for."""
-
-
-class _Retry(Retry):
-    """429 means the request was refused before anything happened, so it is retried for every
-    method; other statuses only for the methods in ``allowed_methods`` (not PUT: creating an
-    instance twice costs money). ``Retry-After`` is honoured up to ``backoff_max``. Waits are
-    ``backoff_factor`` x 1, 2, 4... +-25 %: the API limits the request rate per endpoint without
-    sending ``Retry-After``, so an immediate retry (urllib3's first) would only be refused again,
-    and nodes that stop together should not retry in step."""
-
-    def get_backoff_time(self) -> float:
-        errors = len([h for h in self.history if h.redirect_location is None])
-        if errors == 0:
-            return 0.0
-        wait = self.backoff_factor * 2 ** (errors - 1) * (0.75 + random.random() / 2)
-        return float(min(getattr(self, "backoff_max", 120), wait))
-
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if status_code == 429 and self.total:
-            return True
-        return super().is_retry(method, status_code, has_retry_after)
-
-    def get_retry_after(self, response: Any) -> Optional[float]:
-        after = super().get_retry_after(response)
-        cap = getattr(self, "backoff_max", None) or 120
-        return None if after is None else min(after, cap)
-
-
-_session: Optional[requests.Session] = None
-_session_settings: Optional[tuple[float, ...]] = None
-
-
-def _number(key: str, default: float) -> float:
-    raw = get_env(key)
-    try:
-        value = float(raw) if raw is not None else default
-    except ValueError:
-        raise VastError(f"{key} must be a number, not {raw!r}") from None
-    if value < 0:
-        raise VastError(f"{key} must not be negative, not {raw!r}")
-    return value
-
-
-def _get_session() -> requests.Session:
-    """The module's session, its adapters (re)mounted when the retry settings changed."""
-    global _session, _session_settings
-    settings = (_number("VAST_RETRY_TOTAL", 5), _number("VAST_RETRY_BACKOFF", 0.5),
-                _number("VAST_RETRY_BACKOFF_MAX", 30))
-    if _session is None:
-        _session = requests.Session()
-        _session.trust_env = False  # no ~/.netrc credentials, no proxy surprises
-    if settings != _session_settings:
-        total, backoff, backoff_max = int(settings[0]), settings[1], settings[2]
-        kwargs: dict[str, Any] = {
-            "total": total, "connect": total, "read": total, "status": total, "other": 0,
-            "backoff_factor": backoff, "status_forcelist": _RETRY_STATUSES,
-            "allowed_methods": frozenset({"GET", "POST", "DELETE"}), "raise_on_status": False}
-        retry = _Retry(**kwargs)
-        retry.backoff_max = retry.DEFAULT_BACKOFF_MAX = backoff_max  # urllib3 2 and 1.26
-        adapter = HTTPAdapter(max_retries=retry)
-        _session.mount("https://", adapter)
-        _session.mount("http://", adapter)
-        _session_settings = settings
-    return _session
-
-
-def _base_url() -> str:
-    return (get_env("VAST_API_URL") or DEFAULT_API_URL).rstrip("/")
-
-
-def apiurl(subpath: str, query_args: Optional[Mapping[str, Any]] = None,
-           api_key: Optional[str] = None) -> str:
-    """The URL of API path ``subpath`` (``/instances/`` -> ``<base>/api/v0/instances/``).
-
-    ``query_args`` values that are not strings are sent as JSON; everything is percent-quoted.
-    ``api_key`` puts the key into the query string, which the API also accepts; the functions of
-    this module never do that and send it in the ``Authorization`` header instead.
-    """
-    path = "/" + subpath.lstrip("/")
-    args = dict(query_args or {})
-    if api_key is not None:
-        args["api_key"] = api_key
-    url = _base_url() + "/api/v0" + quote(path, safe="/:@-._~")
-    if not args:
-        return url
-    pairs = [(k, v if isinstance(v, str) else json.dumps(v, separators=(",", ":")))
-             for k, v in args.items()]
-    return url + "?" + urlencode(pairs, quote_via=quote)
-
-
-def _key(api_key: Optional[str]) -> str:
-    key = api_key or get_env("VAST_API_KEY")
-    if not key:
-        raise VastError("no Vast.ai API key: set VAST_API_KEY in the environment or a .env file")
-    return key
-
-
-def _clean(text: object, key: Optional[str]) -> str:
-    out = str(text)
-    if key and len(key) >= 4:
-        out = out.replace(key, "***")
-    return redact(out)
-
-
-def _request(method: str, url: str, json_body: Any = None, api_key: Optional[str] = None) -> Any:
-    key = _key(api_key)
-    shown = _clean(url.split("?")[0], key)
-    try:
-        resp = _get_session().request(
-            method, url, json=json_body, timeout=_number("VAST_TIMEOUT_S", 30),
-            headers={"Authorization": f"Bearer {key}", "Accept": "application/json"})
-    except requests.RequestException as exc:
-        reason = type(exc).__name__
-        raise VastError(_clean(f"{method} {shown} failed: no answer from the Vast.ai API "
-                               f"({reason})", key)) from None
-    log.debug("%s %s -> %s", method, shown, resp.status_code)
-    if resp.status_code >= 400:
-        hint = " (is VAST_API_KEY right?)" if resp.status_code == 401 else ""
-        raise VastError(_clean(f"{method} {shown}: HTTP {resp.status_code}: "
-                               f"{api_message(resp)}{hint}", key), status=resp.status_code)
-    try:
-        body = resp.json()
-    except ValueError:
-        raise VastError(_clean(f"{method} {shown}: the answer is not JSON but "
-                               f"{api_message(resp)}", key), status=resp.status_code) from None
-    if isinstance(body, dict) and body.get("success") is False:
-        raise VastError(_clean(f"{method} {shown}: {api_message(resp)}", key),
-                        status=resp.status_code)
-    return body
-
-
-def http_get(url: str, api_key: Optional[str] = None) -> Any:
-    """GET ``url`` (from :func:`apiurl`); the decoded JSON answer, or :class:`VastError`."""
-    return _request("GET", url, None, api_key)
-
-
-def http_put(url: str, json: Any = None, api_key: Optional[str] = None) -> Any:
-    """PUT ``json`` to ``url``; retried on 429 only (a PUT may have taken effect)."""
-    return _request("PUT", url, json, api_key)
-
-
-def http_post(url: str, json: Any = None, api_key: Optional[str] = None) -> Any:
-    """POST ``json`` to ``url``."""
-    return _request("POST", url, json, api_key)
-
-
-def http_del(url: str, json: Any = None, api_key: Optional[str] = None) -> Any:
-    """DELETE ``url``."""
-    return _request("DELETE", url, json, api_key)
+_held: dict[str, str] = {}
+_held_lock = threading.Lock()
 
 
 def search_offers(max_price: float, query: Optional[str] = None, order: str = "dph_total",
@@ -248,8 +84,9 @@ def create_instance(offer_id: int, image: str, env: Optional[Mapping[str, str]] 
 
 
 def destroy_instance(instance_id: int, api_key: Optional[str] = None) -> dict[str, Any]:
-    """Destroy instance ``instance_id`` (its disk too; billing stops)."""
-    return http_del(apiurl(f"/instances/{int(instance_id)}/"), None, api_key)
+    """Destroy instance ``instance_id`` (its disk too; billing stops); the API's answer."""
+    answer = http_del(apiurl(f"/instances/{int(instance_id)}/"), None, api_key)
+    return answer if isinstance(answer, dict) else {"success": True}
 
 
 def list_instances(api_key: Optional[str] = None) -> list[dict[str, Any]]:
@@ -287,12 +124,12 @@ def instance_logs(instance_id: int, tail: int = 1000, api_key: Optional[str] = N
     if _logs_session is None:
         _logs_session = requests.Session()
         _logs_session.trust_env = False
-        wait = Retry(total=8, backoff_factor=max(_number("VAST_RETRY_BACKOFF", 0.5), 0.05),
-                     status_forcelist=(403, 404) + _RETRY_STATUSES, raise_on_status=False)
+        wait = Retry(total=8, backoff_factor=max(retry_settings()[1], 0.05),
+                     status_forcelist=(403, 404) + RETRY_STATUSES, raise_on_status=False)
         _logs_session.mount("https://", HTTPAdapter(max_retries=wait))
         _logs_session.mount("http://", HTTPAdapter(max_retries=wait))
     try:
-        resp = _logs_session.get(url, timeout=_number("VAST_TIMEOUT_S", 30))
+        resp = _logs_session.get(url, timeout=timeout_s())
     except requests.RequestException as exc:
         raise VastError(f"logs of instance {instance_id}: download failed "
                         f"({type(exc).__name__})") from None
@@ -305,13 +142,20 @@ def instance_logs(instance_id: int, tail: int = 1000, api_key: Optional[str] = N
 def node_env(remote: str, run: str, self_destruct: bool = False, api_key: Optional[str] = None,
              extra: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """The instance ``env`` that makes the worker image run ``distribute worker`` on ``remote``
-    with job function ``run``; with ``self_destruct`` the node also gets ``api_key`` (default
-    ``VAST_NODE_API_KEY``, else ``VAST_API_KEY``) to destroy itself once the queue is done."""
+    with job function ``run`` (``extra`` first, for more settings of the node).
+
+    With ``self_destruct`` the node destroys its instance once the queue is done, with the
+    per-instance ``CONTAINER_API_KEY`` Vast gives it: no account key is sent. Only when one is
+    asked for, ``api_key`` or else the ``VAST_NODE_API_KEY`` setting, does it go to the node as
+    ``VAST_API_KEY`` (a risk: the host can read an instance's environment).
+    """
     env = dict(extra or {})
     env.update(DISTRIBUTE_REMOTE=remote, DISTRIBUTE_RUN=run)
     if self_destruct:
-        env["DISTRIBUTE_SELF_DESTRUCT"] = "1"
-        env["VAST_API_KEY"] = api_key or get_env("VAST_NODE_API_KEY") or _key(None)
+        env[SELF_DESTRUCT] = "1"
+        node_key = api_key or settings.get_env("VAST_NODE_API_KEY")
+        if node_key:
+            env["VAST_API_KEY"] = node_key
     return env
 
 
@@ -407,25 +251,68 @@ def terminate_nodes(nodes: Iterable[Union[Mapping[str, Any], int]],
     return out
 
 
+def hold_keys() -> list[str]:
+    """Move the Vast keys (:data:`KEY_VARS`) out of ``os.environ`` into this process's memory.
+
+    :func:`self_destruct` still finds them; job code no longer sees them in ``os.environ`` and the
+    processes the worker starts (git, anything a job runs) do not inherit them. A worker that may
+    destroy its node calls this before its first job. Returns the names moved.
+    """
+    moved = []
+    with _held_lock:
+        for name in KEY_VARS:
+            value = os.environ.pop(name, None)
+            if value:
+                register_secret(value)  # still masked in every message
+                _held[name] = value
+                moved.append(name)
+    if moved:
+        log.info("%s moved out of the environment: jobs do not inherit them", ", ".join(moved))
+    return moved
+
+
+def _node_key(name: str) -> Optional[str]:
+    with _held_lock:
+        held = _held.get(name)
+    return held or settings.get_env(name)
+
+
 def self_destruct(container_id: Optional[Union[str, int]] = None,
                   api_key: Optional[str] = None) -> bool:
-    """Destroy the instance this process runs on: ``CONTAINER_ID`` (set by Vast on every instance)
-    with ``VAST_API_KEY`` (else Vast's per-instance ``CONTAINER_API_KEY``). Never raises:
-    ``False`` (with a logged warning) when it could not, ``True`` when the instance is gone."""
-    raw = str(container_id or get_env("CONTAINER_ID") or "").strip()
-    key = api_key or get_env("VAST_API_KEY") or get_env("CONTAINER_API_KEY")
-    if not raw.isdigit() or not key:
-        log.warning("self-destruct skipped: %s", "no API key (VAST_API_KEY)" if raw.isdigit()
-                    else f"CONTAINER_ID is not an instance id: {raw!r}")
+    """Destroy the instance this process runs on: ``CONTAINER_ID`` (set by Vast on every instance).
+
+    The key is ``api_key`` when given; else the instance's own ``CONTAINER_API_KEY``, then
+    ``VAST_API_KEY`` (an account key the user chose to send, see :func:`node_env`), the next one
+    only when there is no such key or the API refused it (401/403). Keys put aside by
+    :func:`hold_keys` count. Never raises: ``False`` (with a logged warning) when it could not,
+    ``True`` when the instance is gone.
+    """
+    raw = str(container_id or settings.get_env("CONTAINER_ID") or "").strip()
+    if api_key:
+        keys = [("the key given", api_key)]
+    else:
+        found = ((name, _node_key(name)) for name in ("CONTAINER_API_KEY", "VAST_API_KEY"))
+        keys = [(name, key) for name, key in found if key]
+    if not raw.isdigit() or not keys:
+        log.warning("self-destruct skipped: %s", "no API key (CONTAINER_API_KEY or VAST_API_KEY)"
+                    if raw.isdigit() else f"CONTAINER_ID is not an instance id: {raw!r}")
         return False
-    try:
-        destroy_instance(int(raw), key)
-    except VastError as exc:
-        if exc.status != 404:
-            log.warning("self-destruct of instance %s failed: %s", raw, exc)
+    for number, (name, key) in enumerate(keys, 1):
+        try:
+            destroy_instance(int(raw), key)
+        except VastError as exc:
+            if exc.status == 404:
+                break
+            if exc.status in (401, 403) and number < len(keys):
+                log.info("self-destruct of instance %s: %s was refused (HTTP %s); trying %s",
+                         raw, name, exc.status, keys[number][0])
+                continue
+            log.warning("self-destruct of instance %s with %s failed: %s", raw, name,
+                        clean(exc, key))
             return False
-    except Exception as exc:  # noqa: BLE001 - called while a worker exits: never raise
-        log.warning("self-destruct of instance %s failed: %s", raw, _clean(exc, key))
-        return False
+        except Exception as exc:  # noqa: BLE001 - called while a worker exits: never raise
+            log.warning("self-destruct of instance %s failed: %s", raw, clean(exc, key))
+            return False
+        break
     log.info("instance %s destroyed itself", raw)
     return True

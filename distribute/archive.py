@@ -1,0 +1,104 @@
+"""The done archive: older records of ``done.txt`` in immutable segments ``done/<seq>.txt``.
+
+``done.txt`` on master keeps the most recent records (at most twice
+:data:`~distribute.protocol.DONE_RECENT`), so that a claim or a finish parses and rewrites a small
+file however many jobs are done; a finish that finds it full moves the oldest records into a new
+segment in the same commit (:func:`roll_into_segment`). Readers see ``segments + done.txt`` as one
+ledger (:func:`all_done`). "Is this job done?" looks at ``done.txt`` first and then at the
+segments, which a worker reads once (they never change) and keeps in memory (:class:`DoneIndex`).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from .ledger import Entry, split_lines
+from .protocol import DONE_DIR, segment_path
+from .repo import Clone
+from .repo.trees import splice
+
+log = logging.getLogger(__name__)
+
+
+def segments(clone: Clone, rev: str) -> list[tuple[str, str]]:
+    """``[(path, blob)]`` of the done segments in ``rev``, oldest first."""
+    status, out, _ = clone.run("ls-tree", "--full-tree", f"{rev}:{DONE_DIR}")
+    if status != 0:
+        return []
+    found = []
+    for line in out.splitlines():
+        meta, _, name = line.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob" and name.endswith(".txt"):
+            found.append((f"{DONE_DIR}/{name}", parts[2]))
+    return sorted(found)
+
+
+def read_blobs(clone: Clone, blobs: list[str]) -> dict[str, str]:
+    """The texts of ``blobs``, fetched from the remote in one request where the copy lacks them."""
+    if not blobs:
+        return {}
+    clone.run("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+              "--no-write-fetch-head", "--filter=blob:none", "origin", *blobs)
+    status, out, err = clone.run_bytes("cat-file", "--batch",
+                                       stdin="".join(b + "\n" for b in blobs).encode())
+    texts: dict[str, str] = {}
+    pos = 0
+    for blob in blobs:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) < 3:
+            log.warning("done segment %s could not be read", blob)
+            continue
+        size = int(header[2])
+        texts[blob] = out[pos:pos + size].decode("utf-8", "replace")
+        pos += size + 1
+    return texts
+
+
+def all_done(clone: Clone, rev: str, recent: list[Entry]) -> list[Entry]:
+    """Every done record at ``rev``: the segments', oldest first, then ``recent``."""
+    listed = segments(clone, rev)
+    texts = read_blobs(clone, [blob for _, blob in listed])
+    older = [Entry.parse(line) for _, blob in listed for line in split_lines(texts.get(blob))]
+    return older + recent
+
+
+class DoneIndex:
+    """The jobs recorded in the done segments, read once per segment (segments never change)."""
+
+    def __init__(self, clone: Clone) -> None:
+        self.clone = clone
+        self._jobs: set[str] = set()
+        self._read: set[str] = set()
+
+    def contains(self, rev: str, job: str) -> bool:
+        """Whether ``job`` is in one of the done segments of ``rev``."""
+        new = [blob for _, blob in segments(self.clone, rev) if blob not in self._read]
+        if new:
+            for blob, text in read_blobs(self.clone, new).items():
+                self._jobs.update(line.split("\t", 1)[0] for line in split_lines(text))
+                self._read.add(blob)
+        return job in self._jobs
+
+
+def roll_into_segment(clone: Clone, old: list[Entry]) -> Optional[str]:
+    """Put ``old`` records into a new segment, amending the commit just made at ``HEAD`` (same
+    message and parents) without the index; returns the new commit, checked out."""
+    if not old:
+        return None
+    listed = segments(clone, "HEAD")
+    seq = 1 + max((int(p.rsplit("/", 1)[1][:-4]) for p, _ in listed if p[-10:-4].isdigit()),
+                  default=0)
+    blob = clone.run("hash-object", "-w", "--stdin", stdin="".join(e.line() + "\n" for e in old))[1]
+    tree = splice(clone, "HEAD", segment_path(seq), blob.strip(), blob=True)
+    parents = clone.git("rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
+    message = clone.git("log", "-1", "--format=%B", "HEAD")
+    args = ["commit-tree", tree]
+    for parent in parents:
+        args += ["-p", parent]
+    commit = clone.run(*args, stdin=message)[1].strip()
+    clone.git("checkout", "--quiet", "--detach", commit)
+    log.info("moved %d done records into %s", len(old), segment_path(seq))
+    return commit

@@ -1,0 +1,134 @@
+"""Claiming a job inside a write transaction: the next-job calling convention, skipping jobs that
+cannot be claimed, and requeueing the jobs of silent workers first."""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .exceptions import InvalidJobError
+from .ledger import Ledger
+from .protocol import (GAVE_UP, HEARTBEAT_PREFIX, QUEUE, REJECTED, REQUEUED, TOOK, check_job,
+                       commit_message, heartbeat_ref)
+from .repo import RefUpdate
+from .redact import redact
+from .transaction import Transaction
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+NextJobFunc = Callable[..., Optional[str]]
+#: Jobs a next-job function may return in one hold that cannot be claimed (already running or
+#: done, or not storable) before the hold ends without a claim. Skipped queue lines are committed
+#: either way, so a queue that starts with many repeated lines still drains.
+MAX_SKIPS = 100_000
+
+
+def call_next_job_func(func: NextJobFunc, worker: "Worker") -> Optional[str]:
+    """Call ``func`` with the worker if it takes a positional parameter, else with nothing."""
+    try:
+        params = [p for p in inspect.signature(func).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        params = []
+    return func(worker) if params else func()
+
+
+def claim(worker: "Worker", txn: Transaction, func: NextJobFunc) -> tuple[Optional[str], int]:
+    """In ``txn``: requeue silent workers' jobs, then ask ``func`` until it yields a claimable job
+    (committed as claimed by ``worker``) or ``None``. Returns ``(job, attempt)``."""
+    ws = txn.workspace
+    requeue_silent(worker, txn, ws.ledger())
+    ledger = ws.ledger()
+    skipped = 0
+    what = f"the next-job function {getattr(func, '__qualname__', func)!r}"
+    for _ in range(MAX_SKIPS):
+        with txn.time_limit(worker.next_job_timeout_s, what):
+            job = call_next_job_func(func, worker)
+        if job is None:
+            break
+        try:
+            entry = ledger.claim(job, worker.name, worker.session)
+        except InvalidJobError as exc:
+            skipped += 1
+            _skip(worker, txn, ledger, job, exc)
+            continue
+        ledger.write(ws.root)
+        _note_skips(worker, skipped)
+        txn.commit(commit_message(worker.name, TOOK, f"{worker.name} took job {job}", job))
+        txn.still_valid = lambda: _still_ours(worker, txn, job)
+        return job, entry.attempt
+    else:
+        log.warning("%s: the job function returned %d unusable jobs in a row", worker.name,
+                    MAX_SKIPS)
+    _note_skips(worker, skipped)
+    txn.commit(commit_message(worker.name, QUEUE, f"{worker.name} updated the queue"))
+    return None, 0
+
+
+def _note_skips(worker: "Worker", skipped: int) -> None:
+    if skipped:
+        log.warning("%s skipped %d job(s) that were already running or done, or not storable",
+                    worker.name, skipped)
+
+
+def _still_ours(worker: "Worker", txn: Transaction, job: str) -> bool:
+    """After our claim was replayed on a moved master: is the job still claimed by us alone?"""
+    ledger = txn.workspace.ledger()
+    entry = ledger.running_entry(job)
+    return (entry is not None and entry.worker == worker.name and not ledger.is_done(job)
+            and sum(e.job == job for e in ledger.running) == 1)
+
+
+def _skip(worker: "Worker", txn: Transaction, ledger: Ledger, job: object,
+          exc: InvalidJobError) -> None:
+    """A job that cannot be claimed: a valid repeat of a running or done job is dropped (the
+    function's edit of the queue stays); a job string that cannot be stored is recorded, as its
+    ``repr``, in failed.txt."""
+    if isinstance(job, str):
+        try:
+            check_job(job)
+            log.debug("%s skips job: %s", worker.name, redact(exc))
+            return
+        except InvalidJobError:
+            pass
+    log.warning("%s skips job: %s", worker.name, redact(exc))
+    shown = repr(job)
+    if not ledger.running_entry(shown) and not ledger.is_done(shown):
+        ledger.claim(shown, worker.name)
+        ledger.fail(shown, worker.name, f"invalid job string: {exc}")
+        ledger.write(txn.workspace.root)
+    txn.commit(commit_message(worker.name, REJECTED,
+                              f"{worker.name} rejected invalid job {shown[:200]}"))
+
+
+def requeue_silent(worker: "Worker", txn: Transaction, ledger: Ledger) -> None:
+    """Give back running jobs whose worker process has been silent for the job lease (one commit
+    each), at once those of this worker's earlier process on the same local copy, and prune the
+    heartbeat refs of processes gone for two job leases."""
+    refs = txn.workspace.remote_refs
+    ours = {worker.session, *worker.dead_sessions, ""}
+    for entry in list(ledger.running):
+        if entry.worker == worker.name and entry.session in ours:
+            if entry.job == worker.running_job:
+                continue
+            silent, why = True, f"{worker.name} restarted without it"
+        else:
+            ref = heartbeat_ref(entry.worker, entry.session)
+            age = worker.observer.unchanged_for(ref, refs.get(ref))
+            silent, why = age >= worker.job_lease_s, f"{entry.worker} silent for {age:.0f}s"
+        if not silent:
+            continue
+        back = ledger.requeue(entry.job, worker.max_attempts, why)
+        ledger.write(txn.workspace.root, queue=True)
+        verb = "requeued" if back else "gave up"
+        txn.commit(commit_message(worker.name, REQUEUED if back else GAVE_UP,
+                                  f"{worker.name} {verb} job {entry.job} ({why})", entry.job))
+        log.warning("%s %s job %r (%s)", worker.name, verb, entry.job, why)
+    busy = {heartbeat_ref(e.worker, e.session) for e in ledger.running}
+    for ref, value in refs.items():
+        if (ref.startswith(HEARTBEAT_PREFIX) and ref not in busy
+                and worker.observer.unchanged_for(ref, value) >= 2 * worker.job_lease_s):
+            txn.optional.append(RefUpdate(ref, None, expect=value))

@@ -1,0 +1,123 @@
+"""``distribute mirror REMOTE [--since COMMIT] [--batch N] [--dry-run]``: catch up the Hub mirror.
+
+``register(subparsers)`` adds the command to the ``distribute`` parser; ``main(argv)`` runs it on
+its own (``python -m distribute.cli.hub mirror ...``). Exit codes: 0 done (also when there was
+nothing to upload), 1 an error explained in one sentence on stderr, 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+from .. import settings
+from ..exceptions import DistributeError
+from ..redact import redact
+
+log = logging.getLogger(__name__)
+
+HELP = "upload done jobs' results that are missing or differ on the Hugging Face repository"
+EPILOG = """examples:
+  distribute mirror file:///srv/jobs.git                 # everything not yet mirrored
+  distribute mirror file:///srv/jobs.git --batch 50      # 50 jobs per Hub commit
+  distribute mirror file:///srv/jobs.git --since 1a2b3c  # only jobs finished after that commit
+  distribute mirror file:///srv/jobs.git --dry-run       # list the jobs that are not mirrored
+
+settings: HF_REPO_ID (namespace/name), HF_TOKEN, HF_REPO_TYPE (dataset), HF_ENDPOINT,
+DISTRIBUTE_MIRROR_BATCH (25), DISTRIBUTE_HF_RETRIES, DISTRIBUTE_HF_TIMEOUT_S, DISTRIBUTE_HF_BACKOFF_S
+(environment or .env). Safe to run repeatedly and while workers run: files already on the Hub
+with the same content are not sent again."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add the ``mirror`` subcommand (``func`` = :func:`handle`) to ``subparsers``."""
+    p = subparsers.add_parser("mirror", help=HELP, description=HELP + ".", epilog=EPILOG,
+                              parents=list(parents), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p.add_argument("--since", metavar="COMMIT", help="only jobs finished after this commit of master")
+    p.add_argument("--batch", type=_positive, metavar="N",
+                   help="jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else 25)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    p.set_defaults(func=handle, _parser=p)
+
+
+def _say(text: str) -> None:
+    print(redact(text), flush=True)
+
+
+def handle(args: argparse.Namespace) -> int:
+    """Run the catch-up for ``args`` and print what it did; errors raise DistributeError."""
+    from ..hub import DEFAULT_BATCH, catch_up, check_settings  # the Hub client loads slowly
+    from .common import cache_worker
+
+    url = args.remote or settings.get_env("DISTRIBUTE_REMOTE")
+    if not url:
+        raise DistributeError("no remote given: pass REMOTE or set DISTRIBUTE_REMOTE "
+                              "(in the environment or a .env file)")
+    batch = settings.count("DISTRIBUTE_MIRROR_BATCH", DEFAULT_BATCH, args.batch, zero_ok=False)
+    s = check_settings()
+    with cache_worker(url) as worker:
+        report = catch_up(worker, since=args.since, batch=batch, dry_run=args.dry_run)
+    where = f"{s.repo_type} {s.repo_id}"
+    for note in report.skipped:
+        _say(f"not uploaded: {note}")
+    scope = f"{report.done} done jobs" + (f" finished after {args.since}" if args.since else "")
+    if args.dry_run:
+        _say(f"{scope} at {report.commit[:12]}: {len(report.pending)} not (fully) mirrored to {where}, "
+             f"{report.up_to_date} mirrored, {report.empty} without files")
+        for job in report.pending:
+            _say(f"  {job}")
+    elif not report.pending:
+        _say(f"nothing to upload: {scope} at {report.commit[:12]} are mirrored to {where}"
+             + (f" ({report.empty} have no files)" if report.empty else ""))
+    else:
+        _say(f"mirrored {report.uploaded_jobs} jobs ({report.uploaded_files} files) to {where} in "
+             f"{len(report.commits)} commits from git {report.commit[:12]}; "
+             f"{report.up_to_date} were already up to date")
+    return 0
+
+
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``mirror`` as a stand-alone command; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="distribute", description="git-distribute's Hub mirror.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    parser.add_argument("--env-file", metavar="FILE", help="read settings from FILE instead of .env")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s: %(message)s"))
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(logging.INFO if args.verbose else logging.WARNING)
+    for noisy in ("git", "httpx", "httpx2"):  # GitPython's commands, one line per HTTP request
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings.use_env_file(args.env_file)
+        return int(args.func(args))
+    except DistributeError as exc:
+        print(redact(f"error: {exc}"), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

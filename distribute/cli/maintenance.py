@@ -1,0 +1,58 @@
+"""``distribute upgrade`` and ``distribute prune``: keeping a big remote lean."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Sequence
+
+from .common import cache_worker, plural, resolve_remote, say
+
+R = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add the ``upgrade`` and ``prune`` subcommands to ``subparsers``."""
+    text = "move results to the sharded layout updates/<ab>/<cd>/<slug>/ (one commit)"
+    p = subparsers.add_parser(
+        "upgrade", help=text, description=text + ". Remotes made by older versions keep working "
+        "without it, but every commit then rewrites one big updates/ tree. Run it when no job "
+        "is running.", epilog="example:\n  distribute upgrade file:///srv/jobs.git",
+        parents=list(parents), formatter_class=R)
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p.set_defaults(func=cmd_upgrade, _parser=p)
+    text = "delete refs nobody needs: idle heartbeats, old wait refs, branches of done jobs"
+    p = subparsers.add_parser(
+        "prune", help=text, description=text + ". Safe while workers run (a live worker pushes its "
+        "heartbeat again); failed jobs keep their branches.",
+        epilog="examples:\n  distribute prune file:///srv/jobs.git\n"
+               "  distribute prune file:///srv/jobs.git --keep-branches",
+        parents=list(parents), formatter_class=R)
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p.add_argument("--keep-branches", action="store_true", help="do not delete job branches")
+    p.set_defaults(func=cmd_prune, _parser=p)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Move a flat remote's results to the sharded layout."""
+    from ..maintenance import upgrade_layout
+
+    url = resolve_remote(args.remote)
+    with cache_worker(url) as worker:
+        moved = upgrade_layout(worker)
+    say(f"{url} already has the sharded layout; nothing changed" if moved is None else
+        f"moved {plural(moved, 'job directory')} of {url} to the sharded layout")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete idle heartbeat refs, old wait refs and merged job branches."""
+    from ..maintenance import prune
+
+    url = resolve_remote(args.remote)
+    with cache_worker(url) as worker:
+        deleted = prune(worker, branches=not args.keep_branches)
+    say(f"deleted {plural(len(deleted['heartbeats']), 'heartbeat ref')}, "
+        f"{plural(len(deleted['waits']), 'wait ref')} and "
+        f"{plural(len(deleted['branches']), 'job branch')} on {url}")
+    return 0

@@ -1,0 +1,76 @@
+"""A job's branch without the index: committing the job's directory and merging it into master.
+
+A job works in a directory of its own beside the checkout (``worker.job_dir``); staging it in the
+copy's index at its place on master (``updates/<ab>/<cd>/<slug>/``, outside the sparse checkout)
+would expand that index to every path of the repository. Instead its tree is built in a temporary
+index and spliced into the branch's tree (:func:`distribute.repo.trees.splice`): the cost does not
+grow with the number of jobs on master. A branch that changed anything outside its directory is merged
+by ``git merge`` as before.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .exceptions import MergeConflictError, RemoteError
+from .redact import redact
+from .repo import Clone
+from .repo.trees import splice, tree_of_directory
+
+
+def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message: str) -> bool:
+    """Commit the job's working ``directory`` (anywhere on disk) as ``path`` of the tree on
+    ``branch`` (a local branch); ``False`` if nothing changed. Files the job changed in the
+    checkout itself (rare: a job that writes beside its directory) are staged through the index
+    and committed too."""
+    ref = f"refs/heads/{branch}"
+    tip = clone.resolve(ref)
+    assert tip is not None
+    base = f"{tip}^{{tree}}"
+    # (the index still holds the tree the job was claimed on: entries under ``path`` differ)
+    status = clone.git("status", "--porcelain", "--untracked-files=all", "--no-renames", "-z")
+    if any(e and not e[3:].startswith(path + "/") for e in status.split("\0")):
+        clone.stage_all()
+        base = clone.git("write-tree").strip()
+    tree = splice(clone, base, path, tree_of_directory(clone, directory))
+    if tree == clone.resolve(f"{tip}^{{tree}}"):
+        return False
+    commit = clone.git("commit-tree", tree, "-p", tip, "-m", message).strip()
+    clone.git("update-ref", ref, commit, tip)
+    return True
+
+
+def merge_job(clone: Clone, job: str, path: str, base: Optional[str], branch: str) -> None:
+    """Merge ``branch`` into the checked-out master (``--no-ff``, not yet committed: the caller
+    commits with ``--amend`` semantics, see :func:`merged_fast`). ``base`` is the commit the job
+    was claimed on. Raises :class:`MergeConflictError` on a conflict (master untouched)."""
+    tip = clone.resolve(f"refs/heads/{branch}")
+    assert tip is not None
+    if base is not None and _only_its_directory(clone, base, tip, path):
+        tree = splice(clone, "HEAD", path, clone.object_at(tip, path))
+        merge = clone.git("commit-tree", tree, "-p", "HEAD", "-p", tip, "-m", "merge").strip()
+        clone.git("checkout", "--quiet", "--detach", merge)
+        return
+    status, _, err = clone.run("merge", "--no-ff", "--no-commit", "--quiet", f"refs/heads/{branch}")
+    if status != 0:
+        conflicts = clone.git("diff", "--name-only", "--diff-filter=U").splitlines()
+        clone.git("merge", "--abort", check=False)
+        raise MergeConflictError(job, conflicts or [redact(err.strip())[:200]])
+
+
+def merged_fast(clone: Clone) -> bool:
+    """Whether the merge just made is a commit already (made by :func:`merge_job`'s fast path, so
+    the finish is committed with ``--amend``) rather than a ``git merge`` waiting for its commit."""
+    return not (clone.path / ".git" / "MERGE_HEAD").exists()
+
+
+def _only_its_directory(clone: Clone, base: str, tip: str, path: str) -> bool:
+    """The branch changed nothing but ``path`` since ``base``, and master holds at ``path`` what
+    ``base`` held (so taking the branch's directory is the merge)."""
+    status, out, err = clone.run("diff-tree", "-r", "--name-only", "--no-renames", base, tip,
+                                 index=str(clone.path / ".git" / "distribute-no-index"))
+    if status != 0:  # (no index: diff-tree would expand a sparse one to every path)
+        raise RemoteError(f"git diff-tree failed: {err.strip()}")
+    changed = out.splitlines()
+    if any(not p.startswith(path + "/") for p in changed):
+        return False
+    return clone.object_at("HEAD", path) == clone.object_at(base, path)

@@ -1,0 +1,244 @@
+"""The worker loop, as library code: behind ``distribute worker`` and the quickstart, and usable
+from your own scripts.
+
+``run_worker_loop`` takes jobs, calls ``run_func(job, worker)``, finishes or fails each job, and
+stops cleanly on SIGTERM/SIGINT: no new job is taken, the running job gets ``grace_s`` seconds to
+return (then it is finished as usual), otherwise it is interrupted and given back to the head of
+the queue at once. A second signal gives the job back without waiting for the grace period.
+
+The job function runs in a thread of its own, supervised by the loop's thread, which alone drives
+git, the remote lock and the heartbeat (see :mod:`distribute.supervise`): the signal handlers only
+record the request, and no exception is ever raised from them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .exceptions import (DistributeError, JobStateError, LockLostError, MergeConflictError,
+                          NotARemoteError, NotInitializedError, RemoteError)
+from .next_jobs import queue_jobs_func
+from .ledger import Ledger
+from .redact import redact
+from .settings import seconds
+from .supervise import RAISED, STOPPED, JobSupervisor, StopSignals
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+RunFunc = Callable[[str, Worker], Any]
+_CLOSE_TRIES = 3
+_UNSET = object()  # "no next job was asked for" (None means "asked, and the queue was empty")
+_STOP = object()  # the job was given back because the loop must stop
+_RETRIES = 5  # failures in a row of taking a job (network, lost lock) before giving up
+
+
+@dataclass
+class LoopResult:
+    """What a :func:`run_worker_loop` call did, and why it ended."""
+
+    done: int = 0
+    failed: int = 0
+    given_back: int = 0
+    ended_by: str = ""  # "idle", "queue empty", "max jobs", "SIGTERM", "SIGINT"
+
+
+def _close(action: Callable[..., Any], *args: Any, chain: Any = None) -> Any:
+    """Run finish_job/fail_job/give_back_job, retrying when the lock was broken meanwhile.
+
+    With ``chain`` (a next-job function) the next job is claimed in the same lock hold and
+    returned; without, ``_UNSET`` is returned.
+    """
+    for attempt in range(1, _CLOSE_TRIES + 1):
+        try:
+            if chain is None:
+                action(*args)
+                return _UNSET
+            return action(*args, next_job_func=chain)
+        except DistributeError as exc:  # LockLostError, or a network failure
+            if isinstance(exc, (MergeConflictError, JobStateError)) or attempt == _CLOSE_TRIES:
+                raise
+            log.warning("%s failed (%s); trying again", action.__name__, redact(exc))
+            time.sleep(0.2 * attempt)
+
+
+def run_worker_loop(worker: Worker, run_func: RunFunc,
+                    next_job_func: Callable[..., Optional[str]] = queue_jobs_func,
+                    max_jobs: Optional[int] = None, idle_exit: bool = False,
+                    exit_when_queue_empty: bool = False, poll_s: Optional[float] = None,
+                    grace_s: Optional[float] = None,
+                    report: Optional[Callable[[str], None]] = None,
+                    after_finish: Optional[Callable[[Worker, str], bool]] = None) -> LoopResult:
+    """Run jobs on ``worker`` until told to stop; return what was done.
+
+    Each job is taken with ``worker.get_next_job(next_job_func)``; ``run_func(job, worker)`` writes
+    into ``worker.job_dir`` (and may call ``worker.commit_update()``); then the job is finished. An
+    exception becomes ``fail_job("<Type>: <message>")`` with the full traceback committed to the job
+    branch as ``traceback.txt``; a merge conflict at finish fails the job too.
+
+    When no job is available: with ``exit_when_queue_empty`` the loop ends; with ``idle_exit`` it
+    ends once nothing is queued and nothing is running anywhere (it keeps looking every ``poll_s``
+    seconds while other workers run jobs, since those come back to the queue if their worker dies);
+    otherwise it looks again every ``poll_s`` seconds forever. ``max_jobs`` limits the jobs taken.
+    ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` (5) and ``DISTRIBUTE_GRACE_S``
+    (30) settings. ``report`` receives one line per event (default: the log). ``after_finish``
+    is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
+    results); it must not raise, and a ``False`` return is reported as "not mirrored".
+
+    ``run_func`` runs in a thread of its own. The ``worker`` it gets stands for ``worker``
+    (attributes, ``isinstance``), but the worker's methods it calls (``commit_update()``...) are
+    executed by the loop's thread, which alone drives git; once the job is over (or given back)
+    they raise :class:`JobStateError`. SIGTERM/SIGINT (handled when the loop runs in the main
+    thread): no new job is taken; ``report`` gets one line at once naming the job and its grace;
+    the job has ``grace_s`` seconds to return (then it is finished as usual), and when they are
+    over or a second signal comes, :class:`~distribute.supervise.JobInterrupted` is raised in the
+    job function and the job is given back. Once a stop signal ended the loop, later SIGTERM/SIGINT
+    are ignored for the rest of the process (it is leaving: its last steps must not be cut short).
+    """
+    poll_s = seconds("DISTRIBUTE_POLL_S", 5.0, poll_s)
+    grace_s = seconds("DISTRIBUTE_GRACE_S", 30.0, grace_s, zero_ok=True)
+    say = report or log.info
+    result = LoopResult()
+    signals = StopSignals()
+    signals.install()
+    taken, idle_note, errors = 0, "", 0
+    claimed: Any = _UNSET  # what the previous finish claimed in the same lock hold
+    try:
+        while True:
+            if claimed is not _UNSET:
+                job, claimed = claimed, _UNSET
+                ledger = None if job is not None or exit_when_queue_empty else \
+                    _ledger_now(worker)
+            else:
+                if signals.first is not None:
+                    result.ended_by = signals.first
+                    break
+                if max_jobs is not None and taken >= max_jobs:
+                    result.ended_by = "max jobs"
+                    break
+                try:
+                    job = worker.get_next_job(next_job_func)
+                    ledger = None if job is not None or exit_when_queue_empty else \
+                        _ledger_now(worker)
+                    errors = 0
+                except DistributeError as exc:
+                    if signals.first is not None:  # leaving anyway
+                        result.ended_by = signals.first
+                        break
+                    errors += 1
+                    if not isinstance(exc, (RemoteError, LockLostError)) or errors > _RETRIES \
+                            or isinstance(exc, (NotARemoteError, NotInitializedError)):
+                        raise
+                    say(f"{worker.name}: {redact(exc)}; trying again in {poll_s * errors:g}s")
+                    signals.sleep(poll_s * errors)
+                    continue
+            if job is None:
+                if exit_when_queue_empty or ledger is None:
+                    result.ended_by = "queue empty"
+                    break
+                if idle_exit and not ledger.queued and not ledger.running:
+                    result.ended_by = "idle"
+                    break
+                note = (f"{worker.name} idle: {len(ledger.queued)} queued, {len(ledger.running)} "
+                        f"running on other workers; looking again every {poll_s:g}s")
+                if note != idle_note:
+                    say(note)
+                    idle_note = note
+                signals.sleep(poll_s)
+                continue
+            taken, idle_note = taken + 1, ""
+            say(f"{worker.name} took job {job}")
+            if signals.first is not None:
+                _close(worker.give_back_job)
+                result.given_back += 1
+                say(f"{worker.name} gave back job {job} ({signals.first} received)")
+                continue
+            more = max_jobs is None or taken < max_jobs
+            supervisor = JobSupervisor(signals, grace_s, say, worker.name, job)
+            claimed = _run_one(worker, job, run_func, supervisor, result,
+                               next_job_func if more else None, after_finish)
+            if claimed is _STOP:
+                result.ended_by = signals.first or "stop"
+                break
+    finally:
+        signals.close()
+    return result
+
+
+def _ledger_now(worker: Worker) -> Ledger:
+    """The ledger after a claim that found no job: the checkout is then the master the worker
+    just read (and pushed) under the lock, so no second fetch is needed."""
+    return Ledger.read(Path(worker.path))
+
+
+def _run_one(worker: Worker, job: str, run_func: RunFunc, supervisor: JobSupervisor,
+             result: LoopResult, chain: Optional[Callable[..., Optional[str]]],
+             after_finish: Optional[Callable[[Worker, str], bool]] = None) -> Any:
+    """Run one claimed job to its end.
+
+    Returns the next job claimed in the same lock hold as the finish (``None``: the queue was
+    empty), ``_UNSET`` when no next job was asked for, or ``_STOP`` when the job was given back
+    because we must stop.
+    """
+    say, signals = supervisor.say, supervisor.signals
+    started = time.monotonic()
+    outcome = supervisor.run(run_func, worker)
+    error = outcome.error
+    if outcome.kind == STOPPED:
+        if worker.running_job is None:  # the job function closed its job itself
+            say(f"{worker.name} stopped with job {job} closed by its function ({outcome.why})")
+            return _STOP
+        _close(worker.give_back_job)
+        result.given_back += 1
+        say(f"{worker.name} gave back job {job} ({outcome.why})")
+        return _STOP
+    if outcome.kind == RAISED and error is not None and not isinstance(error, Exception):
+        _close(worker.give_back_job)  # SystemExit or KeyboardInterrupt raised by the job itself
+        result.given_back += 1
+        raise error
+    if outcome.kind == RAISED and error is not None:  # the user's job failed: record it, go on
+        reason = redact(f"{type(error).__name__}: {error}")
+        _write_traceback(worker, "".join(traceback.format_exception(
+            type(error), error, error.__traceback__)))
+        nxt = _close(worker.fail_job, reason, chain=_chain(chain, signals))
+        result.failed += 1
+        say(f"{worker.name} failed job {job}: {reason}")
+        return nxt
+    took = time.monotonic() - started
+    try:
+        nxt = _close(worker.finish_job, chain=_chain(chain, signals))
+    except MergeConflictError as exc:
+        nxt = _close(worker.fail_job, str(exc), chain=_chain(chain, signals))
+        result.failed += 1
+        say(f"{worker.name} failed job {job}: {redact(exc)}")
+        return nxt
+    except JobStateError as exc:  # e.g. done meanwhile by another worker after a requeue
+        say(f"{worker.name} could not finish job {job}: {redact(exc)}")
+        if worker.running_job is not None:
+            worker.give_back_job()  # clears our state; the ledger is left as it is
+        return _UNSET
+    result.done += 1
+    mirrored = after_finish(worker, job) if after_finish else None
+    say(f"{worker.name} finished job {job} in {took:.1f}s"
+        + (" (not mirrored)" if mirrored is False else ""))
+    return nxt
+
+
+def _chain(func: Optional[Callable[..., Optional[str]]], signals: StopSignals) -> Any:
+    """The next-job function to claim with, unless we are stopping (then finish only)."""
+    return func if func is not None and signals.first is None else None
+
+
+def _write_traceback(worker: Worker, text: str) -> None:
+    if worker.job_dir is None:
+        return
+    try:
+        path = Path(worker.job_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "traceback.txt").write_text(redact(text), encoding="utf-8")
+    except OSError as exc:
+        log.warning("could not write traceback.txt: %s", exc)

@@ -1,0 +1,246 @@
+"""The remote's protocol, written down once: every ref name, branch name, file name, commit-message
+format and marker format that workers exchange through the remote, and their parsers.
+
+Nothing here runs git or does I/O. The README's "Remote layout and lock protocol" section explains
+what these names mean together; this module is what the code uses.
+
+``master`` holds the ledger (:data:`LEDGER_FILES`) and the merged results (``updates/<slug>/``).
+Coordination refs live under :data:`COORD_PREFIX`, outside any branch: the lock
+(:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``). Their values
+are *markers*: parentless commits with the empty tree whose message says who made them and when.
+Every commit the library puts on ``master`` has trailers (:func:`commit_message`) that say what
+happened to which job, so that readers never parse the subject line.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import unicodedata
+import uuid
+from datetime import datetime, timezone
+from typing import Optional
+
+from .exceptions import InvalidJobError, WorkerNameError
+
+# ---- refs ---------------------------------------------------------------------------------------
+MASTER = "refs/heads/master"
+ORIGIN_MASTER = "refs/remotes/origin/master"
+COORD_PREFIX = "refs/distribute/"
+LOCK_REF = COORD_PREFIX + "lock"
+HEARTBEAT_PREFIX = COORD_PREFIX + "hb/"
+WAIT_PREFIX = COORD_PREFIX + "wait/"
+#: Where a local copy keeps the coordination refs it fetched.
+TRACKING_PREFIX = "refs/remotes/origin/distribute/"
+#: What every fetch of a worker brings: master and the coordination refs.
+FETCH_REFSPECS = ("+refs/heads/master:refs/remotes/origin/master",
+                  "+refs/distribute/*:refs/remotes/origin/distribute/*")
+ZERO_SHA = "0" * 40
+
+
+def heartbeat_ref(worker: str, session: str = "") -> str:
+    """The remote ref the heartbeat of ``worker``'s process ``session`` lives on
+    (``hb/<worker>@<session>``; ``hb/<worker>`` for records written before sessions existed)."""
+    return HEARTBEAT_PREFIX + worker + (f"@{session}" if session else "")
+
+
+def heartbeat_owner(ref: str) -> tuple[str, str]:
+    """``(worker, session)`` of a heartbeat ref (inverse of :func:`heartbeat_ref`)."""
+    worker, _, session = ref[len(HEARTBEAT_PREFIX):].partition("@")
+    return worker, session
+
+
+def new_session() -> str:
+    """A fresh session id: one per worker process, recorded with its claims and heartbeat, so
+    that two processes with the same worker name are never taken for each other."""
+    return uuid.uuid4().hex[:10]
+
+
+def wait_ref(worker: str) -> str:
+    """The remote ref a worker pushes while it waits for the lock."""
+    return WAIT_PREFIX + worker
+
+
+def tracking_ref(remote_ref: str) -> str:
+    """The local tracking ref of a coordination ref (``refs/distribute/x`` → its fetched copy)."""
+    return TRACKING_PREFIX + remote_ref[len(COORD_PREFIX):]
+
+
+def remote_ref(tracking: str) -> str:
+    """The coordination ref a local tracking ref mirrors (inverse of :func:`tracking_ref`)."""
+    return COORD_PREFIX + tracking[len(TRACKING_PREFIX):]
+
+
+# ---- files on master ----------------------------------------------------------------------------
+QUEUE_FILE = "jobs.txt"
+RUNNING_FILE = "running.txt"
+DONE_FILE = "done.txt"
+FAILED_FILE = "failed.txt"
+ATTEMPTS_FILE = "attempts.txt"
+LEDGER_FILES = (QUEUE_FILE, RUNNING_FILE, DONE_FILE, FAILED_FILE)
+UPDATES_DIR = "updates"
+#: Older records of ``done.txt`` live in immutable segments ``done/<6 digits>.txt``; ``done.txt``
+#: keeps the most recent ones, between DONE_RECENT and twice that many.
+DONE_DIR = "done"
+DONE_RECENT = 1000
+#: A top-level file naming the layout of results on master (absent: the first, flat layout).
+LAYOUT_FILE = ".distribute"
+#: ``updates/<slug>/`` — remotes made before results were sharded.
+FLAT = 1
+#: ``updates/<ab>/<cd>/<slug>/`` with ``abcd`` the first hex digits of the slug's SHA-256: the trees
+#: one finish rewrites stay small (a million jobs: ~15 entries per leaf directory).
+SHARDED = 2
+
+
+def utc_now() -> str:
+    """The current UTC time as an ISO-8601 string with second precision (ledger and markers)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---- jobs and names -----------------------------------------------------------------------------
+_SAFE_SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,79}$")
+_HASHED_SLUG = re.compile(r"-[0-9a-f]{10}$")
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_job(job: object) -> str:
+    """Return ``job`` if it can be stored as one ledger field, else raise :class:`InvalidJobError`."""
+    if not isinstance(job, str):
+        raise InvalidJobError(f"a job must be a string, not {type(job).__name__}")
+    if job == "" or job != job.strip():
+        raise InvalidJobError(f"job {job!r} is empty or has leading/trailing whitespace")
+    bad = sorted({c for c in job if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        raise InvalidJobError(f"job {job[:80]!r} contains control characters {bad!r}")
+    try:
+        job.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidJobError(f"job {job[:80]!r} is not valid UTF-8 text") from exc
+    return job
+
+
+def job_slug(job: str) -> str:
+    """A name for ``job`` that is a valid ref component and a safe directory name.
+
+    Distinct jobs get distinct slugs: a job that is already a short safe name is its own slug; any
+    other job becomes a readable prefix plus ``-`` and 10 hex digits of its SHA-256.
+    """
+    if (_SAFE_SLUG.match(job) and ".." not in job and not job.endswith((".", ".lock"))
+            and not _HASHED_SLUG.search(job)):
+        return job
+    prefix = _UNSAFE_CHARS.sub("-", job).strip("-.")[:40].strip("-.")
+    prefix = prefix.replace("..", ".") or "job"
+    digest = hashlib.sha256(job.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{prefix}-{digest}"
+
+
+def job_path(job: str, layout: int = SHARDED) -> str:
+    """The directory of ``job``'s files on master and on its branch, relative to the root."""
+    return slug_path(job_slug(job), layout)
+
+
+def slug_path(slug: str, layout: int = SHARDED) -> str:
+    """The directory of the job whose slug is ``slug`` (see :func:`job_path`)."""
+    if layout == FLAT:
+        return f"{UPDATES_DIR}/{slug}"
+    digest = hashlib.sha256(slug.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{UPDATES_DIR}/{digest[:2]}/{digest[2:4]}/{slug}"
+
+
+def segment_path(seq: int) -> str:
+    """The path of done segment number ``seq`` (1, 2, ...)."""
+    return f"{DONE_DIR}/{seq:06d}.txt"
+
+
+def layout_text(layout: int) -> str:
+    """The content of :data:`LAYOUT_FILE` for ``layout``."""
+    return f"layout {layout}\n"
+
+
+def parse_layout(text: Optional[str]) -> int:
+    """The layout named by :data:`LAYOUT_FILE`'s text (``None``: the file is absent → flat)."""
+    if text is None:
+        return FLAT
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "layout" and value.strip().isdigit():
+            return int(value)
+    return FLAT
+
+
+def job_branch(worker: str, job: str, attempt: int) -> str:
+    """The branch (without ``refs/heads/``) a worker commits a job's progress on."""
+    return f"{worker}/{job_slug(job)}" + (f"@{attempt}" if attempt > 1 else "")
+
+
+def check_worker_name(name: str) -> str:
+    """Return ``name`` if it is usable as a path component and a ref component, else raise."""
+    if (not isinstance(name, str) or not _NAME.match(name) or ".." in name
+            or name.endswith((".", ".lock")) or name in ("master", "HEAD")):
+        raise WorkerNameError(
+            f"worker name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
+            "not starting with '.' or '-'")
+    return name
+
+
+def short_host() -> str:
+    """This machine's short host name, usable in a worker name."""
+    host = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", host).strip("-.")[:40] or "host"
+
+
+def default_worker_name() -> str:
+    """The host name plus a short random suffix."""
+    return f"{short_host()}-{uuid.uuid4().hex[:6]}"
+
+
+# ---- markers (values of the coordination refs) ---------------------------------------------------
+def marker_message(kind: str, worker: str) -> str:
+    """The message of a fresh marker: ``<kind> <worker> <UTC time> <random>``; ``kind`` is
+    ``lock``, ``heartbeat`` or ``wait``. The random part makes every marker a new commit."""
+    return f"{kind} {worker} {utc_now()} {uuid.uuid4().hex[:12]}"
+
+
+def marker_holder(message: str) -> str:
+    """The worker named in a marker's message (``?`` if it has none)."""
+    parts = message.split()
+    return parts[1] if len(parts) > 1 else "?"
+
+
+# ---- commits on master ----------------------------------------------------------------------------
+#: Trailer keys of the library's commits on master.
+EVENT_TRAILER = "Distribute-Event"
+JOB_TRAILER = "Distribute-Job"
+WORKER_TRAILER = "Distribute-Worker"
+#: Events: what a commit did (the value of its ``Distribute-Event`` trailer).
+TOOK, FINISHED, FAILED, GAVE_BACK, REQUEUED, GAVE_UP, REJECTED = (
+    "took", "finished", "failed", "gave-back", "requeued", "gave-up", "rejected")
+QUEUE, ADDED, INIT, MERGE = "queue", "added", "init", "merge"
+
+
+def commit_message(worker: str, event: str, subject: str, job: Optional[str] = None) -> str:
+    """A commit message for master: ``subject`` (what ``git log`` shows), then trailers naming the
+    event, the worker and the job (job strings are single-line by :func:`check_job`)."""
+    trailers = [f"{EVENT_TRAILER}: {event}", f"{WORKER_TRAILER}: {worker}"]
+    if job is not None:
+        trailers.append(f"{JOB_TRAILER}: {job}")
+    return f"{subject}\n\n" + "\n".join(trailers) + "\n"
+
+
+#: ``git log --format`` of :func:`parse_log_record`: sha, then event, worker and job trailers.
+LOG_RECORD_FORMAT = ("%H%x1f%(trailers:key=Distribute-Event,valueonly,separator=%x1e)%x1f"
+                     "%(trailers:key=Distribute-Worker,valueonly,separator=%x1e)%x1f"
+                     "%(trailers:key=Distribute-Job,valueonly,separator=%x1e)")
+
+
+def parse_log_record(line: str) -> tuple[str, str, str, str]:
+    """``(sha, event, worker, job)`` of one line printed with :data:`LOG_RECORD_FORMAT` (empty
+    strings where a commit has no such trailer, e.g. a person's commit)."""
+    sha, event, worker, job = (line.split("\x1f") + ["", "", ""])[:4]
+    return sha, event.strip(), worker.strip(), job.strip()
+
+
+def finish_subject(worker: str, job: str) -> str:
+    """The subject of the commit that moves ``job`` to done."""
+    return f"{worker} finished job {job}"

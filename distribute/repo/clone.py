@@ -1,0 +1,159 @@
+"""A local copy of the remote (:class:`Clone`): creating it, and the local plumbing above it.
+
+Every git command of the package goes through a :class:`Clone` (or its bases in this package).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..exceptions import NotARemoteError, NotInitializedError
+from ..protocol import ORIGIN_MASTER
+from ..redact import redact
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+_INCLUDED_FILE = "distribute-included-paths"
+
+
+def _validate_url(url: str) -> str:
+    if not url or url.startswith("-") or any(c in url for c in "\n\r\0"):
+        raise NotARemoteError(f"not a usable git remote URL: {redact(url)!r}")
+    return url
+
+
+class Clone(Transport):
+    """A local copy of the remote, always with the remote called ``origin``."""
+
+    def __init__(self, path: os.PathLike[str] | str, name: str = "distribute",
+                 retries: Optional[int] = None, backoff_s: float = 0.25,
+                 backoff_max_s: float = 20.0) -> None:
+        super().__init__(path, name, retries, backoff_s, backoff_max_s)
+        self._empty_tree: Optional[str] = None
+
+    # ---- creation -----------------------------------------------------------------------------
+    @classmethod
+    def clone(cls, url: str, path: os.PathLike[str] | str, *, slim: bool = False,
+              **kwargs: object) -> "Clone":
+        """Clone ``url`` into ``path`` (which must not exist) and return the :class:`Clone`.
+
+        ``slim`` makes the copy a worker needs and no more: ``master``'s last commit only (shallow),
+        no file contents but those checked out (partial clone), and a sparse checkout of the
+        top-level files (the ledger). Later fetches bring the new commits with their files up to
+        1 MB; anything else is fetched from the remote when git needs it.
+        """
+        _validate_url(url)
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not slim:
+            probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
+            probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
+                            str(target)], what="clone")
+            return cls(target, **kwargs)  # type: ignore[arg-type]
+        clone = cls._slim(url, target, partial=True, **kwargs)
+        if clone is None:  # the server cannot send single files later: take them all now
+            shutil.rmtree(target)
+            clone = cls._slim(url, target, partial=False, **kwargs)
+        assert clone is not None
+        return clone
+
+    @classmethod
+    def _slim(cls, url: str, target: Path, partial: bool, **kwargs: object) -> Optional["Clone"]:
+        """A shallow sparse copy, partial if ``partial``; ``None`` if the server turned out unable
+        to send missing files on demand (it speaks only protocol v0 and does not allow it)."""
+        cls(target.parent, **kwargs).git("init", "--quiet", "--", str(target))  # type: ignore[arg-type]
+        clone = cls(target, **kwargs)  # type: ignore[arg-type]
+        clone.git("remote", "add", "origin", "--", url)
+        if clone.run("sparse-checkout", "set", "--cone", "--sparse-index")[0] != 0:
+            clone.git("sparse-checkout", "set", "--cone")  # (a git without sparse indexes)
+        settings = [("advice.updateSparsePath", "false"), ("fetch.showForcedUpdates", "false"),
+                    # a running job's files lie outside the cone: git must not expand the
+                    # sparse index to every path of the repository because they exist
+                    ("sparse.expectFilesOutsideOfPatterns", "true")]
+        if partial:
+            settings += [("remote.origin.promisor", "true"),
+                         ("remote.origin.partialclonefilter", "blob:none")]
+        for key, value in settings:
+            clone.git("config", key, value)
+        clone = cls(target, **kwargs)  # type: ignore[arg-type]  # (sees the URL: git:// tuning)
+        try:
+            clone.fetch(depth=1)
+        except NotInitializedError:
+            return clone  # a new remote: the worker says so; later fetches are whole and small
+        if partial:
+            status, _, err = clone.run("checkout", "--quiet", "--detach", ORIGIN_MASTER)
+            if status != 0 and "promisor remote" in err:
+                log.info("%s cannot send files on demand; cloning without a filter", redact(url))
+                return None
+            # later fetches bring the blobs of new commits (ledgers, results) in the same round
+            # trip, instead of one request per checkout
+            clone.git("config", "remote.origin.partialclonefilter", "blob:limit=1m")
+        return clone
+
+    # ---- local helpers ------------------------------------------------------------------------
+    def show(self, rev: str, path: str) -> Optional[str]:
+        """The text of ``path`` at ``rev``, or ``None`` if absent."""
+        status, out, _ = self._run(["cat-file", "-p", f"{rev}:{path}"])
+        return out if status == 0 else None
+
+    def make_marker(self, message: str) -> str:
+        """Create a parentless commit with an empty tree (used as lock and heartbeat values)."""
+        if self._empty_tree is None:
+            self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
+        return self.git("commit-tree", self._empty_tree, "-m", message).strip()
+
+    def exclude(self, pattern: str) -> None:
+        """Make git ignore ``pattern`` in this copy (``.git/info/exclude``), once."""
+        path = self.path / ".git" / "info" / "exclude"
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        if pattern not in text.splitlines():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text + ("" if not text or text.endswith("\n") else "\n") + pattern + "\n",
+                            encoding="utf-8")
+
+    def stage_all(self) -> None:
+        """``git add --all``, including paths outside a sparse checkout (a job's new files)."""
+        self.git("add", "--sparse", "--all")
+
+    def sparse_paths(self) -> Optional[list[str]]:
+        """The directories the user asked to check out in a sparse copy; ``None`` if not sparse."""
+        if not (self.path / ".git" / "info" / "sparse-checkout").exists():
+            return None
+        chosen = self.path / ".git" / _INCLUDED_FILE
+        return chosen.read_text(encoding="utf-8").splitlines() if chosen.exists() else []
+
+    def set_sparse_paths(self, paths: Sequence[str], *extra: str) -> None:
+        """Check out the top-level files, ``paths`` (remembered) and ``extra`` (not remembered)."""
+        unique = list(dict.fromkeys(paths))
+        (self.path / ".git" / _INCLUDED_FILE).write_text(
+            "".join(p + "\n" for p in unique), encoding="utf-8")
+        self.git("sparse-checkout", "set", "--cone", "--", *unique, *extra)
+
+    def abort_interrupted(self) -> None:
+        """Abort a merge or rebase left behind by a killed process (cheap when there is none)."""
+        git_dir = self.path / ".git"
+        if (git_dir / "MERGE_HEAD").exists():
+            log.warning("aborting a merge left unfinished in %s", self.path)
+            self.git("merge", "--abort", check=False)
+        if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+            log.warning("aborting a rebase left unfinished in %s", self.path)
+            self.git("rebase", "--abort", check=False)
+
+    def local_refs(self, prefix: str) -> dict[str, str]:
+        """``{ref: sha}`` for local refs under ``prefix``."""
+        out = self.git("for-each-ref", "--format=%(objectname) %(refname)", prefix)
+        return {ref: sha for sha, _, ref in (l.partition(" ") for l in out.splitlines()) if ref}
+
+    def resolve(self, rev: str) -> Optional[str]:
+        """The sha of ``rev`` in the copy, or ``None`` if it does not exist."""
+        return self._sha_of(rev)
+
+    def object_at(self, commit: str, path: str) -> Optional[str]:
+        """The sha of the file or directory ``path`` in ``commit``, or ``None`` if absent."""
+        status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                                    f"{commit}:{path}"])
+        return out.strip() if status == 0 and out.strip() else None

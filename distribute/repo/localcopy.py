@@ -1,0 +1,44 @@
+"""A worker's copy on disk: its exclusive file lock, and cloning or reusing it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import filelock
+
+from ..exceptions import LocalCopyError
+from ..redact import redact
+from ..settings import flag
+from .clone import Clone
+
+
+def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
+    """Clone ``url`` into ``path``, or reuse ``path`` if it is a clone of the same remote.
+
+    A new copy is slim (see :meth:`Clone.clone`) unless ``DISTRIBUTE_SLIM_CLONE=0``.
+    """
+    if (path / ".git").is_dir():
+        clone = Clone(path, name=name)
+        if url is not None and clone.remote_url() != url:
+            raise LocalCopyError(f"{path} is a clone of another remote ({redact(clone.remote_url())}); "
+                                 "choose another path")
+        if clone.sparse_paths() is not None:  # (copies made before sparse indexes were used)
+            clone.run("config", "index.sparse", "true")
+            clone.run("config", "sparse.expectFilesOutsideOfPatterns", "true")
+        return clone
+    if url is None:
+        raise LocalCopyError(f"{path} is not a clone of a distribute remote")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
+    return Clone.clone(url, path, name=name, slim=flag("DISTRIBUTE_SLIM_CLONE", True))
+
+
+def lock_local_copy(path: Path) -> filelock.BaseFileLock:
+    """Hold an exclusive file lock beside ``path`` so that only one process uses the copy."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(str(path.parent / f".{path.name}.distribute-lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise LocalCopyError(f"the local copy {path} is in use by another worker process") from None
+    return lock

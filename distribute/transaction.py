@@ -1,0 +1,292 @@
+"""The one write transaction: the only code that writes ``master``.
+
+A hold of the lock goes: take the lock → sync (fetch, check out the newest ``master``) → the
+caller's edit, as commits on top of it → one atomic push that moves ``master`` (compare-and-swap
+on the commit we started from), the caller's other refs, and deletes the lock (compare-and-swap on
+our lock value). A holder whose lock was broken cannot write: the push fails as a whole (fencing).
+
+Outcomes of the push, each typed:
+
+* applied — everything moved;
+* **lock lost** — :class:`~distribute.exceptions.LockLostError`, nothing written;
+* **master moved** outside the lock (a person pushed to it): when the new ``master`` contains
+  ours (a fast-forward) our commits are replayed on top of it (``git rebase``; a merge is
+  made again instead) and
+  the push is tried again; when the replay conflicts, or the caller's ``still_valid`` check says
+  its edit no longer holds, the edit is made again on the new ``master``. A ``master`` that no
+  longer contains ours (a force-push) is :class:`~distribute.exceptions.MasterRewrittenError`;
+* **ref refused** — :class:`~distribute.exceptions.RefRejectedError`, unless the caller's
+  ``fix_refused`` changes its refs (e.g. a branch name already taken) and asks for another try.
+
+The lock is renewed in the background for the whole hold, so a long edit (a slow next-job
+function, a big merge) keeps it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence, TypeVar
+
+from .archive import DoneIndex
+from .coordination import Observer, RemoteLock
+from .exceptions import (DistributeError, LockLostError, MasterRewrittenError, NotInitializedError,
+                         RefRejectedError)
+from .ledger import Ledger
+from .protocol import (FLAT, LAYOUT_FILE, LEDGER_FILES, LOCK_REF, MASTER, ORIGIN_MASTER,
+                       TRACKING_PREFIX, UPDATES_DIR, parse_layout, remote_ref)
+from .redact import redact
+from .repo import Clone, RefUpdate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: How often one hold follows a moving master before it gives up.
+MAX_MOVES = 8
+
+
+class Workspace:
+    """The worker's checkout: syncing it with the remote and committing in it."""
+
+    def __init__(self, clone: Clone, observer: Observer, name: str) -> None:
+        self.clone = clone
+        self.observer = observer
+        self.name = name
+        #: ``{refs/distribute/...: sha}`` as of the last sync.
+        self.remote_refs: dict[str, str] = {}
+        #: How results are laid out on master (:data:`~distribute.protocol.SHARDED` or ``FLAT``).
+        self.layout = FLAT
+        self.done_index = DoneIndex(clone)
+        self._initialized = False
+
+    @property
+    def root(self) -> Path:
+        """The checkout's directory."""
+        return self.clone.path
+
+    def ledger(self) -> Ledger:
+        """The ledger as it is in the checkout now (older done records looked up in the done
+        segments of the commit checked out)."""
+        ledger = Ledger.read(self.root)
+        ledger.done_lookup = lambda job: self.done_index.contains("HEAD", job)
+        return ledger
+
+    def sync(self) -> str:
+        """Fetch and check out the newest master (detached, clean); return its sha."""
+        self.clone.fetch()
+        tracking = self.clone.local_refs("refs/remotes/origin/")
+        self.remote_refs = {remote_ref(r): sha for r, sha in tracking.items()
+                            if r.startswith(TRACKING_PREFIX)}
+        self.observer.update(self.remote_refs, self.clone.unreachable_at)
+        base = tracking.get(ORIGIN_MASTER)
+        if base is None or (not self._initialized and not set(LEDGER_FILES) <= set(
+                self.clone.git("ls-tree", "--name-only", base).splitlines())):
+            raise NotInitializedError(
+                "the remote has no job ledger on master; initialise it with "
+                "`distribute init URL` or distribute.init_remote(url)")
+        self._initialized = True
+        self.checkout(base)
+        self.layout = read_layout(self.root)
+        return base
+
+    def checkout(self, commit: str) -> None:
+        """Check out ``commit`` detached, dropping any change and untracked file in the copy."""
+        self.clone.abort_interrupted()
+        self.clone.git("checkout", "--quiet", "--force", "--detach", commit)
+        removed = [line for line in self.clone.git("clean", "-fd").splitlines()
+                   if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
+        if removed:  # (a job directory left empty by the last claim is not worth a warning)
+            log.warning("%s discarded untracked files in its copy: %s", self.name,
+                        ", ".join(line.removeprefix("Removing ") for line in removed[:10]))
+
+    def commit_all(self, message: str, amend: bool = False) -> bool:
+        """Commit every change in the work tree; ``False`` if there was none. ``amend`` puts the
+        changes into the last commit instead (keeping its parents), whatever they are."""
+        self.clone.stage_all()
+        status, out, err = self.clone.run("commit", "--quiet", *(["--amend"] if amend else []),
+                                          "-m", message)
+        if status != 0 and "nothing" in out + err:
+            return False
+        if status != 0:
+            raise DistributeError(redact(f"git commit failed: {err.strip() or out.strip()}"))
+        return True
+
+
+def read_layout(root: Path) -> int:
+    """The layout of results in the checkout at ``root`` (see :data:`LAYOUT_FILE`)."""
+    try:
+        return parse_layout((root / LAYOUT_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return FLAT
+
+
+class Transaction:
+    """What one edit of master is made of: commits on top of :attr:`base` in the workspace, plus
+    other refs to move in the same atomic push."""
+
+    def __init__(self, workspace: Workspace, base: str, refs: Sequence[RefUpdate],
+                 lock: Optional[RemoteLock] = None) -> None:
+        self.workspace = workspace
+        self._lock = lock
+        self.base = base
+        self.refs = list(refs)
+        #: Branches (``refs/heads/...``) to create at the commit master gets, in the same push.
+        self.new_branches: list[str] = []
+        #: Clean-up updates (e.g. pruning a dead heartbeat ref) dropped if the remote refuses them.
+        self.optional: list[RefUpdate] = []
+        #: After our commits were replayed on a moved master: does the edit still hold?
+        self.still_valid: Optional[Callable[[], bool]] = None
+        #: Given ``{ref: reason}`` of refused refs, adjust :attr:`refs` or :attr:`new_branches`
+        #: and return ``True`` to try the push again.
+        self.fix_refused: Optional[Callable[[dict[str, str]], bool]] = None
+        self._checkpoint: Optional[tuple[str, int]] = None
+        #: The edit raised, and what it committed before :meth:`checkpoint` landed all the same.
+        self.checkpoint_landed = False
+
+    def commit(self, message: str, amend: bool = False) -> bool:
+        """Commit every change in the checkout on top of master; ``False`` if nothing changed
+        (``amend``: into the last commit of this transaction, keeping its parents)."""
+        return self.workspace.commit_all(message, amend)
+
+    def head(self) -> str:
+        """The commit master will point at if the transaction lands now."""
+        return self.workspace.clone.resolve("HEAD") or self.base
+
+    @contextlib.contextmanager
+    def time_limit(self, seconds: float, what: str) -> Iterator[None]:
+        """Keep the lock only ``seconds`` for ``what`` (e.g. a next-job function): past that it
+        is no longer renewed, other workers break it, and this transaction cannot land."""
+        if self._lock is not None:
+            self._lock.limit_renewal(seconds, what)
+        try:
+            yield
+        finally:
+            if self._lock is not None:
+                self._lock.limit_renewal(None)
+
+    def checkpoint(self) -> None:
+        """What is committed so far (and the refs added so far) lands even if the rest of the
+        edit raises."""
+        self._checkpoint = (self.head(), len(self.refs))
+
+    def rewind(self) -> bool:
+        """Drop what came after the checkpoint; ``False`` when there is no checkpoint to land."""
+        if self._checkpoint is None or self._checkpoint[0] == self.base:
+            return False
+        head, n_refs = self._checkpoint
+        self.workspace.clone.git("reset", "--quiet", "--hard", head)
+        del self.refs[n_refs:]
+        self.new_branches.clear()
+        self.optional.clear()
+        self.still_valid = self.fix_refused = None
+        return True
+
+
+class MasterWriter:
+    """Runs write transactions for one worker (see the module docstring)."""
+
+    def __init__(self, workspace: Workspace, lock: RemoteLock) -> None:
+        self.workspace = workspace
+        self.lock = lock
+        self.clone = workspace.clone
+
+    def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = ()) -> T:
+        """Hold the lock, sync, run ``edit(txn)`` and push its commits and ``refs`` atomically
+        with the lock's release. Returns what ``edit`` returned. When ``edit`` raises, what it
+        committed before :meth:`Transaction.checkpoint` still lands, and the exception goes on.
+        """
+        self.lock.acquire()
+        try:
+            self.lock.start_renewing()
+            base = self.workspace.sync()
+            for _ in range(MAX_MOVES):
+                self.lock.start_renewing()  # (again after a master that moved)
+                txn = Transaction(self.workspace, base, refs, self.lock)
+                try:
+                    result = edit(txn)
+                except BaseException:
+                    if txn.rewind():
+                        txn.checkpoint_landed = self._push(txn) is None
+                    raise
+                redo = self._push(txn)
+                if redo is None:
+                    return result
+                base = redo
+            raise DistributeError(f"master kept moving outside the lock ({MAX_MOVES} times in one "
+                                  "hold); nothing was written")
+        finally:
+            self.lock.stop_renewing()
+            if self.lock.value is not None:
+                self.lock.release()
+
+    def _push(self, txn: Transaction) -> Optional[str]:
+        """Push ``txn``; ``None`` once applied, or the moved master to make the edit again on."""
+        self.lock.stop_renewing()  # the release below must name the lock's last value
+        for _ in range(MAX_MOVES):
+            head = txn.head()
+            updates = [RefUpdate(MASTER, head, expect=txn.base)] if head != txn.base else []
+            updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
+            release = self.lock.release_update()
+            result = self.clone.push_result([*updates, *txn.refs, *txn.optional, release])
+            if result.applied:
+                self.lock.forget()
+                return None
+            if LOCK_REF in result.rejected or self._lock_gone(release):
+                self.lock.forget()
+                raise LockLostError("the lock was broken while we held it (we were too slow); "
+                                    "our change was discarded and master is untouched")
+            if MASTER in result.rejected and updates:
+                moved = self._moved_master(txn.base)
+                if not self._replay(txn, moved):
+                    self.workspace.checkout(moved)
+                    return moved
+                continue
+            optional = {u.ref for u in txn.optional}
+            if txn.optional and set(result.rejected) <= optional:
+                txn.optional = []  # only clean-ups were refused: someone else did them
+                continue
+            if txn.fix_refused is not None and txn.fix_refused(result.rejected):
+                continue
+            raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
+        raise DistributeError(f"master kept moving outside the lock ({MAX_MOVES} times in one hold)")
+
+    def _lock_gone(self, release: RefUpdate) -> bool:
+        return self.clone.ls_remote(release.ref).get(release.ref) != release.expect
+
+    def _moved_master(self, ours: str) -> str:
+        """The master that replaced ``ours`` on the remote, if it contains ours; else raise."""
+        self.clone.fetch()
+        moved = self.clone.resolve(ORIGIN_MASTER) or ours
+        status, _, _ = self.clone.run("merge-base", "--is-ancestor", ours, moved)
+        if status != 0:
+            raise MasterRewrittenError(ours, moved)
+        log.warning("%s: master moved outside the lock (%s -> %s); making our change again on top",
+                    self.workspace.name, ours[:12], moved[:12])
+        self.workspace.observer.update({remote_ref(r): sha for r, sha in
+                                        self.clone.local_refs(TRACKING_PREFIX).items()})
+        return moved
+
+    def _replay(self, txn: Transaction, moved: str) -> bool:
+        """Replay our commits (``txn.base..HEAD``) on ``moved``; ``True`` if they still hold.
+
+        A merge commit is never replayed (a rebase would redo the merge and drop the ledger edit
+        made in the same commit): its edit is made again instead.
+        """
+        merges = self.clone.git("rev-list", "--min-parents=2", "--count", f"{txn.base}..HEAD")
+        if merges.strip() != "0":
+            return False
+        status, _, err = self.clone.run("rebase", "--quiet", "--onto", moved, txn.base)
+        if status != 0:
+            log.info("replaying on the moved master failed (%s); editing again", redact(err)[:200])
+            self.clone.run("rebase", "--abort")
+            return False
+        txn.base = moved
+        return txn.still_valid is None or txn.still_valid()
+
+
+def create_master(clone: Clone, message: str, expect: Optional[str]) -> bool:
+    """Push the checkout's ``HEAD`` as the first ledger commit on master (compare-and-swap:
+    ``expect`` is master's current value, or ``None`` when it does not exist). No lock is taken:
+    workers only start once the ledger exists. ``False`` if someone else was first."""
+    clone.git("commit", "--quiet", "-m", message)
+    return clone.push([RefUpdate(MASTER, clone.resolve("HEAD"), expect=expect or "")])
