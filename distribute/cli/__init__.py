@@ -21,7 +21,7 @@ from .runner import LoopResult, run_worker_loop
 __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
 
 #: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.hub_cli").
-EXTRA_COMMANDS: tuple[str, ...] = ("distribute.vast_cli", "distribute.hub_cli")
+EXTRA_COMMANDS: tuple[str, ...] = ("distribute.vast_cli", "distribute.hub_cli", "distribute.cli.report")
 R = argparse.RawDescriptionHelpFormatter
 URL = "file:///srv/jobs.git"
 EXAMPLES = {
