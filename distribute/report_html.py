@@ -184,9 +184,11 @@ def _timeline(model: dict[str, Any]) -> str:
     size, done, failed = tl["bucket_s"], tl["done"], tl["failed"]
     start = _epoch(tl["start"])
     unit = _bucket_name(size)
-    fmt = "%H:%M:%S" if size < 60 else "%H:%M" if size < 86400 else "%Y-%m-%d"
+    days = len(done) * size > 86400  # (then every label needs its date)
+    fmt = ("%Y-%m-%d" if size >= 86400 else "%m-%d %H:%M" if days else
+           "%H:%M:%S" if size < 60 else "%H:%M")
     when = [time.strftime(fmt, time.gmtime(start + i * size)) for i in range(len(done) + 1)]
-    day = time.strftime("%Y-%m-%d ", time.gmtime(start)) if size < 86400 else ""
+    day = time.strftime("%Y-%m-%d ", time.gmtime(start)) if size < 86400 and not days else ""
     tips = [f"{when[i]} UTC: {done[i]} done, {failed[i]} failed" for i in range(len(done))]
     labels = [f"{day}{when[0]} UTC", when[len(done) // 2], when[len(done)]]
     chart = _bars_svg([(COLORS["done"], done), (COLORS["failed"], failed)], labels, tips,

@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
@@ -26,7 +27,9 @@ from gitservers import make_bare
 from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.status_view import status_json
 from distribute.ledger import Entry, Ledger, utc_now
-from distribute.report_model import ORIGIN_MASTER, build_model, read_history, status_subset
+from distribute.report_html import render
+from distribute.report_model import (ORIGIN_MASTER, History, build_model, read_history,
+                                       status_subset)
 
 HERE = Path(__file__).parent
 SCRIPT_JOB = "<script>alert(1)</script>"
@@ -279,6 +282,42 @@ def test_history_over_each_transport_then_only_new_commits(cli: Run, any_remote:
     data = json.loads(cli("report", any_remote, "--json").stdout)
     assert data["history"]["commits"] == count - 1
     assert data["master"]["commit"] == rewritten
+
+
+def test_model_durations_rates_and_buckets() -> None:
+    """The arithmetic on a history given as data: starts from claims, a take-back by the first
+    worker, a retried job, a far outlier, a timeline spanning days."""
+    t0 = 1_700_000_000
+    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    commits = [(t0, "initialise the distribute job ledger"), (t0, "cli-x added 4 jobs"),
+               (t0 + 10, "a took job j1"), (t0 + 20, "b took job j2"),
+               (t0 + 30, "b failed job j2: ValueError: x: y"),
+               (t0 + 700, "c requeued job j1 (a silent for 690s)"), (t0 + 710, "c took job j1"),
+               (t0 + 800, "a finished job j1"),  # a came back and took its job back
+               (t0 + 900, "b took job j2"), (t0 + 960, "b finished job j2"),
+               (t0 + 3 * 86400, "c took job j3"), (t0 + 3 * 86400 + 99_999, "c finished job j3")]
+    ledger = Ledger(queued=["j4"], done=[Entry("j1", "a", iso(t0 + 800)),
+                                         Entry("j2", "b", iso(t0 + 960), 2),
+                                         Entry("j3", "c", iso(t0 + 3 * 86400 + 99_999))])
+    snap = {"ledger": ledger, "lock": {"holder": "c", "held_s": 90.0}, "heartbeats": {}}
+    now = t0 + 3 * 86400 + 100_000
+    model = build_model(snap, History(commits, True, "f" * 40), now=now, lock_lease_s=60)
+    assert [d["duration_s"] for d in model["done"]] == [790, 60, 99_999]
+    assert model["lock"] == {"holder": "c", "held_s": 90.0, "stale": True}
+    assert {w["worker"]: (w["done"], w["took"], w["median_s"]) for w in model["workers"]} == \
+        {"a": (1, 1, 790.0), "b": (1, 2, 60.0), "c": (1, 2, 99_999.0)}
+    tp = model["throughput"]
+    assert tp["overall_per_s"] == round(3 / (3 * 86400 + 99_999 - 10), 4)
+    assert tp["now_per_s"] == round(3 / (now - t0 - 10), 4) and tp["eta_s"] is None
+    tl = model["timeline"]
+    assert tl["bucket_s"] == 3600 and sum(tl["done"]) == 3 and len(tl["done"]) <= 120
+    d = model["durations"]
+    assert (d["count"], d["median_s"], d["max_s"]) == (3, 790.0, 99_999)
+    assert sum(d["bins"]) == 3 and d["bins"][-1] >= 1
+    assert model["master"] == {"commit": "f" * 40, "committed_at": iso(t0 + 3 * 86400 + 99_999)}
+    page = Page(render(model, refresh_s=2.5))
+    assert [a["content"] for t, a in page.tags if a.get("http-equiv") == "refresh"] == ["3"]
+    assert page.by_id["median"] == "13 m 10 s" and "held by c" in page.by_id["lock"]
 
 
 def test_empty_and_freshly_initialised_remote(cli: Run, file_remote: str, tmp_path: Path) -> None:
