@@ -349,10 +349,14 @@ def test_publish_commits_the_page_to_its_own_branch(cli: Run, file_remote: str,
     assert git_out(file_remote, "show", "report:index.html", tmp=tmp_path) == page
     assert git_out(file_remote, "ls-tree", "--name-only", "report", tmp=tmp_path) == "index.html\n"
     assert git_out(file_remote, "log", "--format=%P", "report", tmp=tmp_path).strip() == ""
+    assert git_out(file_remote, "rev-parse", "master", tmp=tmp_path) == master
     first = git_out(file_remote, "rev-parse", "report", tmp=tmp_path)
+    cli("add", file_remote, "three")
+    master = git_out(file_remote, "rev-parse", "master", tmp=tmp_path)
     cli("report", file_remote, "-o", "page.html", "--publish")  # replaces it: still one commit
     assert git_out(file_remote, "rev-parse", "report", tmp=tmp_path) != first
     assert git_out(file_remote, "rev-list", "--count", "report", tmp=tmp_path).strip() == "1"
+    assert master[:12] in git_out(file_remote, "show", "report:index.html", tmp=tmp_path)
     assert git_out(file_remote, "rev-parse", "master", tmp=tmp_path) == master
     # another branch name; a branch holding anything else is left alone
     cli("report", file_remote, "--json", "-o", "d.json", "--publish", "pages/live")
