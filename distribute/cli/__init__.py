@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_functi
 
 #: Modules whose ``register(subparsers, parents)`` adds more commands (e.g. "distribute.cli.hub").
 EXTRA_COMMANDS: tuple[str, ...] = ("distribute.cli.vast", "distribute.cli.hub",
-                                   "distribute.cli.maintenance")
+                                   "distribute.cli.maintenance", "distribute.cli.report")
 R = argparse.RawDescriptionHelpFormatter
 URL = "file:///srv/jobs.git"
 EXAMPLES = {
