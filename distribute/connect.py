@@ -1,21 +1,35 @@
-"""Entry points: connect a worker to a remote (from arguments or from settings), and initialise a
-remote's ledger."""
+"""Entry points: connect a worker to a remote (from arguments or from settings), initialise a
+remote's ledger, and queue jobs.
+
+Every function here takes a remote the way git does — ``file://``, ``ssh://``, ``https://``,
+``git://`` URLs and ssh's ``user@host:path`` — and also a path on this machine, relative or not
+(``jobs.git``, ``./jobs.git``, ``~/jobs.git``), which stands for the absolute path it names from
+the current directory (:func:`distribute.repo.clone.normalize_url`).
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Iterable, Optional, Union
 
-from .exceptions import DistributeError
-from .protocol import (INIT, LAYOUT_FILE, LEDGER_FILES, MASTER, QUEUE_FILE, SHARDED, check_job,
-                       check_worker_name, commit_message, default_worker_name, layout_text)
+from .exceptions import DistributeError, LocalCopyError
+from .ledger import Ledger
+from .protocol import (ADDED, INIT, LAYOUT_FILE, LEDGER_FILES, MASTER, QUEUE_FILE, SHARDED,
+                       check_job, check_worker_name, commit_message, default_worker_name,
+                       layout_text)
 from .repo import Clone
+from .repo.clone import normalize_url
+from .repo.localcopy import lock_local_copy
 from .settings import get_env
 from .transaction import create_master
 from .worker import Worker
 
-__all__ = ["Worker", "worker_from_url", "init_remote", "create_from_config"]
+__all__ = ["Worker", "worker_from_url", "init_remote", "create_from_config", "add_jobs",
+           "normalize_url"]
 
 
 def worker_from_url(remote_url: str, path: Union[str, os.PathLike[str], None] = None,
@@ -25,10 +39,62 @@ def worker_from_url(remote_url: str, path: Union[str, os.PathLike[str], None] = 
     ``path`` is cloned when it does not exist and reused when it is a clone of the same remote
     (default: ``.distribute/<name>`` under the current directory). ``tunables`` are the keyword
     arguments of :class:`Worker` (``lock_lease_s``, ``job_lease_s``, ``max_attempts``, ...).
+    A local copy that this call created is removed again when the worker cannot start (the
+    remote cannot be reached, has no ledger, the name is taken...).
     """
+    url = normalize_url(remote_url)
+    random_name = not name
     name = check_worker_name(name or default_worker_name())
     local = Path(path) if path is not None else Path(".distribute") / name
-    return Worker(local, name, remote_url=remote_url, **tunables)  # type: ignore[arg-type]
+    created = _missing(local)
+    try:
+        return Worker(local, name, remote_url=url, **tunables)  # type: ignore[arg-type]
+    except LocalCopyError:
+        raise  # another process's copy, or not a copy at all: not ours to remove
+    except BaseException as exc:
+        if created:
+            # the half-made worker lives on in the traceback's frames with its file lock: let go
+            # of it (the traceback keeps its lines), then take the lock to remove the copy
+            traceback.clear_frames(exc.__traceback__)
+            _remove_new_copy(local, created, owned=random_name and path is None)
+        raise
+
+
+def _missing(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, innermost first."""
+    out = []
+    for candidate in [path, *path.parents]:
+        if candidate.exists() or candidate == candidate.parent:
+            break
+        out.append(candidate)
+    return out
+
+
+def _remove_new_copy(local: Path, created: list[Path], owned: bool) -> None:
+    """Remove the copy a failed start left behind, with the directories made for it.
+
+    ``owned`` (a path made from a random worker name, which no other process can know) is removed
+    at once; any other path only when its file lock can be had, so that a process that meanwhile
+    started on the same path keeps its copy. The lock file goes last, before the lock is let go:
+    a process that opens it later makes a new one and finds no copy.
+    """
+    lock_file = local.parent / f".{local.name}.distribute-lock"
+    held = None
+    if not owned:
+        try:
+            held = lock_local_copy(local)
+        except LocalCopyError:
+            return
+    try:
+        shutil.rmtree(local, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            lock_file.unlink()
+        for directory in created[1:]:  # parents made for it, if nothing else is in them now
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+    finally:
+        if held is not None:
+            held.release()
 
 
 def create_from_config(remote_url: Optional[str] = None, path: Optional[str] = None,
@@ -49,12 +115,13 @@ def create_from_config(remote_url: Optional[str] = None, path: Optional[str] = N
 def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
     """Create the ledger files on the remote's ``master`` (an empty bare repo is fine).
 
-    ``jobs`` seed ``jobs.txt`` of a new ledger. Returns ``True`` if the ledger was created, ``False``
-    if it already existed (then nothing is changed).
+    ``jobs`` seed ``jobs.txt`` of a new ledger. Returns ``True`` if the ledger was created,
+    ``False`` if it already existed (then nothing is changed: queue jobs with :func:`add_jobs`).
     """
     seed = [check_job(j) for j in jobs or []]
     with tempfile.TemporaryDirectory(prefix="distribute-init-") as tmp:
-        clone = Clone.clone(remote_url, Path(tmp) / "remote", name="distribute-init")
+        clone = Clone.clone(normalize_url(remote_url), Path(tmp) / "remote",
+                            name="distribute-init")
         master = clone.ls_remote(MASTER).get(MASTER)
         if master is not None:
             clone.git("fetch", "--quiet", "origin", MASTER)
@@ -75,3 +142,47 @@ def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
         clone.git("add", "--", *LEDGER_FILES)
         message = commit_message("distribute-init", INIT, "initialise the distribute job ledger")
         return create_master(clone, message, master)
+
+
+def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False
+             ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Append ``jobs`` to the end of ``jobs.txt`` under the lock, in one commit
+    (``<worker> added 3 jobs``); return ``(added, [(skipped job, why), ...])``.
+
+    Jobs that are queued, running or done, or given twice, are skipped (and reported) unless
+    ``allow_duplicates``. A job that failed before may be added again; its attempt count goes on.
+    """
+    wanted = [check_job(j) for j in jobs]
+    added: list[str] = []
+    skipped: list[tuple[str, str]] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        added.clear()
+        skipped.clear()
+        where = {j: "queued" for j in ledger.queued}
+        where.update({e.job: f"running on {e.worker}" for e in ledger.running})
+        where.update({j: "done" for j in wanted if j not in where and ledger.is_done(j)})
+        for job in wanted:
+            if job in where and not allow_duplicates:
+                skipped.append((job, where[job]))
+                continue
+            carry_attempts(ledger, job)
+            ledger.queued.append(job)
+            added.append(job)
+            where.setdefault(job, "given twice")
+        if not added:
+            return None
+        ledger.write(root, queue=True)
+        count = f"{len(added)} job{'' if len(added) == 1 else 's'}"
+        return commit_message(worker.name, ADDED, f"{worker.name} added {count}")
+
+    worker.update_master(edit)
+    return added, skipped
+
+
+def carry_attempts(ledger: Ledger, job: str) -> None:
+    """A failed ``job`` that runs again continues its attempt count: its next run gets a new
+    branch name (``worker/job@N``) instead of colliding with the failed run's branch."""
+    failed = [e.attempt for e in ledger.failed if e.job == job]
+    if failed:
+        ledger.attempts[job] = max(ledger.attempts.get(job, 0), *failed)

@@ -81,10 +81,11 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     branch as ``traceback.txt``; a merge conflict at finish fails the job too.
 
     When no job is available: with ``exit_when_queue_empty`` the loop ends; with ``idle_exit`` it
-    ends once nothing is queued and nothing is running anywhere (it keeps looking every ``poll_s``
-    seconds while other workers run jobs, since those come back to the queue if their worker dies);
-    otherwise it looks again every ``poll_s`` seconds forever. ``max_jobs`` limits the jobs taken.
-    ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` (5) and ``DISTRIBUTE_GRACE_S``
+    ends once nothing is queued and nothing is running anywhere (it keeps looking while other
+    workers run jobs, since those come back to the queue if their worker dies); otherwise it keeps
+    looking forever. Idle looks back off from 1 s to ``poll_s`` and cost one ref listing each
+    unless ``master`` moved (see :class:`IdlePolling`). ``max_jobs`` limits the jobs taken.
+    ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` (60) and ``DISTRIBUTE_GRACE_S``
     (30) settings. ``report`` receives one line per event (default: the log). ``after_finish``
     is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
     results); it must not raise, and a ``False`` return is reported as "not mirrored".
@@ -99,13 +100,15 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     job function and the job is given back. Once a stop signal ended the loop, later SIGTERM/SIGINT
     are ignored for the rest of the process (it is leaving: its last steps must not be cut short).
     """
-    poll_s = seconds("DISTRIBUTE_POLL_S", 5.0, poll_s)
+    poll_s = seconds("DISTRIBUTE_POLL_S", 60.0, poll_s)
     grace_s = seconds("DISTRIBUTE_GRACE_S", 30.0, grace_s, zero_ok=True)
     say = report or log.info
     result = LoopResult()
     signals = StopSignals()
     signals.install()
     taken, idle_note, errors = 0, "", 0
+    ledger: Optional[Ledger] = None  # the ledger of the last look that found no job
+    idle = IdlePolling(poll_s)
     claimed: Any = _UNSET  # what the previous finish claimed in the same lock hold
     try:
         while True:
@@ -120,11 +123,15 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 if max_jobs is not None and taken >= max_jobs:
                     result.ended_by = "max jobs"
                     break
+                if idle.quiet(worker, ledger):
+                    signals.sleep(idle.next_wait())
+                    continue
                 try:
                     job = worker.get_next_job(next_job_func)
                     ledger = None if job is not None or exit_when_queue_empty else \
                         _ledger_now(worker)
                     errors = 0
+                    idle.looked()
                 except DistributeError as exc:
                     if signals.first is not None:  # leaving anyway
                         result.ended_by = signals.first
@@ -144,13 +151,14 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                     result.ended_by = "idle"
                     break
                 note = (f"{worker.name} idle: {len(ledger.queued)} queued, {len(ledger.running)} "
-                        f"running on other workers; looking again every {poll_s:g}s")
+                        f"running on other workers; looking again within {poll_s:g}s")
                 if note != idle_note:
                     say(note)
                     idle_note = note
-                signals.sleep(poll_s)
+                signals.sleep(idle.next_wait())
                 continue
-            taken, idle_note = taken + 1, ""
+            taken, idle_note, ledger = taken + 1, "", None
+            idle.reset()
             say(f"{worker.name} took job {job}")
             if signals.first is not None:
                 _close(worker.give_back_job)
@@ -167,6 +175,41 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     finally:
         signals.close()
     return result
+
+
+class IdlePolling:
+    """How an idle worker looks for work without keeping the git host busy: waits that double
+    from 1 s up to ``poll_s``, and between two lock holds a single cheap look at ``master`` (one
+    ref listing); the lock is taken again only when ``master`` moved, or, while other workers run
+    jobs, every third of a job lease (so that a dead worker's job is still requeued)."""
+
+    def __init__(self, poll_s: float) -> None:
+        self.poll_s = poll_s
+        self.wait = min(1.0, poll_s)
+        self.last_hold = time.monotonic()
+
+    def reset(self) -> None:
+        """Work was found: the next idle period starts with short waits again."""
+        self.wait = min(1.0, self.poll_s)
+
+    def looked(self) -> None:
+        """A lock hold looked at the whole ledger just now."""
+        self.last_hold = time.monotonic()
+
+    def next_wait(self) -> float:
+        """The pause before the next look (doubling up to ``poll_s``)."""
+        wait, self.wait = self.wait, min(self.wait * 2, self.poll_s)
+        return wait
+
+    def quiet(self, worker: Worker, ledger: Optional[Ledger]) -> bool:
+        """Whether nothing can have changed for this idle worker since its last lock hold."""
+        if ledger is None or (ledger.running and
+                              time.monotonic() - self.last_hold >= worker.job_lease_s / 3):
+            return False
+        try:
+            return not worker.master_moved()
+        except DistributeError:
+            return False  # the full look reports the problem
 
 
 def _ledger_now(worker: Worker) -> Ledger:

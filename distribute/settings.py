@@ -140,7 +140,7 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_SSH_REUSE", "1", "0: a new ssh connection per git command (no ControlMaster)"),
     ("DISTRIBUTE_SSH_CONTROL_DIR", "/tmp/distribute-ssh-<uid>", "ssh ControlMaster sockets"),
     ("DISTRIBUTE_SLIM_CLONE", "1", "0: new local copies are full clones (not shallow, partial, sparse)"),
-    ("DISTRIBUTE_POLL_S", "5", "seconds an idle worker waits before looking for jobs again"),
+    ("DISTRIBUTE_POLL_S", "60", "longest wait of an idle worker between two looks for jobs"),
     ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
     ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),
     ("DISTRIBUTE_MIRROR", None, "hf: workers upload each finished job to the Hugging Face repo"),

@@ -54,6 +54,8 @@ class Workspace:
         self.name = name
         #: ``{refs/distribute/...: sha}`` as of the last sync.
         self.remote_refs: dict[str, str] = {}
+        #: The master commit of the last sync.
+        self.master: Optional[str] = None
         #: How results are laid out on master (:data:`~distribute.protocol.SHARDED` or ``FLAT``).
         self.layout = FLAT
         self.done_index = DoneIndex(clone)
@@ -85,6 +87,7 @@ class Workspace:
                 "the remote has no job ledger on master; initialise it with "
                 "`distribute init URL` or distribute.init_remote(url)")
         self._initialized = True
+        self.master = base
         self.checkout(base)
         self.layout = read_layout(self.root)
         return base

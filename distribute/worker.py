@@ -21,7 +21,7 @@ from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError, WorkerNameError
 from .jobbranch import commit_job_dir, merge_job, merged_fast
 from .ledger import Ledger
-from .protocol import (FAILED, FINISHED, GAVE_BACK, check_worker_name, commit_message,
+from .protocol import (FAILED, FINISHED, GAVE_BACK, MASTER, check_worker_name, commit_message,
                        default_worker_name, finish_subject, heartbeat_ref, job_branch, job_path,
                        job_slug, new_session, tracking_ref)
 from .redact import redact
@@ -359,6 +359,11 @@ class Worker:
         if self.running_job is not None:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
         return self._writer.transact(edit)
+
+    def master_moved(self) -> bool:
+        """One cheap look at the remote (a single ref listing, no lock): has ``master`` moved
+        since this worker last synced?"""
+        return self.clone.ls_remote(MASTER, cheap=True).get(MASTER) != self.workspace.master
 
     def snapshot(self) -> dict[str, Any]:
         """Fetch and describe the remote without touching the work tree.

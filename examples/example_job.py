@@ -34,3 +34,12 @@ def run(job: str, worker: Worker) -> None:
     result = {"job": job, "square": number * number, "worker": worker.name,
               "host": socket.gethostname(), "seconds": round(time.time() - started, 3)}
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":  # it is a module for --run; say so instead of doing nothing
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                            epilog="use it as: distribute worker REMOTE --run example_job:run "
+                                   "(from this directory)").parse_args()
+    print("example_job.py is a job module: distribute worker REMOTE --run example_job:run")

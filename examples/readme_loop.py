@@ -5,15 +5,20 @@ fresh job id each time (so that loop runs a fixed number of rounds). Run it agai
 or, without arguments, against a throw-away bare repository::
 
     python examples/readme_loop.py [REMOTE]
+
+On a remote whose ledger exists already, the three jobs are queued after the jobs already there
+(and the queue loop then drains all of them).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 import distribute
 from distribute.cli.demo import make_bare_remote
+from distribute.connect import add_jobs
 
 
 def work_on(worker: distribute.Worker, job: str) -> None:
@@ -62,10 +67,28 @@ def random_loop(url: str, path: Path, rounds: int = 3) -> list[str]:
     return done
 
 
-def main() -> int:
+def seed(url: str, jobs: list[str], path: Path) -> None:
+    """Initialise the ledger with ``jobs``, or queue them if the remote has one already."""
+    if distribute.init_remote(url, jobs):
+        print(f"initialised the ledger on {url} with {len(jobs)} jobs")
+        return
+    worker = distribute.worker_from_url(url, path, "readme-seeder")
+    try:
+        added, skipped = add_jobs(worker, jobs)
+    finally:
+        worker.close()
+    print(f"{url} has a ledger already: queued {added or 'nothing'}"
+          + "".join(f"; skipped {job} ({why})" for job, why in skipped))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="a remote of yours (default: a throw-away bare repository)")
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="distribute-readme-") as tmp:
-        url = sys.argv[1] if len(sys.argv) > 1 else make_bare_remote(Path(tmp) / "remote.git")
-        distribute.init_remote(url, ["alpha", "beta", "gamma"])
+        url = args.remote or make_bare_remote(Path(tmp) / "remote.git")
+        seed(url, ["alpha", "beta", "gamma"], Path(tmp) / "s")
         print("queue_jobs_func: ", queue_loop(url, Path(tmp) / "q"))
         print("random_jobs_func:", random_loop(url, Path(tmp) / "r"))
     return 0

@@ -12,6 +12,7 @@ this process. With a real Whetlab-like service every worker would talk to the sa
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import sys
@@ -90,13 +91,20 @@ def run(url: str, path: Path, rounds: int = 8) -> RandomSearch:
     return experiment
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="a remote of yours (default: a throw-away bare repository)")
+    p.add_argument("--rounds", type=int, default=8, help="trials to run (8)")
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="distribute-whetlab-") as tmp:
-        url = sys.argv[1] if len(sys.argv) > 1 else make_bare_remote(Path(tmp) / "remote.git")
-        distribute.init_remote(url)
-        experiment = run(url, Path(tmp) / "w")
+        url = args.remote or make_bare_remote(Path(tmp) / "remote.git")
+        distribute.init_remote(url)  # (a ledger that exists already is kept)
+        experiment = run(url, Path(tmp) / "w", args.rounds)
         best = experiment.best()
-        assert best is not None
+        if best is None:
+            print("no trial ran")
+            return 1
         print(f"{len(experiment.results)} trials; best x={best[0]['x']} "
               f"(objective {best[1]:.5f}, result_id {best[0].result_id})")
     return 0

@@ -120,6 +120,7 @@ class _GitHandler(BaseHTTPRequestHandler):
         owner = self.owner
         with owner._lock:
             owner._requests += 1
+            owner._advertisements += "/info/refs" in self.path
         if owner.username is not None:
             want = base64.b64encode(f"{owner.username}:{owner.password}".encode()).decode()
             got = self.headers.get("Authorization", "")
@@ -207,13 +208,19 @@ class SmartHttpServer:
         self.port = port or 0  # 0: the OS picks one at the first start()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._lock, self._requests = threading.Lock(), 0
+        self._lock, self._requests, self._advertisements = threading.Lock(), 0, 0
 
     @property
     def requests(self) -> int:
         """Number of HTTP requests received so far (including ones rejected with 401)."""
         with self._lock:
             return self._requests
+
+    @property
+    def advertisements(self) -> int:
+        """Number of ref advertisements asked for (``GET .../info/refs``) so far."""
+        with self._lock:
+            return self._advertisements
 
     def __enter__(self) -> SmartHttpServer:
         self.start()

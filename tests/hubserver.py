@@ -19,13 +19,19 @@ Every call except the LFS ``PUT`` must carry ``Authorization: Bearer <token>`` (
 Hub's "Invalid credentials" answer). Files live in memory with one snapshot per commit, so tests
 can count commits and requests. :meth:`FakeHub.fail` injects HTTP 500, 429, a hanging request
 (``timeout``) or a commit that is applied but whose answer is lost (``drop-after-commit``).
+:meth:`FakeHub.set_quota` enforces quotas like the Hub's (e.g. commits per hour, requests per
+5 minutes) over a sliding window, scaled down for tests: over the limit, HTTP 429 with the Hub's
+message and a ``Retry-After`` saying when the oldest counted request leaves the window.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import math
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable, Optional
@@ -110,6 +116,28 @@ class _Fault:
         return self.mode
 
 
+class _Quota:
+    """At most ``limit`` requests of ``kinds`` (None: every kind) per sliding ``window_s``."""
+
+    def __init__(self, kinds: Optional[set[str]], limit: int, window_s: float) -> None:
+        self.kinds, self.limit, self.window_s = kinds, limit, window_s
+        self.times: deque[float] = deque()
+        self.refused = 0
+
+    def check(self, kind: str) -> Optional[int]:
+        """``None`` if a request of ``kind`` may go on (it is counted), else the seconds to wait."""
+        if self.kinds is not None and kind not in self.kinds:
+            return None
+        now = time.monotonic()
+        while self.times and self.times[0] <= now - self.window_s:
+            self.times.popleft()
+        if len(self.times) >= self.limit:
+            self.refused += 1
+            return max(1, math.ceil(self.times[0] + self.window_s - now))
+        self.times.append(now)
+        return None
+
+
 class FakeHub:
     """The fake Hub: ``with FakeHub(token) as hub: os.environ["HF_ENDPOINT"] = hub.url``."""
 
@@ -121,6 +149,7 @@ class FakeHub:
         self.lfs_store: dict[str, bytes] = {}
         self.seen: list[Seen] = []
         self._faults: list[_Fault] = []
+        self._quotas: list[_Quota] = []
         self._lock = threading.RLock()
         self._release = threading.Event()
         self._counter = 0
@@ -155,6 +184,27 @@ class FakeHub:
         with self._lock:
             self._faults.clear()
         self._release.set()
+
+    def set_quota(self, limit: int, window_s: float, kinds: Optional[Iterable[str]] = ("commit",)) -> None:
+        """Refuse requests of ``kinds`` (None: all but the client's user-agent lookup and LFS
+        uploads) beyond ``limit`` per sliding ``window_s`` seconds with 429 and ``Retry-After``."""
+        with self._lock:
+            self._quotas.append(_Quota(set(kinds) if kinds is not None else None, limit, window_s))
+
+    def refused(self) -> int:
+        """Requests refused for a quota so far."""
+        with self._lock:
+            return sum(q.refused for q in self._quotas)
+
+    def _quota_wait(self, kind: str) -> Optional[int]:
+        if kind in ("agent-registry", "lfs-upload"):
+            return None
+        with self._lock:
+            for quota in self._quotas:
+                wait = quota.check(kind)
+                if wait is not None:
+                    return wait
+        return None
 
     def _fault_for(self, kind: str) -> Optional[str]:
         if kind == "agent-registry":
@@ -326,6 +376,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(429, {"error": "rate limited (injected)"}, {"Retry-After": "0"})
             elif kind not in ("lfs-upload", "agent-registry") and self.headers.get("Authorization") != f"Bearer {self.hub.token}":
                 self._error(401, "Invalid credentials in Authorization header")
+            elif (wait := self.hub._quota_wait(kind)) is not None:
+                action = "commit" if kind == "commit" else "api"
+                self._send(429, {"error": f"You have exceeded our hourly quotas for action: {action}. "
+                                          "We invite you to retry later."},
+                           {"Retry-After": str(wait), "X-Error-Message": "quota exceeded"})
             elif route is None:
                 self._error(404, f"no such endpoint: {self.command} {url.path}")
             else:

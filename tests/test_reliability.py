@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import pytest
 
-from conftest import git_out, jobs_in, ledger_file, spawn_worker, wait_line
+from conftest import git_out, jobs_in, spawn_worker, wait_line
 from gitservers import GitDaemon, SmartHttpServer
 from distribute import init_remote
 from distribute.protocol import job_path

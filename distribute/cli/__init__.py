@@ -18,7 +18,7 @@ from ..exceptions import DistributeError
 from ..loop import LoopResult, run_worker_loop
 from ..redact import redact
 from ..version import __version__
-from .common import UsageError, load_function, resolve_remote, say
+from .common import UsageError, drop_stdout, load_function, resolve_remote, say, say_anyway
 
 __all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
 
@@ -48,14 +48,25 @@ EXAMPLES = {
 }
 
 
-def _common() -> argparse.ArgumentParser:
+def _common(top: bool = False) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name.
+
+    The main parser and the commands' parsers each get their own copy: the commands' options
+    default to "not given" (``SUPPRESS``), so that ``distribute --debug status`` keeps the
+    ``--debug`` the main parser saw instead of resetting it, and ``distribute status --debug``
+    still sets it.
+    """
+    unset: dict[str, object] = {"env_file": None, "verbose": False, "debug": False}
     p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("common options")
-    g.add_argument("--env-file", metavar="FILE", default=argparse.SUPPRESS,
+    g = p.add_argument_group("common options (before or after the command)")
+    g.add_argument("--env-file", metavar="FILE",
+                   default=unset["env_file"] if top else argparse.SUPPRESS,
                    help="read settings from FILE instead of the .env found from here upward")
-    g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+    g.add_argument("-v", "--verbose", action="store_true",
+                   default=unset["verbose"] if top else argparse.SUPPRESS,
                    help="log what the worker does")
-    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+    g.add_argument("--debug", action="store_true",
+                   default=unset["debug"] if top else argparse.SUPPRESS,
                    help="debug logging, and tracebacks on errors")
     return p
 
@@ -69,11 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     common = _common()
     parser = argparse.ArgumentParser(
-        prog="distribute", formatter_class=R, parents=[common],
+        prog="distribute", formatter_class=R, parents=[_common(top=True)],
         description="Run jobs on many machines with nothing shared but a git remote.",
-        epilog="example:\n  distribute init file:///srv/jobs.git && distribute add "
-               "file:///srv/jobs.git a b c\n\nrun `distribute COMMAND --help` for each command")
-    parser.set_defaults(env_file=None, verbose=False, debug=False)
+        epilog="example:\n  git init --bare jobs.git && distribute init jobs.git && "
+               "distribute add jobs.git a b c\n\nrun `distribute COMMAND --help` for each command")
     parser.add_argument("--version", action="version", version=f"git-distribute {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -94,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also add jobs that are queued, running or done")
     p = cmd("status", "show queued / running / done / failed jobs, the workers and the lock")
     _remote(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object (schema in README)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (schema in docs/cli.md)")
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="refresh every SECONDS, with rate and ETA, until Ctrl-C")
     p = cmd("worker", "take jobs and run a function on each until told to stop")
@@ -111,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-queue-empty", action="store_true",
                    help="exit 0 as soon as the queue is empty")
     p.add_argument("--poll", type=float, metavar="SECONDS",
-                   help="wait between looks for new jobs when idle (DISTRIBUTE_POLL_S, 5)")
+                   help="longest wait between two looks for new jobs when idle; waits double "
+                        "from 1 s up to it (DISTRIBUTE_POLL_S, 60)")
     p.add_argument("--mirror", choices=["hf"],
                    help="upload each job's results to the Hugging Face repository right after "
                         "its finish (DISTRIBUTE_MIRROR)")
@@ -159,7 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     run_func = load_function(spec, "--run")
     next_spec = args.next_job or settings.get_env("DISTRIBUTE_NEXT_JOB")
     next_func = load_function(next_spec, "--next-job") if next_spec else queue_jobs_func
-    poll = settings.seconds("DISTRIBUTE_POLL_S", 5.0, args.poll)
+    poll = settings.seconds("DISTRIBUTE_POLL_S", 60.0, args.poll)
     grace = settings.seconds("DISTRIBUTE_GRACE_S", 30.0, args.grace, zero_ok=True)
     mirror = args.mirror or settings.get_env("DISTRIBUTE_MIRROR")
     if mirror not in (None, "hf"):
@@ -176,17 +188,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         vast.hold_keys()
     worker = create_from_config(url, args.path, args.name)
-    try:
-        say(f"{worker.name} started on {url} (local copy {worker.path})")
+    try:  # progress lines: a worker whose reader went away goes on without them
+        say_anyway(f"{worker.name} started on {url} (local copy {worker.path})")
         result = run_worker_loop(worker, run_func, next_func, max_jobs=args.max_jobs,
                                  idle_exit=args.idle_exit,
                                  exit_when_queue_empty=args.exit_when_queue_empty,
-                                 poll_s=poll, grace_s=grace, report=say,
+                                 poll_s=poll, grace_s=grace, report=say_anyway,
                                  after_finish=after_finish)
     finally:
         worker.close()
-    say(f"{worker.name} stopped ({result.ended_by}): {result.done} done, {result.failed} failed"
-        + (f", {result.given_back} given back" if result.given_back else ""))
+    say_anyway(f"{worker.name} stopped ({result.ended_by}): {result.done} done, "
+               f"{result.failed} failed"
+               + (f", {result.given_back} given back" if result.given_back else ""))
     if self_destruct and result.ended_by == "idle":
         from .. import vast
 
@@ -247,6 +260,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `distribute status | head -3`: the reader has all it wanted
+        drop_stdout()
+        return 128 + 13  # what a shell shows for a process that SIGPIPE ended
     except Exception as exc:  # noqa: BLE001 - a bug or an environment problem: still one sentence
         _error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                args.debug)

@@ -1,4 +1,7 @@
-"""The commands that inspect or edit the ledger: init, add, status, requeue, unlock, log, config."""
+"""The commands that inspect or edit the ledger: init, add, status, requeue, unlock, log, config.
+
+``add_jobs`` is :func:`distribute.connect.add_jobs` (kept importable from here).
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 from .. import config
-from ..connect import init_remote
+from ..connect import add_jobs, carry_attempts, init_remote
 from ..coordination import break_lock
 from ..exceptions import DistributeError
-from ..ledger import Entry, Ledger
-from ..protocol import (ADDED, ORIGIN_MASTER, REQUEUED, TRACKING_PREFIX, check_job, commit_message,
+from ..ledger import Ledger
+from ..protocol import (ORIGIN_MASTER, REQUEUED, TRACKING_PREFIX, check_job, commit_message,
                         heartbeat_ref, remote_ref)
 from ..redact import redact
 from ..worker import Worker
@@ -35,42 +38,6 @@ def cmd_init(args: argparse.Namespace) -> int:
                               "were not added; use `distribute add` to queue them")
     say(f"{url} already has a job ledger; nothing changed")
     return 0
-
-
-def add_jobs(worker: Worker, jobs: list[str], allow_duplicates: bool = False
-             ) -> tuple[list[str], list[tuple[str, str]]]:
-    """Append ``jobs`` to jobs.txt under the lock; return (added, [(skipped job, why)])."""
-    added: list[str] = []
-    skipped: list[tuple[str, str]] = []
-
-    def edit(ledger: Ledger, root: Path) -> Optional[str]:
-        added.clear()
-        skipped.clear()
-        where = {j: "queued" for j in ledger.queued}
-        where.update({e.job: f"running on {e.worker}" for e in ledger.running})
-        where.update({j: "done" for j in jobs if j not in where and ledger.is_done(j)})
-        for job in jobs:
-            if job in where and not allow_duplicates:
-                skipped.append((job, where[job]))
-                continue
-            _count_attempts(ledger, job, [e for e in ledger.failed if e.job == job])
-            ledger.queued.append(job)
-            added.append(job)
-            where.setdefault(job, "given twice")
-        if not added:
-            return None
-        ledger.write(root, queue=True)
-        return commit_message(worker.name, ADDED, f"{worker.name} added {plural(len(added), 'job')}")
-
-    worker.update_master(edit)
-    return added, skipped
-
-
-def _count_attempts(ledger: Ledger, job: str, failed: list[Entry]) -> None:
-    """A failed job that runs again continues its attempt count: its next run gets a new branch
-    name (``worker/job@N``) instead of colliding with the failed run's branch."""
-    if failed:
-        ledger.attempts[job] = max(ledger.attempts.get(job, 0), *(e.attempt for e in failed))
 
 
 def cmd_add(args: argparse.Namespace) -> int:
@@ -127,8 +94,14 @@ def _show_status(worker: Worker, url: str, as_json: bool, meter: Optional[RateMe
 def cmd_requeue(args: argparse.Namespace) -> int:
     """Put running or failed jobs back at the head of the queue."""
     url, jobs = split_remote_and_jobs(args.words)
-    if args.stale == bool(jobs):
-        raise UsageError("give either --stale or the jobs to requeue (not both)")
+    if not args.stale and not jobs:
+        raise UsageError("nothing to requeue: name the jobs after REMOTE (requeue REMOTE job-7 "
+                         "job-9), or pass --stale for the running jobs of silent workers")
+    if args.stale and jobs:
+        raise UsageError(f"--stale picks the jobs itself; leave out the job names "
+                         f"({', '.join(jobs[:3])}{' …' if len(jobs) > 3 else ''})")
+    if args.wait and not args.stale:
+        raise UsageError("--wait goes with --stale")
     with cache_worker(url) as worker:
         if args.stale:
             return _requeue_stale(worker, args.wait)
@@ -193,6 +166,7 @@ def _heartbeat_silences(worker: Worker, ledger: Ledger) -> dict[str, float]:
 
 
 def _requeue_named(worker: Worker, jobs: list[str]) -> int:
+    """Put ``jobs`` (running or failed) at the head of the queue, in the order given."""
     back: list[str] = []
     problems: list[str] = []
 
@@ -202,10 +176,10 @@ def _requeue_named(worker: Worker, jobs: list[str]) -> int:
         for job in jobs:
             failed = [e for e in ledger.failed if e.job == job]
             if ledger.running_entry(job) is not None:
-                ledger.requeue(job, sys.maxsize, "requeued by hand")
+                ledger.requeue(job, sys.maxsize, "requeued by hand")  # (at the head)
             elif failed:
+                carry_attempts(ledger, job)
                 ledger.failed = [e for e in ledger.failed if e.job != job]
-                _count_attempts(ledger, job, failed)
                 ledger.queued.insert(0, job)
             elif job in ledger.queued:
                 problems.append(f"job {job} is already queued")
@@ -219,6 +193,8 @@ def _requeue_named(worker: Worker, jobs: list[str]) -> int:
             back.append(job)
         if not back:
             return None
+        # each went to the head on its own, so the last one is first: restore the given order
+        ledger.queued[:len(back)] = back
         ledger.write(root, queue=True)
         if len(back) == 1:
             return commit_message(worker.name, REQUEUED, f"{worker.name} requeued job {back[0]}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import logging
 import os
 import re
 import sys
@@ -13,12 +14,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from .. import settings
-from ..connect import worker_from_url
+from ..connect import normalize_url, worker_from_url
 from ..exceptions import DistributeError, LocalCopyError
 from ..protocol import short_host
 from ..redact import redact
 from ..worker import Worker
 
+log = logging.getLogger(__name__)
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 
@@ -32,18 +34,43 @@ def say(*parts: object) -> None:
     print(redact(" ".join(str(p) for p in parts)), flush=True)
 
 
+def say_anyway(*parts: object) -> None:
+    """:func:`say` for a long-running worker: when nobody reads its standard output any more
+    (``distribute worker … | head``), the lines are dropped from then on and the worker goes on
+    with its jobs, instead of stopping in the middle of one."""
+    try:
+        say(*parts)
+    except BrokenPipeError:
+        drop_stdout()
+        log.warning("standard output was closed: progress lines are dropped from now on")
+
+
+def drop_stdout() -> None:
+    """Point standard output at ``/dev/null``: after a broken pipe, so that later prints and the
+    interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def resolve_remote(given: Optional[str]) -> str:
-    """The REMOTE argument, else ``DISTRIBUTE_REMOTE``; a usage error when neither is set."""
+    """The REMOTE argument, else ``DISTRIBUTE_REMOTE``; a usage error when neither is set.
+
+    A path on this machine (``jobs.git``, ``./jobs.git``, ``~/jobs.git``) comes back absolute
+    (:func:`distribute.connect.normalize_url`), so it names the same repository from anywhere.
+    """
     url = given or settings.get_env("DISTRIBUTE_REMOTE")
     if not url:
         raise UsageError("no remote given: pass REMOTE or set DISTRIBUTE_REMOTE "
                          "(in the environment or a .env file)")
-    return url
+    return normalize_url(url)
 
 
 def looks_like_remote(text: str) -> bool:
     """True for ``scheme://...``, ``user@host:path`` and existing directories (bare repos)."""
-    return "://" in text or bool(_SCP_LIKE.match(text)) or Path(text).is_dir()
+    return ("://" in text or bool(_SCP_LIKE.match(text))
+            or Path(text).expanduser().is_dir())
 
 
 def split_remote_and_jobs(words: list[str]) -> tuple[str, list[str]]:
@@ -51,7 +78,7 @@ def split_remote_and_jobs(words: list[str]) -> tuple[str, list[str]]:
     first word does not look like a remote (then every word is a job)."""
     default = settings.get_env("DISTRIBUTE_REMOTE")
     if words and (not default or looks_like_remote(words[0])):
-        return words[0], words[1:]
+        return resolve_remote(words[0]), words[1:]
     return resolve_remote(None), list(words)
 
 
@@ -69,6 +96,7 @@ def cache_worker(url: str) -> Iterator[Worker]:
     use by another command right now (or unusable), a throw-away clone in a temporary directory
     is used instead.
     """
+    url = normalize_url(url)
     name = f"cli-{short_host()}-{uuid.uuid4().hex[:6]}"
     path = cache_dir() / hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     try:

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..connect import init_remote, worker_from_url
+from ..connect import add_jobs, init_remote, worker_from_url
 from ..repo import Clone
 from ..worker import Worker
-from .commands import add_jobs, story
+from .commands import story
 from .common import say
 from .status_view import RateMeter, progress_line, status_json, status_text
 

@@ -1,5 +1,6 @@
-"""``distribute mirror REMOTE [--since COMMIT] [--batch N] [--dry-run]``: catch up the Hub mirror.
+"""``distribute mirror REMOTE [--since COMMIT] [--batch N] [--pack N] [--dry-run] [--status]``.
 
+The catch-up of the Hugging Face mirror, and how far the mirror lags the ledger.
 ``register(subparsers)`` adds the command to the ``distribute`` parser; ``main(argv)`` runs it on
 its own (``python -m distribute.cli.hub mirror ...``). Exit codes: 0 done (also when there was
 nothing to upload), 1 an error explained in one sentence on stderr, 2 bad usage.
@@ -7,6 +8,7 @@ nothing to upload), 1 an error explained in one sentence on stderr, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from typing import Any, Optional, Sequence
@@ -20,14 +22,18 @@ log = logging.getLogger(__name__)
 HELP = "upload done jobs' results that are missing or differ on the Hugging Face repository"
 EPILOG = """examples:
   distribute mirror file:///srv/jobs.git                 # everything not yet mirrored
-  distribute mirror file:///srv/jobs.git --batch 50      # 50 jobs per Hub commit
+  distribute mirror file:///srv/jobs.git --status        # how far the Hub lags the ledger
+  distribute mirror file:///srv/jobs.git --batch 200     # at most 200 jobs per Hub commit
+  distribute mirror file:///srv/jobs.git --pack 100      # a new repository: tar shards of 100 jobs
   distribute mirror file:///srv/jobs.git --since 1a2b3c  # only jobs finished after that commit
   distribute mirror file:///srv/jobs.git --dry-run       # list the jobs that are not mirrored
 
 settings: HF_REPO_ID (namespace/name), HF_TOKEN, HF_REPO_TYPE (dataset), HF_ENDPOINT,
-DISTRIBUTE_MIRROR_BATCH (25), DISTRIBUTE_HF_RETRIES, DISTRIBUTE_HF_TIMEOUT_S, DISTRIBUTE_HF_BACKOFF_S
-(environment or .env). Safe to run repeatedly and while workers run: files already on the Hub
-with the same content are not sent again."""
+DISTRIBUTE_MIRROR_BATCH (1000), DISTRIBUTE_HF_COMMITS_PER_HOUR (100), DISTRIBUTE_HF_MAX_WAIT_S
+(600), DISTRIBUTE_HF_PACK (0), DISTRIBUTE_HF_RETRIES, DISTRIBUTE_HF_TIMEOUT_S,
+DISTRIBUTE_HF_BACKOFF_S (environment or .env). Safe to run repeatedly and while workers run:
+files already on the Hub with the same content are not sent again, and commits share the fleet's
+budget of commits per hour (see docs/hub.md)."""
 
 
 def _positive(text: str) -> int:
@@ -48,8 +54,13 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                    help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
     p.add_argument("--since", metavar="COMMIT", help="only jobs finished after this commit of master")
     p.add_argument("--batch", type=_positive, metavar="N",
-                   help="jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else 25)")
+                   help="most jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else 1000)")
+    p.add_argument("--pack", type=_positive, metavar="N",
+                   help="in a new repository, pack N jobs per tar shard (DISTRIBUTE_HF_PACK)")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    p.add_argument("--status", action="store_true",
+                   help="say how far the Hub lags the ledger (no Hub request) and exit")
+    p.add_argument("--json", action="store_true", help="with --status: print one JSON object")
     p.set_defaults(func=handle, _parser=p)
 
 
@@ -57,19 +68,45 @@ def _say(text: str) -> None:
     print(redact(text), flush=True)
 
 
+def _ago(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def show_status(worker: Any, as_json: bool) -> int:
+    """Print :func:`distribute.hub.mirror_status` (one JSON object with ``as_json``)."""
+    from ..hub import mirror_status
+
+    st = mirror_status(worker)
+    if as_json:
+        _say(json.dumps(st.as_json(), sort_keys=True))
+        return 0
+    _say(f"repository: {st.repo} ({st.layout})")
+    _say(f"mirrored:   {st.mirrored} of {st.done} done jobs; lag {st.lag}"
+         + (f" (oldest: {st.oldest_pending}, finished {_ago(st.oldest_pending_age_s)})"
+            if st.oldest_pending else ""))
+    _say(f"commits:    last {st.last_commit[:12] or '-'} {_ago(st.last_commit_age_s)}; "
+         + (f"{st.committing} is committing now" if st.committing else
+            f"next slot in {st.next_commit_in_s:.0f}s") + f" (budget {st.commits_per_hour:g}/hour)")
+    return 0
+
+
 def handle(args: argparse.Namespace) -> int:
-    """Run the catch-up for ``args`` and print what it did; errors raise DistributeError."""
-    from ..hub import DEFAULT_BATCH, catch_up, check_settings  # the Hub client loads slowly
+    """Run the catch-up (or ``--status``) for ``args`` and print what it did."""
+    from ..hub import catch_up, check_settings  # the Hub client loads slowly
     from .common import cache_worker
 
     url = args.remote or settings.get_env("DISTRIBUTE_REMOTE")
     if not url:
         raise DistributeError("no remote given: pass REMOTE or set DISTRIBUTE_REMOTE "
                               "(in the environment or a .env file)")
-    batch = settings.count("DISTRIBUTE_MIRROR_BATCH", DEFAULT_BATCH, args.batch, zero_ok=False)
     s = check_settings()
     with cache_worker(url) as worker:
-        report = catch_up(worker, since=args.since, batch=batch, dry_run=args.dry_run)
+        if args.status:
+            return show_status(worker, args.json)
+        report = catch_up(worker, since=args.since, batch=args.batch, dry_run=args.dry_run,
+                          pack=args.pack)
     where = f"{s.repo_type} {s.repo_id}"
     for note in report.skipped:
         _say(f"not uploaded: {note}")
@@ -83,9 +120,10 @@ def handle(args: argparse.Namespace) -> int:
         _say(f"nothing to upload: {scope} at {report.commit[:12]} are mirrored to {where}"
              + (f" ({report.empty} have no files)" if report.empty else ""))
     else:
+        waited = f", {report.waited_s:.0f}s waiting for commit slots" if report.waited_s >= 1 else ""
         _say(f"mirrored {report.uploaded_jobs} jobs ({report.uploaded_files} files) to {where} in "
              f"{len(report.commits)} commits from git {report.commit[:12]}; "
-             f"{report.up_to_date} were already up to date")
+             f"{report.up_to_date} were already up to date{waited}")
     return 0
 
 

@@ -21,16 +21,19 @@ def _fmt_s(seconds: Optional[float]) -> str:
 
 
 def progress_line(counts: dict[str, int], rate: Optional[float] = None) -> str:
-    """``[#####-----]  50%  10/20 done · 1 failed · 4 running · 0.8 jobs/s · ETA 12s``."""
+    """``[#####-----]  50% of 20 jobs ended: 9 done · 1 failed · 4 running · 6 queued · 0.80
+    jobs/s · ETA 12s``: the bar and the percentage count the jobs that have ended (done or
+    failed)."""
     total = sum(counts.values())
     if not total:
         return "no jobs yet: `distribute add` queues some"
     finished = counts["done"] + counts["failed"]
     filled = int(BAR_WIDTH * finished / total)
     pct = 100 * finished / total
-    line = (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct:3.0f}%  "
-            f"{counts['done']}/{total} done · {counts['failed']} failed · "
-            f"{counts['running']} running · {counts['queued']} queued")
+    line = (f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {pct:3.0f}% of {total} "
+            f"job{'' if total == 1 else 's'} ended: {counts['done']} done · "
+            f"{counts['failed']} failed · {counts['running']} running · "
+            f"{counts['queued']} queued")
     if rate is not None:
         left = counts["queued"] + counts["running"]
         line += f" · {rate:.2f} jobs/s"

@@ -1,25 +1,37 @@
 """The Hugging Face Hub side of git-distribute: settings, bounded retries, clear errors, file API,
-and the mirror of job results.
+and the mirror of job results (``docs/hub.md`` tells the whole story).
 
 * :mod:`.errors` — :class:`HubError` and its kinds;
-* :mod:`.hubsettings` — :class:`HubSettings`, read by :func:`settings` (table in the README);
-* :mod:`.transport` — the retry policy of Hub calls (:func:`stats`);
+* :mod:`.hubsettings` — :class:`HubSettings`, read by :func:`settings` (table in ``docs/hub.md``);
+* :mod:`.transport` — the retry and quota policy of Hub calls (:func:`stats`);
 * :mod:`.files` — create the repository, upload, delete, list, one-commit uploads;
-* :mod:`.mirror` — ``updates/<slug>/`` of done jobs to ``<slug>/`` on the Hub, live or catching up.
+* :mod:`.layout` — where a job's results go on the Hub (:func:`hub_path_for`), folders or tar shards;
+* :mod:`.source` — done records in ledger order and the files of done jobs, read from git;
+* :mod:`.cursor` — the fleet's mirror state on the remote: commit slots within a budget, the cursor;
+* :mod:`.batch`, :mod:`.pack` — one Hub commit of many jobs; tar shards and their indexes;
+* :mod:`.live` — live mirroring in batches (:func:`mirror_after_finish`, :func:`flush_mirror`);
+* :mod:`.mirror` — the catch-up against the Hub's tree (:func:`catch_up`), :func:`mirror_job`;
+* :mod:`.status` — how far the Hub lags the ledger (:func:`mirror_status`).
 
 Everything public is re-exported here (``from distribute import hub; hub.catch_up(worker)``).
 """
-from .errors import HubAuthError, HubError, HubUnavailableError
+from .cursor import MIRROR_REF, MirrorState, read_state
+from .errors import HubAuthError, HubError, HubQuotaError, HubUnavailableError
 from .files import (RemoteFile, commit_files, delete_file, initialize_dataset, list_files,
-                    remote_index, upload_directory, upload_file)
-from .hubsettings import REPO_TYPES, HubSettings, check_settings, settings
-from .mirror import DEFAULT_BATCH, MirrorReport, catch_up, mirror_after_finish, mirror_job
+                    preupload_files, remote_index, upload_directory, upload_file)
+from .hubsettings import DEFAULT_BATCH, REPO_TYPES, HubSettings, check_settings, settings
+from .layout import LAYOUT_FILE, HubLayout, hub_path_for
+from .live import commit_pending, flush_mirror, mirror_after_finish
+from .mirror import MirrorReport, catch_up, mirror_job
+from .status import MirrorStatus, locate, mirror_status
 from .transport import RETRY_STATUS, stats
 
 __all__ = [
-    "HubError", "HubAuthError", "HubUnavailableError", "HubSettings", "RemoteFile", "settings",
-    "check_settings", "stats", "initialize_dataset", "upload_file", "upload_directory",
-    "delete_file", "list_files", "remote_index", "commit_files", "mirror_job",
-    "mirror_after_finish", "catch_up", "MirrorReport", "DEFAULT_BATCH", "REPO_TYPES",
-    "RETRY_STATUS",
+    "HubError", "HubAuthError", "HubUnavailableError", "HubQuotaError", "HubSettings",
+    "RemoteFile", "settings", "check_settings", "stats", "initialize_dataset", "upload_file",
+    "upload_directory", "delete_file", "list_files", "remote_index", "commit_files",
+    "preupload_files", "mirror_job", "mirror_after_finish", "flush_mirror", "commit_pending",
+    "catch_up", "MirrorReport", "DEFAULT_BATCH", "REPO_TYPES", "RETRY_STATUS", "HubLayout",
+    "LAYOUT_FILE", "hub_path_for", "locate", "MIRROR_REF", "MirrorState", "read_state",
+    "MirrorStatus", "mirror_status",
 ]

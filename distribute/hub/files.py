@@ -19,7 +19,7 @@ from .hubsettings import HubSettings, settings
 from .transport import calling
 
 __all__ = ["RemoteFile", "initialize_dataset", "upload_file", "upload_directory", "delete_file",
-           "list_files", "remote_index", "commit_files"]
+           "list_files", "remote_index", "commit_files", "preupload_files"]
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,17 @@ def remote_index(s: HubSettings, create: bool = True) -> dict[str, RemoteFile]:
     return out
 
 
-def commit_files(files: Sequence[tuple[str, Path]], title: str, description: str = "",
+def commit_files(files: Sequence[tuple[str, Union[Path, bytes]]], title: str, description: str = "",
                  s: Optional[HubSettings] = None) -> str:
-    """Upload ``(path_in_repo, local_path)`` pairs in ONE commit; create the repository if missing.
-
-    Returns the commit id (the current head when every file was already there unchanged).
-    """
+    """Upload ``(path_in_repo, local path or content)`` pairs in ONE commit; create the repository
+    if missing. Returns the commit id (the current head when every file was already there
+    unchanged)."""
     s = s or settings()
     api = s.api()
 
     def attempt() -> Any:
-        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in files]
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=local if isinstance(local, bytes)
+                                  else str(local)) for p, local in files]
         return api.create_commit(s.repo_id, ops, commit_message=s.mask(title)[:200] or "Upload",
                                  commit_description=s.mask(description, one_line=False),
                                  repo_type=s.repo_type)
@@ -138,3 +138,22 @@ def commit_files(files: Sequence[tuple[str, Path]], title: str, description: str
             log.info("created the %s", s.where)
             info = attempt()
     return str(info.oid)
+
+
+def preupload_files(files: Sequence[tuple[str, Path]], s: HubSettings) -> None:
+    """Send the content of the files the Hub keeps in LFS/Xet ahead of the commit that will name
+    them (``preupload_lfs_files``: one request asks which ones, then only those are sent, unless
+    the Hub has their content already); create the repository if missing."""
+    api = s.api()
+
+    def attempt() -> None:
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(local)) for p, local in files]
+        api.preupload_lfs_files(s.repo_id, ops, repo_type=s.repo_type)
+
+    with calling(f"pre-uploading {len(files)} file(s) to {s.repo_id}", s):
+        try:
+            attempt()
+        except RepositoryNotFoundError:
+            api.create_repo(s.repo_id, repo_type=s.repo_type, exist_ok=True)
+            log.info("created the %s", s.where)
+            attempt()

@@ -17,11 +17,13 @@ from ..redact import redact
 from ..version import __version__
 from .errors import HubError
 
-__all__ = ["HubSettings", "settings", "check_settings", "REPO_TYPES"]
+__all__ = ["HubSettings", "settings", "check_settings", "REPO_TYPES", "DEFAULT_BATCH"]
 
 log = logging.getLogger(__name__)
 
 REPO_TYPES = ("dataset", "model", "space")
+#: Most jobs per Hub commit unless ``DISTRIBUTE_MIRROR_BATCH`` says otherwise.
+DEFAULT_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,23 @@ class HubSettings:
     timeout_s: float = 30.0
     backoff_s: float = 1.0
     pause_s: float = 60.0
+    #: The fleet-wide budget of Hub commits: at most one commit per ``3600 / commits_per_hour`` s.
+    commits_per_hour: float = 100.0
+    #: Live mirroring commits once this many files are pending...
+    batch_files: int = 50
+    #: ... or once the oldest pending job has waited this long, whichever comes first.
+    batch_s: float = 300.0
+    #: The longest a single wait for the Hub may last (``Retry-After``, the next commit slot).
+    max_wait_s: float = 600.0
+    #: Most jobs per Hub commit (live and catch-up; ``DISTRIBUTE_MIRROR_BATCH``).
+    commit_jobs: int = 1000
+    #: Jobs per tar shard in a new repository (0: one folder per job).
+    pack: int = 0
+
+    @property
+    def interval_s(self) -> float:
+        """The least time between two Hub commits of the fleet (``3600 / commits_per_hour``)."""
+        return 3600.0 / self.commits_per_hour
 
     def mask(self, text: object, one_line: bool = True) -> str:
         """``text`` with every secret (including this token) replaced by ``***``; one short line
@@ -70,8 +89,11 @@ def settings() -> HubSettings:
     """Read the settings now (environment, then ``.env``): ``HF_REPO_ID`` (required), ``HF_REPO_TYPE``
     (dataset), ``HF_TOKEN``, ``HF_ENDPOINT`` (read here, so ``.env`` works: the client reads it only
     at import), ``DISTRIBUTE_HF_RETRIES`` (3), ``DISTRIBUTE_HF_TIMEOUT_S`` (30),
-    ``DISTRIBUTE_HF_BACKOFF_S`` (1), ``DISTRIBUTE_HF_PAUSE_S`` (60). Raise :class:`HubError` (or
-    :class:`~distribute.settings.SettingError` for a malformed number) if unusable."""
+    ``DISTRIBUTE_HF_BACKOFF_S`` (1), ``DISTRIBUTE_HF_PAUSE_S`` (60), ``DISTRIBUTE_HF_COMMITS_PER_HOUR``
+    (100), ``DISTRIBUTE_HF_BATCH_FILES`` (50), ``DISTRIBUTE_HF_BATCH_S`` (300),
+    ``DISTRIBUTE_HF_MAX_WAIT_S`` (600), ``DISTRIBUTE_MIRROR_BATCH`` (1000), ``DISTRIBUTE_HF_PACK``
+    (0). Raise :class:`HubError` (or :class:`~distribute.settings.SettingError` for a malformed
+    number) if unusable."""
     repo_id = get_env("HF_REPO_ID")
     if not repo_id:
         raise HubError("no Hugging Face repository configured: set HF_REPO_ID=namespace/name "
@@ -86,7 +108,14 @@ def settings() -> HubSettings:
                        timeout_s=number("DISTRIBUTE_HF_TIMEOUT_S", 30.0, minimum=0.05,
                                         zero_ok=True),
                        backoff_s=seconds("DISTRIBUTE_HF_BACKOFF_S", 1.0, zero_ok=True),
-                       pause_s=seconds("DISTRIBUTE_HF_PAUSE_S", 60.0, zero_ok=True))
+                       pause_s=seconds("DISTRIBUTE_HF_PAUSE_S", 60.0, zero_ok=True),
+                       commits_per_hour=number("DISTRIBUTE_HF_COMMITS_PER_HOUR", 100.0,
+                                               maximum=360_000.0),
+                       batch_files=count("DISTRIBUTE_HF_BATCH_FILES", 50, zero_ok=False),
+                       batch_s=seconds("DISTRIBUTE_HF_BATCH_S", 300.0, zero_ok=True),
+                       max_wait_s=seconds("DISTRIBUTE_HF_MAX_WAIT_S", 600.0, zero_ok=True),
+                       commit_jobs=count("DISTRIBUTE_MIRROR_BATCH", DEFAULT_BATCH, zero_ok=False),
+                       pack=count("DISTRIBUTE_HF_PACK", 0))
 
 
 def check_settings() -> HubSettings:

@@ -1,62 +1,47 @@
-"""Mirror job results to the Hugging Face repository: ``updates/<slug>/`` on master -> ``<slug>/``.
+"""The catch-up: every done job's results on the Hub, compared with the Hub's own tree.
 
-**No mirror state is stored.** A done job is *mirrored* when every file of its ``updates/<slug>/``
-on ``master`` is in the repository under ``<slug>/`` with the same content. Both sides already
-carry content ids: git's blob id of a file is exactly the Hub's ``oid`` of a regular file, and for
-files the Hub keeps in LFS/Xet it reports size and sha256. So the catch-up compares one
-``git ls-tree`` with one (paginated) tree listing of the repository, without reading any file,
-and uploads the difference. That makes it safe to run repeatedly and next to live workers: a job
-mirrored by anyone, by any means, is seen as mirrored; a run that died midway is run again.
+**The Hub is the source of truth of what is mirrored.** A done job is *mirrored* when every file
+of its directory on ``master`` is in the repository where :func:`~distribute.hub.hub_path_for`
+puts it (or, in a repository mirrored before it had a layout file, at ``<slug>/``) with the same
+content. Both sides carry content ids: git's blob id of a file is exactly the Hub's ``oid`` of a
+regular file, and for files kept in LFS/Xet the Hub reports size and sha256. In a packed
+repository a shard is up to date when its index's blob id is the one master's files make (see
+:mod:`distribute.hub.pack`). So :func:`catch_up` compares one ``git ls-tree`` with one (paginated)
+listing of the repository, without reading any file, and uploads the difference in few, large
+commits — each in a commit slot of the fleet's budget (:mod:`distribute.hub.cursor`), waiting for
+the slot and for the Hub's ``Retry-After`` within ``DISTRIBUTE_HF_MAX_WAIT_S``. Afterwards it moves
+the fleet's cursor over every record it found complete, so that live mirroring goes on from there.
+It is safe to run repeatedly, next to live workers; a run that stopped is simply run again.
 
-Live: :func:`mirror_after_finish` uploads one job in one commit right after ``finish_job()`` and
-never raises; a failure leaves the job unmirrored (hence picked up by the next catch-up).
-
-Files are read from the commit with ``git archive`` (binary-safe, the work tree is not touched)
-and checked against their blob ids; symlinks and submodules are not uploaded (reported, never
-silently), nor files a ``.gitattributes`` rule changes on export (reported too).
+Live mirroring is in :mod:`distribute.hub.live`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import tarfile
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from ..exceptions import DistributeError, NotInitializedError
-from ..ledger import Entry, split_lines
-from ..protocol import (DONE_FILE, FINISHED, LOG_RECORD_FORMAT, ORIGIN_MASTER, UPDATES_DIR,
-                        finish_subject, job_slug, parse_log_record)
+from ..ledger import Entry
+from ..protocol import ORIGIN_MASTER, job_path, job_slug, short_host
 from ..repo import Clone
 from ..worker import Worker
-from .errors import HubError, HubUnavailableError
-from .files import commit_files, remote_index
-from .hubsettings import HubSettings, settings
+from .batch import BatchResult, Item, commit_batch, group
+from .cursor import MirrorState, advance, claim, read_state, release
+from .errors import HubError, HubQuotaError
+from .files import RemoteFile, remote_index
+from .hubsettings import DEFAULT_BATCH, HubSettings, settings
+from .layout import (HubLayout, discover, from_listing, hub_path_for, index_path, shard_path,
+                     text_blob_id)
+from .live import flush_mirror, mirror_after_finish
+from .pack import index_text
+from .source import GitFile, done_records, entries, git_files, git_layout, non_blobs, source_of
 
 log = logging.getLogger(__name__)
 
-__all__ = ["mirror_job", "mirror_after_finish", "catch_up", "MirrorReport", "DEFAULT_BATCH"]
-
-DEFAULT_BATCH = 25
-BATCH_BYTES = 256 * 1024 * 1024  # a catch-up commit closes early past this much content
-_paused_until: dict[tuple[str, str, str], float] = {}  # (endpoint, type, repo) -> monotonic time
-
-
-@dataclass(frozen=True)
-class GitFile:
-    """One file of ``updates/<slug>/`` in a commit, as ``git ls-tree`` describes it."""
-
-    rel: str
-    blob: str
-    size: int
-    kind: str  # "blob", "symlink" or "submodule"
-
-
-#: A job to upload: its done entry, its slug, and ``{path in the slug: (file, Hub sha256 or None)}``.
-Pending = tuple[Entry, str, dict[str, tuple[GitFile, Optional[str]]]]
+__all__ = ["mirror_job", "mirror_after_finish", "flush_mirror", "catch_up", "MirrorReport",
+           "DEFAULT_BATCH", "take_slot"]
 
 
 @dataclass
@@ -72,296 +57,228 @@ class MirrorReport:
     uploaded_files: int = 0
     commits: list[str] = field(default_factory=list)  # Hub commit ids made
     skipped: list[str] = field(default_factory=list)  # files not uploaded, with the reason
+    layout: str = ""  # the repository's layout, in words
+    waited_s: float = 0.0  # time spent waiting for commit slots
 
 
-def _clone_of(worker_or_clone: Union[Worker, Clone]) -> Clone:
+def _clone_of(worker_or_clone: Union[Worker, Clone]) -> tuple[Clone, str]:
     if isinstance(worker_or_clone, Worker):
-        return worker_or_clone.clone
+        return worker_or_clone.clone, worker_or_clone.name
     if isinstance(worker_or_clone, Clone):
-        return worker_or_clone
+        return worker_or_clone, f"mirror-{short_host()}"
     raise TypeError(f"expected a Worker or a Clone, not {type(worker_or_clone).__name__}")
 
 
-def _done_entries(clone: Clone, rev: str) -> list[Entry]:
-    seen, out = set(), []
-    for line in split_lines(clone.show(rev, DONE_FILE)):
-        entry = Entry.parse(line)
-        if entry.job not in seen:
-            seen.add(entry.job)
-            out.append(entry)
-    return out
+def take_slot(clone: Clone, s: HubSettings, holder: str) -> tuple[MirrorState, float]:
+    """Wait for the fleet's next commit slot and take it; ``(held state, seconds waited)``.
+    Raises :class:`HubQuotaError` when it is not free within ``DISTRIBUTE_HF_MAX_WAIT_S``."""
+    started = time.monotonic()
+    while True:
+        state = read_state(clone, s, refresh=True)
+        wait = state.wait_s()
+        held = claim(clone, s, state, holder) if wait == 0 else None
+        if held is not None:
+            return held, time.monotonic() - started
+        pause = min(wait, 2.0) if state.committing() else max(wait, 0.5)
+        if time.monotonic() - started + pause > s.max_wait_s:
+            who = f"{state.holder} is committing" if state.committing() else "the budget"
+            raise HubQuotaError(s.mask(
+                f"no Hub commit slot within {s.max_wait_s:g}s ({who}; next slot in {wait:.0f}s, "
+                f"DISTRIBUTE_HF_COMMITS_PER_HOUR={s.commits_per_hour:g})"), wait)
+        time.sleep(pause)
 
 
-def _git_files(clone: Clone, rev: str, slugs: Optional[list[str]] = None) -> dict[str, dict[str, GitFile]]:
-    """``{slug: {path in the slug: GitFile}}`` from one ``git ls-tree``."""
-    paths = [f"{UPDATES_DIR}/{s}/" for s in slugs] if slugs is not None else [f"{UPDATES_DIR}/"]
-    out: dict[str, dict[str, GitFile]] = {}
-    for record in clone.git("ls-tree", "-r", "-l", "-z", rev, "--", *paths).split("\0"):
-        meta, _, path = record.partition("\t")
-        parts = path.split("/", 2)
-        if len(parts) < 3 or len(meta.split()) != 4:
+def _commit_in_slot(clone: Clone, s: HubSettings, holder: str, rev: str, layout: HubLayout,
+                    items: list[Item], lines: list[str], report: Optional[MirrorReport] = None
+                    ) -> BatchResult:
+    """:func:`commit_batch` in a commit slot; a 429 whose wait is too long for the request is
+    waited out through the slot (so the whole fleet waits too), within the same bound."""
+    while True:
+        held, waited = take_slot(clone, s, holder)
+        if report is not None:
+            report.waited_s += waited
+        try:
+            result = commit_batch(clone, rev, s, layout, items, lines)
+        except HubQuotaError as exc:
+            wait = exc.retry_after or s.interval_s
+            release(clone, held, holder, not_before=time.time() + wait)
+            if wait > s.max_wait_s:
+                raise
             continue
-        mode, kind, blob, size = meta.split()
-        kind = "symlink" if mode == "120000" else "submodule" if kind == "commit" else "blob"
-        number = int(size) if size.isdigit() else 0
-        out.setdefault(parts[1], {})[parts[2]] = GitFile(parts[2], blob, number, kind)
-    return out
-
-
-def _export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: Path
-            ) -> tuple[dict[tuple[str, str], tuple[Path, str]], list[str]]:
-    """Write the wanted files of ``rev`` under ``tmp``: ``({(slug, rel): (path, sha256)}, skipped)``."""
-    tar_path = tmp / "export.tar"
-    clone.git("archive", "--format=tar", f"--output={tar_path}", rev, "--",
-              *(f"{UPDATES_DIR}/{slug}/" for slug in wanted))
-    got: dict[tuple[str, str], tuple[Path, str]] = {}
-    skipped = []
-    with tarfile.open(tar_path) as tar:
-        for number, member in enumerate(tar):
-            parts = member.name.split("/", 2)
-            if not member.isfile() or len(parts) < 3:
-                continue
-            expected = wanted.get(parts[1], {}).get(parts[2])
-            if expected is None:
-                continue
-            local = tmp / f"f{number}" / parts[2].rsplit("/", 1)[-1]  # keeps the name progress bars show
-            local.parent.mkdir()
-            blob = hashlib.sha1(b"blob %d\0" % member.size)
-            sha256 = hashlib.sha256()
-            with tar.extractfile(member) as src, open(local, "wb") as dst:  # type: ignore[union-attr]
-                while chunk := src.read(1 << 20):
-                    blob.update(chunk)
-                    sha256.update(chunk)
-                    dst.write(chunk)
-            if blob.hexdigest() == expected.blob:
-                got[(parts[1], parts[2])] = (local, sha256.hexdigest())
-            else:
-                skipped.append(f"{member.name} (a .gitattributes rule changes it on export)")
-    tar_path.unlink()
-    for slug, files in wanted.items():
-        for rel in files:
-            name = f"{UPDATES_DIR}/{slug}/{rel}"
-            if (slug, rel) not in got and not any(s.startswith(name + " (") for s in skipped):
-                skipped.append(f"{name} (left out by git archive: a .gitattributes export-ignore rule)")
-    return got, skipped
-
-
-def _non_blobs(slug: str, files: dict[str, GitFile]) -> list[str]:
-    return [f"{UPDATES_DIR}/{slug}/{f.rel} ({f.kind}s are not uploaded)" for f in files.values()
-            if f.kind != "blob"]
-
-
-def _message(entries: list[Entry], rev: str) -> tuple[str, str]:
-    """Commit title and description naming the job(s), the worker(s) and the git commit."""
-    if len(entries) == 1:
-        e = entries[0]
-        job = e.job if len(e.job) <= 100 else e.job[:97] + "..."
-        title = f"Mirror job {job} by {e.worker} from git {rev[:12]}"
-    else:
-        title = f"Mirror {len(entries)} jobs from git {rev[:12]}: " + ", ".join(e.job for e in entries)
-        title = title if len(title) <= 200 else title[:197] + "..."
-    lines = [f"git commit: {rev}"]
-    lines += [f"job: {e.job}\tworker: {e.worker}\tfinished: {e.at}" for e in entries]
-    return title, "\n".join(lines) + "\n"
-
-
-def _source(clone: Clone, job: str) -> tuple[str, Entry]:
-    """The commit that finished ``job`` (found from the worker's HEAD, else master) and its entry."""
-    for fetched in (False, True):
-        if fetched:
-            clone.fetch()
-        for sha in dict.fromkeys(filter(None, (clone.resolve("HEAD"), clone.resolve(ORIGIN_MASTER)))):
-            entry = next((e for e in _done_entries(clone, sha) if e.job == job), None)
-            if entry is not None:
-                return _finish_commit(clone, sha, entry), entry
-    raise DistributeError(f"job {job!r} is not done on master: only finished jobs are mirrored")
-
-
-def _finish_commit(clone: Clone, sha: str, entry: Entry) -> str:
-    """The commit that finished ``entry.job`` among the last ones before ``sha`` (else ``sha``).
-
-    Right after ``finish_job`` it is HEAD, or HEAD's parent when the next job was claimed in the
-    same lock hold (``finish_job(next_job_func)``). It is the commit whose trailers say
-    ``finished`` and name the job; only when there is none, a commit without trailers (made by a
-    version before them) whose subject is ``<worker> finished job <job>``."""
-    out = clone.git("log", "--first-parent", "-n", "50", f"--format={LOG_RECORD_FORMAT}%x1f%s", sha)
-    old_style = None
-    for line in out.split("\n"):  # not splitlines(): it also splits at the trailer separator
-        fields = line.split("\x1f", 4)  # the trailers hold no control characters; a subject may
-        commit, event, _, job = parse_log_record("\x1f".join(fields[:4]))
-        if event == FINISHED and job == entry.job:
-            return commit
-        if (not event and old_style is None and len(fields) > 4
-                and fields[4] == finish_subject(entry.worker, entry.job)):
-            old_style = commit
-    return old_style or sha
+        except BaseException:
+            release(clone, held, holder)
+            raise
+        release(clone, held, holder, hub_commit=result.commit, layout=layout)
+        return result
 
 
 def mirror_job(worker_or_clone: Union[Worker, Clone], job: str,
                s: Optional[HubSettings] = None) -> Optional[str]:
-    """Upload the done ``job``'s ``updates/<slug>/`` to ``<slug>/`` in ONE commit; return its id.
+    """Upload the done ``job``'s results in ONE commit, in the fleet's next commit slot; return
+    the commit id (``None`` when the job has no file, or it was all on the Hub already).
 
-    Files are taken from the commit that finished the job (the merge of its branch into master);
-    the Hub commit's message names the job, the worker that finished it and that git commit.
-    Returns ``None`` when the job has no file. Raises :class:`~distribute.hub.HubError` (or a git
+    Files are taken from the commit that finished the job; the Hub commit's message names the
+    job, the worker that finished it and that git commit. Raises :class:`HubError` (or a git
     error) on failure.
     """
     s = s or settings()
-    clone = _clone_of(worker_or_clone)
-    rev, entry = _source(clone, job)
-    slug = job_slug(job)
-    files = _git_files(clone, rev, [slug]).get(slug, {})
-    for note in _non_blobs(slug, files):
+    clone, holder = _clone_of(worker_or_clone)
+    rev, entry = source_of(clone, job)
+    lines = done_records(clone).read(rev)
+    position = next(i for i, line in enumerate(lines) if line.split("\t", 1)[0] == job)
+    glayout = git_layout(clone, rev)
+    directory = job_path(job, glayout)
+    files = git_files(clone, rev, [job], glayout).get(directory, {})
+    for note in non_blobs(directory, files):
         log.warning("%s", s.mask(f"job {job!r}: not uploaded: {note}"))
-    blobs = {rel: f for rel, f in files.items() if f.kind == "blob"}
+    blobs = {rel: (f, None) for rel, f in files.items() if f.kind == "blob"}
     if not blobs:
         log.info("%s", s.mask(f"job {job!r} has no file to mirror"))
         return None
-    with tempfile.TemporaryDirectory(prefix="distribute-mirror-") as tmp:
-        got, skipped = _export(clone, rev, {slug: blobs}, Path(tmp))
-        for note in skipped:
-            log.warning("%s", s.mask(f"job {job!r}: not uploaded: {note}"))
-        if not got:
-            return None
-        pairs = [(f"{slug}/{rel}", path) for (_, rel), (path, _) in sorted(got.items())]
-        title, description = _message([entry], rev)
-        oid = commit_files(pairs, title, description, s)
-    log.info("%s", s.mask(f"mirrored job {job!r} ({len(pairs)} files) to {s.repo_id}: commit {oid[:12]}"))
-    return oid
+    layout = discover(s, read_state(clone, s).hub_layout())
+    result = _commit_in_slot(clone, s, holder, rev, layout, [Item(position, entry, blobs)], lines)
+    for note in result.skipped:
+        log.warning("%s", s.mask(f"job {job!r}: not uploaded: {note}"))
+    return result.commit or None
 
 
-def mirror_after_finish(worker: Worker, job: str) -> bool:
-    """Mirror ``job`` right after ``worker.finish_job()``. Never raises.
+def _matches(r: Optional[RemoteFile], f: GitFile) -> bool:
+    return r is not None and r.sha256 is None and r.blob_id == f.blob
 
-    Returns ``True`` when its files are on the Hub. On any failure (network, 401, 429, 5xx, ...)
-    it logs one warning and returns ``False``: the job stays done in git and unmirrored until
-    ``distribute mirror`` runs. After the Hub was unreachable, live mirroring of that repository
-    pauses for ``DISTRIBUTE_HF_PAUSE_S`` seconds in this process (jobs finished meanwhile are left
-    unmirrored at once instead of each waiting out the retries).
-    """
-    try:
-        s = settings()
-    except DistributeError as exc:
-        log.warning("job %r is done but not mirrored: %s", job, exc)
-        return False
-    key = (s.endpoint or "", s.repo_type, s.repo_id)
-    left = _paused_until.get(key, 0.0) - time.monotonic()
-    if left > 0:
-        log.warning("%s", s.mask(f"job {job!r} is done but not mirrored: Hub calls are paused for "
-                                 f"{left:.0f}s more after a failure; `distribute mirror` will upload it"))
-        return False
-    try:
-        mirror_job(worker, job, s)
-        return True
-    except HubUnavailableError as exc:
-        _paused_until[key] = time.monotonic() + s.pause_s
-        problem = str(exc)
-    except DistributeError as exc:
-        problem = str(exc)
-    except Exception as exc:  # noqa: BLE001 - mirroring must never fail a finished job
-        problem = f"{type(exc).__name__}: {exc}"
-    log.warning("%s", s.mask(f"job {job!r} is done but not mirrored ({problem}); "
-                             "`distribute mirror` will upload it"))
-    return False
+
+def _folder_items(report: MirrorReport, layout: HubLayout, records: list[tuple[int, Entry]],
+                  tree: dict[str, dict[str, GitFile]], glayout: int,
+                  remote: dict[str, RemoteFile]) -> list[Item]:
+    """The jobs whose files are missing or differ on the Hub, with the files to send."""
+    items = []
+    for position, entry in records:
+        directory = job_path(entry.job, glayout)
+        files = tree.get(directory, {})
+        report.skipped += non_blobs(directory, files)
+        blobs = {rel: f for rel, f in files.items() if f.kind == "blob"}
+        if not blobs:
+            report.empty += 1
+            continue
+        base = hub_path_for(entry.job, layout)
+        flat = job_slug(entry.job)
+        if layout.legacy_flat and not any(f"{base}/{rel}" in remote for rel in blobs) and any(
+                f"{flat}/{rel}" in remote for rel in blobs):
+            base = flat  # mirrored before the repository had a layout: it stays there
+        need: dict[str, tuple[GitFile, Optional[str]]] = {}
+        for rel, f in blobs.items():
+            r = remote.get(f"{base}/{rel}")
+            if _matches(r, f):
+                continue
+            same_size_lfs = r is not None and r.sha256 is not None and r.size == f.size
+            need[rel] = (f, r.sha256 if same_size_lfs and r is not None else None)
+        if need:
+            items.append(Item(position, entry, need, base if base == flat else ""))
+        else:
+            report.up_to_date += 1
+    return items
+
+
+def _shard_items(report: MirrorReport, layout: HubLayout, lines: list[str], start: int,
+                 tree: dict[str, dict[str, GitFile]], glayout: int,
+                 remote: dict[str, RemoteFile]) -> list[Item]:
+    """One item per record of each shard (from ``start``'s) whose index differs on the Hub."""
+    items = []
+    pack = layout.pack
+    for k in range(start // pack, (len(lines) + pack - 1) // pack):
+        lo, hi = k * pack, min((k + 1) * pack, len(lines))
+        records = entries(lines, lo, hi)
+        jobs = [(e, job_slug(e.job), {r: f for r, f in tree.get(job_path(e.job, glayout), {}).items()
+                                      if f.kind == "blob"}) for e in records]
+        r = remote.get(index_path(k))
+        text = index_text(jobs)
+        if r is not None and shard_path(k) in remote and (
+                r.blob_id == text_blob_id(text) if r.sha256 is None else r.size == len(text.encode())):
+            report.up_to_date += sum(1 for p in range(lo, hi) if p >= start)
+            continue
+        items += [Item(lo + i, e, {rel: (f, None) for rel, f in files.items()})
+                  for i, (e, _, files) in enumerate(jobs)]
+    return items
 
 
 def catch_up(worker_or_clone: Union[Worker, Clone], since: Optional[str] = None,
-             batch: int = DEFAULT_BATCH, dry_run: bool = False) -> MirrorReport:
-    """Upload the files of every done job that are missing or differ on the Hub, ``batch`` jobs per commit.
+             batch: Optional[int] = None, dry_run: bool = False,
+             pack: Optional[int] = None) -> MirrorReport:
+    """Upload the results of every done job that are missing or differ on the Hub.
 
+    Commits hold up to ``batch`` jobs (``DISTRIBUTE_MIRROR_BATCH``, 1000), 1000 files and 256 MB.
     ``since`` (a commit of master) limits the look to jobs finished after it. ``dry_run`` only
     reports what would be uploaded (it reads the files it must compare by sha256, uploads
-    nothing and creates nothing). Earlier batches stay uploaded when a later one fails (the
-    error says how far it got); running it again continues.
+    nothing and creates nothing). ``pack`` (``DISTRIBUTE_HF_PACK``) packs a new repository's
+    results into tar shards of that many jobs. When a commit fails, the error says how far it
+    got; the commits made stay, and running it again continues.
     """
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise DistributeError(f"the batch size must be at least 1, not {batch}")
     s = settings()
-    clone = _clone_of(worker_or_clone)
+    s = replace(s, commit_jobs=batch) if batch is not None else s
+    s = replace(s, pack=pack) if pack is not None else s
+    clone, holder = _clone_of(worker_or_clone)
     clone.fetch()
     master = clone.resolve(ORIGIN_MASTER)
     if master is None:
         raise NotInitializedError("the remote has no master branch: nothing to mirror")
-    done = _done_entries(clone, master)
+    lines = done_records(clone).read(master)
+    start = 0
     if since:
         base = clone.resolve(since)
         if base is None:
             raise DistributeError(f"--since {since}: no such commit in the remote's master")
-        before = {e.job for e in _done_entries(clone, base)}
-        done = [e for e in done if e.job not in before]
-    report = MirrorReport(commit=master, done=len(done))
-    if not done:
+        start = len(done_records(clone).read(base))
+    seen: set[str] = set()
+    records = []
+    for position, entry in enumerate(entries(lines)):
+        if entry.job not in seen:
+            seen.add(entry.job)
+            if position >= start:
+                records.append((position, entry))
+    report = MirrorReport(commit=master, done=len(records))
+    if not records:
         return report
-    tree = _git_files(clone, master)
+    glayout = git_layout(clone, master)
+    tree = git_files(clone, master, None, glayout)
     remote = remote_index(s, create=not dry_run)
-    pending: list[Pending] = []
-    for e in done:
-        slug = job_slug(e.job)
-        files = tree.get(slug, {})
-        report.skipped += _non_blobs(slug, files)
-        need: dict[str, tuple[GitFile, Optional[str]]] = {}
-        for rel, f in files.items():
-            r = remote.get(f"{slug}/{rel}")
-            if f.kind != "blob" or (r is not None and r.sha256 is None and r.blob_id == f.blob):
-                continue
-            if r is not None and r.sha256 is not None and r.size != f.size:
-                r = None
-            need[rel] = (f, r.sha256 if r is not None else None)  # a sha256 is checked on export
-        if need:
-            pending.append((e, slug, need))
-        elif any(f.kind == "blob" for f in files.values()):
-            report.up_to_date += 1
-        else:
-            report.empty += 1
-    report.pending = [e.job for e, _, _ in pending]
-    for group in _batches(pending, batch):
-        try:
-            _upload(clone, master, group, s, report, dry_run)
-        except HubError as exc:
-            raise type(exc)(s.mask(f"{exc}; {report.uploaded_jobs} of {len(report.pending)} jobs were "
-                                   "mirrored before that; run `distribute mirror` again to continue")) from exc
+    layout = from_listing(s, remote)
+    report.layout = layout.describe()
+    if layout.pack:
+        items = _shard_items(report, layout, lines, start, tree, glayout, remote)
+    else:
+        items = _folder_items(report, layout, records, tree, glayout, remote)
+    report.pending = list(dict.fromkeys(i.entry.job for i in items if i.position >= start))
+    _upload(clone, s, holder, master, layout, items, lines, report, dry_run, start)
     return report
 
 
-def _batches(pending: list[Pending], size: int) -> list[list[Pending]]:
-    out: list[list[Pending]] = []
-    current: list[Pending] = []
-    volume = 0
-    for item in pending:
-        item_bytes = sum(f.size for f, _ in item[2].values())
-        if current and (len(current) >= size or volume + item_bytes > BATCH_BYTES):
-            out.append(current)
-            current, volume = [], 0
-        current.append(item)
-        volume += item_bytes
-    return out + ([current] if current else [])
-
-
-def _upload(clone: Clone, rev: str, group: list[Pending], s: HubSettings, report: MirrorReport,
-            dry_run: bool) -> None:
-    """Export one batch, drop LFS files whose sha256 matches after all, commit the rest."""
-    if dry_run and not any(sha256 for _, _, need in group for _, sha256 in need.values()):
-        return
-    with tempfile.TemporaryDirectory(prefix="distribute-mirror-") as tmp:
-        wanted = {slug: {rel: f for rel, (f, _) in need.items()} for _, slug, need in group}
-        got, skipped = _export(clone, rev, wanted, Path(tmp))
-        report.skipped += skipped
-        pairs, entries = [], []
-        for entry, slug, need in group:
-            mine = [(f"{slug}/{rel}", got[(slug, rel)][0]) for rel, (_, sha256) in sorted(need.items())
-                    if (slug, rel) in got and got[(slug, rel)][1] != sha256]
-            if mine:
-                pairs += mine
-                entries.append(entry)
+def _upload(clone: Clone, s: HubSettings, holder: str, master: str, layout: HubLayout,
+            items: list[Item], lines: list[str], report: MirrorReport, dry_run: bool,
+            start: int) -> None:
+    """Commit ``items`` group by group; then move the fleet's cursor over what is complete."""
+    groups = group(items, s, layout)
+    chunk: list[Item] = []
+    try:
+        for chunk in groups:
+            if dry_run:
+                result = commit_batch(clone, master, s, layout, chunk, lines, dry_run=True)
             else:
-                report.pending.remove(entry.job)
-                report.up_to_date += 1
-        if not pairs or dry_run:
-            return
-        title, description = _message(entries, rev)
-        oid = commit_files(pairs, title, description, s)
-    report.commits.append(oid)
-    report.uploaded_jobs += len(entries)
-    report.uploaded_files += len(pairs)
-    log.info("%s", s.mask(f"mirrored {len(entries)} jobs ({len(pairs)} files): commit {oid[:12]}"))
-
+                result = _commit_in_slot(clone, s, holder, master, layout, chunk, lines, report)
+            report.skipped += result.skipped
+            for entry in result.up_to_date:
+                if entry.job in report.pending:
+                    report.pending.remove(entry.job)
+                    report.up_to_date += 1
+            if result.commit:
+                pending = set(report.pending)
+                report.commits.append(result.commit)
+                report.uploaded_jobs += sum(1 for e in result.jobs if e.job in pending)
+                report.uploaded_files += result.files
+    except HubError as exc:
+        if not dry_run and start == 0 and chunk:  # every record before this batch is complete
+            advance(clone, s, chunk[0].position, holder, layout=layout)
+        raise type(exc)(s.mask(f"{exc}; {report.uploaded_jobs} of {len(report.pending)} jobs were "
+                               "mirrored before that; run `distribute mirror` again to continue")) from exc
+    if not dry_run and start == 0:  # (with --since, the records before it were not looked at)
+        advance(clone, s, len(lines), holder, layout=layout)

@@ -26,6 +26,31 @@ def _validate_url(url: str) -> str:
     return url
 
 
+def is_local_path(url: str) -> bool:
+    """Whether git would read ``url`` as a path on this machine (git's own rule): no ``scheme://``,
+    and no colon before the first slash (``host:path`` and ``user@host:path`` are ssh)."""
+    if "://" in url:
+        return False
+    colon, slash = url.find(":"), url.find("/")
+    return colon < 0 or 0 <= slash < colon
+
+
+def normalize_url(url: str) -> str:
+    """The remote ``url`` as every part of the package should see it.
+
+    A relative path on this machine (``jobs.git``, ``./jobs.git``, ``../x``) or one under ``~``
+    becomes the absolute path it names now, so that it means the same repository from any
+    directory (the clones of workers and commands run elsewhere). Absolute paths, ``file://``,
+    ``ssh://``, ``https://``… URLs and ssh's ``user@host:path`` are returned as they are. A URL
+    that starts with ``-`` or holds a control character is refused (:class:`NotARemoteError`).
+    """
+    _validate_url(url)
+    if not is_local_path(url):
+        return url
+    expanded = os.path.expanduser(url)
+    return expanded if os.path.isabs(expanded) else os.path.abspath(expanded)
+
+
 class Clone(Transport):
     """A local copy of the remote, always with the remote called ``origin``."""
 
@@ -46,7 +71,7 @@ class Clone(Transport):
         top-level files (the ledger). Later fetches bring the new commits with their files up to
         1 MB; anything else is fetched from the remote when git needs it.
         """
-        _validate_url(url)
+        url = normalize_url(url)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         if not slim:
@@ -76,7 +101,9 @@ class Clone(Transport):
                     ("sparse.expectFilesOutsideOfPatterns", "true")]
         if partial:
             settings += [("remote.origin.promisor", "true"),
-                         ("remote.origin.partialclonefilter", "blob:none")]
+                         # the commit, its top-level files and two levels of directories:
+                         # not the trees of every job's results (fetched when needed)
+                         ("remote.origin.partialclonefilter", "tree:3")]
         for key, value in settings:
             clone.git("config", key, value)
         clone = cls(target, **kwargs)  # type: ignore[arg-type]  # (sees the URL: git:// tuning)

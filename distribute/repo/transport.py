@@ -10,6 +10,13 @@ These are the atomic operations everything else is built on:
 Transport failures are retried with jittered exponential back-off (``DISTRIBUTE_NET_RETRIES``). A
 push whose outcome is unknown (the connection broke after the server may have applied it) is
 settled by reading the refs back.
+
+Until a :class:`Transport` has once reached the remote (its *first contact*: every command-line
+command, and a worker's clone or first fetch), failures that retrying cannot fix — an unknown
+host, refused credentials, no repository at that path — are raised at once (:func:`diagnose`), naming
+git's own cause (``ssh: Could not resolve hostname …``, ``Permission denied (publickey)``, HTTP
+403…) rather than its last line. After that, a running worker rides out outages as before: every
+failure that looks like the network is retried.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from .process import GitProcess
 log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Today's test for "the network, not the remote, failed": used once the remote was reached.
 _TRANSPORT_HINTS = (
     "could not read from remote", "unable to access", "connection refused", "connection reset",
     "early eof", "the remote end hung up", "timed out", "could not resolve", "failed to connect",
@@ -36,9 +44,105 @@ _TRANSPORT_HINTS = (
 )
 _NOT_A_REMOTE_HINTS = (
     "does not appear to be a git repository", "not found", "not exported", "unsupported protocol",
-    "not allowed", "not a git repository", "does not exist", "no such remote", "invalid",
+    "not allowed", "not a git repository", "does not exist", "no such remote",
     "repository not found", "no such file",
 )
+#: (kind, phrases of git, ssh, curl or the server) for failures that retrying cannot fix; the
+#: first kind that matches wins.
+_PERMANENT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("not-found", ("repository not found", "does not appear to be a git repository",
+                   "not a git repository", "not exported", "could not be found",
+                   "' not found", "' does not exist")),
+    ("not-allowed", ("not allowed", "unsupported protocol")),
+    ("unknown-host", ("could not resolve hostname", "could not resolve host:", "unable to look up",
+                      "name or service not known", "nodename nor servname",
+                      "no address associated with hostname")),
+    ("host-key", ("host key verification failed", "remote host identification has changed")),
+    ("auth", ("permission denied (", "permission denied, please", "authentication failed",
+              "could not read username", "could not read password", "access denied", "denied to ",
+              "not authorized", "invalid username or password",
+              "write access to repository not granted")),
+)
+#: Failures worth retrying: the network or the server had a bad moment.
+_TRANSIENT = _TRANSPORT_HINTS + (
+    "temporary failure in name resolution", "try again", "couldn't connect",
+    "network is unreachable", "no route to host", "connection closed", "kex_exchange_identification", "rpc failed",
+    "gnutls", "openssl", "ssl_error", "ssl connect", "tls connect", "handshake", "http/2",
+    "operation too slow", "transfer closed",
+)
+_FATAL = re.compile(r"^(fatal|error): ")
+_HTTP_STATUS = re.compile(r"(?:returned error: |RPC failed; HTTP )(\d{3})")
+_BOILERPLATE = ("could not read from remote repository", "please make sure you have the correct",
+                "and the repository exists")
+_PROGRESS = re.compile(r"^remote: *(counting|compressing|enumerating|total|resolving|"
+                       r"processing|writing)\b", re.IGNORECASE)
+_HINTS = {
+    "not-found": "no repository there: check the path; a new remote is an empty bare repository "
+                 "made with git init --bare, a hosted one must be visible to the key or token",
+    "not-allowed": "not a usable git remote",
+    "unknown-host": "unknown host: check the host name",
+    "host-key": "the host's ssh key is unknown or changed: check it, then add it to "
+                "~/.ssh/known_hosts",
+    "auth": "access refused: check the ssh key or token and its access to this repository",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a failed git command against the remote says: git's ``cause`` (the most telling
+    line or two of its stderr), the ``kind`` of failure, and whether retrying may help."""
+
+    #: "not-found", "not-allowed", "unknown-host", "host-key", "auth", "transient" or "other"
+    kind: str
+    cause: str
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying cannot fix it: an unknown host, refused credentials, no repository there."""
+        return self.kind in _HINTS
+
+    @property
+    def transient(self) -> bool:
+        """The network or the server had a bad moment (refused, reset, timeout, 5xx, 429)."""
+        return self.kind == "transient"
+
+    def message(self, what: str) -> str:
+        """One sentence for the user: what failed, git's cause, and what to do."""
+        if self.permanent:
+            return f"{what} failed: {self.cause} ({_HINTS[self.kind]})"
+        return f"{what} failed: {self.cause}"
+
+
+def diagnose(err: str) -> Failure:
+    """Classify git's stderr of a failed command against the remote (see :class:`Failure`)."""
+    low = err.lower()
+    cause = _cause(err)
+    status = _HTTP_STATUS.search(err)
+    code = int(status.group(1)) if status else 0
+    if code in (401, 403, 407):
+        return Failure("auth", cause)
+    if code == 404:
+        return Failure("not-found", cause)
+    for kind, phrases in _PERMANENT:
+        if any(p in low for p in phrases) and "temporary failure" not in low:
+            return Failure(kind, cause)
+    if code in (408, 429) or code >= 500 or any(hint in low for hint in _TRANSIENT):
+        return Failure("transient", cause)
+    return Failure("other", cause)
+
+
+def _cause(err: str) -> str:
+    """The lines of git's stderr that say why: the specific ones (ssh's, curl's, the server's
+    ``remote:`` explanation), not git's closing "Could not read from remote repository"."""
+    lines = [l.strip() for l in err.splitlines() if l.strip()]
+    useful = [l for l in lines if not any(b in l.lower() for b in _BOILERPLATE)]
+    phrases = [p for _, group in _PERMANENT for p in group] + list(_TRANSIENT) + ["returned error"]
+    telling = [l for l in useful
+               if any(p in l.lower() for p in phrases)
+               or (l.startswith("remote:") and not _PROGRESS.match(l))]
+    fatal = [l for l in useful if l.startswith(("fatal:", "error:"))]
+    chosen = telling[:2] or fatal[:1] or useful[:1] or lines[:1] or ["(no message)"]
+    return " / ".join(dict.fromkeys(_FATAL.sub("", l)[:300] for l in chosen))
 
 
 @dataclass(frozen=True)
@@ -79,8 +183,18 @@ class Transport(GitProcess):
         self.retries = retries if retries is not None else net_retries()
         #: When (monotonic) the remote last could not be reached; 0.0 if never.
         self.unreachable_at = 0.0
+        #: Whether a command of this transport has reached the remote. Until then (the first
+        #: contact), failures that retrying cannot fix are raised at once.
+        self.reached = False
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+
+    def _worth_retrying(self, err: str) -> bool:
+        """Before the first contact: only what :func:`diagnose` calls transient; after it, every
+        failure that looks like the network (an outage must not stop a running worker)."""
+        if not self.reached:
+            return diagnose(err).transient
+        return _is_transport_error(err)
 
     def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
         """Run a command that talks to the remote, retrying transport failures with back-off."""
@@ -88,20 +202,23 @@ class Transport(GitProcess):
         for attempt in range(self.retries + 1):
             self.network_calls += 1
             status, out, err = self._run(args)
-            if status == 0 or not _is_transport_error(err):
-                if status != 0 and what in ("clone", "ls-remote", "fetch"):
+            if status == 0:
+                self.reached = True
+                return status, out, err
+            if not self._worth_retrying(err):
+                if what in ("clone", "ls-remote", "fetch"):
                     raise _classify(what, err)
                 return status, out, err
             if attempt == self.retries:
                 break
             delay = self._back_off(what, err, delay)
         self.unreachable_at = time.monotonic()
-        raise RemoteError(redact(f"{what} failed after {self.retries + 1} attempts: {_first_line(err)}"))
+        raise RemoteError(redact(f"{what} failed after {self.retries + 1} attempts: {_cause(err)}"))
 
     def _back_off(self, what: str, err: str, delay: float) -> float:
-        """Say that ``what`` failed, sleep a jittered ``delay``; return the next (doubled) delay."""
+        """Say that ``what`` failed and why, sleep a jittered ``delay``; return the next delay."""
         self.unreachable_at = time.monotonic()
-        log.warning("%s failed (%s); retrying in %.1fs", what, redact(_first_line(err)), delay)
+        log.warning("%s failed (%s); retrying in %.1fs", what, redact(_cause(err)), delay)
         time.sleep(delay * random.uniform(0.5, 1.0))
         return min(delay * 2, self.backoff_max_s)
 
@@ -125,9 +242,11 @@ class Transport(GitProcess):
                     "`distribute init URL` or distribute.init_remote(url)") from None
             raise
 
-    def ls_remote(self, *patterns: str) -> dict[str, str]:
-        """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip)."""
-        _, out, _ = self._network(["ls-remote", "origin", *patterns], what="ls-remote")
+    def ls_remote(self, *patterns: str, cheap: bool = False) -> dict[str, str]:
+        """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
+        ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks."""
+        v0 = ["-c", "protocol.version=0"] if cheap and not self._protocol else []
+        _, out, _ = self._network([*v0, "ls-remote", "origin", *patterns], what="ls-remote")
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
@@ -146,7 +265,9 @@ class Transport(GitProcess):
         Transport errors are retried. When a retry is refused after an earlier attempt may have
         landed, the refs are read back: if they already hold our values, the push counts as applied.
         """
-        args = ["push", "--porcelain", "--atomic", "--no-verify"]
+        # --no-thin: a thin pack makes git walk every tree of the remote's master to find delta
+        # bases, a cost that grows with the repository; our pushes carry a few small objects
+        args = ["push", "--porcelain", "--atomic", "--no-verify", "--no-thin"]
         args += [f"--force-with-lease={u.ref}:{u.expect}" for u in updates if u.expect is not None]
         args.append("origin")
         args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{u.ref}" for u in updates]
@@ -157,21 +278,23 @@ class Transport(GitProcess):
             self.network_calls += 1
             status, out, err = self._run(args)
             if status == 0:
+                self.reached = True
                 return PushResult(True)
             if "Done" in out or any(line.startswith("!") for line in out.splitlines()):
+                self.reached = True
                 if uncertain and self._already_applied(updates):
                     return PushResult(True)
                 log.debug("push refused: %s", redact(out.strip()))
                 return PushResult(False, _refused_refs(out))
-            if not _is_transport_error(err):
-                raise RemoteError(redact(f"push failed: {_first_line(err)}"))
+            if not self._worth_retrying(err):
+                raise RemoteError(redact(diagnose(err).message("push")))
             uncertain = True
             if attempt < self.retries:
                 delay = self._back_off("push", err, delay)
         self.unreachable_at = time.monotonic()
         if self._already_applied(updates):
             return PushResult(True)
-        raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_first_line(err)}"))
+        raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_cause(err)}"))
 
     def _already_applied(self, updates: Sequence[RefUpdate]) -> bool:
         try:
@@ -201,13 +324,13 @@ def _refused_refs(porcelain: str) -> dict[str, str]:
 
 
 def _first_line(err: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    fatal = [l for l in lines if l.startswith(("fatal:", "error:"))]
-    return (fatal or lines or ["(no message)"])[0]
+    """git's cause of a failure (kept under its old name for callers)."""
+    return _cause(err)
 
 
 def _is_transport_error(err: str) -> bool:
-    """A failure worth retrying: the remote could not be reached, rather than answered "no"."""
+    """A failure worth retrying once the remote was reached: the remote could not be reached,
+    rather than answered "no" (a running worker's outage rule)."""
     low = err.lower()
     if any(hint in low for hint in _NOT_A_REMOTE_HINTS) or "authentication failed" in low:
         return False
@@ -215,7 +338,9 @@ def _is_transport_error(err: str) -> bool:
 
 
 def _classify(what: str, err: str) -> RemoteError:
-    low = err.lower()
-    if any(hint in low for hint in _NOT_A_REMOTE_HINTS):
-        return NotARemoteError(redact(f"{what}: not a git remote: {_first_line(err)}"))
-    return RemoteError(redact(f"{what} failed: {_first_line(err)}"))
+    """The error to raise for a failure that is not retried (any more)."""
+    failure = diagnose(err)
+    if failure.kind in ("not-found", "not-allowed") or any(
+            hint in err.lower() for hint in _NOT_A_REMOTE_HINTS):
+        return NotARemoteError(redact(failure.message(what)))
+    return RemoteError(redact(failure.message(what)))
