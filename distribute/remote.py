@@ -47,7 +47,9 @@ ZERO_SHA = "0" * 40
 ORIGIN_MASTER = "refs/remotes/origin/master"
 _INCLUDED_FILE = "distribute-included-paths"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_V0_COMMANDS = ("fetch", "ls-remote", "push", "clone")
+# (not push: git pushes with v0 whatever the setting, and a push from a partial copy may fetch
+# missing files on its own, which must be allowed v2)
+_V0_COMMANDS = ("fetch", "ls-remote", "clone")
 _TRANSPORT_HINTS = (
     "could not read from remote", "unable to access", "connection refused", "connection reset",
     "early eof", "the remote end hung up", "timed out", "could not resolve", "failed to connect",
