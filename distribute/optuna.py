@@ -18,8 +18,9 @@ import re
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -71,18 +72,11 @@ def _directions(direction: Union[str, StudyDirection, None],
     if direction is not None and directions is not None:
         raise ValueError("give either direction or directions, not both")
     raw = list(directions) if directions is not None else [direction or "minimize"]
-    if not raw:
-        raise ValueError("directions must not be empty")
     names = {"minimize": StudyDirection.MINIMIZE, "maximize": StudyDirection.MAXIMIZE}
-    out = []
-    for d in raw:
-        if isinstance(d, StudyDirection) and d != StudyDirection.NOT_SET:
-            out.append(d)
-        elif isinstance(d, str) and d.lower() in names:
-            out.append(names[d.lower()])
-        else:
-            raise ValueError(f"a direction is 'minimize' or 'maximize', not {d!r}")
-    return out
+    out = [d if isinstance(d, StudyDirection) else names.get(str(d).lower()) for d in raw]
+    if not out or any(d in (None, StudyDirection.NOT_SET) for d in out):
+        raise ValueError(f"directions are 'minimize' or 'maximize', not {raw!r}")
+    return out  # type: ignore[return-value]
 
 
 def _trial_id(storage: JournalStorage, study_name: str, number: int) -> int:
@@ -140,7 +134,7 @@ class OptunaSearch:
         self._job: Optional[str] = None  # the job whose trial() is cached below
         self._trial: Optional[optuna.Trial] = None
         self._private: Optional[tuple[JournalStorage, int]] = None  # its storage and trial id
-        self._tmp: Optional[str] = None  # the private copy of the journal that trial() uses
+        self._tmp: Optional[tempfile.TemporaryDirectory[str]] = None  # holds that journal copy
         self._outcome: Optional[tuple[str, Optional[TrialState], Optional[list[float]]]] = None
         if worker is not None:
             self._bind(worker)
@@ -246,8 +240,8 @@ class OptunaSearch:
         if self._job == job and self._trial is not None:
             return self._trial
         self.close()
-        self._tmp = tempfile.mkdtemp(prefix="distribute-optuna-")
-        private = Path(self._tmp) / "journal.log"
+        self._tmp = tempfile.TemporaryDirectory(prefix="distribute-optuna-")
+        private = Path(self._tmp.name) / "journal.log"
         shutil.copyfile(Path(worker.path) / self.journal, private)
         storage = open_journal(private)
         trial_id = _trial_id(storage, self.study_name, number)
@@ -278,11 +272,17 @@ class OptunaSearch:
     def set_result(self, values: Values) -> None:
         """Record the running trial's ``values`` for the finish (``worker.finish_job()`` then
         tells them). ``finish`` calls this; so does the function made by :meth:`runner`."""
-        seq = [values] if isinstance(values, (int, float)) else list(values)
-        if len(seq) != len(self.directions) or not all(isinstance(v, (int, float)) for v in seq):
+        try:
+            seq = list(values) if isinstance(values, Iterable) else [values]
+            if any(isinstance(v, (str, bytes)) for v in seq):
+                raise TypeError("text is not a value")
+            floats = [float(v) for v in seq]
+        except (TypeError, ValueError):
+            floats = []
+        if len(floats) != len(self.directions):
             raise ValueError(f"study {self.study_name} wants {len(self.directions)} number(s), "
                              f"not {values!r}")
-        self._record(None, [float(v) for v in seq])
+        self._record(None, floats)
 
     def _record(self, state: Optional[TrialState], values: Optional[list[float]]) -> None:
         trial = self.trial()
@@ -327,19 +327,15 @@ class OptunaSearch:
         values, user attributes) into the journal on master."""
         assert self._private is not None
         mine = self._private[0].get_trial(self._private[1])
-        writes: list[Callable[[], None]] = []
-        for name, value in mine.params.items():
-            if name not in frozen.params:
-                dist = mine.distributions[name]
-                writes.append(lambda n=name, v=value, d=dist: storage.set_trial_param(
-                    tid, n, d.to_internal_repr(v), d))
-        for step, value in mine.intermediate_values.items():
-            if step not in frozen.intermediate_values:
-                writes.append(lambda s=step, v=value: storage.set_trial_intermediate_value(
-                    tid, s, v))
-        for key, value in mine.user_attrs.items():
-            if frozen.user_attrs.get(key, object()) != value:
-                writes.append(lambda k=key, v=value: storage.set_trial_user_attr(tid, k, v))
+        writes = [partial(storage.set_trial_param, tid, name, dist.to_internal_repr(value), dist)
+                  for name, value in mine.params.items() if name not in frozen.params
+                  for dist in [mine.distributions[name]]]
+        writes += [partial(storage.set_trial_intermediate_value, tid, step, value)
+                   for step, value in mine.intermediate_values.items()
+                   if step not in frozen.intermediate_values]
+        writes += [partial(storage.set_trial_user_attr, tid, key, value)
+                   for key, value in mine.user_attrs.items()
+                   if frozen.user_attrs.get(key, object()) != value]
         for write in writes:
             try:
                 write()
@@ -396,7 +392,7 @@ class OptunaSearch:
     def close(self) -> None:
         """Drop the private copy of the journal made by :meth:`trial` (done on each new trial)."""
         if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp.cleanup()
         self._tmp = self._job = self._trial = self._private = None
 
     def _require_worker(self) -> Worker:

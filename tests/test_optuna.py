@@ -310,3 +310,15 @@ def test_processes_and_a_sigkill_mid_trial(daemon_remote: str, tmp_path: Path) -
     result = git_out(url, "show", f"master:updates/{job_slug(job)}/result.txt", tmp=tmp_path)
     assert result.split()[:2] == ["0", repr(value_at(study.trials[0].params))]
     assert not any(f.endswith((".lock", ".rename")) for f in committed_files(url, tmp_path))
+
+
+def test_the_example(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    example = str(ROOT / "examples" / "optuna_sweep.py")
+    proc = subprocess.run([sys.executable, example, "--trials", "6"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("6 trials (COMPLETE) in optuna/sweep.log on master\nbest: trial ")
+    helped = subprocess.run([sys.executable, example, "--help"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert helped.returncode == 0 and "usage:" in helped.stdout and not helped.stderr
