@@ -184,6 +184,16 @@ def test_a_trial_that_used_its_attempts_is_failed(file_remote: str, tmp_path: Pa
     assert live.get_next_job(search.next_job) == "optuna:sweep:1"
     search.finish(0.25)
     assert live.get_next_job(search.next_job) is None
+
+    def back(ledger: Ledger, root: Path) -> str:  # what `distribute requeue` does to a failure
+        ledger.failed = [e for e in ledger.failed if e.job != "optuna:sweep:0"]
+        ledger.queued.insert(0, "optuna:sweep:0")
+        ledger.write(root, queue=True)
+        return "requeued by hand"
+
+    live.update_master(back)
+    assert live.get_next_job(search.next_job) is None  # a told trial cannot run again: dropped
+    assert jobs_in(file_remote, "jobs.txt", tmp_path) == []
     dead.close(), live.close()
     t0, t1 = plain_study(file_remote, tmp_path).trials
     assert t0.state == TrialState.FAIL and "gave up after 1 attempts" in t0.system_attrs[
