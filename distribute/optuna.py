@@ -185,8 +185,8 @@ class OptunaSearch:
         return self.job(trial.number)
 
     def _bind(self, worker: Worker) -> None:
-        if self.worker is worker:
-            return
+        if self.worker is worker or (self.worker is not None and self.worker.path == worker.path):
+            return  # (the job function of the worker loop gets a stand-in of the same worker)
         if self.worker is not None:
             raise ValueError(f"this search is bound to worker {self.worker.name}, "
                              f"not {worker.name}; make one search per worker")

@@ -19,7 +19,8 @@ from optuna.trial import TrialState  # noqa: E402
 
 from conftest import HERE, git_out, jobs_in, ledger_file, wait_line  # noqa: E402
 from distribute import JobStateError, init_remote, worker_from_url  # noqa: E402
-from distribute.ledger import Ledger, job_slug  # noqa: E402
+from distribute.ledger import Ledger  # noqa: E402
+from distribute.protocol import job_path  # noqa: E402
 from distribute.cli import run_worker_loop  # noqa: E402
 from distribute.optuna import OptunaSearch  # noqa: E402
 from optuna_jobs import value_at  # noqa: E402
@@ -71,7 +72,7 @@ def test_the_contract_loop(file_remote: str, tmp_path: Path) -> None:
     assert all(t.value == (t.params["x"] - 0.3) ** 2 for t in study.trials)
     assert sorted(tells(file_remote, tmp_path).values()) == [1] * 6
     assert jobs_in(file_remote, "done.txt", tmp_path) == [f"optuna:sweep:{i}" for i in range(6)]
-    record = json.loads(git_out(file_remote, "show", f"master:updates/{job_slug('optuna:sweep:2')}"
+    record = json.loads(git_out(file_remote, "show", f"master:{job_path('optuna:sweep:2')}"
                                 f"/trial.json", tmp=tmp_path))
     assert record["params"] == study.trials[2].params and record["values"] == [study.trials[2].value]
     assert not any(f.endswith((".lock", ".rename")) for f in committed_files(file_remote, tmp_path))
@@ -238,7 +239,7 @@ def test_distribute_worker_command(file_remote: str, tmp_path: Path) -> None:
     study = plain_study(file_remote, tmp_path)
     assert [(t.number, t.state, t.value) for t in study.trials] == [
         (i, TrialState.COMPLETE, value_at(study.trials[i].params)) for i in range(3)]
-    result = git_out(file_remote, "show", f"master:updates/{job_slug('optuna:sweep:1')}"
+    result = git_out(file_remote, "show", f"master:{job_path('optuna:sweep:1')}"
                      "/result.txt", tmp=tmp_path)
     assert result.split()[0] == "1" and result.split()[2] == "cli"
 
@@ -317,7 +318,7 @@ def test_processes_and_a_sigkill_mid_trial(daemon_remote: str, tmp_path: Path) -
     assert jobs_in(url, "running.txt", tmp_path) == [] and jobs_in(url, "jobs.txt", tmp_path) == []
     done = {l.split("\t")[0]: l.split("\t") for l in ledger_file(url, "done.txt", tmp_path)}
     assert done[job][1] != "victim" and done[job][3] == "2"
-    result = git_out(url, "show", f"master:updates/{job_slug(job)}/result.txt", tmp=tmp_path)
+    result = git_out(url, "show", f"master:{job_path(job)}/result.txt", tmp=tmp_path)
     assert result.split()[:2] == ["0", repr(value_at(study.trials[0].params))]
     assert not any(f.endswith((".lock", ".rename")) for f in committed_files(url, tmp_path))
 
