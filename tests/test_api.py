@@ -267,12 +267,11 @@ def test_hostile_job_strings(file_remote: str, tmp_path: Path) -> None:
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
     pending = list(INVALID) + list(HOSTILE)
     slugs = set()
-    updates = Path(worker.path, "updates").resolve()
     while pending:
         job = worker.get_next_job(lambda: pending.pop(0) if pending else None)
         if job is None:
             break
-        assert Path(worker.job_dir).resolve().parent.parent.parent == updates  # updates/ab/cd/<slug>
+        assert Path(worker.job_dir).resolve().parent == Path(worker.path, ".distribute-job")
         subprocess.run(["git", "check-ref-format", f"refs/heads/{worker.working_branch}"],
                        check=True)
         slugs.add(worker.working_branch)

@@ -48,7 +48,7 @@ def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: P
     Path(new.job_dir or "", "result.txt").write_text("result of c\n")
     assert new.commit_update()
     new.include_paths(f"{job_path('b')}")  # mid-job: the job's own files stay
-    assert (root / job_path("c") / "result.txt").read_text() == "result of c\n"
+    assert Path(new.job_dir or "", "result.txt").read_text() == "result of c\n"
     assert (root / job_path("b") / "result.txt").read_text() == "result of b\n"
     Path(new.job_dir or "", "more.txt").write_text("more\n")
     new.finish_job()
@@ -61,7 +61,8 @@ def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: P
     assert (root / job_path("a") / "result.txt").read_text() == "result of a\n"
     assert new.get_next_job(queue_jobs_func) is None  # a sync resets the work tree ...
     assert (root / job_path("a") / "result.txt").read_text() == "result of a\n"  # ... keeps it
-    assert not (root / job_path("c")).exists()  # the finished job's directory is gone
+    assert not (root / job_path("c")).exists()  # the finished job's files are not checked out
+    assert not (root / ".distribute-job" / "c").exists()  # and its working directory is gone
     with pytest.raises(ValueError):
         new.include_paths("../outside")
     new.close()

@@ -113,13 +113,33 @@ class Clone(Transport):
             return clone  # a new remote: the worker says so; later fetches are whole and small
         if partial:
             status, _, err = clone.run("checkout", "--quiet", "--detach", ORIGIN_MASTER)
-            if status != 0 and "promisor remote" in err:
+            if (status != 0 and "promisor remote" in err) or not clone._serves_on_demand():
                 log.info("%s cannot send files on demand; cloning without a filter", redact(url))
                 return None
             # later fetches bring the blobs of new commits (ledgers, results) in the same round
             # trip, instead of one request per checkout
             clone.git("config", "remote.origin.partialclonefilter", "blob:limit=1m")
         return clone
+
+    def _serves_on_demand(self) -> bool:
+        """Fetch one object the partial copy lacks (the first one on the way down ``updates/``),
+        as git will when it needs it: ``False`` if the server refuses (protocol v0 only)."""
+        rev = ORIGIN_MASTER
+        for _ in range(5):
+            listing = self.run("ls-tree", rev)[1].splitlines() if rev != ORIGIN_MASTER else \
+                [line for line in self.run("ls-tree", rev)[1].splitlines()
+                 if line.endswith("\tupdates")]
+            if not listing:
+                return True  # nothing is missing: later fetches bring whole commits
+            meta = listing[0].partition("\t")[0].split()
+            if len(meta) < 3:
+                return True
+            if self.run("cat-file", "-e", meta[2])[0] != 0:
+                return False  # it was missing and could not be fetched
+            if meta[1] != "tree":
+                return True
+            rev = meta[2]
+        return True
 
     # ---- local helpers ------------------------------------------------------------------------
     def show(self, rev: str, path: str) -> Optional[str]:
