@@ -85,14 +85,14 @@ def measure(servers: Servers, kind: str, sizes: list[int], cycles: int, flat: bo
     queued = cycles * 4 + 20
     remotes: dict[str, Path] = {}
     for done in [0, *sizes]:
-        name = f"done{done}.git"
+        name = f"done{kind}{done}.git"
         started = time.perf_counter()
         bigremote.build(servers.root / name, done, queued=queued)
         print(f"built {name} ({done} done jobs) in {time.perf_counter() - started:.1f}s",
               flush=True)
         remotes[str(done)] = servers.root / name
     if flat:
-        name = f"flat{sizes[0]}.git"
+        name = f"flat{kind}{sizes[0]}.git"
         bigremote.build(servers.root / name, sizes[0], queued=queued, layout=1,
                         segmented=False, branches=True)
         remotes[f"{sizes[0]} flat, upgraded"] = servers.root / name
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         servers = Servers(tmp / "srv", stack)
         for kind in args.transport.split(","):
             rows += measure(servers, kind, sizes, args.cycles, args.flat, tmp)
-    print(table(["transport", "done jobs", "ready", "x", "disk", "x", "cycle", "x",
-                 "bytes/cycle", "status", "log -n 20"], rows))
+            print(table(["transport", "done jobs", "ready", "x", "disk", "x", "cycle", "x",
+                         "bytes/cycle", "status", "log -n 20"], rows), flush=True)
     return 0
 
 

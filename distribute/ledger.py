@@ -3,9 +3,9 @@
 ``jobs.txt`` holds queued jobs, one per line (user job functions read and rewrite it).
 ``running.txt``, ``done.txt`` and ``failed.txt`` hold one tab-separated record per line:
 ``job, worker, UTC time, attempt[, reason]``. ``attempts.txt`` remembers ``job, attempts`` for jobs
-that were given back to the queue after their worker went silent. The layout is documented in the
-README and in :mod:`distribute.protocol`; this module only parses, checks and rewrites those files —
-it never runs git.
+that were given back to the queue after their worker went silent. The layout is documented in
+``docs/protocol.md`` and in :mod:`distribute.protocol`; this module only parses, checks and
+rewrites those files — it never runs git.
 """
 from __future__ import annotations
 

@@ -104,8 +104,8 @@ def prune(worker: Worker, branches: bool = True) -> dict[str, list[str]]:
                 updates["branches"].append(RefUpdate(ref, None, expect=sha))
     deleted: dict[str, list[str]] = {kind: [] for kind in updates}
     for kind, batch in updates.items():
-        for start in range(0, len(batch), 500):  # one atomic push per 500 refs
-            chunk = batch[start:start + 500]
+        for start in range(0, len(batch), 4000):  # one atomic push per 4 000 refs
+            chunk = batch[start:start + 4000]
             if worker.clone.push(chunk):
                 deleted[kind] += [u.ref for u in chunk]
             else:

@@ -1,7 +1,7 @@
 """The remote's protocol, written down once: every ref name, branch name, file name, commit-message
 format and marker format that workers exchange through the remote, and their parsers.
 
-Nothing here runs git or does I/O. The README's "Remote layout and lock protocol" section explains
+Nothing here runs git or does I/O. ``docs/protocol.md`` ("Remote layout and lock protocol") explains
 what these names mean together; this module is what the code uses.
 
 ``master`` holds the ledger (:data:`LEDGER_FILES`) and the merged results (``updates/<slug>/``).

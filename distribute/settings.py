@@ -123,7 +123,7 @@ def flag(key: str, default: bool, given: Union[bool, str, None] = None) -> bool:
     raise SettingError(f"{key} must be one of {'/'.join(_ON)} or {'/'.join(_OFF)}, not {raw!r}")
 
 
-#: Every setting: (name, default shown when unset, what it is). The README's table mirrors this.
+#: Every setting: (name, default shown when unset, what it is). ``docs/configuration.md`` generates its table from this.
 SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_REMOTE", None, "URL of the shared git remote (any command's REMOTE)"),
     ("DISTRIBUTE_RUN", None, "MODULE:FUNCTION a worker calls for each job (--run)"),

@@ -1,7 +1,7 @@
 """The read-only status model: what the remote says about every job, the lock and the workers.
 
 One fetch and one read of the ledger feed :func:`read_snapshot`; :func:`status_json` is the
-``distribute status --json`` object (schema in the README); :func:`stale_jobs` is the display
+``distribute status --json`` object (schema in ``docs/cli.md``); :func:`stale_jobs` is the display
 rule for silent workers. Nothing here writes to the remote or the checkout.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def _age_of(utc: str) -> Optional[float]:
 
 
 def status_json(snap: dict[str, Any]) -> dict[str, Any]:
-    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema, see README)."""
+    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema: ``docs/cli.md``)."""
     ledger, beats = snap["ledger"], snap["heartbeats"]
     return {
         "queued": list(ledger.queued),

@@ -2,7 +2,7 @@
 finished (merged into master), failed or given back — built on the write transaction.
 
 Every change to ``master`` goes through :class:`~distribute.transaction.MasterWriter`; see the
-README's "Remote layout and lock protocol" section and :mod:`distribute.protocol`.
+``docs/protocol.md`` and :mod:`distribute.protocol`.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from .protocol import (FAILED, FINISHED, GAVE_BACK, MASTER, check_worker_name, c
                        job_slug, new_session, tracking_ref)
 from .redact import redact
 from .repo import RefUpdate
+from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy, prepare_clone
 from .status import read_snapshot
 from .transaction import MasterWriter, Transaction, Workspace
@@ -66,10 +67,15 @@ class Worker:
                                                    next_job_timeout_s)
         self._file_lock = lock_local_copy(Path(self.path))
         try:
-            self.clone = prepare_clone(remote_url, Path(self.path), self.name)
+            self.clone = prepare_clone(normalize_url(remote_url) if remote_url else None,
+                                       Path(self.path), self.name)
+            self._set_up(poll_max)
         except BaseException:
             self._file_lock.release()
             raise
+
+    def _set_up(self, poll_max: float) -> None:
+        """The rest of the start: identity, coordination, the first sync, the twin check."""
         #: This process's identity, recorded with its claims and heartbeat.
         self.session = new_session()
         #: Sessions that provably ended: the one that used this local copy before us.

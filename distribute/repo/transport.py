@@ -80,7 +80,7 @@ _HINTS = {
     "not-found": "no repository there: check the path; a new remote is an empty bare repository "
                  "made with git init --bare, a hosted one must be visible to the key or token",
     "not-allowed": "not a usable git remote",
-    "unknown-host": "unknown host: check the host name",
+    "unknown-host": "unknown host: check the host name, and that this machine is online",
     "host-key": "the host's ssh key is unknown or changed: check it, then add it to "
                 "~/.ssh/known_hosts",
     "auth": "access refused: check the ssh key or token and its access to this repository",

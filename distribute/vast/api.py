@@ -5,7 +5,7 @@ exponential back-off (honouring ``Retry-After`` when the API sends one), a bound
 attempts and timeouts. The key travels only in the ``Authorization: Bearer`` header; every message
 that leaves this module is redacted. Settings (``VAST_API_KEY``, ``VAST_API_URL``,
 ``VAST_RETRY_TOTAL``, ``VAST_RETRY_BACKOFF``, ``VAST_RETRY_BACKOFF_MAX``, ``VAST_TIMEOUT_S``) are
-read through :mod:`distribute.settings`; the README's "Vast.ai nodes" section has the table.
+read through :mod:`distribute.settings`; ``docs/operations/vast.md`` has the table.
 """
 from __future__ import annotations
 
