@@ -150,6 +150,7 @@ class FakeHub:
         self.seen: list[Seen] = []
         self._faults: list[_Fault] = []
         self._quotas: list[_Quota] = []
+        self._cleared = 0
         self._lock = threading.RLock()
         self._release = threading.Event()
         self._counter = 0
@@ -191,10 +192,16 @@ class FakeHub:
         with self._lock:
             self._quotas.append(_Quota(set(kinds) if kinds is not None else None, limit, window_s))
 
+    def clear_quotas(self) -> None:
+        """Stop enforcing every quota (refusals so far are kept in :meth:`refused`)."""
+        with self._lock:
+            self._cleared = self.refused()
+            self._quotas.clear()
+
     def refused(self) -> int:
         """Requests refused for a quota so far."""
         with self._lock:
-            return sum(q.refused for q in self._quotas)
+            return self._cleared + sum(q.refused for q in self._quotas)
 
     def _quota_wait(self, kind: str) -> Optional[int]:
         if kind in ("agent-registry", "lfs-upload"):

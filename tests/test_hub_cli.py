@@ -15,8 +15,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import FakeHub  # noqa: E402
-from test_hub import REPO, TOKEN, expected_files, write_results  # noqa: E402
+from test_hub import EAGER, REPO, TOKEN, expected_files, results, write_results  # noqa: E402
 
+from distribute.hub import hub_path_for  # noqa: E402
 from distribute.ledger import job_slug  # noqa: E402
 
 GIT = ["git", "-c", "user.name=seed", "-c", "user.email=seed@test"]
@@ -57,7 +58,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
         for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_REPO_ID": REPO,
                            "DISTRIBUTE_HF_RETRIES": "1", "DISTRIBUTE_HF_BACKOFF_S": "0.01",
                            "DISTRIBUTE_HF_TIMEOUT_S": "5", "DISTRIBUTE_CACHE_DIR": str(tmp_path / "cache"),
-                           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+                           "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                           "DISTRIBUTE_HF_COMMITS_PER_HOUR": "360000"}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("HF_REPO_TYPE", raising=False)
         yield server
@@ -73,12 +75,12 @@ def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: 
     since = mirror("mirror", file_remote, "--since", first, "--batch", "1")
     assert since.returncode == 0, since.stderr
     assert "mirrored 2 jobs (6 files)" in since.stdout and "in 2 commits" in since.stdout
-    assert fake.files(REPO) == expected_files(JOBS[1:])
+    assert results(fake) == expected_files(JOBS[1:])
 
     run = mirror("mirror", file_remote, "--batch", "2")
     assert run.returncode == 0, run.stderr
     assert "mirrored 1 jobs (3 files)" in run.stdout and "2 were already up to date" in run.stdout
-    assert fake.files(REPO) == expected_files(JOBS)
+    assert results(fake) == expected_files(JOBS)
     commits = len(fake.commits(REPO))
     assert commits == 3 and fake.commits(REPO)[-1].title.startswith("Mirror job job-1 by seed-worker from git ")
 
@@ -118,7 +120,7 @@ def test_large_files_go_through_lfs_and_are_never_skipped_silently(
     assert run.returncode == 0, run.stderr
     big = bytes(i % 251 for i in range(10_000))
     for job in JOBS[:2]:
-        stored = fake.repo(REPO).head[f"{job_slug(job)}/big.bin"]
+        stored = fake.repo(REPO).head[f"{hub_path_for(job)}/big.bin"]
         assert stored.lfs and stored.data == big
     assert len(fake.commits(REPO)) == 1
     fake.reset_counts()
@@ -166,12 +168,12 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
         "from test_hub import write_results\n"
         "def run(job, worker):\n"
         "    write_results(job, Path(worker.job_dir))\n")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), **EAGER)  # a commit slot after each finish
     run = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote, "--run", "hubjobs:run",
                           "--exit-when-queue-empty", "--mirror", "hf", "--name", "cli-w"],
                          check=False, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
-    assert fake.files(REPO) == expected_files(JOBS)
+    assert results(fake) == expected_files(JOBS)
     assert len(fake.commits(REPO)) == len(JOBS)
 
 
@@ -187,4 +189,4 @@ def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote:
     run = subprocess.run([sys.executable, "-m", "distribute", "mirror", file_remote], check=False,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "mirrored 3 jobs (9 files)" in run.stdout and fake.files(REPO) == expected_files(JOBS)
+    assert "mirrored 3 jobs (9 files)" in run.stdout and results(fake) == expected_files(JOBS)

@@ -1,8 +1,8 @@
 """One Hub commit of many jobs: the unit of both live mirroring and the catch-up.
 
 A batch holds at most ``DISTRIBUTE_MIRROR_BATCH`` jobs (1000), :data:`COMMIT_MAX_FILES` files and
-:data:`BATCH_BYTES` of content. In a folder repository each job's files go to
-``<ab>/<cd>/<slug>/``; in a packed one the batch rewrites the tar shards (and their indexes) that
+:data:`BATCH_BYTES` of content (a packed repository's: up to 500 shards, within those bytes). In a
+folder repository each job's files go to ``<ab>/<cd>/<slug>/``; in a packed one the batch rewrites the tar shards (and their indexes) that
 hold its jobs, with every done job of those shards. Files are read from a commit of master with
 ``git archive`` (see :mod:`distribute.hub.source`); the first commit to a new repository also
 writes its layout file.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Union
 
@@ -22,9 +22,10 @@ from .files import commit_files
 from .hubsettings import HubSettings
 from .layout import LAYOUT_FILE, HubLayout, hub_path_for, index_path, shard_of, shard_path, written
 from .pack import ShardJob, index_text, write_tar
-from .source import GitFile, entries, export, git_files, git_layout, non_blobs
+from .source import GitFile, entries, export, git_files, git_layout, non_blobs, with_sizes
 
-__all__ = ["Item", "BatchResult", "commit_batch", "group", "COMMIT_MAX_FILES", "BATCH_BYTES"]
+__all__ = ["Item", "BatchResult", "items_for", "sized", "commit_batch", "group", "message",
+           "COMMIT_MAX_FILES", "BATCH_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Item:
     @property
     def size(self) -> int:
         """Bytes of content."""
-        return sum(f.size for f, _ in self.files.values())
+        return sum(max(0, f.size) for f, _ in self.files.values())
 
 
 @dataclass
@@ -56,25 +57,35 @@ class BatchResult:
     commit: str = ""  # the Hub commit ("" when nothing had to be uploaded)
     jobs: list[Entry] = field(default_factory=list)  # jobs whose files the commit holds
     up_to_date: list[Entry] = field(default_factory=list)  # jobs found on the Hub after all
-    files: int = 0
+    files: int = 0  # files of results uploaded (the layout file is not counted)
     skipped: list[str] = field(default_factory=list)  # files not uploaded, with the reason
 
 
-def items_for(clone: Clone, rev: str, lines: list[str], start: int, stop: int
-              ) -> tuple[list[Item], list[str]]:
+def items_for(clone: Clone, rev: str, lines: list[str], start: int, stop: int,
+              sizes: bool = True) -> tuple[list[Item], list[str]]:
     """The records at positions ``start..stop-1`` of ``lines`` as items with all their regular
     files (one ``git ls-tree``), and notes on the files that cannot be uploaded."""
     layout = git_layout(clone, rev)
     records = entries(lines, start, stop)
-    listing = git_files(clone, rev, dict.fromkeys(e.job for e in records), layout)
+    listing = git_files(clone, rev, dict.fromkeys(e.job for e in records), layout, sizes)
     items, notes = [], []
     for offset, entry in enumerate(records):
         directory = job_path(entry.job, layout)
         files = listing.get(directory, {})
         notes += non_blobs(directory, files)
-        blobs = {rel: (f, None) for rel, f in files.items() if f.kind == "blob"}
+        blobs: dict[str, tuple[GitFile, Optional[str]]] = {
+            rel: (f, None) for rel, f in files.items() if f.kind == "blob"}
         items.append(Item(start + offset, entry, blobs))
     return items, notes
+
+
+def sized(clone: Clone, rev: str, items: list[Item]) -> list[Item]:
+    """``items`` with the sizes of their files (read from git: fetched in a partial copy)."""
+    glayout = git_layout(clone, rev)
+    listing = with_sizes(clone, rev, {job_path(i.entry.job, glayout): {rel: f for rel, (f, _) in
+                                                                       i.files.items()} for i in items})
+    return [replace(i, files={rel: (listing[job_path(i.entry.job, glayout)][rel], sha)
+                              for rel, (_, sha) in i.files.items()}) for i in items]
 
 
 def group(items: list[Item], s: HubSettings, layout: HubLayout) -> list[list[Item]]:
@@ -101,11 +112,12 @@ def group(items: list[Item], s: HubSettings, layout: HubLayout) -> list[list[Ite
 
 def _over(s: HubSettings, layout: HubLayout, jobs: int, files: int, volume: int, item: Item,
           new_shard: bool) -> bool:
-    """Whether adding ``item`` would take a commit past a limit."""
-    more_jobs = (layout.pack if new_shard else 0) if layout.pack else 1
-    more_files = (2 if new_shard else 0) if layout.pack else len(item.files)
-    return (jobs + more_jobs > max(s.commit_jobs, layout.pack)
-            or files + more_files > COMMIT_MAX_FILES or volume + item.size > BATCH_BYTES)
+    """Whether adding ``item`` would take a commit past a limit (a packed repository's commits
+    are limited by their files — two per shard — and bytes only)."""
+    if layout.pack:
+        return new_shard and files + 2 > COMMIT_MAX_FILES or volume + item.size > BATCH_BYTES
+    return (jobs + 1 > s.commit_jobs or files + len(item.files) > COMMIT_MAX_FILES
+            or volume + item.size > BATCH_BYTES)
 
 
 def message(records: list[Entry], rev: str) -> tuple[str, str]:
@@ -135,14 +147,18 @@ def commit_batch(clone: Clone, rev: str, s: HubSettings, layout: HubLayout, item
             pairs = _folders(clone, rev, layout, items, Path(tmp), result, dry_run)
         if not pairs or dry_run:
             return result
+        result.files = len(pairs)
         if not layout.written:
             pairs.append((LAYOUT_FILE, layout.text().encode("utf-8")))
         title, description = message(result.jobs, rev)
         result.commit = commit_files(pairs, title, description, s)
+    if not result.commit:  # every file was on the Hub already (e.g. a commit whose answer was lost)
+        result.up_to_date += result.jobs
+        result.jobs, result.files = [], 0
+        return result
     if not layout.written:
         written(s, layout)
-    result.files = len(pairs)
-    log.info("%s", s.mask(f"mirrored {len(result.jobs)} jobs ({len(pairs)} files) to {s.repo_id}: "
+    log.info("%s", s.mask(f"mirrored {len(result.jobs)} jobs ({result.files} files) to {s.repo_id}: "
                           f"commit {result.commit[:12]}"))
     return result
 
@@ -162,7 +178,8 @@ def _folders(clone: Clone, rev: str, layout: HubLayout, items: list[Item], tmp: 
     for item in items:
         directory = job_path(item.entry.job, glayout)
         base = item.base or hub_path_for(item.entry.job, layout)
-        mine = [(f"{base}/{rel}", got[(directory, rel)][0]) for rel, (_, sha) in sorted(item.files.items())
+        mine = [(f"{base}/{rel}", got[(directory, rel)][0])
+                for rel, (_, sha) in sorted(item.files.items())
                 if (directory, rel) in got and got[(directory, rel)][1] != sha]
         if mine:
             pairs += mine
@@ -185,7 +202,8 @@ def _shards(clone: Clone, rev: str, pack: int, lines: list[str], items: list[Ite
             directory = job_path(entry.job, glayout)
             files = listing.get(directory, {})
             result.skipped += non_blobs(directory, files)
-            jobs.append((entry, job_slug(entry.job), {r: f for r, f in files.items() if f.kind == "blob"}))
+            blobs = {r: f for r, f in files.items() if f.kind == "blob"}
+            jobs.append((entry, job_slug(entry.job), blobs))
         wanted = {job_path(e.job, glayout): files for e, _, files in jobs if files}
         shard_dir = tmp / f"shard-{k}"
         shard_dir.mkdir()

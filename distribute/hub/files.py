@@ -5,6 +5,7 @@ Every call runs under the retry policy of :mod:`distribute.hub.transport` and fa
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 from dataclasses import dataclass
@@ -22,6 +23,25 @@ __all__ = ["RemoteFile", "initialize_dataset", "upload_file", "upload_directory"
            "list_files", "remote_index", "commit_files", "preupload_files"]
 
 log = logging.getLogger(__name__)
+
+#: Set while :func:`commit_files` runs: the client's note that it skipped an empty commit lands here.
+_skipped: contextvars.ContextVar[Optional[list[str]]] = contextvars.ContextVar(
+    "distribute_hub_skipped", default=None)
+
+
+class _EmptyCommitNote(logging.Filter):
+    """Catches the client's "No files have been modified since last commit" warning of our own
+    commits: for us an expected outcome (everything was there already), told by the return value."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        box = _skipped.get()
+        if box is not None and "No files have been modified" in record.getMessage():
+            box.append(record.getMessage())
+            return False
+        return True
+
+
+logging.getLogger("huggingface_hub.hf_api").addFilter(_EmptyCommitNote())
 
 
 @dataclass(frozen=True)
@@ -45,7 +65,8 @@ def initialize_dataset(**kwargs: Any) -> str:
 
 
 def upload_file(path: Union[str, os.PathLike[str]], path_in_repo: Optional[str] = None) -> str:
-    """Upload one file (default name in the repository: its base name); return the commit id."""
+    """Upload one file (default name in the repository: its base name); return the commit id
+    (``""`` when the same file is there already)."""
     local = Path(path)
     if not local.is_file():
         raise HubError(f"cannot upload {path}: not a file")
@@ -58,7 +79,8 @@ def upload_directory(path: Union[str, os.PathLike[str]],
     """Upload every file under ``path`` (``.git`` excluded) in ONE commit; return its id.
 
     Files land under ``path_in_repo`` (default: the repository root). Returns ``None`` when the
-    directory holds no file. Files equal to those already in the repository are not sent again.
+    directory holds no file, ``""`` when all of them are in the repository already (files equal
+    to those there are not sent again).
     """
     root = Path(path)
     if not root.is_dir():
@@ -118,8 +140,8 @@ def remote_index(s: HubSettings, create: bool = True) -> dict[str, RemoteFile]:
 def commit_files(files: Sequence[tuple[str, Union[Path, bytes]]], title: str, description: str = "",
                  s: Optional[HubSettings] = None) -> str:
     """Upload ``(path_in_repo, local path or content)`` pairs in ONE commit; create the repository
-    if missing. Returns the commit id (the current head when every file was already there
-    unchanged)."""
+    if missing. Returns the commit id, or ``""`` when every file was already there unchanged (no
+    commit is made then)."""
     s = s or settings()
     api = s.api()
 
@@ -130,13 +152,21 @@ def commit_files(files: Sequence[tuple[str, Union[Path, bytes]]], title: str, de
                                  commit_description=s.mask(description, one_line=False),
                                  repo_type=s.repo_type)
 
-    with calling(f"uploading {len(files)} file(s) to {s.repo_id}", s):
-        try:
-            info = attempt()
-        except RepositoryNotFoundError:
-            api.create_repo(s.repo_id, repo_type=s.repo_type, exist_ok=True)
-            log.info("created the %s", s.where)
-            info = attempt()
+    skipped: list[str] = []
+    token = _skipped.set(skipped)
+    try:
+        with calling(f"uploading {len(files)} file(s) to {s.repo_id}", s):
+            try:
+                info = attempt()
+            except RepositoryNotFoundError:
+                api.create_repo(s.repo_id, repo_type=s.repo_type, exist_ok=True)
+                log.info("created the %s", s.where)
+                info = attempt()
+    finally:
+        _skipped.reset(token)
+    if skipped:
+        log.info("%s", s.mask(f"no commit: the {len(files)} file(s) are in {s.repo_id} already"))
+        return ""
     return str(info.oid)
 
 

@@ -145,10 +145,8 @@ def discover(s: HubSettings, hint: Optional[HubLayout] = None) -> HubLayout:
             entries = list(api.list_repo_tree(s.repo_id, recursive=False, repo_type=s.repo_type))
         except RepositoryNotFoundError:
             return remember(s, HubLayout(pack=s.pack, written=False))
-        if any(isinstance(e, RepoFile) and e.path == LAYOUT_FILE for e in entries):
-            with tempfile.TemporaryDirectory(prefix="distribute-layout-") as tmp:
-                got = api.hf_hub_download(s.repo_id, LAYOUT_FILE, repo_type=s.repo_type, local_dir=tmp)
-                return remember(s, HubLayout.parse(Path(got).read_text(encoding="utf-8")))
+    if any(isinstance(e, RepoFile) and e.path == LAYOUT_FILE for e in entries):
+        return remember(s, _read_layout_file(s))
     folders = [e.path for e in entries if not isinstance(e, RepoFile)]
     legacy = any(not _SHARD_FOLDER.match(p) and p not in (SHARDS_DIR, INDEX_DIR) for p in folders)
     pack = s.pack
@@ -159,15 +157,17 @@ def discover(s: HubSettings, hint: Optional[HubLayout] = None) -> HubLayout:
     return remember(s, HubLayout(pack=pack, legacy_flat=legacy, written=False))
 
 
-def from_listing(s: HubSettings, paths: Iterable[str]) -> HubLayout:
-    """The layout of a repository whose whole file listing is ``paths`` (its layout file, when
-    listed, is read: two requests)."""
+def from_listing(s: HubSettings, paths: Iterable[str], hint: Optional[HubLayout] = None) -> HubLayout:
+    """The layout of a repository whose whole file listing is ``paths``: its layout file's, as
+    ``hint`` (the mirror state) or this process knows it, else read (two requests)."""
     paths = list(paths)
-    if LAYOUT_FILE in paths:
-        return discover(s)
     known = known_layout(s)
-    if known is not None and known.written:  # (committed since the listing was made)
+    if known is not None and known.written:
         return known
+    if LAYOUT_FILE in paths:
+        if hint is not None:
+            return remember(s, hint)
+        return remember(s, _read_layout_file(s))
     tops = {p.split("/", 1)[0] for p in paths if "/" in p}
     legacy = any(not _SHARD_FOLDER.match(t) and t not in (SHARDS_DIR, INDEX_DIR) for t in tops)
     pack = s.pack
@@ -176,6 +176,14 @@ def from_listing(s: HubSettings, paths: Iterable[str]) -> HubLayout:
                                  "is ignored, results go to folders"))
         pack = 0
     return remember(s, HubLayout(pack=pack, legacy_flat=legacy, written=False))
+
+
+def _read_layout_file(s: HubSettings) -> HubLayout:
+    """Download and parse the repository's layout file."""
+    with calling(f"reading {LAYOUT_FILE} of {s.repo_id}", s), \
+            tempfile.TemporaryDirectory(prefix="distribute-layout-") as tmp:
+        got = s.api().hf_hub_download(s.repo_id, LAYOUT_FILE, repo_type=s.repo_type, local_dir=tmp)
+        return HubLayout.parse(Path(got).read_text(encoding="utf-8"))
 
 
 def written(s: HubSettings, layout: HubLayout) -> HubLayout:

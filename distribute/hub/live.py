@@ -27,18 +27,20 @@ from typing import Optional
 
 from ..exceptions import DistributeError
 from ..protocol import ORIGIN_MASTER, job_path
+from ..redact import redact
 from ..repo import Clone
 from ..worker import Worker
-from .batch import commit_batch, group, items_for
+from .batch import Item, commit_batch, group, items_for, sized
+from .compare import compare
 from .cursor import MirrorState, claim, read_state, release
 from .errors import HubQuotaError, HubUnavailableError
-from .files import preupload_files
+from .files import preupload_files, remote_index
 from .hubsettings import HubSettings, settings
-from .layout import discover, hub_path_for
+from .layout import HubLayout, discover, from_listing, hub_path_for
 from .source import done_records, entries, export, git_files, git_layout
 
-__all__ = ["mirror_after_finish", "flush_mirror", "commit_pending", "LIVE_WAIT_S",
-           "PREUPLOAD_MIN_BYTES"]
+__all__ = ["mirror_after_finish", "mirror_when_idle", "flush_mirror", "commit_pending",
+           "LIVE_WAIT_S", "PREUPLOAD_MIN_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,22 @@ def mirror_after_finish(worker: Worker, job: str) -> Optional[bool]:
     return None
 
 
+def mirror_when_idle(worker: Worker) -> bool:
+    """For a worker waiting for jobs: commit the pending batch when it is due (by size, or by
+    time: ``DISTRIBUTE_HF_BATCH_S``) and the slot is free, so that the last results of a run
+    reach the Hub while the fleet idles. Never raises; ``True`` when it made a commit. Cheap when
+    there is nothing to do (it reads the mirror state the last look for jobs fetched)."""
+    try:
+        s = settings()
+        if _paused_until.get((s.endpoint or "", s.repo_type, s.repo_id), 0.0) > time.monotonic():
+            return False
+        return bool(commit_pending(worker.clone, worker.name, replace(
+            s, max_wait_s=min(s.max_wait_s, LIVE_WAIT_S)), worker.clone.resolve("HEAD") or "HEAD"))
+    except Exception as exc:  # noqa: BLE001 - an idle worker must go on looking for jobs
+        log.warning("%s", redact(f"{worker.name}: the pending Hub batch waits ({exc})"))
+        return False
+
+
 def _preupload(clone: Clone, job: str, s: HubSettings) -> None:
     """Send the job's large files to the Hub now (folder repositories only), from HEAD."""
     rev = clone.resolve("HEAD") or "HEAD"
@@ -124,7 +142,7 @@ def _due(clone: Clone, rev: str, lines: list[str], start: int, s: HubSettings) -
         return True
     if len(lines) - start >= s.batch_files:
         return True
-    items, _ = items_for(clone, rev, lines, start, len(lines))
+    items, _ = items_for(clone, rev, lines, start, len(lines), sizes=False)
     return sum(len(i.files) for i in items) >= s.batch_files
 
 
@@ -142,12 +160,20 @@ def commit_pending(clone: Clone, holder: str, s: HubSettings, rev: str, force: b
     if held is None:
         return []
     try:
-        layout = discover(s, held.hub_layout())
-        items, notes = items_for(clone, rev, lines, held.cursor,
-                                 min(len(lines), held.cursor + max(s.commit_jobs, layout.pack)))
+        if held.layout:
+            layout = discover(s, held.hub_layout())
+            stop = min(len(lines), held.cursor + max(s.commit_jobs, layout.pack))
+            items, notes = items_for(clone, rev, lines, held.cursor, stop)
+        else:  # no mirror state for this repository yet: what is on the Hub already?
+            items, notes, layout = _compared(clone, s, rev, lines)
         for note in notes:
             log.warning("%s", s.mask(f"not uploaded: {note}"))
+        if not items:
+            release(clone, held, holder, cursor=len(lines), layout=layout)
+            return []
         batch = group(items, s, layout)[0]
+        rest = items[len(batch):]
+        end = rest[0].position if rest else len(lines) if not held.layout else batch[-1].position + 1
         result = commit_batch(clone, rev, s, layout, batch, lines)
     except HubQuotaError as exc:
         release(clone, held, holder, not_before=time.time() + (exc.retry_after or s.interval_s))
@@ -155,9 +181,18 @@ def commit_pending(clone: Clone, holder: str, s: HubSettings, rev: str, force: b
     except BaseException:
         release(clone, held, holder)
         raise
-    release(clone, held, holder, cursor=batch[-1].position + 1, hub_commit=result.commit,
-            layout=layout)
+    release(clone, held, holder, cursor=end, hub_commit=result.commit, layout=layout)
     return [item.entry.job for item in batch]
+
+
+def _compared(clone: Clone, s: HubSettings, rev: str, lines: list[str]
+              ) -> tuple[list[Item], list[str], HubLayout]:
+    """The records of ``rev`` not on the Hub (one listing of the repository), sized for a commit."""
+    remote = remote_index(s)
+    layout = from_listing(s, remote)
+    found = compare(clone, rev, lines, 0, layout, remote)
+    items = found.items[:max(s.commit_jobs, layout.pack)]
+    return sized(clone, rev, items) + found.items[len(items):], found.skipped, layout
 
 
 def flush_mirror(worker: Worker, max_wait_s: Optional[float] = None) -> bool:
@@ -174,30 +209,23 @@ def flush_mirror(worker: Worker, max_wait_s: Optional[float] = None) -> bool:
         return True
     try:
         s = settings()
-        wait = s.max_wait_s if max_wait_s is None else max_wait_s
+    except DistributeError as exc:
+        log.warning("%s: %d finished jobs are not mirrored: %s", worker.name, len(mine), exc)
+        return False
+    wait = s.max_wait_s if max_wait_s is None else max_wait_s
+    try:
         left = _flush(worker.clone, worker.name, s, set(mine), time.monotonic() + wait)
+        problem = f"no commit slot within {wait:g}s (DISTRIBUTE_HF_MAX_WAIT_S)"
     except DistributeError as exc:
         left, problem = len(mine), str(exc)
     except Exception as exc:  # noqa: BLE001 - a stopping worker must stop
         left, problem = len(mine), f"{type(exc).__name__}: {exc}"
-    else:
-        if not left:
-            return True
-        problem = f"no commit slot within {wait:g}s (DISTRIBUTE_HF_MAX_WAIT_S)"
-    log.warning("%s", redact_line(f"{worker.name}: {left} of the {len(mine)} jobs it finished are not "
-                                  f"on the Hub yet ({problem}); a later batch or `distribute mirror` "
-                                  "uploads them"))
+    if not left:
+        return True
+    log.warning("%s", s.mask(f"{worker.name}: {left} of the {len(mine)} jobs it finished are not "
+                             f"on the Hub yet ({problem}); a later batch or `distribute mirror` "
+                             "uploads them"))
     return False
-
-
-def redact_line(text: str) -> str:
-    """``text`` masked like every Hub message (the settings may be unreadable here)."""
-    try:
-        return settings().mask(text)
-    except DistributeError:
-        from ..redact import redact
-
-        return redact(text)
 
 
 def _flush(clone: Clone, holder: str, s: HubSettings, mine: set[str], deadline: float) -> int:
@@ -206,7 +234,7 @@ def _flush(clone: Clone, holder: str, s: HubSettings, mine: set[str], deadline: 
         state = read_state(clone, s, refresh=True)
         rev = clone.resolve(ORIGIN_MASTER) or "HEAD"
         lines = done_records(clone).read(rev)
-        first = {}
+        first: dict[str, int] = {}
         for position, line in enumerate(lines):
             first.setdefault(line.split("\t", 1)[0], position)
         left = sum(1 for job in mine if first.get(job, -1) >= state.cursor)

@@ -1,13 +1,9 @@
 """The catch-up: every done job's results on the Hub, compared with the Hub's own tree.
 
-**The Hub is the source of truth of what is mirrored.** A done job is *mirrored* when every file
-of its directory on ``master`` is in the repository where :func:`~distribute.hub.hub_path_for`
-puts it (or, in a repository mirrored before it had a layout file, at ``<slug>/``) with the same
-content. Both sides carry content ids: git's blob id of a file is exactly the Hub's ``oid`` of a
-regular file, and for files kept in LFS/Xet the Hub reports size and sha256. In a packed
-repository a shard is up to date when its index's blob id is the one master's files make (see
-:mod:`distribute.hub.pack`). So :func:`catch_up` compares one ``git ls-tree`` with one (paginated)
-listing of the repository, without reading any file, and uploads the difference in few, large
+**The Hub is the source of truth of what is mirrored** (:mod:`distribute.hub.compare`): a done
+job is mirrored when every file of its directory on ``master`` is in the repository with the same
+content. :func:`catch_up` compares one ``git ls-tree`` with one (paginated) listing of the
+repository, without reading any result, and uploads the difference in few, large
 commits — each in a commit slot of the fleet's budget (:mod:`distribute.hub.cursor`), waiting for
 the slot and for the Hub's ``Retry-After`` within ``DISTRIBUTE_HF_MAX_WAIT_S``. Afterwards it moves
 the fleet's cursor over every record it found complete, so that live mirroring goes on from there.
@@ -23,20 +19,18 @@ from dataclasses import dataclass, field, replace
 from typing import Optional, Union
 
 from ..exceptions import DistributeError, NotInitializedError
-from ..ledger import Entry
-from ..protocol import ORIGIN_MASTER, job_path, job_slug, short_host
+from ..protocol import ORIGIN_MASTER, job_path, short_host
 from ..repo import Clone
 from ..worker import Worker
-from .batch import BatchResult, Item, commit_batch, group
+from .batch import BatchResult, Item, commit_batch, group, sized
 from .cursor import MirrorState, advance, claim, read_state, release
 from .errors import HubError, HubQuotaError
-from .files import RemoteFile, remote_index
+from .compare import compare
+from .files import remote_index
 from .hubsettings import DEFAULT_BATCH, HubSettings, settings
-from .layout import (HubLayout, discover, from_listing, hub_path_for, index_path, shard_path,
-                     text_blob_id)
+from .layout import HubLayout, discover, from_listing
 from .live import flush_mirror, mirror_after_finish
-from .pack import index_text
-from .source import GitFile, done_records, entries, git_files, git_layout, non_blobs, source_of
+from .source import GitFile, done_records, git_files, git_layout, non_blobs, source_of
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +125,8 @@ def mirror_job(worker_or_clone: Union[Worker, Clone], job: str,
     files = git_files(clone, rev, [job], glayout).get(directory, {})
     for note in non_blobs(directory, files):
         log.warning("%s", s.mask(f"job {job!r}: not uploaded: {note}"))
-    blobs = {rel: (f, None) for rel, f in files.items() if f.kind == "blob"}
+    blobs: dict[str, tuple[GitFile, Optional[str]]] = {
+        rel: (f, None) for rel, f in files.items() if f.kind == "blob"}
     if not blobs:
         log.info("%s", s.mask(f"job {job!r} has no file to mirror"))
         return None
@@ -140,64 +135,6 @@ def mirror_job(worker_or_clone: Union[Worker, Clone], job: str,
     for note in result.skipped:
         log.warning("%s", s.mask(f"job {job!r}: not uploaded: {note}"))
     return result.commit or None
-
-
-def _matches(r: Optional[RemoteFile], f: GitFile) -> bool:
-    return r is not None and r.sha256 is None and r.blob_id == f.blob
-
-
-def _folder_items(report: MirrorReport, layout: HubLayout, records: list[tuple[int, Entry]],
-                  tree: dict[str, dict[str, GitFile]], glayout: int,
-                  remote: dict[str, RemoteFile]) -> list[Item]:
-    """The jobs whose files are missing or differ on the Hub, with the files to send."""
-    items = []
-    for position, entry in records:
-        directory = job_path(entry.job, glayout)
-        files = tree.get(directory, {})
-        report.skipped += non_blobs(directory, files)
-        blobs = {rel: f for rel, f in files.items() if f.kind == "blob"}
-        if not blobs:
-            report.empty += 1
-            continue
-        base = hub_path_for(entry.job, layout)
-        flat = job_slug(entry.job)
-        if layout.legacy_flat and not any(f"{base}/{rel}" in remote for rel in blobs) and any(
-                f"{flat}/{rel}" in remote for rel in blobs):
-            base = flat  # mirrored before the repository had a layout: it stays there
-        need: dict[str, tuple[GitFile, Optional[str]]] = {}
-        for rel, f in blobs.items():
-            r = remote.get(f"{base}/{rel}")
-            if _matches(r, f):
-                continue
-            same_size_lfs = r is not None and r.sha256 is not None and r.size == f.size
-            need[rel] = (f, r.sha256 if same_size_lfs and r is not None else None)
-        if need:
-            items.append(Item(position, entry, need, base if base == flat else ""))
-        else:
-            report.up_to_date += 1
-    return items
-
-
-def _shard_items(report: MirrorReport, layout: HubLayout, lines: list[str], start: int,
-                 tree: dict[str, dict[str, GitFile]], glayout: int,
-                 remote: dict[str, RemoteFile]) -> list[Item]:
-    """One item per record of each shard (from ``start``'s) whose index differs on the Hub."""
-    items = []
-    pack = layout.pack
-    for k in range(start // pack, (len(lines) + pack - 1) // pack):
-        lo, hi = k * pack, min((k + 1) * pack, len(lines))
-        records = entries(lines, lo, hi)
-        jobs = [(e, job_slug(e.job), {r: f for r, f in tree.get(job_path(e.job, glayout), {}).items()
-                                      if f.kind == "blob"}) for e in records]
-        r = remote.get(index_path(k))
-        text = index_text(jobs)
-        if r is not None and shard_path(k) in remote and (
-                r.blob_id == text_blob_id(text) if r.sha256 is None else r.size == len(text.encode())):
-            report.up_to_date += sum(1 for p in range(lo, hi) if p >= start)
-            continue
-        items += [Item(lo + i, e, {rel: (f, None) for rel, f in files.items()})
-                  for i, (e, _, files) in enumerate(jobs)]
-    return items
 
 
 def catch_up(worker_or_clone: Union[Worker, Clone], since: Optional[str] = None,
@@ -229,26 +166,18 @@ def catch_up(worker_or_clone: Union[Worker, Clone], since: Optional[str] = None,
         if base is None:
             raise DistributeError(f"--since {since}: no such commit in the remote's master")
         start = len(done_records(clone).read(base))
-    seen: set[str] = set()
-    records = []
-    for position, entry in enumerate(entries(lines)):
-        if entry.job not in seen:
-            seen.add(entry.job)
-            if position >= start:
-                records.append((position, entry))
-    report = MirrorReport(commit=master, done=len(records))
-    if not records:
-        return report
-    glayout = git_layout(clone, master)
-    tree = git_files(clone, master, None, glayout)
+    if start >= len(lines):
+        return MirrorReport(commit=master)
     remote = remote_index(s, create=not dry_run)
-    layout = from_listing(s, remote)
-    report.layout = layout.describe()
-    if layout.pack:
-        items = _shard_items(report, layout, lines, start, tree, glayout, remote)
-    else:
-        items = _folder_items(report, layout, records, tree, glayout, remote)
+    layout = from_listing(s, remote, read_state(clone, s).hub_layout())
+    comparison = compare(clone, master, lines, start, layout, remote)
+    report = MirrorReport(commit=master, done=comparison.considered, up_to_date=comparison.up_to_date,
+                          empty=comparison.empty, skipped=comparison.skipped,
+                          layout=layout.describe())
+    items = comparison.items
     report.pending = list(dict.fromkeys(i.entry.job for i in items if i.position >= start))
+    if items and not dry_run:
+        items = sized(clone, master, items)
     _upload(clone, s, holder, master, layout, items, lines, report, dry_run, start)
     return report
 
@@ -278,7 +207,8 @@ def _upload(clone: Clone, s: HubSettings, holder: str, master: str, layout: HubL
     except HubError as exc:
         if not dry_run and start == 0 and chunk:  # every record before this batch is complete
             advance(clone, s, chunk[0].position, holder, layout=layout)
-        raise type(exc)(s.mask(f"{exc}; {report.uploaded_jobs} of {len(report.pending)} jobs were "
-                               "mirrored before that; run `distribute mirror` again to continue")) from exc
+        raise type(exc)(s.mask(
+            f"{exc}; {report.uploaded_jobs} of {len(report.pending)} jobs were mirrored before "
+            "that; run `distribute mirror` again to continue")) from exc
     if not dry_run and start == 0:  # (with --since, the records before it were not looked at)
         advance(clone, s, len(lines), holder, layout=layout)

@@ -2,7 +2,7 @@
 
 A shard holds the jobs whose done records are at positions ``k * N .. k * N + N - 1`` of the
 ledger; its members are ``<slug>/<file>`` (WebDataset-style: all files of a job are adjacent).
-The index lists each job of the shard with its files' git blob ids and sizes, so its own blob id
+The index lists each job of the shard with its files' git blob ids, so its own blob id
 (which the Hub reports for a regular file) says whether the shard on the Hub matches master,
 without downloading anything. The tar is deterministic too (sorted members, no times or owners).
 """
@@ -31,7 +31,7 @@ def index_text(jobs: Sequence[ShardJob]) -> str:
     for entry, slug, files in jobs:
         lines.append(json.dumps({"job": entry.job, "slug": slug, "worker": entry.worker,
                                  "finished": entry.at,
-                                 "files": {rel: [f.blob, f.size] for rel, f in sorted(files.items())}},
+                                 "files": {rel: f.blob for rel, f in sorted(files.items())}},
                                 sort_keys=True, ensure_ascii=False, separators=(",", ":")))
     return "".join(line + "\n" for line in lines)
 

@@ -29,8 +29,8 @@ from ..protocol import (DONE_FILE, FINISHED, FLAT, LAYOUT_FILE, LOG_RECORD_FORMA
                         parse_log_record)
 from ..repo import Clone
 
-__all__ = ["GitFile", "DoneRecords", "done_records", "entries", "git_layout", "git_files", "export",
-           "non_blobs", "finish_commit", "source_of"]
+__all__ = ["GitFile", "DoneRecords", "done_records", "entries", "git_layout", "git_files",
+           "with_sizes", "export", "non_blobs", "finish_commit", "source_of"]
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +87,47 @@ def git_layout(clone: Clone, rev: str) -> int:
 
 
 def git_files(clone: Clone, rev: str, jobs: Optional[Iterable[str]] = None,
-              layout: Optional[int] = None) -> dict[str, dict[str, GitFile]]:
+              layout: Optional[int] = None, sizes: bool = True) -> dict[str, dict[str, GitFile]]:
     """``{job directory: {path inside it: GitFile}}`` of ``rev`` from one ``git ls-tree``.
 
     ``jobs`` limits the listing to those jobs' directories (``None``: every directory under
     ``updates/``); keys are the directories as :func:`~distribute.protocol.job_path` names them.
+    Without ``sizes`` no file is read (sizes are -1): in a partial copy a size needs the file,
+    so :func:`with_sizes` fetches the few that are needed in a few requests.
     """
     layout = git_layout(clone, rev) if layout is None else layout
     depth = 2 if layout == FLAT else 4  # updates/<slug>/... or updates/ab/cd/<slug>/...
     paths = [f"{job_path(j, layout)}/" for j in jobs] if jobs is not None else [f"{UPDATES_DIR}/"]
     out: dict[str, dict[str, GitFile]] = {}
+    _prefetch(clone, rev, paths, blobs=False)
     for start in range(0, len(paths), _FETCH_CHUNK):
-        listing = clone.git("ls-tree", "-r", "-l", "-z", rev, "--", *paths[start:start + _FETCH_CHUNK])
+        listing = clone.git("ls-tree", "-r", "-z", rev, "--", *paths[start:start + _FETCH_CHUNK])
         for record in listing.split("\0"):
             meta, _, path = record.partition("\t")
             parts = path.split("/", depth)
-            if len(parts) <= depth or len(meta.split()) != 4:
+            if len(parts) <= depth or len(meta.split()) != 3:
                 continue
-            mode, kind, blob, size = meta.split()
+            mode, kind, blob = meta.split()
             kind = "symlink" if mode == "120000" else "submodule" if kind == "commit" else "blob"
-            number = int(size) if size.isdigit() else 0
             rel = parts[depth]
-            out.setdefault("/".join(parts[:depth]), {})[rel] = GitFile(rel, blob, number, kind)
-    return out
+            out.setdefault("/".join(parts[:depth]), {})[rel] = GitFile(rel, blob, -1, kind)
+    return with_sizes(clone, rev, out) if sizes else out
+
+
+def with_sizes(clone: Clone, rev: str, listing: dict[str, dict[str, GitFile]]
+               ) -> dict[str, dict[str, GitFile]]:
+    """``listing`` (of ``rev``) with the sizes of its regular files (in a partial copy, the files
+    are fetched first: a size needs the file)."""
+    blobs = sorted({f.blob for files in listing.values() for f in files.values()
+                    if f.kind == "blob" and f.size < 0})
+    if not blobs:
+        return listing
+    _prefetch(clone, rev, [f"{d}/" for d in listing])
+    out = clone.run("cat-file", "--batch-check=%(objectname) %(objectsize)",
+                    stdin="".join(b + "\n" for b in blobs))[1]
+    size = {sha: int(n) for sha, _, n in (l.partition(" ") for l in out.splitlines()) if n.isdigit()}
+    return {d: {rel: GitFile(f.rel, f.blob, size.get(f.blob, f.size), f.kind) if f.kind == "blob"
+                else f for rel, f in files.items()} for d, files in listing.items()}
 
 
 def non_blobs(directory: str, files: dict[str, GitFile]) -> list[str]:
@@ -118,17 +136,24 @@ def non_blobs(directory: str, files: dict[str, GitFile]) -> list[str]:
             if f.kind != "blob"]
 
 
-def _prefetch(clone: Clone, blobs: list[str]) -> None:
-    """In a partial copy, fetch the missing ``blobs`` in a few requests instead of one each."""
+def _prefetch(clone: Clone, rev: str, directories: list[str], blobs: bool = True) -> None:
+    """In a partial copy, fetch what ``directories`` of ``rev`` lack — their trees, and with
+    ``blobs`` their files — in a few requests (git would fetch each one when first read)."""
     if clone.run("config", "--get", "remote.origin.promisor")[1].strip() != "true":
         return
-    have = clone.run("cat-file", "--batch-check=%(objectname)", "--batch-all-objects",
-                     "--unordered")[1]
-    missing = sorted(set(blobs) - set(have.split()))
-    for start in range(0, len(missing), _FETCH_CHUNK):
-        clone.run("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
-                  "--no-write-fetch-head", "--filter=blob:none", "origin",
-                  *missing[start:start + _FETCH_CHUNK])
+    kinds = [] if blobs else ["--filter=blob:none"]  # (then only missing trees are listed)
+    for _ in range(3):  # a fetched tree brings its subtrees: then only files can be missing
+        missing: list[str] = []
+        for start in range(0, len(directories), _FETCH_CHUNK):
+            out = clone.run("rev-list", "--objects", "--missing=print", *kinds, "--no-walk", rev,
+                            "--", *directories[start:start + _FETCH_CHUNK])[1]  # (never fetches)
+            missing += [line[1:41] for line in out.splitlines() if line.startswith("?")]
+        if not missing:
+            return
+        for start in range(0, len(missing), _FETCH_CHUNK):
+            clone.run("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+                      "--no-write-fetch-head", "--filter=blob:none", "origin",
+                      *missing[start:start + _FETCH_CHUNK])
 
 
 def export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: Path
@@ -139,7 +164,7 @@ def export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: P
     """
     if not wanted:
         return {}, []
-    _prefetch(clone, [f.blob for files in wanted.values() for f in files.values()])
+    _prefetch(clone, rev, [f"{d}/" for d in wanted])
     tar_path = tmp / "export.tar"
     clone.git("archive", "--format=tar", f"--output={tar_path}", rev, "--",
               *(f"{d}/" for d in wanted))

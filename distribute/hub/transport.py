@@ -115,9 +115,10 @@ class _PolicyTransport(httpx.BaseTransport):
                 if wait is not None and wait > 0:  # the Hub said how long: wait that, within bounds
                     if waited + wait > policy.max_wait_s:
                         _count("quota_refusals")
-                        raise _QuotaFailure(f"{method} {path} refused for a quota (HTTP 429): the Hub "
-                                            f"asks to wait {wait:.0f}s, more than the {policy.max_wait_s:g}s "
-                                            "allowed (DISTRIBUTE_HF_MAX_WAIT_S)", wait)
+                        raise _QuotaFailure(
+                            f"{method} {path} refused for a quota (HTTP 429): the Hub asks to "
+                            f"wait {wait:.0f}s, more than the {policy.max_wait_s:g}s allowed "
+                            "(DISTRIBUTE_HF_MAX_WAIT_S)", wait)
                     log.warning("Hub %s %s: HTTP 429 (quota); waiting %.1fs as the Hub asks", method,
                                 path, wait)
                     _count("quota_waits")
