@@ -190,3 +190,14 @@ def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote:
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "mirrored 3 jobs (9 files)" in run.stdout and results(fake) == expected_files(JOBS)
+
+
+def test_no_token_says_one_is_needed(fake: FakeHub, file_remote: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(file_remote, tmp_path, [JOBS])
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no token saved by a login either
+    run = mirror("mirror", file_remote)
+    assert run.returncode == 1
+    assert "the Hub needs a token (HTTP 401)" in run.stderr and "set HF_TOKEN" in run.stderr
+    assert "refused" not in run.stderr

@@ -217,6 +217,9 @@ def _http_error(what: str, s: HubSettings, exc: HfHubHTTPError) -> HubError:
     if isinstance(exc, RepositoryNotFoundError):
         return HubError(s.mask(f"{what}: the {s.where} does not exist or the token cannot see it "
                                "(check HF_REPO_ID, HF_REPO_TYPE and HF_TOKEN)"))
+    if status == 401 and not s.token:
+        return HubAuthError(s.mask(f"{what}: the Hub needs a token (HTTP 401) for the {s.where}: "
+                                   "set HF_TOKEN (or log in with the Hugging Face client)"))
     if status in (401, 403):
         return HubAuthError(s.mask(f"{what}: the Hub refused the token (HTTP {status}) for the {s.where}; "
                                    "set HF_TOKEN to a token with write access to it"))
