@@ -85,6 +85,13 @@ def run_jobs(worker: Worker, before_mirror=None, flush: bool = True) -> dict[str
     return mirrored
 
 
+@pytest.fixture(autouse=True)
+def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes the tests start import this checkout's library, whatever is installed."""
+    root = str(Path(__file__).resolve().parent.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     with FakeHub(TOKEN, page_size=5) as server:

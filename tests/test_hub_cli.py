@@ -15,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hubserver import FakeHub  # noqa: E402
-from test_hub import EAGER, REPO, TOKEN, expected_files, results, write_results  # noqa: E402
+from test_hub import (EAGER, REPO, TOKEN, expected_files, results, this_checkout,  # noqa: E402,F401
+                      write_results)
 
 from distribute.hub import hub_path_for  # noqa: E402
 from distribute.ledger import job_slug  # noqa: E402
@@ -84,6 +85,9 @@ def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: 
     commits = len(fake.commits(REPO))
     assert commits == 3 and fake.commits(REPO)[-1].title.startswith("Mirror job job-1 by seed-worker from git ")
 
+    status = mirror("mirror", file_remote, "--status")
+    assert status.returncode == 0, status.stderr
+    assert "mirrored:   3 of 3 done jobs; lag 0" in status.stdout and "(folders)" in status.stdout
     fake.reset_counts()
     again = mirror("mirror", file_remote)
     assert again.returncode == 0, again.stderr
@@ -168,7 +172,8 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
         "from test_hub import write_results\n"
         "def run(job, worker):\n"
         "    write_results(job, Path(worker.job_dir))\n")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), **EAGER)  # a commit slot after each finish
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ["PYTHONPATH"]]),
+               **EAGER)  # a commit slot after each finish
     run = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote, "--run", "hubjobs:run",
                           "--exit-when-queue-empty", "--mirror", "hf", "--name", "cli-w"],
                          check=False, capture_output=True, text=True, timeout=120, env=env)

@@ -21,7 +21,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import jobs_in  # noqa: E402
 from hubserver import FakeHub  # noqa: E402
-from test_hub import REPO, TOKEN, expected_files, results, write_results  # noqa: E402
+from test_hub import (REPO, TOKEN, expected_files, results, this_checkout,  # noqa: E402,F401
+                      write_results)
 
 from distribute import hub, init_remote, worker_from_url  # noqa: E402
 from distribute.hub.cursor import MIRROR_REF, MirrorState, repo_key  # noqa: E402
@@ -48,6 +49,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
         yield server
 
 
+def _path(first: Path) -> str:
+    """``PYTHONPATH`` for a worker process: ``first`` (the job module), then the caller's."""
+    return os.pathsep.join(filter(None, [str(first), os.environ.get("PYTHONPATH")]))
+
+
 def _cli_flushes() -> bool:
     """Whether ``distribute worker --mirror hf`` flushes the mirror when it stops."""
     from distribute import cli
@@ -65,7 +71,7 @@ def test_a_fleet_of_cli_workers_stays_under_the_commit_quota(
     init_remote(file_remote, jobs)
     fake.set_quota(6, 10.0)
     (tmp_path / "hubjobs.py").write_text(JOB_MODULE)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), DISTRIBUTE_HF_COMMITS_PER_HOUR="1800",
+    env = dict(os.environ, PYTHONPATH=_path(tmp_path), DISTRIBUTE_HF_COMMITS_PER_HOUR="1800",
                DISTRIBUTE_HF_BATCH_FILES="3", DISTRIBUTE_HF_BATCH_S="300")
     procs = [subprocess.Popen([sys.executable, "-m", "distribute", "worker", file_remote, "--run",
                                "hubjobs:run", "--idle-exit", "--poll", "0.5", "--mirror", "hf",
@@ -148,7 +154,7 @@ def test_cli_worker_with_max_jobs_ends_with_its_results_on_the_hub(
     jobs = ["one", "two", "three", "four"]
     init_remote(file_remote, jobs)
     (tmp_path / "hubjobs.py").write_text(JOB_MODULE)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), DISTRIBUTE_HF_COMMITS_PER_HOUR="3600")
+    env = dict(os.environ, PYTHONPATH=_path(tmp_path), DISTRIBUTE_HF_COMMITS_PER_HOUR="3600")
     run = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote, "--run",
                           "hubjobs:run", "--max-jobs", "3", "--mirror", "hf", "--name", "cli-w"],
                          capture_output=True, text=True, timeout=120, env=env)

@@ -195,6 +195,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                  exit_when_queue_empty=args.exit_when_queue_empty,
                                  poll_s=poll, grace_s=grace, report=say_anyway,
                                  after_finish=after_finish)
+        if after_finish is not None:  # what this worker mirrored goes to the Hub before it leaves
+            from .. import hub
+
+            hub.flush_mirror(worker)
     finally:
         worker.close()
     say_anyway(f"{worker.name} stopped ({result.ended_by}): {result.done} done, "

@@ -51,6 +51,7 @@ LIVE_WAIT_S = 5.0
 PREUPLOAD_MIN_BYTES = 64 * 1024
 _paused_until: dict[tuple[str, str, str], float] = {}  # (endpoint, type, repo) -> monotonic time
 _finished: "weakref.WeakKeyDictionary[Worker, list[str]]" = weakref.WeakKeyDictionary()
+_outdated: "weakref.WeakKeyDictionary[Worker, str]" = weakref.WeakKeyDictionary()  # (idle workers)
 
 
 def mirror_after_finish(worker: Worker, job: str) -> Optional[bool]:
@@ -88,7 +89,7 @@ def mirror_after_finish(worker: Worker, job: str) -> Optional[bool]:
     except Exception as exc:  # noqa: BLE001 - mirroring must never fail a finished job
         problem = f"{type(exc).__name__}: {exc}"
     else:
-        return True if job in committed else None
+        return True if job in (committed or []) else None
     log.warning("%s", s.mask(f"job {job!r} is done; its results wait for a later Hub commit "
                              f"({problem})"))
     return None
@@ -98,13 +99,21 @@ def mirror_when_idle(worker: Worker) -> bool:
     """For a worker waiting for jobs: commit the pending batch when it is due (by size, or by
     time: ``DISTRIBUTE_HF_BATCH_S``) and the slot is free, so that the last results of a run
     reach the Hub while the fleet idles. Never raises; ``True`` when it made a commit. Cheap when
-    there is nothing to do (it reads the mirror state the last look for jobs fetched)."""
+    there is nothing to do: it reads the mirror state the last look for jobs fetched, and after
+    another worker took the slot it waits for the next look to bring the new state."""
     try:
         s = settings()
         if _paused_until.get((s.endpoint or "", s.repo_type, s.repo_id), 0.0) > time.monotonic():
             return False
-        return bool(commit_pending(worker.clone, worker.name, replace(
-            s, max_wait_s=min(s.max_wait_s, LIVE_WAIT_S)), worker.clone.resolve("HEAD") or "HEAD"))
+        state = read_state(worker.clone, s)
+        if state.sha is not None and _outdated.get(worker) == state.sha:
+            return False
+        committed = commit_pending(worker.clone, worker.name, replace(
+            s, max_wait_s=min(s.max_wait_s, LIVE_WAIT_S)), worker.clone.resolve("HEAD") or "HEAD",
+            state=state)
+        if committed is None and state.sha is not None:
+            _outdated[worker] = state.sha
+        return bool(committed)
     except Exception as exc:  # noqa: BLE001 - an idle worker must go on looking for jobs
         log.warning("%s", redact(f"{worker.name}: the pending Hub batch waits ({exc})"))
         return False
@@ -147,9 +156,11 @@ def _due(clone: Clone, rev: str, lines: list[str], start: int, s: HubSettings) -
 
 
 def commit_pending(clone: Clone, holder: str, s: HubSettings, rev: str, force: bool = False,
-                   state: Optional[MirrorState] = None) -> list[str]:
+                   state: Optional[MirrorState] = None) -> Optional[list[str]]:
     """If the commit slot is free and a batch is due (always, with ``force``), take the slot and
-    commit the pending records of ``rev`` (one commit's worth); return the jobs committed."""
+    commit the pending records of ``rev`` (one commit's worth); return the jobs committed
+    (``[]``: nothing to do yet; ``None``: the slot was free by ``state`` but another worker
+    took it first, or ``state`` was not the remote's any more)."""
     state = state or read_state(clone, s)
     if state.wait_s() > 0:
         return []
@@ -158,7 +169,7 @@ def commit_pending(clone: Clone, holder: str, s: HubSettings, rev: str, force: b
         return []
     held = claim(clone, s, state, holder)
     if held is None:
-        return []
+        return None
     try:
         if held.layout:
             layout = discover(s, held.hub_layout())
