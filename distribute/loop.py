@@ -72,7 +72,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                     exit_when_queue_empty: bool = False, poll_s: Optional[float] = None,
                     grace_s: Optional[float] = None,
                     report: Optional[Callable[[str], None]] = None,
-                    after_finish: Optional[Callable[[Worker, str], bool]] = None) -> LoopResult:
+                    after_finish: Optional[Callable[[Worker, str], Optional[bool]]] = None,
+                    on_idle: Optional[Callable[[Worker], object]] = None) -> LoopResult:
     """Run jobs on ``worker`` until told to stop; return what was done.
 
     Each job is taken with ``worker.get_next_job(next_job_func)``; ``run_func(job, worker)`` writes
@@ -89,6 +90,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     (30) settings. ``report`` receives one line per event (default: the log). ``after_finish``
     is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
     results); it must not raise, and a ``False`` return is reported as "not mirrored".
+    ``on_idle(worker)`` is called before each idle wait (e.g. to commit a mirror batch that is due).
 
     ``run_func`` runs in a thread of its own. The ``worker`` it gets stands for ``worker``
     (attributes, ``isinstance``), but the worker's methods it calls (``commit_update()``...) are
@@ -124,6 +126,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                     result.ended_by = "max jobs"
                     break
                 if idle.quiet(worker, ledger):
+                    if on_idle is not None:
+                        on_idle(worker)
                     signals.sleep(idle.next_wait())
                     continue
                 try:
@@ -155,6 +159,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 if note != idle_note:
                     say(note)
                     idle_note = note
+                if on_idle is not None:
+                    on_idle(worker)
                 signals.sleep(idle.next_wait())
                 continue
             taken, idle_note, ledger = taken + 1, "", None
@@ -220,7 +226,7 @@ def _ledger_now(worker: Worker) -> Ledger:
 
 def _run_one(worker: Worker, job: str, run_func: RunFunc, supervisor: JobSupervisor,
              result: LoopResult, chain: Optional[Callable[..., Optional[str]]],
-             after_finish: Optional[Callable[[Worker, str], bool]] = None) -> Any:
+             after_finish: Optional[Callable[[Worker, str], Optional[bool]]] = None) -> Any:
     """Run one claimed job to its end.
 
     Returns the next job claimed in the same lock hold as the finish (``None``: the queue was

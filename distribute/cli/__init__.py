@@ -176,12 +176,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     mirror = args.mirror or settings.get_env("DISTRIBUTE_MIRROR")
     if mirror not in (None, "hf"):
         raise UsageError(f"DISTRIBUTE_MIRROR must be 'hf', not {mirror!r}")
-    after_finish = None
+    after_finish = hub_idle = None
     if mirror == "hf":
         from .. import hub
 
         hub.check_settings()
-        after_finish = hub.mirror_after_finish
+        after_finish, hub_idle = hub.mirror_after_finish, hub.mirror_when_idle
     self_destruct = settings.flag("DISTRIBUTE_SELF_DESTRUCT", False, args.self_destruct or None)
     if self_destruct:  # the worker keeps the Vast keys; its jobs and git do not inherit them
         from .. import vast
@@ -194,7 +194,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                  idle_exit=args.idle_exit,
                                  exit_when_queue_empty=args.exit_when_queue_empty,
                                  poll_s=poll, grace_s=grace, report=say_anyway,
-                                 after_finish=after_finish)
+                                 after_finish=after_finish,
+                                 on_idle=hub_idle)
         if after_finish is not None:  # what this worker mirrored goes to the Hub before it leaves
             from .. import hub
 
