@@ -182,13 +182,6 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
     assert len(fake.commits(REPO)) == len(JOBS)
 
 
-def _main_cli_has_mirror() -> bool:
-    out = subprocess.run([sys.executable, "-m", "distribute", "--help"], check=False, capture_output=True,
-                         text=True)
-    return " mirror " in out.stdout or "\n    mirror" in out.stdout
-
-
-@pytest.mark.skipif(not _main_cli_has_mirror(), reason="distribute.cli.hub is not in the CLI's EXTRA_COMMANDS yet")
 def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     seed(file_remote, tmp_path, [JOBS])
     run = subprocess.run([sys.executable, "-m", "distribute", "mirror", file_remote], check=False,

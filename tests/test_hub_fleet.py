@@ -7,7 +7,6 @@ about what reached the Hub, how many commits and refusals it took — never abou
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import subprocess
@@ -54,13 +53,6 @@ def _path(first: Path) -> str:
     return os.pathsep.join(filter(None, [str(first), os.environ.get("PYTHONPATH")]))
 
 
-def _cli_flushes() -> bool:
-    """Whether ``distribute worker --mirror hf`` flushes the mirror when it stops."""
-    from distribute import cli
-
-    return "flush_mirror" in inspect.getsource(cli.cmd_worker)
-
-
 def test_a_fleet_of_cli_workers_stays_under_the_commit_quota(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     """4 workers drain 40 jobs (3 files each) against a quota of 6 commits per 10 s. Every finish
@@ -90,8 +82,7 @@ def test_a_fleet_of_cli_workers_stays_under_the_commit_quota(
     report = hub.catch_up(worker_from_url(file_remote, tmp_path / "catch-up", "catch-up"))
     assert results(fake) == expected_files(jobs)  # the live mirror plus one catch-up: everything
     assert report.uploaded_jobs + live_files // 3 == len(jobs)
-    if _cli_flushes():
-        assert report.commits == []  # stopping workers committed what they held
+    assert report.commits == []  # stopping workers committed what they held
     print(f"fleet: {len(live)} live commits for {live_files // 3} jobs, {fake.refused()} refused, "
           f"catch-up {report.uploaded_jobs} jobs in {len(report.commits)} commits, "
           f"{fake.count()} requests")
@@ -148,7 +139,6 @@ def test_a_stopping_worker_hands_over_to_the_holder_then_takes_over_a_dead_one(
     assert results(fake) == expected_files(jobs) and len(fake.commits(REPO)) == 1
 
 
-@pytest.mark.skipif(not _cli_flushes(), reason="`distribute worker` does not call hub.flush_mirror yet")
 def test_cli_worker_with_max_jobs_ends_with_its_results_on_the_hub(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     jobs = ["one", "two", "three", "four"]
