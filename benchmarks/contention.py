@@ -1,6 +1,7 @@
 """Contention: N worker processes drain one queue of empty jobs.
 
     python benchmarks/contention.py [--transport http] [--workers 1,2,4,8] [--jobs 120]
+                                    [--delay-ms 0,25]
     python benchmarks/contention.py --workers 1,2,4,8,16,32 --jobs 400      # the issue's run
 
 For each N, a fresh remote on 127.0.0.1 with ``--jobs`` queued jobs and N processes, each with
@@ -20,6 +21,11 @@ the time the workers spent in network and in local git processes per job, and CP
 CPU used by the workers, their git processes and the server (``git daemon``'s children are not
 counted) as a share of the machine's cores over the wall time (near 100 %: the machine is the
 limit, not the protocol). ``DISTRIBUTE_POLL_MAX_S`` is passed through (``--poll``).
+
+``--delay-ms N`` (http only) puts the workers behind ``tests/gitservers.py``'s ``DelayProxy``,
+which delays every chunk of data N ms in each direction (a round trip 2 x N ms longer; TCP and
+TLS handshakes are not modelled). With a list (``0,25``) every row is measured once per delay,
+and a ``delay ms`` column comes first.
 """
 from __future__ import annotations
 
@@ -32,9 +38,11 @@ import sys
 from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    Remote,
     Servers,
     machine_line,
     median,
@@ -44,6 +52,7 @@ from common import (
     table,
     workdir,
 )
+from gitservers import DelayProxy
 
 LOCK_REF = "refs/distribute/lock"
 
@@ -69,32 +78,33 @@ def child(args: argparse.Namespace) -> int:
     stats = {"acquires": 0, "take_rejected": 0, "jobs": 0, "holds": [], "release_push": [],
              "fetch": []}
     lock, clone = w._lock, w.clone
-    orig_acq, orig_push = lock.acquire, clone.push
+    orig_acq, orig_push = lock.acquire, clone.push_result
 
     taken = [0.0]
 
-    def acquire():
+    def acquire(*args, **kwargs):  # the library may pass (request, tip); may be served instead
         stats["acquires"] += 1
-        orig_acq()
+        orig_acq(*args, **kwargs)
         taken[0] = now()
 
-    def push(updates):
+    def push(updates, atomic=True):  # (push() goes through push_result() too)
         t = now()
-        ok = orig_push(updates)
+        result = orig_push(updates, atomic)
+        ok = result.applied
         if ok and any(u.ref == LOCK_REF and u.new is None for u in updates):
             stats["release_push"].append(now() - t)
         if not ok and any(u.ref == LOCK_REF and u.new and u.expect == "" for u in updates):
             stats["take_rejected"] += 1
         if ok and any(u.ref == LOCK_REF and u.new is None for u in updates):
             stats["holds"].append((taken[0], now()))  # lock held from take to release
-        return ok
+        return result
 
     orig_run = clone._run
     stats.update(net=0.0, local=0.0, net_n=0, local_n=0)
 
-    def run(argv):
+    def run(argv, *rest, **kwargs):  # Clone._run(args, index=None, stdin=None)
         t = now()
-        res = orig_run(argv)
+        res = orig_run(argv, *rest, **kwargs)
         key = "net" if next((a for a in argv if not a.startswith("-") and "=" not in a), "") in (
             "push", "fetch", "ls-remote", "clone") else "local"
         stats[key] += now() - t
@@ -103,7 +113,7 @@ def child(args: argparse.Namespace) -> int:
             stats["fetch"].append(now() - t)
         return res
 
-    lock.acquire, clone.push, clone._run = acquire, push, run
+    lock.acquire, clone.push_result, clone._run = acquire, push, run
     waits0, calls0 = lock.waits, clone.network_calls
     stats.update(net=0.0, local=0.0, net_n=0, local_n=0)
     cpu0 = cpu_self() + cpu_children()
@@ -122,18 +132,29 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: str) -> dict:
+def run(servers: Servers, kind: str, tmp: Path, workers: int, jobs: int, poll: str,
+        delay_ms: float = 0) -> dict:
     from distribute import init_remote
 
-    remote = servers.remote(kind, f"c-{kind}-{workers}.git")
+    tag = f"{kind}-{workers}" + (f"-d{delay_ms:g}" if delay_ms else "")
+    remote = servers.remote(kind, f"c-{tag}.git")
     remote.apply_env()  # init_remote runs git here (GIT_SSH_COMMAND for ssh)
-    init_remote(remote.url, [f"job{i}" for i in range(jobs)])
+    init_remote(remote.url, [f"job{i}" for i in range(jobs)])  # directly, never delayed
+    if delay_ms <= 0:
+        return measure(remote, remote.url, tmp / f"run-{tag}", workers, poll)
+    port = urlsplit(remote.url).port
+    assert port is not None
+    with DelayProxy(port, delay_ms / 1000) as proxy:  # the workers' traffic, delayed
+        return measure(remote, proxy.via(remote.url), tmp / f"run-{tag}", workers, poll)
+
+
+def measure(remote: Remote, url: str, run_dir: Path, workers: int, poll: str) -> dict:
+    """Start the workers on ``url`` (``remote``'s, or a proxy's), let them drain, sum it up."""
     env = dict(os.environ, **{k: v for k, v in remote.env.items() if k == "GIT_SSH_COMMAND"})
     if poll:
         env["DISTRIBUTE_POLL_MAX_S"] = poll
-    run_dir = tmp / f"run-{kind}-{workers}"
     run_dir.mkdir()
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", "--url", remote.url,
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", "--url", url,
                                "--tmp", str(run_dir), "--name", f"w{i:02d}"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
              for i in range(workers)]
@@ -193,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="1,2,4,8", help="worker counts (1,2,4,8; issue: up to 32)")
     p.add_argument("--jobs", type=int, default=120, help="queued empty jobs (120; issue: 400)")
     p.add_argument("--poll", default="", help="DISTRIBUTE_POLL_MAX_S for the workers (default 1.0)")
+    p.add_argument("--delay-ms", default="0",
+                   help="http only: added latency each way, ms; a list measures each (0; 0,25)")
     p.add_argument("--dir", help="keep remotes and copies in DIR")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--url", "--tmp", "--name"):
@@ -201,22 +224,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args)
     counts = [int(x) for x in args.workers.split(",")]
+    kinds = parse_transports(args.transport)
+    delays = [float(x) for x in args.delay_ms.split(",")]
+    if any(d < 0 for d in delays):
+        p.error("--delay-ms must be >= 0")
+    if any(delays) and set(kinds) != {"http"}:
+        p.error("--delay-ms applies to the http transport only (--transport http)")
+    lead = ["delay ms"] if delays != [0] else []  # no column when only the default 0 is measured
     print(machine_line())
     print(f"{args.jobs} empty jobs, DISTRIBUTE_POLL_MAX_S="
           f"{args.poll or os.environ.get('DISTRIBUTE_POLL_MAX_S', '1.0 (default)')}")
-    headers = ["transport", "workers", "wall s", "jobs/s", "vs 1", "jobs min/max", "starved",
-               "waits/acq", "lost takes/acq", "net calls/job", "net ms/job",
-               "local git/job", "local ms/job", "lock busy", "hold ms", "fetch ms", "rel. push ms",
-               "retakes", "gap same ms", "gap other ms", "CPU"]
+    headers = lead + [
+        "transport", "workers", "wall s", "jobs/s", "vs 1", "jobs min/max", "starved",
+        "waits/acq", "lost takes/acq", "net calls/job", "net ms/job",
+        "local git/job", "local ms/job", "lock busy", "hold ms", "fetch ms", "rel. push ms",
+        "retakes", "gap same ms", "gap other ms", "CPU"]
     rows = []
     with workdir("bench-contention-", args.dir) as tmp, ExitStack() as stack:
         servers = Servers(tmp / "srv", stack)
-        for kind in parse_transports(args.transport):
+        for kind, delay in ((k, d) for k in kinds for d in delays):
             base = None
             for n in counts:
-                r = run(servers, kind, tmp, n, args.jobs, args.poll)
+                r = run(servers, kind, tmp, n, args.jobs, args.poll, delay)
                 base = base or (r["rate"] if n == 1 else None)
-                rows.append([kind, n, f"{r['wall']:.1f}", f"{r['rate']:.2f}",
+                rows.append([f"{delay:g}"] * len(lead) + [
+                             kind, n, f"{r['wall']:.1f}", f"{r['rate']:.2f}",
                              f"{r['rate'] / base:.2f}" if base else "-",
                              f"{r['min']}/{r['max']}", r["starved"], f"{r['waits']:.1f}",
                              f"{r['rejected']:.2f}", f"{r['calls']:.1f}", ms(r["net"]),

@@ -1,17 +1,28 @@
 """Fleet: how a whole fleet of workers drains a queue, and what it asks of the git host.
 
     python benchmarks/fleet.py [--workers 8,32] [--jobs-per-worker 4] [--job-s 8] [--idle-s 30]
+                               [--delay-ms 0,25]
 
 One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` processes of
 ``distribute worker --run fleet_jobs:sleep --idle-exit`` started at once on a queue of
 ``workers x --jobs-per-worker`` jobs that each sleep ``--job-s`` seconds. Reported:
 
 * efficiency: the ideal drain (ceil(jobs / workers) x job time) over the measured drain (from the
-  start of the processes until the last one exits, start-up included);
+  start of the processes until the last job's finish landed on master, start-up included: "drained
+  s", to the second of its commit time); "exit s": until the last worker left (idle workers
+  notice that nothing runs any more at their next look, after a back-off of up to ``--poll``);
 * jobs/s, ref advertisements (``GET info/refs``) and HTTP requests per job;
 * CPU seconds per job of the workers and of the server's git processes (children's rusage);
 * an idle fleet: the same workers with nothing queued or running, left alone ``--idle-s``
   seconds (without ``--idle-exit``) after a start-up of 2 s per worker: HTTP requests per second.
+
+``--delay-ms N`` puts the workers behind ``tests/gitservers.py``'s ``DelayProxy``, which delays
+every chunk of data N ms in each direction (a round trip 2 x N ms longer: 25 gives the 50 ms of a
+hosted forge on another continent; TCP and TLS handshakes are not modelled). With a list
+(``0,25``) every row is measured once per delay, and a ``delay ms`` column comes first. The
+queue is set up directly; the server's counters count the workers' requests all the same. The
+server's listen backlog is 128, not Python's 5 (as in ``common.py``): with a burst of connections
+the small backlog overflows, and behind the proxy a SYN-cookie connection may then be reset.
 
 Targets (issue "Fleet"): 32 workers on 8-s jobs: efficiency >= 0.6, <= 10 ref advertisements per
 job; 8 workers on 2-s jobs: efficiency >= 0.8; an idle fleet of 32: <= 1 request per second.
@@ -27,13 +38,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from common import machine_line, table  # noqa: E402
-from gitservers import SmartHttpServer, make_bare  # noqa: E402
+import gitservers  # noqa: E402
+from common import HTTP_BACKLOG, machine_line, table  # noqa: E402
+from gitservers import DelayProxy, SmartHttpServer, make_bare  # noqa: E402
 
 from distribute import init_remote  # noqa: E402
 
@@ -52,38 +66,51 @@ def start(url: str, tmp: Path, n: int, job_s: float, *opts: str) -> list[subproc
             for i in range(n)]
 
 
-def drain(workers: int, per_worker: int, job_s: float, tmp: Path) -> list[object]:
-    root = tmp / f"srv{workers}"
-    root.mkdir()
+@contextmanager
+def served(root: Path, delay_ms: float) -> Iterator[tuple[SmartHttpServer, str]]:
+    """A smart-HTTP server for ``root`` and the workers' URL: direct, or through a DelayProxy."""
     make_bare(root)
-    with SmartHttpServer(root) as server:
+    with SmartHttpServer(root) as server, ExitStack() as stack:
         url = server.url("remote.git")
+        if delay_ms > 0:
+            url = stack.enter_context(DelayProxy(server.port, delay_ms / 1000)).via(url)
+        yield server, url
+
+
+def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
+          delay_ms: float = 0) -> list[object]:
+    tag = f"{workers}" + (f"-d{delay_ms:g}" if delay_ms else "")
+    root = tmp / f"srv{tag}"
+    root.mkdir()
+    with served(root, delay_ms) as (server, url):
         jobs = workers * per_worker
-        init_remote(url, [f"job{i:04d}" for i in range(jobs)])
+        init_remote(server.url("remote.git"), [f"job{i:04d}" for i in range(jobs)])  # direct
         req0, adv0, cpu0 = server.requests, server.advertisements, children_cpu()
-        started = time.perf_counter()
-        procs = start(url, tmp / f"run{workers}", workers, job_s, "--idle-exit")
+        started, wall = time.perf_counter(), time.time()
+        procs = start(url, tmp / f"run{tag}", workers, job_s, "--idle-exit")
         for proc in procs:
             _, err = proc.communicate(timeout=3600)
             if proc.returncode != 0:
                 raise SystemExit(f"a worker failed: {err.decode()[-2000:]}")
         took = time.perf_counter() - started
+        last = subprocess.run(["git", "--git-dir", str(root / "remote.git"), "log", "-1",
+                               "--format=%ct", "master"], capture_output=True, text=True)
+        drained = min(took, float(last.stdout.strip()) + 0.5 - wall)  # (commit times: seconds)
         ideal = math.ceil(jobs / workers) * job_s
         requests, ads = server.requests - req0, server.advertisements - adv0
         cpu = children_cpu() - cpu0  # workers and the git processes they and the server ran
-        return [workers, jobs, f"{job_s:g}", f"{took:.1f}", f"{ideal:.0f}", f"{ideal / took:.2f}",
-                f"{jobs / took:.2f}", f"{ads / jobs:.1f}", f"{requests / jobs:.1f}",
-                f"{cpu / jobs:.2f}"]
+        return [workers, jobs, f"{job_s:g}", f"{drained:.1f}", f"{took:.1f}", f"{ideal:g}",
+                f"{ideal / drained:.2f}", f"{jobs / drained:.2f}", f"{ads / jobs:.1f}",
+                f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}"]
 
 
-def idle(workers: int, idle_s: float, tmp: Path) -> list[object]:
-    root = tmp / f"idle{workers}"
+def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0) -> list[object]:
+    tag = f"{workers}" + (f"-d{delay_ms:g}" if delay_ms else "")
+    root = tmp / f"idle{tag}"
     root.mkdir()
-    make_bare(root)
-    with SmartHttpServer(root) as server:
-        url = server.url("remote.git")
-        init_remote(url, [])
-        procs = start(url, tmp / f"idlerun{workers}", workers, 0)
+    with served(root, delay_ms) as (server, url):
+        init_remote(server.url("remote.git"), [])
+        procs = start(url, tmp / f"idlerun{tag}", workers, 0)
         time.sleep(max(20.0, 2.0 * workers))  # start-up: every worker clones and looks once
         req0 = server.requests
         time.sleep(idle_s)
@@ -102,20 +129,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--job-s", default="2,8", help="job length per fleet size, seconds (2,8)")
     p.add_argument("--idle-s", type=float, default=30, help="idle-fleet window (30 s; 0: skip)")
     p.add_argument("--idle-only", action="store_true", help="measure the idle fleet only")
+    p.add_argument("--delay-ms", default="0",
+                   help="added latency each way, ms; a list measures each (0; e.g. 0,25)")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.workers.split(",")]
     lengths = [float(x) for x in args.job_s.split(",")]
     lengths += [lengths[-1]] * (len(sizes) - len(lengths))
+    delays = [float(x) for x in args.delay_ms.split(",")]
+    if any(d < 0 for d in delays):
+        p.error("--delay-ms must be >= 0")
+    # as in common.py: Python's backlog of 5 overflows when many workers connect at once
+    gitservers.ThreadingHTTPServer.request_queue_size = HTTP_BACKLOG
+    shown = delays != [0]  # the "delay ms" column, unless only the default 0 is measured
+    first = ["delay ms"] if shown else []
+
+    def lead(delay: float) -> list[object]:
+        return [f"{delay:g}"] if shown else []
+
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="distribute-fleet-") as d:
         tmp = Path(d)
         if not args.idle_only:
-            rows = [drain(n, args.jobs_per_worker, s, tmp) for n, s in zip(sizes, lengths)]
-            print(table(["workers", "jobs", "job s", "drain s", "ideal s", "efficiency", "jobs/s",
-                         "ref ads/job", "requests/job", "CPU s/job"], rows), flush=True)
+            rows = [lead(delay) + drain(n, args.jobs_per_worker, s, tmp, delay)
+                    for delay in delays for n, s in zip(sizes, lengths)]
+            print(table(first + ["workers", "jobs", "job s", "drained s", "exit s", "ideal s",
+                                 "efficiency", "jobs/s", "ref ads/job", "requests/job",
+                                 "CPU s/job"], rows),
+                  flush=True)
         if args.idle_s > 0:
-            print(table(["idle workers", "window s", "requests", "requests/s"],
-                        [idle(n, args.idle_s, tmp) for n in sizes]))
+            print(table(first + ["idle workers", "window s", "requests", "requests/s"],
+                        [lead(delay) + idle(n, args.idle_s, tmp, delay)
+                         for delay in delays for n in sizes]))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 The public API is re-exported here; ``docs/architecture.md`` draws the layers behind it.
 """
+from .claims import combinable
 from .connect import create_from_config, init_remote, worker_from_url
 from .exceptions import (DistributeError, InvalidJobError, JobStateError, LocalCopyError,
                          LockLostError, MasterRewrittenError, MergeConflictError, NotARemoteError,
@@ -13,7 +14,7 @@ from .worker import Worker
 
 __all__ = [
     "Worker", "worker_from_url", "init_remote", "create_from_config", "random_jobs_func",
-    "queue_jobs_func", "whetlab_make_next_jobs_func", "DistributeError", "InvalidJobError",
+    "queue_jobs_func", "whetlab_make_next_jobs_func", "combinable", "DistributeError", "InvalidJobError",
     "JobStateError", "LocalCopyError", "LockLostError", "MasterRewrittenError",
     "MergeConflictError", "NotARemoteError", "NotInitializedError", "RefRejectedError",
     "RemoteError", "SettingError", "WorkerNameError", "__version__",

@@ -66,20 +66,36 @@ def all_done(clone: Clone, rev: str, recent: list[Entry]) -> list[Entry]:
 
 
 class DoneIndex:
-    """The jobs recorded in the done segments, read once per segment (segments never change)."""
+    """The jobs recorded in the done segments, read once per segment (segments never change).
+
+    A job once done stays done, so a job found here needs no look at git; a job not found is
+    looked for in segments added since, at most once per :meth:`stale` (the owner calls it when
+    the checkout moves to a commit made elsewhere, and :meth:`add` for segments it writes)."""
 
     def __init__(self, clone: Clone) -> None:
         self.clone = clone
         self._jobs: set[str] = set()
         self._read: set[str] = set()
+        self._looked: Optional[str] = None  # the rev whose segments are all read
+
+    def stale(self) -> None:
+        """The checkout moved: segments may have been added."""
+        self._looked = None
+
+    def add(self, records: list[Entry]) -> None:
+        """Records just put into a new segment by this copy."""
+        self._jobs.update(e.job for e in records)
 
     def contains(self, rev: str, job: str) -> bool:
         """Whether ``job`` is in one of the done segments of ``rev``."""
+        if job in self._jobs or self._looked == rev:
+            return job in self._jobs
         new = [blob for _, blob in segments(self.clone, rev) if blob not in self._read]
         if new:
             for blob, text in read_blobs(self.clone, new).items():
                 self._jobs.update(line.split("\t", 1)[0] for line in split_lines(text))
                 self._read.add(blob)
+        self._looked = rev
         return job in self._jobs
 
 

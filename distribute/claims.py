@@ -1,5 +1,6 @@
 """Claiming a job inside a write transaction: the next-job calling convention, skipping jobs that
-cannot be claimed, and requeueing the jobs of silent workers first."""
+cannot be claimed, requeueing the jobs of silent workers first, and which next-job functions a
+holder may run for other workers (:func:`combinable`)."""
 from __future__ import annotations
 
 import inspect
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from .exceptions import InvalidJobError
 from .ledger import Ledger
 from .protocol import (GAVE_UP, HEARTBEAT_PREFIX, QUEUE, REJECTED, REQUEUED, TOOK, check_job,
-                       commit_message, heartbeat_ref)
+                       commit_message, heartbeat_ref, served_note)
 from .repo import RefUpdate
 from .redact import redact
 from .transaction import Transaction
@@ -24,6 +25,26 @@ NextJobFunc = Callable[..., Optional[str]]
 #: done, or not storable) before the hold ends without a claim. Skipped queue lines are committed
 #: either way, so a queue that starts with many repeated lines still drains.
 MAX_SKIPS = 100_000
+_COMBINABLE = "distribute_combinable"
+
+
+def combinable(func: NextJobFunc) -> NextJobFunc:
+    """Mark a module-level next-job function as one a lock holder may run for other workers that
+    use the same function (same ``module:qualname``): it must decide from the checkout of master
+    alone (``worker.path`` and the ledger), not from state of its own process or from the
+    worker's name. The holder then claims for everybody waiting in one push. (A function of a
+    script run as ``__main__`` is never combined: two scripts' functions could share a name.)
+    Returns ``func``."""
+    setattr(func, _COMBINABLE, True)
+    return func
+
+
+def next_job_spec(func: Optional[NextJobFunc]) -> Optional[str]:
+    """``module:qualname`` of a :func:`combinable` next-job function, else ``None``."""
+    if func is None or not getattr(func, _COMBINABLE, False):
+        return None
+    name = f"{getattr(func, '__module__', '')}:{getattr(func, '__qualname__', '')}"
+    return None if "<" in name or name.startswith(("__main__:", ":")) else name
 
 
 def call_next_job_func(func: NextJobFunc, worker: "Worker") -> Optional[str]:
@@ -39,9 +60,21 @@ def call_next_job_func(func: NextJobFunc, worker: "Worker") -> Optional[str]:
 def claim(worker: "Worker", txn: Transaction, func: NextJobFunc) -> tuple[Optional[str], int]:
     """In ``txn``: requeue silent workers' jobs, then ask ``func`` until it yields a claimable job
     (committed as claimed by ``worker``) or ``None``. Returns ``(job, attempt)``."""
+    requeue_silent(worker, txn, txn.workspace.ledger())
+    job, attempt = take(worker, txn, func, worker.name, worker.session)
+    if job is not None:
+        txn.still_valid = lambda: _still_ours(worker, txn, job)
+    return job, attempt
+
+
+def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
+         session: str) -> tuple[Optional[str], int]:
+    """Ask ``func`` (run by ``worker``, the holder) until it yields a claimable job, committed as
+    claimed by worker ``name``'s process ``session`` (another one's when the holder serves a
+    waiter), or ``None``. Returns ``(job, attempt)``."""
     ws = txn.workspace
-    requeue_silent(worker, txn, ws.ledger())
     ledger = ws.ledger()
+    note = served_note(worker.name) if name != worker.name or session != worker.session else ""
     skipped = 0
     what = f"the next-job function {getattr(func, '__qualname__', func)!r}"
     for _ in range(MAX_SKIPS):
@@ -50,15 +83,14 @@ def claim(worker: "Worker", txn: Transaction, func: NextJobFunc) -> tuple[Option
         if job is None:
             break
         try:
-            entry = ledger.claim(job, worker.name, worker.session)
+            entry = ledger.claim(job, name, session)
         except InvalidJobError as exc:
             skipped += 1
             _skip(worker, txn, ledger, job, exc)
             continue
         ledger.write(ws.root)
         _note_skips(worker, skipped)
-        txn.commit(commit_message(worker.name, TOOK, f"{worker.name} took job {job}", job))
-        txn.still_valid = lambda: _still_ours(worker, txn, job)
+        txn.commit(commit_message(name, TOOK, f"{name} took job {job}{note}", job))
         return job, entry.attempt
     else:
         log.warning("%s: the job function returned %d unusable jobs in a row", worker.name,

@@ -45,10 +45,9 @@ def merge_job(clone: Clone, job: str, path: str, base: Optional[str], branch: st
     was claimed on. Raises :class:`MergeConflictError` on a conflict (master untouched)."""
     tip = clone.resolve(f"refs/heads/{branch}")
     assert tip is not None
-    if base is not None and _only_its_directory(clone, base, tip, path):
-        tree = splice(clone, "HEAD", path, clone.object_at(tip, path))
-        merge = clone.git("commit-tree", tree, "-p", "HEAD", "-p", tip, "-m", "merge").strip()
-        clone.git("checkout", "--quiet", "--detach", merge)
+    if (base is not None and changed_only(clone, base, tip, path)
+            and clone.object_at("HEAD", path) == clone.object_at(base, path)):
+        take_directory(clone, path, tip)
         return
     status, _, err = clone.run("merge", "--no-ff", "--no-commit", "--quiet", f"refs/heads/{branch}")
     if status != 0:
@@ -63,14 +62,20 @@ def merged_fast(clone: Clone) -> bool:
     return not (clone.path / ".git" / "MERGE_HEAD").exists()
 
 
-def _only_its_directory(clone: Clone, base: str, tip: str, path: str) -> bool:
-    """The branch changed nothing but ``path`` since ``base``, and master holds at ``path`` what
-    ``base`` held (so taking the branch's directory is the merge)."""
+def take_directory(clone: Clone, path: str, tip: str) -> None:
+    """Merge ``tip`` into the checked-out master by taking its directory ``path`` (right when the
+    branch changed nothing else, and master's ``path`` is still what the branch started from):
+    the merge commit is checked out, to be amended with the ledger edit. Only the trees on
+    ``path`` are read (of ``tip``: one small fetch in a slim copy)."""
+    tree = splice(clone, "HEAD", path, clone.object_at(tip, path))
+    merge = clone.git("commit-tree", tree, "-p", "HEAD", "-p", tip, "-m", "merge").strip()
+    clone.git("checkout", "--quiet", "--detach", merge)
+
+
+def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
+    """Whether the branch changed nothing but ``path`` from ``base`` to ``tip``."""
     status, out, err = clone.run("diff-tree", "-r", "--name-only", "--no-renames", base, tip,
                                  index=str(clone.path / ".git" / "distribute-no-index"))
     if status != 0:  # (no index: diff-tree would expand a sparse one to every path)
         raise RemoteError(f"git diff-tree failed: {err.strip()}")
-    changed = out.splitlines()
-    if any(not p.startswith(path + "/") for p in changed):
-        return False
-    return clone.object_at("HEAD", path) == clone.object_at(base, path)
+    return all(p.startswith(path + "/") for p in out.splitlines())

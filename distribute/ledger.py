@@ -195,6 +195,18 @@ class Ledger:
         self.attempts[job] = entry.attempt
         return True
 
+    def give_back(self, job: str, worker: str) -> bool:
+        """Put ``worker``'s running ``job`` back at the head of the queue, its attempt not
+        counted; ``False`` if it is not running on ``worker`` (nothing changed)."""
+        entry = self.running_entry(job)
+        if entry is None or entry.worker != worker:
+            return False
+        self.running.remove(entry)
+        self.queued.insert(0, job)
+        if entry.attempt > 1:
+            self.attempts[job] = entry.attempt - 1
+        return True
+
     def close(self, job: str, worker: str, reason: Optional[str], session: str = "") -> Entry:
         """Finish (``reason`` is ``None``) or fail ``worker``'s job, taking it back first if it was
         requeued or taken over by another worker while ``worker`` was silent."""

@@ -2,7 +2,9 @@
 
 A next-job function runs while its worker holds the remote lock, with ``worker.path`` checked out at
 the newest ``master``. It returns the next job string, or ``None`` when there is nothing to do, and
-may edit files in the checkout (those edits are committed together with the claim).
+may edit files in the checkout (those edits are committed together with the claim). The built-in
+ones are :func:`~distribute.claims.combinable`: a holder runs them for other workers waiting in
+line.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import random
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
+from .claims import combinable
 from .ledger import Ledger, read_lines
 from .protocol import QUEUE_FILE
 
@@ -21,11 +24,13 @@ class _HasPath(Protocol):
     path: str
 
 
+@combinable
 def random_jobs_func() -> str:
     """The simplest job function: a random job id (a decimal number below 10**12)."""
     return str(random.SystemRandom().randrange(10**12))
 
 
+@combinable
 def queue_jobs_func(worker: _HasPath) -> Optional[str]:
     """Take the first job of ``jobs.txt`` and rewrite the file with the rest; ``None`` when empty.
 

@@ -7,7 +7,8 @@ what these names mean together; this module is what the code uses.
 ``master`` holds the ledger (:data:`LEDGER_FILES`) and the merged results (``updates/<slug>/``).
 Coordination refs live under :data:`COORD_PREFIX`, outside any branch: the lock
 (:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``). Their values
-are *markers*: parentless commits with the empty tree whose message says who made them and when.
+are *markers*: commits with the empty tree whose message says who made them and when; a waiter's
+marker may carry a :class:`Request` for the holder to serve.
 Every commit the library puts on ``master`` has trailers (:func:`commit_message`) that say what
 happened to which job, so that readers never parse the subject line.
 """
@@ -18,6 +19,7 @@ import re
 import socket
 import unicodedata
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Optional
 
@@ -208,6 +210,62 @@ def marker_holder(message: str) -> str:
     return parts[1] if len(parts) > 1 else "?"
 
 
+# ---- requests (what a lock waiter asks the holder to do for it) --------------------------------
+#: Trailer keys of a waiter's request: its process, the next-job function to claim with (its
+#: import path), and the job to close — its branch, the branch's tip and the tip on the remote
+#: (empty: never pushed), and a failure's reason (absent: finish).
+SESSION_TRAILER = "Distribute-Session"
+NEXT_JOB_TRAILER = "Distribute-Next-Job"
+CLOSE_TRAILER = "Distribute-Close"
+BRANCH_TRAILER = "Distribute-Branch"
+TIP_TRAILER = "Distribute-Tip"
+PUSHED_TRAILER = "Distribute-Pushed"
+REASON_TRAILER = "Distribute-Reason"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a worker waiting for the lock asks whoever holds it to do in its name: close its
+    running job (``close``: finish, or fail with ``reason``) and/or claim its next job with the
+    next-job function ``next_job`` (``module:qualname``). The value of its wait ref is a marker
+    with these trailers, whose parent is the job branch's ``tip`` (so the holder's fetch of the
+    wait refs brings the branch's commits)."""
+
+    worker: str
+    session: str
+    next_job: Optional[str] = None
+    close: Optional[str] = None
+    branch: str = ""
+    tip: str = ""
+    pushed: str = ""
+    reason: Optional[str] = None
+
+    def message(self) -> str:
+        """The marker message carrying this request."""
+        fields = [(SESSION_TRAILER, self.session), (NEXT_JOB_TRAILER, self.next_job),
+                  (CLOSE_TRAILER, self.close), (BRANCH_TRAILER, self.branch or None),
+                  (TIP_TRAILER, self.tip or None), (PUSHED_TRAILER, self.pushed or None),
+                  (REASON_TRAILER, self.reason)]
+        return marker_message("wait", self.worker) + "\n\n" + "".join(
+            f"{key}: {value}\n" for key, value in fields if value is not None)
+
+    @classmethod
+    def parse(cls, message: str) -> Optional["Request"]:
+        """The request a wait marker's ``message`` carries (``None``: a plain waiter)."""
+        head, _, body = message.partition("\n\n")
+        fields: dict[str, str] = {}
+        for line in body.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep:
+                fields[key] = value
+        if SESSION_TRAILER not in fields or head.split()[:1] != ["wait"]:
+            return None
+        return cls(marker_holder(head), fields[SESSION_TRAILER], fields.get(NEXT_JOB_TRAILER),
+                   fields.get(CLOSE_TRAILER), fields.get(BRANCH_TRAILER, ""),
+                   fields.get(TIP_TRAILER, ""), fields.get(PUSHED_TRAILER, ""),
+                   fields.get(REASON_TRAILER))
+
+
 # ---- commits on master ----------------------------------------------------------------------------
 #: Trailer keys of the library's commits on master.
 EVENT_TRAILER = "Distribute-Event"
@@ -244,3 +302,8 @@ def parse_log_record(line: str) -> tuple[str, str, str, str]:
 def finish_subject(worker: str, job: str) -> str:
     """The subject of the commit that moves ``job`` to done."""
     return f"{worker} finished job {job}"
+
+
+def served_note(holder: str) -> str:
+    """What the subject of a commit made for a waiter ends with: who made it."""
+    return f" (served by {holder})"

@@ -135,6 +135,7 @@ SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
     ("DISTRIBUTE_HEARTBEAT_S", None, "seconds between heartbeats (default: job lease / 5)"),
     ("DISTRIBUTE_MAX_ATTEMPTS", "3", "attempts of a job before it goes to failed.txt"),
     ("DISTRIBUTE_POLL_MAX_S", "1", "longest back-off while waiting for the lock"),
+    ("DISTRIBUTE_POLL_BUDGET", "5", "polls per second the whole line of lock waiters may send"),
     ("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", "300", "seconds a next-job function may hold the lock"),
     ("DISTRIBUTE_NET_RETRIES", "8", "retries of a git command that could not reach the remote"),
     ("DISTRIBUTE_SSH_REUSE", "1", "0: a new ssh connection per git command (no ControlMaster)"),

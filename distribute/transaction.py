@@ -16,7 +16,13 @@ Outcomes of the push, each typed:
   its edit no longer holds, the edit is made again on the new ``master``. A ``master`` that no
   longer contains ours (a force-push) is :class:`~distribute.exceptions.MasterRewrittenError`;
 * **ref refused** — :class:`~distribute.exceptions.RefRejectedError`, unless the caller's
-  ``fix_refused`` changes its refs (e.g. a branch name already taken) and asks for another try.
+  ``fix_refused`` changes its refs (e.g. a branch name already taken) and asks for another try;
+  a waiter's request that could not be answered (its wait ref changed: it left the line) makes the
+  edit run again on the same ``master`` without serving it.
+
+A transaction started with a request (:class:`~distribute.protocol.Request`) waits in line with
+it: when a holder serves it first, :class:`~distribute.coordination.RequestAnswered` is raised
+and the edit never runs.
 
 The lock is renewed in the background for the whole hold, so a long edit (a slow next-job
 function, a big merge) keeps it.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
@@ -34,7 +41,7 @@ from .exceptions import (DistributeError, LockLostError, MasterRewrittenError, N
                          RefRejectedError)
 from .ledger import Ledger
 from .protocol import (FLAT, LAYOUT_FILE, LEDGER_FILES, LOCK_REF, MASTER, ORIGIN_MASTER,
-                       TRACKING_PREFIX, UPDATES_DIR, parse_layout, remote_ref)
+                       TRACKING_PREFIX, UPDATES_DIR, Request, parse_layout, remote_ref)
 from .redact import redact
 from .repo import Clone, RefUpdate
 
@@ -95,6 +102,7 @@ class Workspace:
     def checkout(self, commit: str) -> None:
         """Check out ``commit`` detached, dropping any change and untracked file in the copy."""
         self.clone.abort_interrupted()
+        self.done_index.stale()
         self.clone.git("checkout", "--quiet", "--force", "--detach", commit)
         removed = [line for line in self.clone.git("clean", "-fd").splitlines()
                    if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
@@ -145,6 +153,10 @@ class Transaction:
         self._checkpoint: Optional[tuple[str, int]] = None
         #: The edit raised, and what it committed before :meth:`checkpoint` landed all the same.
         self.checkpoint_landed = False
+        #: ``{wait ref: value}`` of the waiters whose requests this transaction serves (their wait
+        #: refs are deleted in its push), and the wait refs it must not serve (refused before).
+        self.served: dict[str, str] = {}
+        self.unservable: set[str] = set()
 
     def commit(self, message: str, amend: bool = False) -> bool:
         """Commit every change in the checkout on top of master; ``False`` if nothing changed
@@ -193,18 +205,24 @@ class MasterWriter:
         self.lock = lock
         self.clone = workspace.clone
 
-    def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = ()) -> T:
+    def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = (),
+                 request: Optional[Request] = None, tip: Optional[str] = None) -> T:
         """Hold the lock, sync, run ``edit(txn)`` and push its commits and ``refs`` atomically
         with the lock's release. Returns what ``edit`` returned. When ``edit`` raises, what it
         committed before :meth:`Transaction.checkpoint` still lands, and the exception goes on.
+        With ``request``, wait in line with it (``tip``: see :meth:`RemoteLock.acquire`); it
+        raises :class:`~distribute.coordination.RequestAnswered` when a holder served it.
         """
-        self.lock.acquire()
+        self.lock.acquire(request, tip)
+        unservable: set[str] = set()
+        took = time.monotonic()
         try:
             self.lock.start_renewing()
             base = self.workspace.sync()
             for _ in range(MAX_MOVES):
                 self.lock.start_renewing()  # (again after a master that moved)
                 txn = Transaction(self.workspace, base, refs, self.lock)
+                txn.unservable = unservable
                 try:
                     result = edit(txn)
                 except BaseException:
@@ -213,6 +231,8 @@ class MasterWriter:
                     raise
                 redo = self._push(txn)
                 if redo is None:
+                    log.debug("%s held the lock %.2fs (served %d)", self.workspace.name,
+                              time.monotonic() - took, len(txn.served))
                     return result
                 base = redo
             raise DistributeError(f"master kept moving outside the lock ({MAX_MOVES} times in one "
@@ -230,10 +250,14 @@ class MasterWriter:
             updates = [RefUpdate(MASTER, head, expect=txn.base)] if head != txn.base else []
             updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
             release = self.lock.release_update()
-            result = self.clone.push_result([*updates, *txn.refs, *txn.optional, release])
+            self.lock.leftovers = [u for u in self.lock.leftovers if u.ref not in txn.served]
+            result = self.clone.push_result([*updates, *txn.refs, *txn.optional,
+                                             *self.lock.leftovers, release])
             if result.applied:
                 self.lock.forget()
                 return None
+            if not result.rejected and not self._lock_gone(release):
+                continue  # the server's transaction failed as a whole (a ref was busy): again
             if LOCK_REF in result.rejected or self._lock_gone(release):
                 self.lock.forget()
                 raise LockLostError("the lock was broken while we held it (we were too slow); "
@@ -244,12 +268,18 @@ class MasterWriter:
                     self.workspace.checkout(moved)
                     return moved
                 continue
-            optional = {u.ref for u in txn.optional}
-            if txn.optional and set(result.rejected) <= optional:
-                txn.optional = []  # only clean-ups were refused: someone else did them
+            optional = {u.ref for u in [*txn.optional, *self.lock.leftovers]}
+            if optional and set(result.rejected) <= optional:
+                txn.optional = self.lock.leftovers = []  # only clean-ups were refused
                 continue
             if txn.fix_refused is not None and txn.fix_refused(result.rejected):
                 continue
+            if txn.served and set(result.rejected) <= set(txn.served):
+                log.info("%s: waiters left the line before being served: %s",
+                         self.workspace.name, ", ".join(sorted(result.rejected)))
+                txn.unservable.update(result.rejected)
+                self.workspace.checkout(txn.base)
+                return txn.base
             raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
         raise DistributeError(f"master kept moving outside the lock ({MAX_MOVES} times in one hold)")
 
@@ -259,6 +289,7 @@ class MasterWriter:
     def _moved_master(self, ours: str) -> str:
         """The master that replaced ``ours`` on the remote, if it contains ours; else raise."""
         self.clone.fetch()
+        self.workspace.done_index.stale()
         moved = self.clone.resolve(ORIGIN_MASTER) or ours
         status, _, _ = self.clone.run("merge-base", "--is-ancestor", ours, moved)
         if status != 0:
@@ -273,8 +304,11 @@ class MasterWriter:
         """Replay our commits (``txn.base..HEAD``) on ``moved``; ``True`` if they still hold.
 
         A merge commit is never replayed (a rebase would redo the merge and drop the ledger edit
-        made in the same commit): its edit is made again instead.
+        made in the same commit): its edit is made again instead, as is an edit that served
+        waiters (their requests are judged again on the new master).
         """
+        if txn.served:
+            return False
         merges = self.clone.git("rev-list", "--min-parents=2", "--count", f"{txn.base}..HEAD")
         if merges.strip() != "0":
             return False

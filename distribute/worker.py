@@ -9,25 +9,24 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import settings
-from .archive import roll_into_segment
-from .claims import NextJobFunc, claim
-from .coordination import Heartbeat, Observer, RemoteLock
-from .exceptions import JobStateError, RefRejectedError, WorkerNameError
-from .jobbranch import commit_job_dir, merge_job, merged_fast
+from .claims import NextJobFunc, claim, next_job_spec
+from .coordination import Heartbeat, Observer, RemoteLock, RequestAnswered
+from .exceptions import JobStateError, RefRejectedError
+from .jobbranch import commit_job_dir, merge_job
 from .ledger import Ledger
-from .protocol import (FAILED, FINISHED, GAVE_BACK, MASTER, check_worker_name, commit_message,
-                       default_worker_name, finish_subject, heartbeat_ref, job_branch, job_path,
-                       job_slug, new_session, tracking_ref)
+from .protocol import (GAVE_BACK, MASTER, Request, check_worker_name, commit_message,
+                       default_worker_name, job_branch, job_path, job_slug, new_session)
 from .redact import redact
 from .repo import RefUpdate
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy, prepare_clone
+from .serve import close_request, read_answer, record_close, serve_waiters
+from .sessions import check_name_free, take_over_copy
 from .status import read_snapshot
 from .transaction import MasterWriter, Transaction, Workspace
 
@@ -47,7 +46,8 @@ class Worker:
     ``next_job_timeout_s`` default to the ``DISTRIBUTE_LOCK_LEASE_S`` (60),
     ``DISTRIBUTE_JOB_LEASE_S`` (600), ``DISTRIBUTE_MAX_ATTEMPTS`` (3), ``DISTRIBUTE_HEARTBEAT_S``
     (a fifth of the job lease), ``DISTRIBUTE_POLL_MAX_S`` (1) and
-    ``DISTRIBUTE_NEXT_JOB_TIMEOUT_S`` (300) settings.
+    ``DISTRIBUTE_NEXT_JOB_TIMEOUT_S`` (300) settings; ``DISTRIBUTE_POLL_BUDGET`` (5) paces the
+    looks of the workers waiting in line.
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]], name: Optional[str] = None, *,
@@ -63,6 +63,7 @@ class Worker:
         self.heartbeat_s = settings.seconds("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
                                             heartbeat_s)
         poll_max = settings.seconds("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
+        self.poll_budget = settings.number("DISTRIBUTE_POLL_BUDGET", 5.0)
         self.next_job_timeout_s = settings.seconds("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", 300,
                                                    next_job_timeout_s)
         self._file_lock = lock_local_copy(Path(self.path))
@@ -79,10 +80,10 @@ class Worker:
         #: This process's identity, recorded with its claims and heartbeat.
         self.session = new_session()
         #: Sessions that provably ended: the one that used this local copy before us.
-        self.dead_sessions = self._take_over_copy()
+        self.dead_sessions = take_over_copy(self.path, self.session)
         self.observer = Observer()
         self._lock = RemoteLock(self.clone, self.name, self.lock_lease_s, self.observer,
-                                poll_max_s=poll_max)
+                                poll_max_s=poll_max, poll_budget=self.poll_budget)
         self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
         self.workspace = Workspace(self.clone, self.observer, self.name)
         self.clone.exclude(f"/{JOB_WORKDIR}/")
@@ -93,7 +94,8 @@ class Worker:
         self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
         self._close_hooks: list[CloseHook] = []
         self.workspace.sync()
-        self._check_name_free()
+        check_name_free(self.workspace, self.name, {self.session, *self.dead_sessions},
+                        self.heartbeat_s)
 
     # ---- public properties --------------------------------------------------------------------
     @property
@@ -137,15 +139,28 @@ class Worker:
         there is committed together with the claim. Returns the job, or ``None`` when the function
         returns ``None``. Raises :class:`LockLostError` if the lock was broken meanwhile (then
         nothing was written and the function's changes are discarded).
+
+        With a :func:`~distribute.claims.combinable` function, the worker waits in line with a
+        request, and whoever holds the lock first may claim for it (see :mod:`distribute.serve`);
+        while it holds the lock itself, it serves the others.
         """
         if self.running_job is not None:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
-        return self._start(self._writer.transact(lambda txn: self._claim(txn, next_job_func)))
+        spec = next_job_spec(next_job_func)
+        try:
+            claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func),
+                                            request=Request(self.name, self.session, spec)
+                                            if spec else None)
+        except RequestAnswered:
+            claimed = read_answer(self.workspace, self.name, self.session)[1]
+        return self._start(claimed)
 
-    def _claim(self, txn: Transaction, func: NextJobFunc) -> Optional[list[str]]:
-        """The claim edit. Returns ``[job, branch]`` (the branch may still be renamed during the
-        push, when an earlier run of the same job by this worker kept that name)."""
-        job, attempt = claim(self, txn, func)
+    def _claim(self, txn: Transaction, func: Optional[NextJobFunc]) -> Optional[list[str]]:
+        """The claim edit (none without ``func``), then serving the waiters in line. Returns
+        ``[job, branch]`` (the branch may still be renamed during the push, when an earlier run
+        of the same job by this worker kept that name)."""
+        job, attempt = claim(self, txn, func) if func else (None, 0)
+        serve_waiters(self, txn, func)
         if job is None:
             return None
         claimed = [job, job_branch(self.name, job, attempt)]
@@ -167,9 +182,11 @@ class Worker:
         """After a claim landed: on the job branch, job directory made, heartbeat beating."""
         if claimed is None:
             return None
-        job, branch = claimed
+        job, branch = claimed[:2]
         self.running_job, self.working_branch = job, branch
         self._branch_sha = self._claim_head = self.clone.resolve("HEAD")
+        if len(claimed) > 2:
+            self._branch_sha = ""  # claimed for us by a holder: the first push creates the branch
         self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
         self._drop_job_dir()
         Path(self.job_dir or "").mkdir(parents=True)
@@ -186,10 +203,23 @@ class Worker:
         job, branch = self._require_job()
         if not self._commit_job(message or f"{self.name} update on job {job}"):
             return False
-        if not self.clone.push([self._branch_update(), self._heartbeat.update()]):
+        if not self._push_branch(self._heartbeat.update()):
             raise RefRejectedError({f"refs/heads/{branch}": "was changed by someone else"})
-        self._branch_sha = self.clone.resolve("HEAD")
         return True
+
+    def _push_branch(self, *extra: RefUpdate) -> bool:
+        """Push the job branch (and ``extra``); a branch not created yet whose name is taken on
+        the remote (an earlier attempt kept it) gets a fresh suffix."""
+        for _ in range(2):
+            if self.clone.push([self._branch_update(), *extra]):
+                self._branch_sha = self.clone.resolve(f"refs/heads/{self.working_branch}")
+                return True
+            if self._branch_sha != "":
+                return False
+            renamed = f"{self.working_branch}-{uuid.uuid4().hex[:6]}"
+            self.clone.git("branch", "--quiet", "-M", renamed)
+            self.working_branch = renamed
+        return False
 
     def _branch_update(self) -> RefUpdate:
         """Move the remote job branch to the local one (compare-and-swap on its last pushed value)."""
@@ -218,44 +248,51 @@ class Worker:
         self._require_job()
         return self._close(" ".join(str(reason).split()) or "failed", next_job_func)
 
-    def _close(self, reason: Optional[str], next_job_func: Optional[NextJobFunc]) -> Optional[str]:
-        job, branch = self._require_job()
+    def _close(self, reason: Optional[str], next_job_func: Optional[NextJobFunc],
+               ask: bool = True) -> Optional[str]:
+        job, _ = self._require_job()
         self._commit_job(f"{self.name} update on job {job}")
+        request = self._close_request(job, reason, next_job_func) if ask else None
+        job, branch = self._require_job()  # (a branch pushed for the request may be renamed)
         branch_update = self._branch_update()
         pending = [branch_update] if branch_update.new != branch_update.expect else []
-
         txns: list[Transaction] = []
 
         def edit(txn: Transaction) -> Optional[list[str]]:
             txns.append(txn)
+            self._heartbeat.stop()  # we hold the lock: nobody requeues the job meanwhile
             self._close_edit(txn, job, branch, reason)
-            if reason is None:  # merged: the branch's commits stay reachable from master
+            if reason is None and self._branch_sha:  # merged: its commits stay reachable
                 txn.optional.append(RefUpdate(f"refs/heads/{branch}", None, expect=self._branch_sha))
-            if next_job_func is None:
-                return None
-            txn.checkpoint()  # the finish lands even if the next-job function raises
+            txn.checkpoint()  # the close lands even if the next-job function raises
             self.running_job = None  # (the next claim must not treat it as ours)
             try:
                 return self._claim(txn, next_job_func)
             finally:
                 self.running_job = job
 
-        self._heartbeat.stop()  # nobody requeues our job while we hold the lock
-        try:
-            claimed = self._writer.transact(edit, pending if reason is not None else [])
+        try:  # (the heartbeat goes on while we wait in line, and for a job claimed for us)
+            claimed = self._writer.transact(edit, pending if reason is not None else [],
+                                            request, branch_update.new)
+        except RequestAnswered:
+            closed, claimed = read_answer(self.workspace, self.name, self.session, job, reason)
+            if not closed:  # not served after all: do it ourselves
+                return self._close(reason, next_job_func, ask=False)
         except JobStateError:  # done by another worker while we were silent: not ours any more
             if pending:
                 self.clone.push(pending)  # our result stays on our branch
-            self.running_job = self.working_branch = self._branch_sha = None
+            self._job_over()
             raise
         except BaseException:
             if txns and txns[-1].checkpoint_landed:  # closed; only the next claim failed
-                self.running_job = self.working_branch = self._branch_sha = None
+                self._job_over()
             else:
                 self._keep_job_alive(pending)
             raise
         self._drop_job_dir()
         self.running_job = self.working_branch = self._branch_sha = None
+        if claimed is None:
+            self._heartbeat.stop()
         log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
         return self._start(claimed)
 
@@ -269,24 +306,38 @@ class Worker:
         if reason is None:
             merge_job(self.clone, job, job_path(job, self.workspace.layout), self._claim_head,
                       branch)
-        amend = reason is None and merged_fast(self.clone)
-        queue_before = list(ledger.queued)
-        ledger.close(job, self.name, reason, self.session)
-        archived = ledger.roll()
-        ledger.write(Path(self.path), queue=ledger.queued != queue_before)
-        for hook in self._close_hooks:
-            hook(self, job, reason)
-        subject = finish_subject(self.name, job) if reason is None else \
-            f"{self.name} failed job {job}: {reason[:200]}"
-        txn.commit(commit_message(self.name, FINISHED if reason is None else FAILED, subject, job),
-                   amend)
-        roll_into_segment(self.clone, archived)  # (in the same commit)
+
+        def hooks() -> None:
+            for hook in self._close_hooks:
+                hook(self, job, reason)
+
+        record_close(txn, ledger, job, self.name, self.session, reason, hooks=hooks)
+
+    def _close_request(self, job: str, reason: Optional[str],
+                       next_job_func: Optional[NextJobFunc]) -> Optional[Request]:
+        """The request a holder may serve for this close, or ``None`` when only we can do it
+        (a close hook must run, the next-job function is not combinable; see
+        :func:`~distribute.serve.close_request`)."""
+        spec = next_job_spec(next_job_func)
+        if self._close_hooks or (next_job_func is not None and spec is None):
+            return None
+        if reason is not None and self._branch_update().new != self._branch_sha and \
+                not self._push_branch():  # a failed job's branch is kept: on the remote first
+            return None
+        return close_request(self.workspace, Request(
+            self.name, self.session, spec, job, self.working_branch or "", "",
+            self._branch_sha or "", reason), self._claim_head)
 
     def _commit_job(self, message: str) -> bool:
         """Commit the job's directory on its branch (see :mod:`distribute.jobbranch`)."""
         job, branch = self._require_job()
         return commit_job_dir(self.clone, branch, job_path(job, self.workspace.layout),
                               self.job_dir or "", message)
+
+    def _job_over(self) -> None:
+        """The job is closed, or not ours any more: no job state, no heartbeat."""
+        self._heartbeat.stop()
+        self.running_job = self.working_branch = self._branch_sha = None
 
     def _drop_job_dir(self) -> None:
         """Remove the running job's working directory (its files are committed, or given up)."""
@@ -315,12 +366,7 @@ class Worker:
         self._commit_job(f"{self.name} update on job {job}")
 
         def edit(ledger: Ledger, root: Path) -> str:
-            entry = ledger.running_entry(job)
-            if entry is not None and entry.worker == self.name:
-                ledger.running.remove(entry)
-                ledger.queued.insert(0, job)
-                if entry.attempt > 1:
-                    ledger.attempts[job] = entry.attempt - 1
+            if ledger.give_back(job, self.name):
                 ledger.write(root, queue=True)
             return commit_message(self.name, GAVE_BACK, f"{self.name} gave back job {job}", job)
 
@@ -333,7 +379,7 @@ class Worker:
             self._keep_job_alive(extra)
             raise
         self._drop_job_dir()
-        self.running_job = self.working_branch = self._branch_sha = None
+        self._job_over()
 
     def update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
                       extra: Optional[list[RefUpdate]] = None) -> Optional[str]:
@@ -390,31 +436,6 @@ class Worker:
         included = self.clone.sparse_paths()
         if included is not None:
             self.clone.set_sparse_paths([*included, *(more or [])])
-
-    def _take_over_copy(self) -> set[str]:
-        """Record our session in the local copy; return the session that used it before (we hold
-        the copy's file lock, so that process has ended)."""
-        record = Path(self.path, ".git", "distribute-session")
-        before = record.read_text(encoding="utf-8").strip() if record.exists() else ""
-        record.write_text(self.session + "\n", encoding="utf-8")
-        return {before} if before else set()
-
-    def _check_name_free(self) -> None:
-        """Refuse to start if a live process with our name holds running jobs: a running record
-        of another session of ours whose heartbeat moved within three heartbeat intervals (by its
-        commit time)."""
-        for entry in self.workspace.ledger().running:
-            if entry.worker != self.name or entry.session in ("", self.session, *self.dead_sessions):
-                continue
-            tracking = tracking_ref(heartbeat_ref(self.name, entry.session))
-            if self.clone.resolve(tracking) is None:
-                continue
-            age = time.time() - float(self.clone.git("log", "-1", "--format=%ct", tracking) or 0)
-            if age < 3 * self.heartbeat_s:
-                raise WorkerNameError(
-                    f"another worker process named {self.name!r} is alive (heartbeat {age:.0f}s "
-                    f"ago) and runs job {entry.job!r}; choose another name, or wait "
-                    f"{3 * self.heartbeat_s - age:.0f}s if that worker is dead")
 
     def close(self) -> None:
         """Stop background threads and release the local copy (the running job stays running).

@@ -1,11 +1,13 @@
 """Real git servers on 127.0.0.1 for tests: ``git daemon`` and smart HTTP.
 
 Both serve every bare repository below a root directory, accept pushes, and can
-be stopped and restarted on the same port (for outage tests).
+be stopped and restarted on the same port (for outage tests). :class:`DelayProxy`
+puts a network round-trip time in front of any of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hmac
@@ -15,6 +17,7 @@ import shutil
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import tempfile
 import threading
@@ -256,6 +259,199 @@ class SmartHttpServer:
             server.shutdown()
             server.server_close()
             thread.join(timeout=5)
+
+
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 that adds latency: git's traffic as to a host far away.
+
+    Every connection accepted on ``port`` opens one to ``(target_host, target_port)``. Whatever
+    is read on either side is written to the other ``delay_s`` seconds after it was read, in
+    order (each direction has its own queue of ``(due time, bytes)``), so a request and its
+    answer take ``2 * delay_s`` longer: ``delay_s=0.025`` is a 50 ms round trip, a hosted forge
+    seen from another continent. Bandwidth is not limited; a bounded queue per direction passes
+    back-pressure on to the sender. An end of stream travels like data: once the bytes read before
+    it are delivered, the other side gets ``shutdown(SHUT_WR)`` (half-close), and a connection
+    pair is closed when both directions have ended. When either side fails (reset, broken pipe,
+    or the target refuses the connection), both sides are closed at once.
+
+    Not modelled: the handshakes. The client's ``connect()`` completes at once (the kernel accepts
+    it here) and the first bytes then take ``delay_s`` like all others, while a real host costs a
+    round trip for TCP's handshake and one or two more for TLS before the first request leaves.
+
+    All connections are served by one asyncio event loop in a background thread, so dozens of
+    concurrent connections cost no threads and nothing polls. ``stop()`` closes the listening
+    socket and resets the connections in flight; ``start()`` again listens on the same port::
+
+        with SmartHttpServer(root) as http, DelayProxy(http.port, delay_s=0.025) as proxy:
+            url = proxy.via(http.url())   # or f"http://127.0.0.1:{proxy.port}/remote.git"
+    """
+
+    CHUNK = 65536  # bytes read at once
+    QUEUE_CHUNKS = 256  # chunks in flight per direction (up to 16 MiB) before reading pauses
+    BACKLOG = 128  # listen backlog (like the benchmarks' HTTP server)
+
+    def __init__(self, target_port: int, delay_s: float = 0.025, target_host: str = "127.0.0.1",
+                 port: int | None = None) -> None:
+        if delay_s < 0:
+            raise ValueError(f"delay_s must be >= 0, not {delay_s}")
+        self.target = (target_host, int(target_port))
+        self.delay_s = float(delay_s)
+        self.port = port or 0  # 0: the OS picks one at the first start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # one per connection, touched in the loop only
+        self._lock, self._connections = threading.Lock(), 0
+
+    @property
+    def connections(self) -> int:
+        """Number of client connections accepted so far."""
+        with self._lock:
+            return self._connections
+
+    def __enter__(self) -> DelayProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def via(self, url: str) -> str:
+        """``url`` of the target (e.g. ``http.url(name)``) with the proxy's port instead."""
+        parts = urlsplit(url)
+        if parts.port != self.target[1]:
+            raise ValueError(f"{url} is not on the target port {self.target[1]}")
+        netloc = parts.netloc.rsplit(":", 1)[0] + f":{self.port}"
+        return parts._replace(netloc=netloc).geturl()
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen on ``self.port`` (the same port again after ``stop()``) and start forwarding."""
+        if self._loop is not None:
+            raise RuntimeError("DelayProxy already running")
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"DelayProxy-{self.target[1]}",
+                                  daemon=True)
+        thread.start()
+        try:
+            listen = asyncio.start_server(self._accept, "127.0.0.1", self.port,
+                                          backlog=self.BACKLOG, reuse_address=True)
+            self._server = asyncio.run_coroutine_threadsafe(listen, loop).result(timeout)
+        except BaseException:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            loop.close()
+            raise
+        self._loop, self._thread = loop, thread
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def stop(self) -> None:
+        """Close the listening socket, reset the connections in flight, end the loop's thread."""
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
+            return
+        with contextlib.suppress(Exception):  # e.g. a timeout: the loop is stopped regardless
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
+        self._server = None
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def _accept(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
+        """Serve a new client connection in a task of our own (``stop()`` cancels it)."""
+        with self._lock:
+            self._connections += 1
+        task = asyncio.get_running_loop().create_task(self._serve(client_in, client_out))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, client_in: asyncio.StreamReader,
+                     client_out: asyncio.StreamWriter) -> None:
+        """One client connection: connect to the target, pump both ways until both have ended."""
+        writers, clean = [client_out], False
+        try:
+            target_in, target_out = await asyncio.open_connection(*self.target)
+            writers.append(target_out)
+            pumps = [asyncio.ensure_future(self._pump(client_in, target_out)),
+                     asyncio.ensure_future(self._pump(target_in, client_out))]
+            try:
+                done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+                clean = all([pump.result() for pump in done])  # raises the first failure
+            finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+        except OSError:
+            pass  # refused, reset or broken pipe: both sides are reset below
+        finally:
+            for writer in writers:
+                if clean:
+                    writer.close()
+                    continue
+                sock = writer.get_extra_info("socket")
+                if sock is not None:  # linger 0: the peer gets a reset, not an end of stream
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                writer.transport.abort()
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> bool:
+        """Copy ``source`` to ``sink``, each chunk ``delay_s`` after it was read; then half-close.
+
+        A reader task stamps each chunk with its due time and queues it; this task writes the
+        chunks in order, sleeping until each is due. An end of stream is queued like a chunk and
+        becomes ``write_eof()`` (``shutdown(SHUT_WR)``); a read error is raised when it is due
+        (the source is gone: both sides are reset). When writing fails, the sink is gone: the
+        rest is dropped and False returned, while the other direction still delivers what the
+        sink sent before (a server that answers and closes without reading the whole request).
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes | OSError]] = asyncio.Queue(self.QUEUE_CHUNKS)
+
+        async def read() -> None:
+            try:
+                while True:
+                    data = await source.read(self.CHUNK)
+                    await queue.put((loop.time() + self.delay_s, data))
+                    if not data:
+                        return
+            except OSError as exc:
+                await queue.put((loop.time() + self.delay_s, exc))
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                due, item = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if isinstance(item, OSError):
+                    raise item
+                if not item:
+                    break
+                try:
+                    sink.write(item)
+                    await sink.drain()
+                except OSError:
+                    return False
+            with contextlib.suppress(OSError):
+                if sink.can_write_eof():
+                    sink.write_eof()
+                return True
+            return False
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 SSHD = "/usr/sbin/sshd"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import socket
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gitservers import GitDaemon, SmartHttpServer, free_port, make_bare
+from gitservers import DelayProxy, GitDaemon, SmartHttpServer, free_port, make_bare
 
 LOCK = "refs/distribute/lock"
 
@@ -195,3 +197,101 @@ def test_daemon_stop_kills_per_connection_children(tmp_path: Path) -> None:
         assert _live_group_members(pgid) == []
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", daemon.port), timeout=1).close()
+
+
+@pytest.mark.parametrize("kind", ["http", "daemon"])
+def test_delay_proxy_clone_and_push(kind: str, tmp_path: Path, git_env: dict[str, str]) -> None:
+    make_bare(tmp_path / "srv")
+    a, b = tmp_path / "a", tmp_path / "b"
+    server: GitDaemon | SmartHttpServer
+    server = GitDaemon(tmp_path / "srv") if kind == "daemon" else SmartHttpServer(tmp_path / "srv")
+    with server, DelayProxy(server.port, delay_s=0.01) as proxy:
+        direct = server.url("remote.git")
+        url = proxy.via(direct)
+        assert url == direct.replace(f":{server.port}/", f":{proxy.port}/")
+        git(git_env, "clone", "-q", url, str(a))
+        sha = commit(git_env, a, "hello.txt", "hello through the proxy\n")
+        git(git_env, "push", "-q", "origin", "HEAD:refs/heads/master", cwd=a)
+        assert ls_remote(git_env, direct)["refs/heads/master"] == sha  # the push landed
+        git(git_env, "clone", "-q", url, str(b))
+        assert (b / "hello.txt").read_text() == "hello through the proxy\n"
+        assert git(git_env, "rev-parse", "HEAD", cwd=b).stdout.strip() == sha
+        assert proxy.connections >= 3
+        if isinstance(server, SmartHttpServer):
+            assert server.requests >= proxy.connections  # one request per connection
+
+
+def test_delay_proxy_large_bodies(tmp_path: Path, git_env: dict[str, str]) -> None:
+    """A 2 MiB push (chunked) and a clone that brings it back, both through the proxy."""
+    make_bare(tmp_path / "srv")
+    work, again = tmp_path / "w", tmp_path / "again"
+    with SmartHttpServer(tmp_path / "srv") as http, DelayProxy(http.port, 0.005) as proxy:
+        git(git_env, "clone", "-q", proxy.via(http.url()), str(work))
+        sha = commit(git_env, work, "big.bin", os.urandom(1 << 20).hex())  # ~2 MiB incompressible
+        git(git_env, "-c", "http.postBuffer=65536", "push", "-q", "origin", "HEAD:master",
+            cwd=work)
+        assert ls_remote(git_env, http.url())["refs/heads/master"] == sha
+        git(git_env, "clone", "-q", proxy.via(http.url()), str(again))
+        assert (again / "big.bin").read_text() == (work / "big.bin").read_text()
+
+
+class _ReverseHandler(socketserver.BaseRequestHandler):
+    """Reads until the client's end of stream, then answers the bytes reversed and closes."""
+
+    def handle(self) -> None:
+        data = b""
+        while chunk := self.request.recv(65536):
+            data += chunk
+        self.request.sendall(data[::-1])
+
+
+class _ReverseServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    # Not Python's 5: a burst of connections would overflow it, and with SYN cookies the kernel
+    # may then answer the proxy's first data with a reset (a listen overflow, not a proxy fault).
+    request_queue_size = 128
+
+
+def test_delay_proxy_half_close_order_and_concurrency(tmp_path: Path) -> None:
+    """40 connections at once: each sends 300 kB in pieces, half-closes, reads the answer to EOF."""
+    server = _ReverseServer(("127.0.0.1", 0), _ReverseHandler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    results: dict[int, bool] = {}
+
+    def client(port: int, i: int) -> None:
+        data = b"".join(b"%d:%d," % (i, k) for k in range(30000))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            for k in range(0, len(data), 7000):
+                s.sendall(data[k:k + 7000])
+            s.shutdown(socket.SHUT_WR)  # the server answers only after this end of stream
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        results[i] = got == data[::-1]
+
+    try:
+        with DelayProxy(server.server_address[1], delay_s=0.01) as proxy:
+            threads = [threading.Thread(target=client, args=(proxy.port, i)) for i in range(40)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert results == {i: True for i in range(40)}
+            assert proxy.connections == 40
+            port = proxy.port
+            proxy.stop()
+            proxy.start()  # again on the same port
+            assert proxy.port == port
+            client(port, 99)
+            assert results[99]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_delay_proxy_resets_client_when_target_is_down() -> None:
+    with DelayProxy(free_port(), delay_s=0.01) as proxy:
+        with pytest.raises(ConnectionResetError):  # in connect() or in recv(): the proxy is fast
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as s:
+                s.recv(10)

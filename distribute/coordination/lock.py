@@ -5,6 +5,8 @@ that expects the ref to be absent, renewed by a push that expects our own value,
 deleting it in the same ``--atomic`` push that updates ``master`` (so a holder whose lock was
 broken cannot write: fencing). Waiting is first come, first served (:mod:`.waitqueue`); a value
 unchanged for the lease (by the :class:`~.observer.Observer`) is broken by the first in line.
+A waiter may carry a request (:class:`~distribute.protocol.Request`) that the holder serves in its
+own push, deleting the wait ref: the waiter then stops waiting (:class:`RequestAnswered`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import time
 from typing import Optional
 
 from ..exceptions import LockLostError, RemoteError
-from ..protocol import COORD_PREFIX, LOCK_REF, marker_message
+from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
 from ..repo import Clone, RefUpdate
 from .observer import Observer
 from .waitqueue import POLL_BY_POSITION_S, WaitQueue
@@ -23,17 +25,26 @@ from .waitqueue import POLL_BY_POSITION_S, WaitQueue
 log = logging.getLogger(__name__)
 
 
+class RequestAnswered(Exception):
+    """Our wait ref, which carried a request, is gone: a holder served the request (or took us
+    for a dead waiter). Nothing is held; read ``master`` to learn which."""
+
+
 class RemoteLock:
     """The single remote lock. ``acquire()`` waits; ``release_update()`` is put in the final push."""
 
     def __init__(self, clone: Clone, holder: str, lease_s: float, observer: Observer,
-                 poll_min_s: float = 0.02, poll_max_s: float = 1.0) -> None:
+                 poll_min_s: float = 0.02, poll_max_s: float = 1.0,
+                 poll_budget: float = 5.0) -> None:
         self.clone = clone
         self.holder = holder
         self.lease_s = lease_s
         self.observer = observer
         self.poll_min_s = poll_min_s
         self.poll_max_s = poll_max_s
+        #: Polls per second the whole line may send: waiters behind the first poll less often
+        #: the longer the line, so that a big fleet does not flood the git host.
+        self.poll_budget = poll_budget
         self.value: Optional[str] = None
         self.waits = 0  # number of polls spent waiting, for benchmarks
         self._mutex = threading.Lock()
@@ -43,23 +54,36 @@ class RemoteLock:
         #: wait refs (and their values) skipped as dead: idle at the head of the line
         self.dead_waiters: dict[str, str] = {}
         self._typical_hold_s = 0.0
+        self._took_at = 0.0
         self._renew_limit: tuple[Optional[float], str] = (None, "")
+        #: Clean-ups for the push that releases the lock: dead waiters' wait refs, and ours
+        #: when we took the lock in the push that put us in line.
+        self.leftovers: list[RefUpdate] = []
 
     def _marker(self) -> str:
         return self.clone.make_marker(marker_message("lock", self.holder))
 
-    def acquire(self) -> None:
+    def acquire(self, request: Optional[Request] = None, tip: Optional[str] = None) -> None:
         """Block until we hold the lock, breaking it once its value has been stale for the lease.
 
         Waiting is first come, first served: a waiter announces itself with a wait ref and takes
-        the lock only when it is the oldest waiter it knows of (see :class:`WaitQueue`).
+        the lock only when it is the oldest waiter it knows of (see :class:`WaitQueue`). With a
+        ``request``, the wait ref's marker carries it (with ``tip`` as its parent) and
+        :class:`RequestAnswered` is raised if a holder deletes the wait ref meanwhile.
         """
         marker = self._marker()
-        wait = WaitQueue(self, marker)
-        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")]):
-            self._took(marker)  # the usual case without contention: one round trip
-            return
+        wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
+                         else marker, answerable=request is not None)
         try:
+            if request is not None:  # one push: in line, and the lock if it is free
+                if wait.join_or_take(RefUpdate(LOCK_REF, marker, expect="")):
+                    self.leftovers = [RefUpdate(wait.ref, None, expect=wait.marker)]
+                    self._took(marker)
+                    return
+            elif not wait.others_known() and self.clone.push(
+                    [RefUpdate(LOCK_REF, marker, expect="")]):
+                self._took(marker)  # the usual case without contention: one round trip
+                return
             self._wait_and_take(marker, wait)
         except BaseException:
             wait.leave()
@@ -68,21 +92,25 @@ class RemoteLock:
     def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s
         self._seen = (None, 0.0)
-        last_look = time.monotonic()
+        last_look, slept = time.monotonic(), 0.0
+        seen_first: Optional[str] = "?"  # the lock's value at our first look in line
         while True:
             wait.join()
             try:
                 started = time.monotonic()
-                refs = self.clone.ls_remote(COORD_PREFIX + "*")
+                refs = self.clone.ls_remote(COORD_PREFIX + "*", cheap=True)
                 wait.poll_s = time.monotonic() - started
             except RemoteError as exc:
                 self.clone.unreachable_at = time.monotonic()
                 log.warning("%s cannot see the lock (%s); still waiting", self.holder, exc)
                 time.sleep(self.poll_max_s)
                 continue
-            if time.monotonic() - last_look > self.lease_s / 3:
+            if time.monotonic() - last_look - slept - wait.poll_s > self.lease_s / 3:
                 self.observer.forget(LOCK_REF)  # we were not watching: the lease starts again
             last_look = time.monotonic()
+            if wait.answerable and wait.joined and refs.get(wait.ref) != wait.marker:
+                wait.joined = False
+                raise RequestAnswered(wait.ref)
             self.observer.update(refs, self.clone.unreachable_at)
             current = refs.get(LOCK_REF)
             self._note_holds(current)
@@ -95,29 +123,51 @@ class RemoteLock:
                                 self.holder, held_for, self.lease_s)
                 if self.clone.push([RefUpdate(LOCK_REF, marker, expect=current or ""),
                                     *wait.take_updates()]):
+                    self.leftovers = wait.dead_waiters()
                     self._took(marker)
                     return
                 continue  # someone else was quicker: look again at once
             self.waits += 1
-            pause, delay = self._pause(0 if takeable else len(ahead), held_for, delay)
-            time.sleep(pause)
+            if seen_first == "?":
+                seen_first = current
+            if wait.answerable and current is not None and current != seen_first:
+                pause = self._until_served(held_for)  # taken since we joined: it saw us
+            else:
+                pause, delay = self._pause(0 if takeable else len(ahead), held_for, delay)
+            slept = min(pause, self.lease_s / 4)  # (watching the lease closely enough)
+            time.sleep(slept)
 
     def _pause(self, position: int, held_for: float, delay: float) -> tuple[float, float]:
         """The pause before the next poll, and the next back-off ``delay``, for a waiter with
         ``position`` waiters before it while the lock has been held for ``held_for`` seconds.
 
-        The first two in line poll fast, to take over as soon as the lock is free; the others
-        sleep through half the time until they are second in line, judged from the holds seen,
-        so that their polls do not slow the holder down on a busy server.
+        The first two in line poll fast, to take over as soon as the lock is free (the first
+        at most eight times per hold seen); the others sleep through half the time until they
+        are second in line, judged from the holds seen, and share the fleet's poll budget
+        (:attr:`poll_budget`): a holder may serve their requests meanwhile.
         """
         cap = min(POLL_BY_POSITION_S[position] if position < len(POLL_BY_POSITION_S)
                   else self.poll_max_s, self.poll_max_s)
+        if position == 0:
+            cap = max(cap, min(self._typical_hold_s / 8, 0.5))
         delay = min(delay, cap)
         pause = delay * random.uniform(0.5, 1.0)
         if position >= len(POLL_BY_POSITION_S) and self._typical_hold_s:
             due = self._typical_hold_s * (position - 1) - held_for
             pause = max(pause, min(0.5 * due, self.poll_max_s))
+        if position >= 1:
+            share = len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
+            pause = max(pause, share * random.uniform(0.75, 1.25))
         return pause, min(delay * 2, cap)
+
+    def _until_served(self, held_for: float) -> float:
+        """The pause of a waiter whose request the current holder has seen (it took the lock
+        after we joined the line): no need to take over; look again when the hold should be
+        over (judged from the holds seen), within the line's share of the poll budget."""
+        hold = self._typical_hold_s or 1.0
+        share = len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
+        due = hold - held_for if hold > held_for else hold / 4
+        return max(self.poll_min_s, min(due, share) * random.uniform(0.8, 1.2))
 
     def _note_holds(self, current: Optional[str]) -> None:
         """Learn how long holds last, from the lock values seen while waiting."""
@@ -125,12 +175,15 @@ class RemoteLock:
         if current == self._seen[0]:
             return
         if self._seen[0] is not None:
-            hold = now - self._seen[1]
-            self._typical_hold_s = hold if not self._typical_hold_s else \
-                0.7 * self._typical_hold_s + 0.3 * hold
+            self._learn_hold(now - self._seen[1])
         self._seen = (current, now)
 
+    def _learn_hold(self, hold: float) -> None:
+        self._typical_hold_s = hold if not self._typical_hold_s else \
+            0.7 * self._typical_hold_s + 0.3 * hold
+
     def _took(self, marker: str) -> None:
+        self._took_at = time.monotonic()
         with self._mutex:
             self.value = marker
         log.debug("%s took the lock", self.holder)
@@ -200,10 +253,18 @@ class RemoteLock:
     def forget(self) -> None:
         """Mark the lock as no longer ours (after a push that released it, or after losing it)."""
         with self._mutex:
+            if self.value is not None:  # our own hold teaches how long holds last, too
+                self._learn_hold(time.monotonic() - self._took_at)
             self.value = None
+        self.leftovers = []
 
     def release(self) -> None:
         """Release the lock without writing anything else."""
         if self.value is not None and not self.clone.push([self.release_update()]):
             log.warning("%s could not release the lock: it had been broken", self.holder)
+        if self.leftovers:
+            try:
+                self.clone.push(self.leftovers)
+            except Exception as exc:  # noqa: BLE001 - others clean a dead wait ref up
+                log.debug("could not withdraw from the line: %s", exc)
         self.forget()

@@ -30,14 +30,17 @@ class WaitQueue:
     for the free lock, and the compare-and-swap push picks one. A waiter that is first in line
     but leaves the lock free (or stale) for ``STALE_WAITER_S`` (longer when polls are slow or
     ``poll_max_s`` is long) is taken for dead and skipped; once
-    its wait ref has kept its value for the lock lease, the next taker deletes it (a live waiter
-    that was only slow keeps its place).
+    its wait ref has kept its value for the lock lease, the next taker deletes it when it releases the lock
+    (after serving its request, if it carries one; a live waiter that was only slow keeps its
+    place).
     """
 
-    def __init__(self, lock: RemoteLock, marker: str) -> None:
+    def __init__(self, lock: RemoteLock, marker: str, answerable: bool = False) -> None:
         self.lock = lock
         self.ref = wait_ref(lock.holder)
         self.marker = marker
+        #: The marker carries a request a holder may serve (then deletes our wait ref).
+        self.answerable = answerable
         self.joined = False
         self._first: Optional[tuple[str, str]] = None  # first in line while takeable: (ref, value)
         self._first_since = 0.0
@@ -52,6 +55,14 @@ class WaitQueue:
         if not self.joined:
             self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None)])
             self.joined = True
+
+    def join_or_take(self, take: RefUpdate) -> bool:
+        """Join the line and, in the same (non-atomic) push, apply ``take`` (taking the free
+        lock); ``True`` if the lock was taken."""
+        result = self.lock.clone.push_result(
+            [RefUpdate(self.ref, self.marker, expect=None), take], atomic=False)
+        self.joined = self.ref not in result.rejected
+        return take.ref not in result.rejected and (result.applied or bool(result.rejected))
 
     def leave(self) -> None:
         """Withdraw from the queue (best effort: a dead waiter's ref is cleaned up by others)."""
@@ -94,10 +105,12 @@ class WaitQueue:
         return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s)
 
     def take_updates(self) -> list[RefUpdate]:
-        """Ref updates for the push that takes the lock: leave the queue, delete dead waiters."""
-        updates = [RefUpdate(ref, None, expect=value)
-                   for ref, value in self.lock.dead_waiters.items()
-                   if self.lock.observer.unchanged_for(ref, value) >= self.lock.lease_s]
-        if self.joined:
-            updates.append(RefUpdate(self.ref, None, expect=self.marker))
-        return updates
+        """Ref updates for the push that takes the lock: leave the queue."""
+        return [RefUpdate(self.ref, None, expect=self.marker)] if self.joined else []
+
+    def dead_waiters(self) -> list[RefUpdate]:
+        """Deletions of the wait refs of dead waiters (idle first in line, unchanged for the lock
+        lease), for the push that releases the lock: the hold serves their requests first."""
+        return [RefUpdate(ref, None, expect=value)
+                for ref, value in self.lock.dead_waiters.items()
+                if self.lock.observer.unchanged_for(ref, value) >= self.lock.lease_s]

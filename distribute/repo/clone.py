@@ -147,11 +147,26 @@ class Clone(Transport):
         status, out, _ = self._run(["cat-file", "-p", f"{rev}:{path}"])
         return out if status == 0 else None
 
-    def make_marker(self, message: str) -> str:
-        """Create a parentless commit with an empty tree (used as lock and heartbeat values)."""
+    def make_marker(self, message: str, parent: Optional[str] = None) -> str:
+        """Create a commit with an empty tree (used as lock and heartbeat values); parentless
+        unless ``parent`` is given (a commit whose history the marker should carry along)."""
         if self._empty_tree is None:
             self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
-        return self.git("commit-tree", self._empty_tree, "-m", message).strip()
+        parents = ["-p", parent] if parent else []
+        return self.git("commit-tree", self._empty_tree, *parents, "-m", message).strip()
+
+    def messages(self, commits: list[str]) -> dict[str, str]:
+        """``{sha: full message}`` of ``commits`` (one git process; missing ones are left out)."""
+        if not commits:
+            return {}
+        status, out, _ = self._run(["log", "--no-walk=unsorted", "--format=%H%x00%B%x1e",
+                                    "--end-of-options", *commits])
+        found: dict[str, str] = {}
+        for record in out.split("\x1e"):
+            sha, sep, message = record.strip("\n").partition("\0")
+            if sep:
+                found[sha] = message
+        return found if status == 0 else {}
 
     def exclude(self, pattern: str) -> None:
         """Make git ignore ``pattern`` in this copy (``.git/info/exclude``), once."""

@@ -270,15 +270,17 @@ class Transport(GitProcess):
         refused (see :meth:`push_result` for which)."""
         return self.push_result(updates).applied
 
-    def push_result(self, updates: Sequence[RefUpdate]) -> PushResult:
+    def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any.
+        Not ``atomic``: each ref is applied or refused on its own (``applied`` means all were).
 
         Transport errors are retried. When a retry is refused after an earlier attempt may have
         landed, the refs are read back: if they already hold our values, the push counts as applied.
         """
         # --no-thin: a thin pack makes git walk every tree of the remote's master to find delta
         # bases, a cost that grows with the repository; our pushes carry a few small objects
-        args = ["push", "--porcelain", "--atomic", "--no-verify", "--no-thin"]
+        args = ["push", "--porcelain", "--atomic" if atomic else "--no-atomic", "--no-verify",
+                "--no-thin"]
         args += [f"--force-with-lease={u.ref}:{u.expect}" for u in updates if u.expect is not None]
         args.append("origin")
         args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{u.ref}" for u in updates]
@@ -321,6 +323,12 @@ class Transport(GitProcess):
         return out.strip() if status == 0 and out.strip() else None
 
 
+#: How a ref refused only because the atomic push as a whole failed is reported: by this client,
+#: or by the server (whose ref transaction may also fail on its own, e.g. while another push
+#: locks one of the refs).
+_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic transaction failed")
+
+
 def _refused_refs(porcelain: str) -> dict[str, str]:
     """``{ref: reason}`` from ``git push --porcelain`` output, leaving out the refs refused only
     because the atomic push as a whole failed."""
@@ -329,7 +337,7 @@ def _refused_refs(porcelain: str) -> dict[str, str]:
         if not line.startswith("!"):
             continue
         parts = line.split("\t")
-        if len(parts) >= 3 and "atomic push failed" not in parts[2]:
+        if len(parts) >= 3 and not any(whole in parts[2] for whole in _WHOLE_PUSH_FAILED):
             refused[parts[1].rpartition(":")[2]] = parts[2].strip()
     return refused
 
