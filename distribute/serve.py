@@ -87,10 +87,12 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
     spec = next_job_spec(func)
     clone = txn.workspace.clone
     beat: Optional[str] = None  # one fresh heartbeat value for every served claim
-    for ref, value, request in requests_in_line(txn)[:MAX_SERVED]:
+    for ref, value, request in requests_in_line(txn):
         if (ref in txn.unservable or request.next_job not in (None, spec)
                 or (request.worker, request.session) == (worker.name, worker.session)):
             continue
+        if len(txn.served) >= MAX_SERVED:
+            break
         head, n_refs, n_optional = txn.head(), len(txn.refs), len(txn.optional)
         try:
             if request.close is not None and not _close_for(worker, txn, request):
@@ -147,10 +149,9 @@ def read_answer(ws: Workspace, name: str, session: str, closing: Optional[str] =
     ws.sync()
     ledger = ws.ledger()
     ours = [e for e in ledger.running if (e.worker, e.session) == (name, session)]
-    closed = closing is None or (
-        all(e.job != closing for e in ours)
-        and (ledger.is_done(closing) if reason is None
-             else any(e.job == closing for e in ledger.failed)))
+    records = ledger.done if reason is None else ledger.failed
+    closed = closing is None or (all(e.job != closing for e in ours) and any(
+        (e.job, e.worker) == (closing, name) for e in reversed(records)))
     grant = next((e for e in ours if e.job != closing), None)
     return closed, None if grant is None else [
         grant.job, job_branch(name, grant.job, grant.attempt), "granted"]

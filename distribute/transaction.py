@@ -191,6 +191,8 @@ class Transaction:
         head, n_refs = self._checkpoint
         self.workspace.clone.git("reset", "--quiet", "--hard", head)
         del self.refs[n_refs:]
+        self.served = {ref: value for ref, value in self.served.items()
+                       if any(u.ref == ref for u in self.refs)}
         self.new_branches.clear()
         self.optional.clear()
         self.still_valid = self.fix_refused = None
@@ -250,9 +252,8 @@ class MasterWriter:
             updates = [RefUpdate(MASTER, head, expect=txn.base)] if head != txn.base else []
             updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
             release = self.lock.release_update()
-            self.lock.leftovers = [u for u in self.lock.leftovers if u.ref not in txn.served]
-            result = self.clone.push_result([*updates, *txn.refs, *txn.optional,
-                                             *self.lock.leftovers, release])
+            result = self.clone.push_result(_one_per_ref(
+                [*updates, *txn.refs, *txn.optional, *self.lock.leftovers, release]))
             if result.applied:
                 self.lock.forget()
                 return None
@@ -268,16 +269,18 @@ class MasterWriter:
                     self.workspace.checkout(moved)
                     return moved
                 continue
-            optional = {u.ref for u in [*txn.optional, *self.lock.leftovers]}
-            if optional and set(result.rejected) <= optional:
-                txn.optional = self.lock.leftovers = []  # only clean-ups were refused
+            refused = set(result.rejected)
+            if refused & {u.ref for u in [*txn.optional, *self.lock.leftovers]}:
+                # clean-ups someone else did: drop those, keep the rest
+                txn.optional = [u for u in txn.optional if u.ref not in refused]
+                self.lock.leftovers = [u for u in self.lock.leftovers if u.ref not in refused]
                 continue
             if txn.fix_refused is not None and txn.fix_refused(result.rejected):
                 continue
-            if txn.served and set(result.rejected) <= set(txn.served):
+            if txn.served and refused <= set(txn.served):
                 log.info("%s: waiters left the line before being served: %s",
-                         self.workspace.name, ", ".join(sorted(result.rejected)))
-                txn.unservable.update(result.rejected)
+                         self.workspace.name, ", ".join(sorted(refused)))
+                txn.unservable.update(refused)
                 self.workspace.checkout(txn.base)
                 return txn.base
             raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
@@ -319,6 +322,15 @@ class MasterWriter:
             return False
         txn.base = moved
         return txn.still_valid is None or txn.still_valid()
+
+
+def _one_per_ref(updates: list[RefUpdate]) -> list[RefUpdate]:
+    """``updates`` with the first update of each ref only (git refuses a push that names a ref
+    twice; e.g. a heartbeat the edit moves and a clean-up would delete)."""
+    kept: dict[str, RefUpdate] = {}
+    for update in updates:
+        kept.setdefault(update.ref, update)
+    return list(kept.values())
 
 
 def create_master(clone: Clone, message: str, expect: Optional[str]) -> bool:

@@ -140,9 +140,8 @@ class Worker:
         returns ``None``. Raises :class:`LockLostError` if the lock was broken meanwhile (then
         nothing was written and the function's changes are discarded).
 
-        With a :func:`~distribute.claims.combinable` function, the worker waits in line with a
-        request, and whoever holds the lock first may claim for it (see :mod:`distribute.serve`);
-        while it holds the lock itself, it serves the others.
+        With a :func:`~distribute.claims.combinable` function, whoever holds the lock may claim
+        for it while it waits in line, and it serves the others when it holds the lock itself.
         """
         if self.running_job is not None:
             raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
@@ -153,6 +152,8 @@ class Worker:
                                             if spec else None)
         except RequestAnswered:
             claimed = read_answer(self.workspace, self.name, self.session)[1]
+            if claimed is None and self.workspace.ledger().queued:  # maybe dropped unserved
+                claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func))
         return self._start(claimed)
 
     def _claim(self, txn: Transaction, func: Optional[NextJobFunc]) -> Optional[list[str]]:
@@ -334,8 +335,7 @@ class Worker:
         return commit_job_dir(self.clone, branch, job_path(job, self.workspace.layout),
                               self.job_dir or "", message)
 
-    def _job_over(self) -> None:
-        """The job is closed, or not ours any more: no job state, no heartbeat."""
+    def _job_over(self) -> None:  # closed, or not ours any more
         self._heartbeat.stop()
         self.running_job = self.working_branch = self._branch_sha = None
 

@@ -56,8 +56,7 @@ class RemoteLock:
         self._typical_hold_s = 0.0
         self._took_at = 0.0
         self._renew_limit: tuple[Optional[float], str] = (None, "")
-        #: Clean-ups for the push that releases the lock: dead waiters' wait refs, and ours
-        #: when we took the lock in the push that put us in line.
+        #: Clean-ups for the push that releases the lock: the wait refs of dead waiters.
         self.leftovers: list[RefUpdate] = []
 
     def _marker(self) -> str:
@@ -74,16 +73,10 @@ class RemoteLock:
         marker = self._marker()
         wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
                          else marker, answerable=request is not None)
+        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")]):
+            self._took(marker)  # the usual case without contention: one round trip
+            return
         try:
-            if request is not None:  # one push: in line, and the lock if it is free
-                if wait.join_or_take(RefUpdate(LOCK_REF, marker, expect="")):
-                    self.leftovers = [RefUpdate(wait.ref, None, expect=wait.marker)]
-                    self._took(marker)
-                    return
-            elif not wait.others_known() and self.clone.push(
-                    [RefUpdate(LOCK_REF, marker, expect="")]):
-                self._took(marker)  # the usual case without contention: one round trip
-                return
             self._wait_and_take(marker, wait)
         except BaseException:
             wait.leave()
@@ -130,8 +123,8 @@ class RemoteLock:
             self.waits += 1
             if seen_first == "?":
                 seen_first = current
-            if wait.answerable and current is not None and current != seen_first:
-                pause = self._until_served(held_for)  # taken since we joined: it saw us
+            if wait.answerable and ahead and current is not None and current != seen_first:
+                pause = self._until_served(held_for)  # a hold begun since we joined
             else:
                 pause, delay = self._pause(0 if takeable else len(ahead), held_for, delay)
             slept = min(pause, self.lease_s / 4)  # (watching the lease closely enough)
@@ -143,8 +136,8 @@ class RemoteLock:
 
         The first two in line poll fast, to take over as soon as the lock is free (the first
         at most eight times per hold seen); the others sleep through half the time until they
-        are second in line, judged from the holds seen, and share the fleet's poll budget
-        (:attr:`poll_budget`): a holder may serve their requests meanwhile.
+        are second in line, judged from the holds seen; all but the first share the fleet's poll
+        budget (:attr:`poll_budget`): a holder may serve their requests meanwhile.
         """
         cap = min(POLL_BY_POSITION_S[position] if position < len(POLL_BY_POSITION_S)
                   else self.poll_max_s, self.poll_max_s)
@@ -161,9 +154,10 @@ class RemoteLock:
         return pause, min(delay * 2, cap)
 
     def _until_served(self, held_for: float) -> float:
-        """The pause of a waiter whose request the current holder has seen (it took the lock
-        after we joined the line): no need to take over; look again when the hold should be
-        over (judged from the holds seen), within the line's share of the poll budget."""
+        """The pause of a waiter behind the first whose request the current hold has likely
+        seen (the lock's value changed since we joined the line): look again when the hold
+        should be over (judged from the holds seen), within the line's share of the poll
+        budget."""
         hold = self._typical_hold_s or 1.0
         share = len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
         due = hold - held_for if hold > held_for else hold / 4

@@ -31,8 +31,8 @@ class WaitQueue:
     but leaves the lock free (or stale) for ``STALE_WAITER_S`` (longer when polls are slow or
     ``poll_max_s`` is long) is taken for dead and skipped; once
     its wait ref has kept its value for the lock lease, the next taker deletes it when it releases the lock
-    (after serving its request, if it carries one; a live waiter that was only slow keeps its
-    place).
+    (after serving its request, if it carries one). A live waiter that was only slow joins again
+    when it sees its wait ref gone (one with a request first reads the answer on master).
     """
 
     def __init__(self, lock: RemoteLock, marker: str, answerable: bool = False) -> None:
@@ -55,14 +55,6 @@ class WaitQueue:
         if not self.joined:
             self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None)])
             self.joined = True
-
-    def join_or_take(self, take: RefUpdate) -> bool:
-        """Join the line and, in the same (non-atomic) push, apply ``take`` (taking the free
-        lock); ``True`` if the lock was taken."""
-        result = self.lock.clone.push_result(
-            [RefUpdate(self.ref, self.marker, expect=None), take], atomic=False)
-        self.joined = self.ref not in result.rejected
-        return take.ref not in result.rejected and (result.applied or bool(result.rejected))
 
     def leave(self) -> None:
         """Withdraw from the queue (best effort: a dead waiter's ref is cleaned up by others)."""

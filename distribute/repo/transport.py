@@ -326,7 +326,7 @@ class Transport(GitProcess):
 #: How a ref refused only because the atomic push as a whole failed is reported: by this client,
 #: or by the server (whose ref transaction may also fail on its own, e.g. while another push
 #: locks one of the refs).
-_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic transaction failed")
+_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic push failure", "atomic transaction failed")
 
 
 def _refused_refs(porcelain: str) -> dict[str, str]:
