@@ -1,6 +1,6 @@
 """Fleet: how a whole fleet of workers drains a queue, and what it asks of the git host.
 
-    python benchmarks/fleet.py [--workers 8,32] [--jobs-per-worker 4] [--job-s 8] [--idle-s 30]
+    python benchmarks/fleet.py [--workers 8,32] [--jobs-per-worker 4] [--job-s 8] [--idle-s 60]
                                [--delay-ms 0,25]
 
 One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` processes of
@@ -13,8 +13,9 @@ One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` process
   notice that nothing runs any more at their next look, after a back-off of up to ``--poll``);
 * jobs/s, ref advertisements (``GET info/refs``) and HTTP requests per job;
 * CPU seconds per job of the workers and of the server's git processes (children's rusage);
-* an idle fleet: the same workers with nothing queued or running, left alone ``--idle-s``
-  seconds (without ``--idle-exit``) after a start-up of 2 s per worker: HTTP requests per second.
+* an idle fleet: the same workers with nothing queued or running (without ``--idle-exit``),
+  after a start-up of 2 s per worker and ``--settle-s`` more (the idle back-off reaching its
+  cap), left alone ``--idle-s`` seconds: HTTP requests per second.
 
 ``--delay-ms N`` puts the workers behind ``tests/gitservers.py``'s ``DelayProxy``, which delays
 every chunk of data N ms in each direction (a round trip 2 x N ms longer: 25 gives the 50 ms of a
@@ -104,14 +105,16 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
                 f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}"]
 
 
-def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0) -> list[object]:
+def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0,
+         settle_s: float | None = None) -> list[object]:
     tag = f"{workers}" + (f"-d{delay_ms:g}" if delay_ms else "")
     root = tmp / f"idle{tag}"
     root.mkdir()
     with served(root, delay_ms) as (server, url):
         init_remote(server.url("remote.git"), [])
         procs = start(url, tmp / f"idlerun{tag}", workers, 0)
-        time.sleep(max(20.0, 2.0 * workers))  # start-up: every worker clones and looks once
+        # start-up (every worker clones and looks once), then the idle back-off reaches its cap
+        time.sleep(max(20.0, 2.0 * workers) + (settle_s if settle_s is not None else 64.0))
         req0 = server.requests
         time.sleep(idle_s)
         requests = server.requests - req0
@@ -127,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", default="8,32", help="fleet sizes (8,32)")
     p.add_argument("--jobs-per-worker", type=int, default=4)
     p.add_argument("--job-s", default="2,8", help="job length per fleet size, seconds (2,8)")
-    p.add_argument("--idle-s", type=float, default=30, help="idle-fleet window (30 s; 0: skip)")
+    p.add_argument("--idle-s", type=float, default=60, help="idle-fleet window (60 s; 0: skip)")
+    p.add_argument("--settle-s", type=float, default=64,
+                   help="idle fleet: wait this long after start-up before the window (64 s: "
+                        "the back-off from 1 s reaches DISTRIBUTE_POLL_S's default 60 s)")
     p.add_argument("--idle-only", action="store_true", help="measure the idle fleet only")
     p.add_argument("--delay-ms", default="0",
                    help="added latency each way, ms; a list measures each (0; e.g. 0,25)")
@@ -158,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         if args.idle_s > 0:
             print(table(first + ["idle workers", "window s", "requests", "requests/s"],
-                        [lead(delay) + idle(n, args.idle_s, tmp, delay)
+                        [lead(delay) + idle(n, args.idle_s, tmp, delay, args.settle_s)
                          for delay in delays for n in sizes]))
     return 0
 
