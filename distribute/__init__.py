@@ -14,7 +14,8 @@ from .worker import Worker
 
 __all__ = [
     "Worker", "worker_from_url", "init_remote", "create_from_config", "random_jobs_func",
-    "queue_jobs_func", "whetlab_make_next_jobs_func", "combinable", "DistributeError", "InvalidJobError",
+    "queue_jobs_func", "whetlab_make_next_jobs_func", "combinable", "DistributeError",
+    "InvalidJobError",
     "JobStateError", "LocalCopyError", "LockLostError", "MasterRewrittenError",
     "MergeConflictError", "NotARemoteError", "NotInitializedError", "RefRejectedError",
     "RemoteError", "SettingError", "WorkerNameError", "__version__",

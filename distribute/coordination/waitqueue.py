@@ -29,10 +29,10 @@ class WaitQueue:
     but for waiters that arrived at the same moment; a disagreement only means two waiters race
     for the free lock, and the compare-and-swap push picks one. A waiter that is first in line
     but leaves the lock free (or stale) for ``STALE_WAITER_S`` (longer when polls are slow or
-    ``poll_max_s`` is long) is taken for dead and skipped; once
-    its wait ref has kept its value for the lock lease, the next taker deletes it when it releases the lock
-    (after serving its request, if it carries one). A live waiter that was only slow joins again
-    when it sees its wait ref gone (one with a request first reads the answer on master).
+    ``poll_max_s`` is long) is taken for dead and skipped; once its wait ref has kept its value
+    for the lock lease, the next taker deletes it when it releases the lock (after serving its
+    request, if it carries one). A live waiter that was only slow joins again when it sees its
+    wait ref gone (one with a request first reads the answer on master).
     """
 
     def __init__(self, lock: RemoteLock, marker: str, answerable: bool = False) -> None:
