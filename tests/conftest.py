@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -13,6 +13,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
 
 HERE = Path(__file__).parent
+#: Short leases and polls, for worker and command processes started by the tests.
+FAST = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "3",
+        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
+
+
+def cli_env(tmp: Path, extra: Optional[dict[str, str]] = None,
+            fast: bool = True) -> dict[str, str]:
+    """The environment of a ``python -m distribute`` process in a test: :data:`FAST` settings
+    (unless not ``fast``), a command cache under ``tmp``, the tests' job modules importable,
+    then ``extra``."""
+    env = dict(os.environ, **(FAST if fast else {}), DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
 
 
 @pytest.fixture(autouse=True)

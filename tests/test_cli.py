@@ -2,31 +2,19 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
 
-from conftest import git_out, jobs_in, wait_line
+from conftest import cli_env, git_out, jobs_in, wait_line
 from distribute.protocol import job_path
 from gitservers import SmartHttpServer, make_bare
 
-HERE = Path(__file__).parent
-FAST = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "3",
-        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
 Run = Callable[..., subprocess.CompletedProcess]
-
-
-def _env(tmp: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    env = dict(os.environ, **FAST, DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
 
 
 @pytest.fixture
@@ -36,7 +24,7 @@ def cli(tmp_path: Path) -> Run:
     def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
             stdin: Optional[str] = None) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "distribute", *args], input=stdin,
-                              capture_output=True, text=True, env=_env(tmp_path, env), timeout=120)
+                              capture_output=True, text=True, env=cli_env(tmp_path, env), timeout=120)
         if rc is not None:
             assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr or "--debug" in args
@@ -48,7 +36,7 @@ def cli(tmp_path: Path) -> Run:
 def spawn(tmp: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
     """Start the installed ``distribute`` console script in the background."""
     return subprocess.Popen(["distribute", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_env(tmp, env))
+                            text=True, env=cli_env(tmp, env))
 
 
 def status(cli: Run, url: str) -> dict:
@@ -253,7 +241,7 @@ def test_dotenv_file_is_picked_up(cli: Run, file_remote: str, tmp_path: Path) ->
     sub = tmp_path / "sub" / "dir"
     sub.mkdir(parents=True)
     out = subprocess.run([sys.executable, "-m", "distribute", "worker", "--idle-exit"], cwd=sub,
-                         capture_output=True, text=True, env=_env(tmp_path), timeout=120)
+                         capture_output=True, text=True, env=cli_env(tmp_path), timeout=120)
     assert out.returncode == 0, out.stderr  # the .env was found from a subdirectory upward
     assert "envworker finished job from-env" in out.stdout
     conf = cli("config").stdout

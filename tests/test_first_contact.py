@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from conftest import jobs_in
+from conftest import cli_env, jobs_in
 from distribute import NotARemoteError, RemoteError, init_remote, worker_from_url
 from distribute.repo import Clone
 from distribute.repo.transport import diagnose
@@ -33,18 +33,9 @@ from gitservers import SmartHttpServer, SshServer, free_port, make_bare, ssh_ava
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples"
-FAST = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "3",
-        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
 Run = Callable[..., subprocess.CompletedProcess]
 INTERACTIVE = [("init",), ("add", "job-1"), ("status",), ("log",), ("requeue", "job-1"),
                ("unlock",)]
-
-
-def _env(tmp: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    env = dict(os.environ, **FAST, DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
 
 
 @pytest.fixture
@@ -55,7 +46,7 @@ def cli(tmp_path: Path) -> Run:
             cwd: Optional[Path] = None, stdout: object = subprocess.PIPE
             ) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "distribute", *args], stdout=stdout,
-                              stderr=subprocess.PIPE, text=True, env=_env(tmp_path, env),
+                              stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path, env),
                               cwd=cwd or tmp_path, timeout=120, stdin=subprocess.DEVNULL)
         if rc is not None:
             assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"

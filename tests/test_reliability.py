@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Optional
 
 
-from conftest import git_out, jobs_in, spawn_worker, wait_line
+from conftest import cli_env, git_out, jobs_in, spawn_worker, wait_line
 from gitservers import GitDaemon, SmartHttpServer
 from distribute import init_remote
 from distribute.protocol import job_path
 from distribute.repo import Clone, RefUpdate
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
-HERE = Path(__file__).parent
-FAST = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "3",
-        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
 
 
 def person(url: str, workdir: Path, *args: str) -> str:
@@ -86,19 +83,13 @@ def test_force_push_is_reported_not_overwritten(file_remote: str, tmp_path: Path
     assert "refs/distribute/lock" not in refs  # it let go of the lock
 
 
-def _cli_env(tmp: Path) -> dict[str, str]:
-    env = dict(os.environ, **FAST, DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    return env
-
-
 def _cli_worker(url: str, tmp: Path, name: str, *opts: str,
                 env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
     run = [] if "--run" in opts else ["--run", "cli_jobs:write"]
     return subprocess.Popen(
         [sys.executable, "-m", "distribute", "worker", url, *run,
          "--name", name, "--path", str(tmp / name), *opts],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**_cli_env(tmp), **(env or {})})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(tmp, env))
 
 
 def test_workers_keep_going_while_a_person_feeds_the_queue(http_server: SmartHttpServer,
@@ -200,7 +191,7 @@ def test_too_old_git_is_refused(file_remote: str, tmp_path: Path) -> None:
     (fake / "git").write_text(f'#!/bin/sh\n[ "$1" = --version ] && {{ echo "git version 2.19.1";'
                               f' exit 0; }}\nexec {real} "$@"\n')
     (fake / "git").chmod(0o755)
-    env = dict(_cli_env(tmp_path), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
+    env = dict(cli_env(tmp_path), PATH=f"{fake}{os.pathsep}{os.environ['PATH']}")
     proc = subprocess.run([sys.executable, "-m", "distribute", "status", file_remote],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 1
@@ -258,7 +249,7 @@ def test_a_live_twin_is_refused_and_a_restart_takes_its_job_back(file_remote: st
     twin = subprocess.run(
         [sys.executable, "-m", "distribute", "worker", file_remote, "--run", "cli_jobs:write",
          "--name", "gpu", "--path", str(tmp_path / "elsewhere"), "--exit-when-queue-empty"],
-        capture_output=True, text=True, env=_cli_env(tmp_path), timeout=60)
+        capture_output=True, text=True, env=cli_env(tmp_path), timeout=60)
     assert twin.returncode == 1
     assert "another worker process named 'gpu' is alive" in twin.stderr
     assert "Traceback" not in twin.stderr

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Optional
 
 import pytest
 
-from conftest import git_out, wait_line
+from conftest import cli_env, git_out, wait_line
 from gitservers import make_bare
 
 from distribute import init_remote, queue_jobs_func, worker_from_url
@@ -31,7 +31,6 @@ from distribute.report_html import render
 from distribute.report_model import (ORIGIN_MASTER, History, build_model, read_history,
                                        status_subset)
 
-HERE = Path(__file__).parent
 SCRIPT_JOB = "<script>alert(1)</script>"
 QUOTE_JOB = "quote \" and ' & <b>amp</b>"
 URL_JOB = "javascript:alert(4) https://example.invalid/x.png"
@@ -102,20 +101,13 @@ class Page(HTMLParser):
         return n
 
 
-def _env(tmp: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-    env = dict(os.environ, DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
-
-
 @pytest.fixture
 def cli(tmp_path: Path) -> Run:
     """Run ``python -m distribute ARGS``; assert the exit code (``rc``); return the result."""
 
     def run(*args: str, rc: Optional[int] = 0) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, "-m", "distribute", *args], capture_output=True,
-                              text=True, env=_env(tmp_path), timeout=120)
+                              text=True, env=cli_env(tmp_path, fast=False), timeout=120)
         if rc is not None:
             assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr
@@ -378,7 +370,7 @@ def test_watch_rewrites_the_page_until_interrupted(file_remote: str, tmp_path: P
     out = tmp_path / "live.html"
     proc = subprocess.Popen([sys.executable, "-m", "distribute", "report", file_remote, "-o",
                              str(out), "--watch", "0.2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
+                            stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path, fast=False))
     wait_line(proc, f"wrote {out}")
     wait_line(proc, f"wrote {out}")
     page = Page(out.read_text(encoding="utf-8"))
