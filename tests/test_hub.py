@@ -31,7 +31,7 @@ from hubserver import FakeHub  # noqa: E402
 from distribute import DistributeError, config, hub, init_remote, queue_jobs_func, worker_from_url  # noqa: E402
 from distribute import protocol  # noqa: E402
 from distribute.hub.source import finish_commit  # noqa: E402
-from distribute.ledger import Entry, job_slug  # noqa: E402
+from distribute.ledger import Entry  # noqa: E402
 from distribute.protocol import job_path  # noqa: E402
 from distribute.repo import Clone  # noqa: E402
 from distribute.settings import SettingError  # noqa: E402
@@ -92,16 +92,23 @@ def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    with FakeHub(TOKEN, page_size=5) as server:
+def serve_fake_hub(monkeypatch: pytest.MonkeyPatch, page_size: int,
+                   **settings: str) -> Iterator[FakeHub]:
+    """A fake Hub that the library is pointed at (token, repository, quick retries), with
+    ``settings`` on top; for fixtures to yield from."""
+    with FakeHub(TOKEN, page_size=page_size) as server:
         for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_REPO_ID": REPO,
                            "DISTRIBUTE_HF_RETRIES": "1", "DISTRIBUTE_HF_BACKOFF_S": "0.01",
-                           "DISTRIBUTE_HF_TIMEOUT_S": "5", "DISTRIBUTE_HF_PAUSE_S": "0",
-                           "DISTRIBUTE_HF_MAX_WAIT_S": "30", **EAGER}.items():
+                           "DISTRIBUTE_HF_PAUSE_S": "0", "DISTRIBUTE_HF_MAX_WAIT_S": "30",
+                           **settings}.items():
             monkeypatch.setenv(key, value)
         monkeypatch.delenv("HF_REPO_TYPE", raising=False)
         yield server
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    yield from serve_fake_hub(monkeypatch, 5, DISTRIBUTE_HF_TIMEOUT_S="5", **EAGER)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -23,9 +23,9 @@ from hubserver import FakeHub  # noqa: E402
 from test_hub import (REPO, TOKEN, expected_files, results, this_checkout,  # noqa: E402,F401
                       write_results)
 
-from distribute import hub, init_remote, worker_from_url  # noqa: E402
+from distribute import Worker, hub, init_remote, worker_from_url  # noqa: E402
 from distribute.hub.cursor import MIRROR_REF, MirrorState, repo_key  # noqa: E402
-from distribute.loop import run_worker_loop  # noqa: E402
+from distribute.loop import LoopResult, run_worker_loop  # noqa: E402
 from distribute.repo import RefUpdate  # noqa: E402
 
 JOB_MODULE = ("from pathlib import Path\nimport sys\n"
@@ -94,19 +94,30 @@ def test_a_fleet_of_cli_workers_stays_under_the_commit_quota(
     assert shown["last_commit"] == fake.commits(REPO)[-1].oid
 
 
+def mirroring_worker(url: str, tmp: Path, monkeypatch: pytest.MonkeyPatch, jobs: list[str],
+                     per_hour: str) -> Worker:
+    """A worker on a remote queued with ``jobs``, whose mirror batches wait for 1 000 files and
+    whose fleet may commit ``per_hour`` times an hour."""
+    monkeypatch.setenv("DISTRIBUTE_HF_COMMITS_PER_HOUR", per_hour)
+    monkeypatch.setenv("DISTRIBUTE_HF_BATCH_FILES", "1000")
+    init_remote(url, jobs)
+    return worker_from_url(url, tmp / "w", "w1")
+
+
+def run_jobs(worker: Worker, **options: Any) -> LoopResult:
+    """The worker loop with jobs that write their results."""
+    return run_worker_loop(worker, lambda job, w: write_results(job, Path(w.job_dir)), **options)
+
+
 def test_a_stopping_worker_commits_the_batch_it_holds(fake: FakeHub, file_remote: str,
                                                        tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """With a batch threshold never reached, nothing is committed while the worker runs; when it
     stops (``--max-jobs``), :func:`flush_mirror` commits all of it in one commit."""
-    monkeypatch.setenv("DISTRIBUTE_HF_COMMITS_PER_HOUR", "3600")
-    monkeypatch.setenv("DISTRIBUTE_HF_BATCH_FILES", "1000")
     jobs = [f"job-{i}" for i in range(8)]
-    init_remote(file_remote, jobs)
-    worker = worker_from_url(file_remote, tmp_path / "w", "w1")
+    worker = mirroring_worker(file_remote, tmp_path, monkeypatch, jobs, per_hour="3600")
     try:
-        result = run_worker_loop(worker, lambda job, w: write_results(job, Path(w.job_dir)),
-                                 max_jobs=6, after_finish=hub.mirror_after_finish)
+        result = run_jobs(worker, max_jobs=6, after_finish=hub.mirror_after_finish)
         assert result.done == 6 and fake.commits(REPO) == []
         assert hub.flush_mirror(worker) is True
     finally:
@@ -120,14 +131,10 @@ def test_a_stopping_worker_hands_over_to_the_holder_then_takes_over_a_dead_one(
         fake: FakeHub, file_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """While another worker holds the commit slot, a stopping worker waits for it; a holder that
     died (its lease ran out) is replaced, and the batch is committed all the same."""
-    monkeypatch.setenv("DISTRIBUTE_HF_COMMITS_PER_HOUR", "3600")
-    monkeypatch.setenv("DISTRIBUTE_HF_BATCH_FILES", "1000")
     jobs = ["a", "b", "c"]
-    init_remote(file_remote, jobs)
-    worker = worker_from_url(file_remote, tmp_path / "w", "w1")
+    worker = mirroring_worker(file_remote, tmp_path, monkeypatch, jobs, per_hour="3600")
     try:
-        run_worker_loop(worker, lambda job, w: write_results(job, Path(w.job_dir)),
-                        exit_when_queue_empty=True, after_finish=hub.mirror_after_finish)
+        run_jobs(worker, exit_when_queue_empty=True, after_finish=hub.mirror_after_finish)
         s = hub.settings()
         dead = MirrorState(repo=repo_key(s), until=time.time() + 3, next_at=time.time())
         marker = worker.clone.make_marker(dead.message("dead-worker"))
@@ -154,21 +161,16 @@ def test_cli_worker_with_max_jobs_ends_with_its_results_on_the_hub(
 
 def test_an_idle_worker_commits_a_batch_due_by_time_and_mirror_job_commits_one_job(
         fake: FakeHub, file_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTRIBUTE_HF_COMMITS_PER_HOUR", "360000")
-    monkeypatch.setenv("DISTRIBUTE_HF_BATCH_FILES", "1000")
     jobs = ["a", "b", "c"]
-    init_remote(file_remote, jobs)
-    worker = worker_from_url(file_remote, tmp_path / "w", "w1")
+    worker = mirroring_worker(file_remote, tmp_path, monkeypatch, jobs, per_hour="360000")
     try:
-        run_worker_loop(worker, lambda job, w: write_results(job, Path(w.job_dir)),
-                        max_jobs=2, after_finish=hub.mirror_after_finish)
+        run_jobs(worker, max_jobs=2, after_finish=hub.mirror_after_finish)
         assert hub.mirror_when_idle(worker) is False and fake.commits(REPO) == []  # not due yet
         monkeypatch.setenv("DISTRIBUTE_HF_BATCH_S", "0")  # (a job has waited long enough)
         assert hub.mirror_when_idle(worker) is True
         assert results(fake) == expected_files(jobs[:2]) and len(fake.commits(REPO)) == 1
         assert hub.mirror_when_idle(worker) is False  # nothing pending
-        run_worker_loop(worker, lambda job, w: write_results(job, Path(w.job_dir)),
-                        exit_when_queue_empty=True)
+        run_jobs(worker, exit_when_queue_empty=True)
         oid = hub.mirror_job(worker, "c")
         assert oid == fake.commits(REPO)[-1].oid and results(fake) == expected_files(jobs)
         assert fake.commits(REPO)[-1].title.startswith("Mirror job c by w1 from git ")

@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import bigremote  # noqa: E402
 from hubserver import FakeHub  # noqa: E402
-from test_hub import REPO, TOKEN  # noqa: E402
+from test_hub import REPO, TOKEN, serve_fake_hub  # noqa: E402
 
 from distribute import hub, queue_jobs_func, worker_from_url  # noqa: E402
 from distribute.hub.batch import COMMIT_MAX_FILES  # noqa: E402
@@ -29,16 +29,9 @@ from distribute.ledger import job_slug  # noqa: E402
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
-    with FakeHub(TOKEN, page_size=1000) as server:
-        for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_REPO_ID": REPO,
-                           "DISTRIBUTE_HF_RETRIES": "1", "DISTRIBUTE_HF_BACKOFF_S": "0.01",
-                           "DISTRIBUTE_HF_TIMEOUT_S": "30", "DISTRIBUTE_HF_PAUSE_S": "0",
-                           "DISTRIBUTE_HF_COMMITS_PER_HOUR": "360000",
-                           "DISTRIBUTE_HF_MAX_WAIT_S": "30", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                           "HF_HUB_DISABLE_XET": "1"}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("HF_REPO_TYPE", raising=False)
-        yield server
+    yield from serve_fake_hub(monkeypatch, 1000, DISTRIBUTE_HF_TIMEOUT_S="30",
+                              DISTRIBUTE_HF_COMMITS_PER_HOUR="360000",
+                              HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_XET="1")
 
 
 def folder_sizes(paths: list[str]) -> Counter[str]:

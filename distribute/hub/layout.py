@@ -147,14 +147,7 @@ def discover(s: HubSettings, hint: Optional[HubLayout] = None) -> HubLayout:
             return remember(s, HubLayout(pack=s.pack, written=False))
     if any(isinstance(e, RepoFile) and e.path == LAYOUT_FILE for e in entries):
         return remember(s, _read_layout_file(s))
-    folders = [e.path for e in entries if not isinstance(e, RepoFile)]
-    legacy = any(not _SHARD_FOLDER.match(p) and p not in (SHARDS_DIR, INDEX_DIR) for p in folders)
-    pack = s.pack
-    if pack and folders:
-        log.warning("%s", s.mask(f"the {s.where} already holds folders: DISTRIBUTE_HF_PACK={pack} "
-                                 "is ignored, results go to folders"))
-        pack = 0
-    return remember(s, HubLayout(pack=pack, legacy_flat=legacy, written=False))
+    return _guessed(s, [e.path for e in entries if not isinstance(e, RepoFile)])
 
 
 def from_listing(s: HubSettings, paths: Iterable[str], hint: Optional[HubLayout] = None) -> HubLayout:
@@ -168,10 +161,16 @@ def from_listing(s: HubSettings, paths: Iterable[str], hint: Optional[HubLayout]
         if hint is not None:
             return remember(s, hint)
         return remember(s, _read_layout_file(s))
-    tops = {p.split("/", 1)[0] for p in paths if "/" in p}
-    legacy = any(not _SHARD_FOLDER.match(t) and t not in (SHARDS_DIR, INDEX_DIR) for t in tops)
+    return _guessed(s, {p.split("/", 1)[0] for p in paths if "/" in p})
+
+
+def _guessed(s: HubSettings, folders: Iterable[str]) -> HubLayout:
+    """The layout of a repository without a layout file, from its top-level ``folders``: folders
+    not named like shards mean the first, flat layout; any folder at all rules out packing."""
+    folders = list(folders)
+    legacy = any(not _SHARD_FOLDER.match(p) and p not in (SHARDS_DIR, INDEX_DIR) for p in folders)
     pack = s.pack
-    if pack and tops:
+    if pack and folders:
         log.warning("%s", s.mask(f"the {s.where} already holds folders: DISTRIBUTE_HF_PACK={pack} "
                                  "is ignored, results go to folders"))
         pack = 0
