@@ -257,12 +257,12 @@ class MasterWriter:
             if result.applied:
                 self.lock.forget()
                 return None
-            if not result.rejected and not self._lock_gone(release):
-                continue  # the server's transaction failed as a whole (a ref was busy): again
             if LOCK_REF in result.rejected or self._lock_gone(release):
                 self.lock.forget()
                 raise LockLostError("the lock was broken while we held it (we were too slow); "
                                     "our change was discarded and master is untouched")
+            if not result.rejected:
+                continue  # the server's transaction failed as a whole (a ref was busy): again
             if MASTER in result.rejected and updates:
                 moved = self._moved_master(txn.base)
                 if not self._replay(txn, moved):

@@ -149,8 +149,7 @@ class RemoteLock:
             due = self._typical_hold_s * (position - 1) - held_for
             pause = max(pause, min(0.5 * due, self.poll_max_s))
         if position >= 1:
-            share = len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
-            pause = max(pause, share * random.uniform(0.75, 1.25))
+            pause = max(pause, self._line_share() * random.uniform(0.75, 1.25))
         return pause, min(delay * 2, cap)
 
     def _until_served(self, held_for: float) -> float:
@@ -159,9 +158,12 @@ class RemoteLock:
         should be over (judged from the holds seen), within the line's share of the poll
         budget."""
         hold = self._typical_hold_s or 1.0
-        share = len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
         due = hold - held_for if hold > held_for else hold / 4
-        return max(self.poll_min_s, min(due, share) * random.uniform(0.8, 1.2))
+        return max(self.poll_min_s, min(due, self._line_share()) * random.uniform(0.8, 1.2))
+
+    def _line_share(self) -> float:
+        """Seconds between two looks of one waiter when the line shares :attr:`poll_budget`."""
+        return len(self.observer.present(WAIT_PREFIX)) / self.poll_budget
 
     def _note_holds(self, current: Optional[str]) -> None:
         """Learn how long holds last, from the lock values seen while waiting."""
