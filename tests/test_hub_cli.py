@@ -154,13 +154,6 @@ def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     assert old.returncode == 0 and old.stdout == help_.stdout  # the old module path still works
 
 
-def _worker_has_mirror_option() -> bool:
-    out = subprocess.run([sys.executable, "-m", "distribute", "worker", "--help"], check=False, capture_output=True,
-                         text=True)
-    return "--mirror" in out.stdout
-
-
-@pytest.mark.skipif(not _worker_has_mirror_option(), reason="`distribute worker` has no --mirror yet")
 def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     from distribute import init_remote
 

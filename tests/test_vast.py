@@ -616,14 +616,6 @@ def test_a_job_of_a_self_destructing_worker_sees_no_vast_key(fake: FakeVast, fil
 
 # --- the whole story: nodes drain a real remote and destroy themselves -------------------------
 
-def _cli_has_self_destruct() -> bool:
-    out = subprocess.run([sys.executable, "-m", "distribute", "worker", "--help"],
-                         capture_output=True, text=True, cwd=ROOT)
-    return "--self-destruct" in out.stdout
-
-
-@pytest.mark.skipif(not _cli_has_self_destruct(),
-                    reason="`distribute worker` has no --self-destruct option yet")
 def test_rented_nodes_drain_the_queue_and_destroy_themselves(daemon_remote: str,
                                                              tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch
