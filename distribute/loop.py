@@ -24,7 +24,7 @@ from .exceptions import (DistributeError, JobStateError, LockLostError, MergeCon
 from .next_jobs import queue_jobs_func
 from .ledger import Ledger
 from .redact import redact
-from .settings import seconds
+from .settings import seconds_setting
 from .supervise import RAISED, STOPPED, JobSupervisor, StopSignals
 from .worker import Worker
 
@@ -86,8 +86,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     workers run jobs, since those come back to the queue if their worker dies); otherwise it keeps
     looking forever. Idle looks back off from 1 s to ``poll_s`` and cost one ref listing each
     unless ``master`` moved (see :class:`IdlePolling`). ``max_jobs`` limits the jobs taken.
-    ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` (60) and ``DISTRIBUTE_GRACE_S``
-    (30) settings. ``report`` receives one line per event (default: the log). ``after_finish``
+    ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` and ``DISTRIBUTE_GRACE_S``
+    settings. ``report`` receives one line per event (default: the log). ``after_finish``
     is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
     results); it must not raise, and a ``False`` return is reported as "not mirrored".
     ``on_idle(worker)`` is called before each idle wait (e.g. to commit a mirror batch that is due).
@@ -102,8 +102,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     job function and the job is given back. Once a stop signal ended the loop, later SIGTERM/SIGINT
     are ignored for the rest of the process (it is leaving: its last steps must not be cut short).
     """
-    poll_s = seconds("DISTRIBUTE_POLL_S", 60.0, poll_s)
-    grace_s = seconds("DISTRIBUTE_GRACE_S", 30.0, grace_s, zero_ok=True)
+    poll_s = seconds_setting("DISTRIBUTE_POLL_S", poll_s)
+    grace_s = seconds_setting("DISTRIBUTE_GRACE_S", grace_s)
     say = report or log.info
     result = LoopResult()
     signals = StopSignals()

@@ -14,13 +14,14 @@ happened to which job, so that readers never parse the subject line.
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 import socket
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Optional
 
 from .exceptions import InvalidJobError, WorkerNameError
@@ -94,9 +95,40 @@ FLAT = 1
 SHARDED = 2
 
 
+# ---- times --------------------------------------------------------------------------------------
+#: How every time the remote holds is written (ledger, markers, pages): UTC, whole seconds.
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_MINUTES: dict[str, Optional[int]] = {}  # "2024-01-02T03:04" -> its epoch (a run shares minutes)
+
+
+def format_utc(epoch: Optional[float] = None) -> str:
+    """``epoch`` (default: now) as ``2024-01-02T03:04:05Z`` (:data:`UTC_FORMAT`)."""
+    return time.strftime(UTC_FORMAT, time.gmtime(epoch))
+
+
+def parse_utc(text: str) -> Optional[int]:
+    """Seconds since the epoch of a time written by :func:`format_utc`; ``None`` if malformed.
+
+    Fast enough for a report over a million ledger entries: a run's entries share their minutes,
+    which are parsed once."""
+    if (len(text) != 20 or text[16] != ":" or text[19] != "Z" or not text[17:19].isdigit()
+            or int(text[17:19]) > 61):  # (what strptime's %S allows)
+        return None
+    minute = _MINUTES.get(text[:16], -1)
+    if minute == -1:
+        try:
+            minute = calendar.timegm(time.strptime(text[:16], UTC_FORMAT[:14]))
+        except ValueError:
+            minute = None
+        if len(_MINUTES) > 100_000:
+            _MINUTES.clear()
+        _MINUTES[text[:16]] = minute
+    return None if minute is None else minute + int(text[17:19])
+
+
 def utc_now() -> str:
-    """The current UTC time as an ISO-8601 string with second precision (ledger and markers)."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The current UTC time as written on the remote (ledger and markers): :func:`format_utc`."""
+    return format_utc()
 
 
 # ---- jobs and names -----------------------------------------------------------------------------

@@ -7,13 +7,13 @@ names, reasons — is untrusted: it goes through :func:`text`, which masks secre
 """
 from __future__ import annotations
 
-import calendar
 import html
 import logging
 import math
 import time
 from typing import Any, Optional, Sequence
 
+from .protocol import parse_utc
 from .redact import redact
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def _timeline(model: dict[str, Any]) -> str:
     if not tl["bucket_s"]:
         return f'<section>{head}<p class="note" id="timeline-empty">no job has finished yet</p></section>'
     size, done, failed = tl["bucket_s"], tl["done"], tl["failed"]
-    start = _epoch(tl["start"])
+    start = parse_utc(tl["start"]) or 0  # (written by the model: never malformed)
     unit = _bucket_name(size)
     days = len(done) * size > 86400  # (then every label needs its date)
     fmt = ("%Y-%m-%d" if size >= 86400 else "%m-%d %H:%M" if days else
@@ -333,7 +333,3 @@ def _nice_ceiling(value: float) -> float:
         return 1
     exp: int = 10 ** math.floor(math.log10(value))
     return float(next(m * exp for m in (1, 2, 5, 10) if m * exp >= value))
-
-
-def _epoch(utc: str) -> int:
-    return calendar.timegm(time.strptime(utc, "%Y-%m-%dT%H:%M:%SZ"))

@@ -11,7 +11,6 @@ display, never used for decisions.
 """
 from __future__ import annotations
 
-import calendar
 import logging
 import math
 import statistics
@@ -20,6 +19,7 @@ from collections import Counter, defaultdict
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Optional
 
+from .protocol import ORIGIN_MASTER, format_utc, parse_utc
 from .redact import redact
 from .report_history import History, read_history
 
@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # types only
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-ORIGIN_MASTER = "refs/remotes/origin/master"
 #: The keys of the ``status --json`` object and, per list, the fields of its entries.
 STATUS_FIELDS: dict[str, tuple[str, ...]] = {
     "running": ("job", "worker", "since", "heartbeat_age_s", "attempt"),
@@ -55,28 +54,10 @@ def collect(worker: "Worker", remote: str = "", now: Optional[float] = None) -> 
                        lock_lease_s=worker.lock_lease_s, remote=remote, now=now)
 
 
-_MINUTES: dict[str, Optional[int]] = {}
-
-
-def parse_stamp(text: str) -> Optional[int]:
-    """Seconds since the epoch of a ledger time (``2024-01-02T03:04:05Z``); ``None`` if malformed."""
-    if len(text) != 20 or text[16] != ":" or text[19] != "Z" or not text[17:19].isdigit():
-        return None
-    minute = _MINUTES.get(text[:16], -1)  # (a run's finishes share their minutes)
-    if minute == -1:
-        try:
-            minute = calendar.timegm(time.strptime(text[:16], "%Y-%m-%dT%H:%M"))
-        except ValueError:
-            minute = None
-        if len(_MINUTES) > 100_000:
-            _MINUTES.clear()
-        _MINUTES[text[:16]] = minute
-    return None if minute is None else minute + int(text[17:19])
-
-
 def iso(epoch: Optional[float]) -> Optional[str]:
-    """``2024-01-02T03:04:05Z`` for an epoch time, ``None`` for ``None``."""
-    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    """``2024-01-02T03:04:05Z`` for an epoch time (:func:`~distribute.protocol.format_utc`),
+    ``None`` for ``None``."""
+    return None if epoch is None else format_utc(epoch)
 
 
 def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
@@ -104,7 +85,7 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
               for e, d in zip(ledger.failed, fail_durations)]
     running = []
     for e in ledger.running:
-        since = parse_stamp(e.at)
+        since = parse_utc(e.at)
         beat = beats.get(e.worker)
         silent = beat if beat is not None else (None if since is None else max(0.0, now - since))
         running.append({"job": e.job, "worker": e.worker, "since": e.at,
@@ -114,8 +95,8 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
     lock = snap["lock"]
     counts = {"queued": len(ledger.queued), "running": len(ledger.running),
               "done": len(ledger.done), "failed": len(ledger.failed)}
-    done_at = [parse_stamp(e.at) for e in ledger.done]
-    failed_at = [parse_stamp(e.at) for e in ledger.failed]
+    done_at = [parse_utc(e.at) for e in ledger.done]
+    failed_at = [parse_utc(e.at) for e in ledger.failed]
     finishes = sorted(t for t in chain(done_at, failed_at) if t is not None)
     return {
         "schema": SCHEMA,
@@ -251,7 +232,7 @@ def _workers(ledger: Any, beats: dict[str, float], done_durations: list[Optional
         saw(e.worker, t)
     for e in ledger.running:
         row(e.worker)["current"].append(e.job)
-        saw(e.worker, parse_stamp(e.at))
+        saw(e.worker, parse_utc(e.at))
     for name in took:
         row(name)
     for name, r in rows.items():

@@ -3,13 +3,18 @@
 This is the bottom layer: every module reads settings through it, and every number, duration and
 on/off flag goes through the one parser here (:func:`number`, :func:`seconds`, :func:`count`,
 :func:`flag`), so that a bad value is refused with the same kind of message everywhere, naming the
-variable. ``python -m distribute.settings flag NAME`` prints ``1`` or ``0`` for shell scripts.
+variable. Every setting has one row in :data:`SETTINGS` (name, default, kind, help): the
+package's readers (:func:`seconds_setting`, :func:`count_setting`, :func:`flag_setting`,
+:func:`text_setting`...) take their default and bounds from it, and so do ``distribute config``
+and the docs.
+``python -m distribute.settings flag NAME`` prints ``1`` or ``0`` for shell scripts.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
@@ -21,8 +26,10 @@ _dotenv_cache: Optional[dict[str, Optional[str]]] = None
 _env_file: Optional[str] = None
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
-__all__ = ["SETTINGS", "SettingError", "count", "flag", "get_env", "loaded_dotenv", "number",
-           "seconds", "setting_source", "use_env_file"]
+__all__ = ["HEARTBEATS_PER_JOB_LEASE", "KINDS", "SETTINGS", "Setting", "SettingError", "count",
+           "count_setting", "flag", "flag_setting", "get_env", "heartbeat_seconds", "loaded_dotenv",
+           "number", "number_setting", "seconds", "seconds_setting", "setting_row",
+           "setting_source", "table_default", "text_setting", "use_env_file"]
 
 
 def use_env_file(path: Optional[str]) -> None:
@@ -123,53 +130,188 @@ def flag(key: str, default: bool, given: Union[bool, str, None] = None) -> bool:
     raise SettingError(f"{key} must be one of {'/'.join(_ON)} or {'/'.join(_OFF)}, not {raw!r}")
 
 
-#: Every setting: (name, default shown when unset, what it is). ``docs/configuration.md`` generates its table from this.
-SETTINGS: tuple[tuple[str, Optional[str], str], ...] = (
-    ("DISTRIBUTE_REMOTE", None, "URL of the shared git remote (any command's REMOTE)"),
-    ("DISTRIBUTE_RUN", None, "MODULE:FUNCTION a worker calls for each job (--run)"),
-    ("DISTRIBUTE_NEXT_JOB", "distribute:queue_jobs_func", "MODULE:FUNCTION choosing the next job"),
-    ("DISTRIBUTE_PATH", ".distribute/<name>", "the worker's local copy of the remote (--path)"),
-    ("DISTRIBUTE_NAME", "<host>-<random>", "the worker's name (--name)"),
-    ("DISTRIBUTE_LOCK_LEASE_S", "60", "seconds an unchanged lock is honoured before it is broken"),
-    ("DISTRIBUTE_JOB_LEASE_S", "600", "seconds without a heartbeat before a job is requeued"),
-    ("DISTRIBUTE_HEARTBEAT_S", None, "seconds between heartbeats (default: job lease / 5)"),
-    ("DISTRIBUTE_MAX_ATTEMPTS", "3", "attempts of a job before it goes to failed.txt"),
-    ("DISTRIBUTE_POLL_MAX_S", "1", "longest back-off while waiting for the lock"),
-    ("DISTRIBUTE_POLL_BUDGET", "5", "polls per second the whole line of lock waiters may send"),
-    ("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", "300", "seconds a next-job function may hold the lock"),
-    ("DISTRIBUTE_NET_RETRIES", "8", "retries of a git command that could not reach the remote"),
-    ("DISTRIBUTE_SSH_REUSE", "1", "0: a new ssh connection per git command (no ControlMaster)"),
-    ("DISTRIBUTE_SSH_CONTROL_DIR", "/tmp/distribute-ssh-<uid>", "ssh ControlMaster sockets"),
-    ("DISTRIBUTE_SLIM_CLONE", "1", "0: new local copies are full clones (not shallow, partial, sparse)"),
-    ("DISTRIBUTE_POLL_S", "60", "longest wait of an idle worker between two looks for jobs"),
-    ("DISTRIBUTE_GRACE_S", "30", "seconds a stopping worker lets its job finish before giving it back"),
-    ("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "where commands keep their clone of a remote"),
-    ("DISTRIBUTE_MIRROR", None, "hf: workers upload each finished job to the Hugging Face repo"),
-    ("DISTRIBUTE_MIRROR_BATCH", "1000", "most jobs per Hub commit"),
-    ("DISTRIBUTE_HF_COMMITS_PER_HOUR", "100", "fleet-wide Hub commit budget"),
-    ("DISTRIBUTE_HF_BATCH_FILES", "50", "live mirror: commit once this many files are pending"),
-    ("DISTRIBUTE_HF_BATCH_S", "300", "... or once a pending job has waited this long"),
-    ("DISTRIBUTE_HF_MAX_WAIT_S", "600", "longest wait for a Hub Retry-After or a commit slot"),
-    ("DISTRIBUTE_HF_PACK", "0", "N > 0: a new Hub repository packs N jobs per tar shard"),
-    ("DISTRIBUTE_HF_RETRIES", "3", "retries of a failed Hub request"),
-    ("DISTRIBUTE_HF_TIMEOUT_S", "30", "seconds before a Hub request times out"),
-    ("DISTRIBUTE_HF_BACKOFF_S", "1", "first pause between Hub retries"),
-    ("DISTRIBUTE_HF_PAUSE_S", "60", "seconds live mirroring pauses after the Hub was unreachable"),
-    ("HF_TOKEN", None, "Hugging Face token (always shown as ***)"),
-    ("HF_REPO_ID", None, "the Hugging Face repository results are mirrored to"),
-    ("HF_REPO_TYPE", "dataset", "its type: dataset, model or space"),
-    ("HF_ENDPOINT", None, "the Hub's base URL (the client's own setting)"),
-    ("DISTRIBUTE_SELF_DESTRUCT", "0", "1: an idle worker on a Vast.ai node destroys its instance"),
-    ("VAST_API_KEY", None, "Vast.ai API key"),
-    ("VAST_API_URL", "https://console.vast.ai", "Vast.ai API base URL"),
-    ("VAST_NODE_API_KEY", None, "an account key handed to self-destructing nodes (a risk; default: "
-                                "none, nodes use their own CONTAINER_API_KEY)"),
-    ("VAST_RETRY_TOTAL", "5", "retries of one Vast.ai request after 429, 5xx or a broken connection"),
-    ("VAST_RETRY_BACKOFF", "0.5", "Vast.ai back-off factor: waits of 1x, 2x, 4x... that many seconds"),
-    ("VAST_RETRY_BACKOFF_MAX", "30", "longest single wait between Vast.ai retries"),
-    ("VAST_TIMEOUT_S", "30", "connect and read timeout of one Vast.ai request"),
-    ("DISTRIBUTE_VAST_NODES", "vast-nodes.json", "node list file of rent / nodes / terminate"),
+# ---- the table ---------------------------------------------------------------------------------
+#: How a value of each kind is read: its parser, and what its default means.
+KINDS = ("seconds", "number", "count", "flag", "text", "secret")
+#: A busy worker moves its heartbeat this many times per job lease unless told otherwise.
+HEARTBEATS_PER_JOB_LEASE = 5
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of :data:`SETTINGS`: a setting, its default, how it is parsed, what it is for."""
+
+    name: str
+    #: The value used while the setting is unset, written as in the environment (``None``: none,
+    #: or one computed at run time, described by ``shown``).
+    default: Optional[str]
+    #: How the value is parsed, one of :data:`KINDS` (``secret``: text never shown).
+    kind: str
+    help: str
+    #: What the docs and ``distribute config`` show while unset, when ``default`` is ``None``.
+    shown: Optional[str] = None
+    #: Numbers: whether zero is allowed, the bound they must exceed, the most they may be.
+    zero_ok: bool = False
+    minimum: float = 0.0
+    maximum: Optional[float] = None
+
+    @property
+    def shown_default(self) -> Optional[str]:
+        """The default as the docs and ``distribute config`` show it (``None``: no default)."""
+        return self.default if self.default is not None else self.shown
+
+
+#: Every setting, in the order ``distribute config`` and ``docs/configuration.md`` list them. Every
+#: reader in the package takes its default from here (:func:`seconds_setting` and its siblings).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("DISTRIBUTE_REMOTE", None, "text",
+            "URL of the shared git remote (any command's REMOTE)"),
+    Setting("DISTRIBUTE_RUN", None, "text", "MODULE:FUNCTION a worker calls for each job (--run)"),
+    Setting("DISTRIBUTE_NEXT_JOB", "distribute:queue_jobs_func", "text",
+            "MODULE:FUNCTION choosing the next job"),
+    Setting("DISTRIBUTE_PATH", None, "text", "the worker's local copy of the remote (--path)",
+            shown=".distribute/<name>"),
+    Setting("DISTRIBUTE_NAME", None, "text", "the worker's name (--name)", shown="<host>-<random>"),
+    Setting("DISTRIBUTE_LOCK_LEASE_S", "60", "seconds",
+            "seconds an unchanged lock is honoured before it is broken"),
+    Setting("DISTRIBUTE_JOB_LEASE_S", "600", "seconds",
+            "seconds without a heartbeat before a job is requeued"),
+    Setting("DISTRIBUTE_HEARTBEAT_S", None, "seconds", "seconds between heartbeats",
+            shown=f"job lease / {HEARTBEATS_PER_JOB_LEASE}"),
+    Setting("DISTRIBUTE_MAX_ATTEMPTS", "3", "count",
+            "attempts of a job before it goes to failed.txt"),
+    Setting("DISTRIBUTE_POLL_MAX_S", "1", "seconds", "longest back-off while waiting for the lock"),
+    Setting("DISTRIBUTE_POLL_BUDGET", "5", "number",
+            "polls per second the whole line of lock waiters may send"),
+    Setting("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", "300", "seconds",
+            "seconds a next-job function may hold the lock"),
+    Setting("DISTRIBUTE_NET_RETRIES", "8", "count",
+            "retries of a git command that could not reach the remote", zero_ok=True, maximum=100),
+    Setting("DISTRIBUTE_SSH_REUSE", "1", "flag",
+            "0: a new ssh connection per git command (no ControlMaster)"),
+    Setting("DISTRIBUTE_SSH_CONTROL_DIR", None, "text", "ssh ControlMaster sockets",
+            shown="/tmp/distribute-ssh-<uid>"),
+    Setting("DISTRIBUTE_SLIM_CLONE", "1", "flag",
+            "0: new local copies are full clones (not shallow, partial, sparse)"),
+    Setting("DISTRIBUTE_POLL_S", "60", "seconds",
+            "longest wait of an idle worker between two looks for jobs (--poll)"),
+    Setting("DISTRIBUTE_GRACE_S", "30", "seconds",
+            "seconds a stopping worker lets its job finish before giving it back "
+            "(--grace; 0: at once)",
+            zero_ok=True),
+    Setting("DISTRIBUTE_CACHE_DIR", "~/.cache/distribute", "text",
+            "where commands keep their clone of a remote"),
+    Setting("DISTRIBUTE_DEMO_JOB_S", "0.2", "seconds",
+            "how long each job of distribute demo pretends to work", zero_ok=True),
+    Setting("DISTRIBUTE_MIRROR", None, "text",
+            "hf: workers upload each finished job to the Hugging Face repo"),
+    Setting("DISTRIBUTE_MIRROR_BATCH", "1000", "count", "most jobs per Hub commit"),
+    Setting("DISTRIBUTE_HF_COMMITS_PER_HOUR", "100", "number", "fleet-wide Hub commit budget",
+            maximum=360_000),
+    Setting("DISTRIBUTE_HF_BATCH_FILES", "50", "count",
+            "live mirror: commit once this many files are pending"),
+    Setting("DISTRIBUTE_HF_BATCH_S", "300", "seconds",
+            "... or once a pending job has waited this long", zero_ok=True),
+    Setting("DISTRIBUTE_HF_MAX_WAIT_S", "600", "seconds",
+            "longest wait for a Hub Retry-After or a commit slot", zero_ok=True),
+    Setting("DISTRIBUTE_HF_PACK", "0", "count",
+            "N > 0: a new Hub repository packs N jobs per tar shard", zero_ok=True),
+    Setting("DISTRIBUTE_HF_RETRIES", "3", "count", "retries of a failed Hub request", zero_ok=True),
+    Setting("DISTRIBUTE_HF_TIMEOUT_S", "30", "number", "seconds before a Hub request times out",
+            minimum=0.05, zero_ok=True),
+    Setting("DISTRIBUTE_HF_BACKOFF_S", "1", "seconds", "first pause between Hub retries",
+            zero_ok=True),
+    Setting("DISTRIBUTE_HF_PAUSE_S", "60", "seconds",
+            "seconds live mirroring pauses after the Hub was unreachable", zero_ok=True),
+    Setting("HF_TOKEN", None, "secret", "Hugging Face token (always shown as ***)"),
+    Setting("HF_REPO_ID", None, "text", "the Hugging Face repository results are mirrored to"),
+    Setting("HF_REPO_TYPE", "dataset", "text", "its type: dataset, model or space"),
+    Setting("HF_ENDPOINT", None, "text", "the Hub's base URL (the client's own setting)"),
+    Setting("DISTRIBUTE_SELF_DESTRUCT", "0", "flag",
+            "1: an idle worker on a Vast.ai node destroys its instance"),
+    Setting("VAST_API_KEY", None, "secret", "Vast.ai API key"),
+    Setting("VAST_API_URL", "https://console.vast.ai", "text", "Vast.ai API base URL"),
+    Setting("VAST_NODE_API_KEY", None, "secret", "an account key handed to self-destructing nodes "
+            "(a risk; default: none, nodes use their own CONTAINER_API_KEY)"),
+    Setting("VAST_RETRY_TOTAL", "5", "count",
+            "retries of one Vast.ai request after 429, 5xx or a broken connection", zero_ok=True),
+    Setting("VAST_RETRY_BACKOFF", "0.5", "number",
+            "Vast.ai back-off factor: waits of 1x, 2x, 4x... that many seconds", zero_ok=True),
+    Setting("VAST_RETRY_BACKOFF_MAX", "30", "number",
+            "longest single wait between Vast.ai retries", zero_ok=True),
+    Setting("VAST_TIMEOUT_S", "30", "seconds", "connect and read timeout of one Vast.ai request"),
+    Setting("DISTRIBUTE_VAST_NODES", "vast-nodes.json", "text",
+            "node list file of rent / nodes / terminate"),
 )
+_BY_NAME = {row.name: row for row in SETTINGS}
+
+
+def setting_row(name: str) -> Setting:
+    """The row of :data:`SETTINGS` named ``name`` (:class:`KeyError` if there is none)."""
+    return _BY_NAME[name]
+
+
+def table_default(name: str) -> str:
+    """Setting ``name``'s default as written in :data:`SETTINGS`, without reading the environment
+    (:class:`TypeError` if it has none)."""
+    default = _BY_NAME[name].default
+    if default is None:
+        raise TypeError(f"{name} has no default in the table")
+    return default
+
+
+def _typed_row(name: str, *kinds: str) -> Setting:
+    row = _BY_NAME[name]
+    if row.kind not in kinds:
+        raise TypeError(f"{name} is a {row.kind} setting, not {' or '.join(kinds)}")
+    return row
+
+
+def _number_of(row: Setting, given: Union[float, str, None], fallback: Optional[float],
+               integer: bool = False) -> float:
+    default = float(row.default) if row.default is not None else fallback
+    if default is None:
+        raise TypeError(f"{row.name} has no default in the table: pass a fallback")
+    return number(row.name, default, given, minimum=row.minimum, zero_ok=row.zero_ok,
+                  maximum=row.maximum, integer=integer)
+
+
+def seconds_setting(name: str, given: Union[float, str, None] = None, *,
+                    fallback: Optional[float] = None) -> float:
+    """The duration setting ``name``: ``given`` if not ``None``, else the environment or ``.env``,
+    else the table's default (``fallback`` for a default computed at run time); bounds from the
+    table. A malformed value is a :class:`SettingError` naming ``name``."""
+    return _number_of(_typed_row(name, "seconds"), given, fallback)
+
+
+def heartbeat_seconds(job_lease_s: float, given: Union[float, str, None] = None) -> float:
+    """``DISTRIBUTE_HEARTBEAT_S`` (``given`` wins), else ``job_lease_s`` divided by
+    :data:`HEARTBEATS_PER_JOB_LEASE`."""
+    return seconds_setting("DISTRIBUTE_HEARTBEAT_S", given,
+                           fallback=job_lease_s / HEARTBEATS_PER_JOB_LEASE)
+
+
+def number_setting(name: str, given: Union[float, str, None] = None) -> float:
+    """The number setting ``name``, read like :func:`seconds_setting`."""
+    return _number_of(_typed_row(name, "number"), given, None)
+
+
+def count_setting(name: str, given: Union[int, str, None] = None) -> int:
+    """The whole-number setting ``name``, read like :func:`seconds_setting`."""
+    return int(_number_of(_typed_row(name, "count"), given, None, integer=True))
+
+
+def flag_setting(name: str, given: Union[bool, str, None] = None) -> bool:
+    """The on/off setting ``name`` by :func:`flag`'s rule, the default from the table."""
+    row = _typed_row(name, "flag")
+    return flag(name, (row.default or "0").lower() in _ON, given)
+
+
+def text_setting(name: str, given: Optional[str] = None) -> Optional[str]:
+    """The text setting ``name``: ``given`` unless empty, else the environment or ``.env``, else
+    the table's default (``None`` when it has none)."""
+    row = _typed_row(name, "text", "secret")
+    return given or get_env(name, row.default)
 
 
 def _main(argv: list[str]) -> int:

@@ -7,13 +7,12 @@ rule for silent workers. Nothing here writes to the remote or the checkout.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .archive import all_done
 from .coordination import Observer, describe_coordination
 from .ledger import Entry, Ledger
-from .protocol import ORIGIN_MASTER, TRACKING_PREFIX, remote_ref
+from .protocol import ORIGIN_MASTER, TRACKING_PREFIX, parse_utc, remote_ref
 from .repo import Clone
 
 
@@ -37,11 +36,8 @@ def read_snapshot(clone: Clone, observer: Optional[Observer] = None) -> dict[str
 
 def _age_of(utc: str) -> Optional[float]:
     """Seconds since a ledger time stamp (``2024-01-02T03:04:05Z``), ``None`` if unparsable."""
-    try:
-        then = datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    return max(0.0, time.time() - then.timestamp())
+    then = parse_utc(utc)
+    return None if then is None else max(0.0, time.time() - then)
 
 
 def status_json(snap: dict[str, Any]) -> dict[str, Any]:

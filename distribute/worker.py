@@ -43,11 +43,9 @@ class Worker:
     """One worker process using one local copy of the remote.
 
     ``lock_lease_s``, ``job_lease_s``, ``max_attempts``, ``heartbeat_s``, ``poll_max_s`` and
-    ``next_job_timeout_s`` default to the ``DISTRIBUTE_LOCK_LEASE_S`` (60),
-    ``DISTRIBUTE_JOB_LEASE_S`` (600), ``DISTRIBUTE_MAX_ATTEMPTS`` (3), ``DISTRIBUTE_HEARTBEAT_S``
-    (a fifth of the job lease), ``DISTRIBUTE_POLL_MAX_S`` (1) and
-    ``DISTRIBUTE_NEXT_JOB_TIMEOUT_S`` (300) settings; ``DISTRIBUTE_POLL_BUDGET`` (5) paces the
-    looks of the workers waiting in line.
+    ``next_job_timeout_s`` default to the settings of the same names (``DISTRIBUTE_LOCK_LEASE_S``...;
+    defaults in :data:`distribute.settings.SETTINGS`, the heartbeat's a fifth of the job lease);
+    ``DISTRIBUTE_POLL_BUDGET`` paces the looks of the workers waiting in line.
     """
 
     def __init__(self, path: Union[str, os.PathLike[str]], name: Optional[str] = None, *,
@@ -57,15 +55,14 @@ class Worker:
                  next_job_timeout_s: Optional[float] = None) -> None:
         self.name = check_worker_name(name or default_worker_name())
         self.path = str(Path(path).resolve())
-        self.lock_lease_s = settings.seconds("DISTRIBUTE_LOCK_LEASE_S", 60, lock_lease_s)
-        self.job_lease_s = settings.seconds("DISTRIBUTE_JOB_LEASE_S", 600, job_lease_s)
-        self.max_attempts = settings.count("DISTRIBUTE_MAX_ATTEMPTS", 3, max_attempts, zero_ok=False)
-        self.heartbeat_s = settings.seconds("DISTRIBUTE_HEARTBEAT_S", self.job_lease_s / 5,
-                                            heartbeat_s)
-        poll_max = settings.seconds("DISTRIBUTE_POLL_MAX_S", 1.0, poll_max_s)
-        self.poll_budget = settings.number("DISTRIBUTE_POLL_BUDGET", 5.0)
-        self.next_job_timeout_s = settings.seconds("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", 300,
-                                                   next_job_timeout_s)
+        self.lock_lease_s = settings.seconds_setting("DISTRIBUTE_LOCK_LEASE_S", lock_lease_s)
+        self.job_lease_s = settings.seconds_setting("DISTRIBUTE_JOB_LEASE_S", job_lease_s)
+        self.max_attempts = settings.count_setting("DISTRIBUTE_MAX_ATTEMPTS", max_attempts)
+        self.heartbeat_s = settings.heartbeat_seconds(self.job_lease_s, heartbeat_s)
+        poll_max = settings.seconds_setting("DISTRIBUTE_POLL_MAX_S", poll_max_s)
+        self.poll_budget = settings.number_setting("DISTRIBUTE_POLL_BUDGET")
+        self.next_job_timeout_s = settings.seconds_setting("DISTRIBUTE_NEXT_JOB_TIMEOUT_S",
+                                                           next_job_timeout_s)
         self._file_lock = lock_local_copy(Path(self.path))
         try:
             self.clone = prepare_clone(normalize_url(remote_url) if remote_url else None,

@@ -48,10 +48,15 @@ def on_config(config: Any) -> Any:
 def _settings_table() -> str:
     from distribute.settings import SETTINGS
 
-    rows = ["| setting | default | what it is |", "|---|---|---|"]
-    for name, default, meaning in SETTINGS:
+    rows = ["| setting | default | kind | what it is |", "|---|---|---|---|"]
+    for row in SETTINGS:
+        default = row.shown_default
         shown = f"`{default}`" if default is not None else "—"
-        rows.append(f"| `{name}` | {shown} | {meaning.replace('|', '/')} |")
+        kind = row.kind
+        if kind in ("seconds", "number", "count"):
+            kind += f" {'≥' if row.zero_ok else '>'} {row.minimum:g}"
+            kind += f", ≤ {row.maximum:g}" if row.maximum is not None else ""
+        rows.append(f"| `{row.name}` | {shown} | {kind} | {row.help.replace('|', '/')} |")
     return "\n".join(rows)
 
 

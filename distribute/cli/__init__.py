@@ -71,6 +71,11 @@ def _common(top: bool = False) -> argparse.ArgumentParser:
     return p
 
 
+def _default(name: str) -> str:
+    """Setting ``name``'s default as :data:`~distribute.settings.SETTINGS` shows it, for help."""
+    return settings.setting_row(name).shown_default or "none"
+
+
 def _remote(p: argparse.ArgumentParser) -> None:
     p.add_argument("remote", nargs="?", metavar="REMOTE",
                    help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
@@ -113,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="MODULE:FUNCTION",
                    help="called as FUNCTION(job, worker) for each job (default: DISTRIBUTE_RUN)")
     p.add_argument("--next-job", metavar="MODULE:FUNCTION",
-                   help="chooses the next job under the lock (default: distribute:queue_jobs_func)")
+                   help="chooses the next job under the lock (default: DISTRIBUTE_NEXT_JOB, else "
+                        f"{_default('DISTRIBUTE_NEXT_JOB')})")
     p.add_argument("--path", metavar="DIR", help="local copy (default: .distribute/NAME)")
     p.add_argument("--name", help="worker name (default: DISTRIBUTE_NAME, else host-random)")
     p.add_argument("--max-jobs", type=int, metavar="N", help="stop after taking N jobs")
@@ -123,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 as soon as the queue is empty")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="longest wait between two looks for new jobs when idle; waits double "
-                        "from 1 s up to it (DISTRIBUTE_POLL_S, 60)")
+                        f"from 1 s up to it (DISTRIBUTE_POLL_S, {_default('DISTRIBUTE_POLL_S')})")
     p.add_argument("--mirror", choices=["hf"],
                    help="upload each job's results to the Hugging Face repository right after "
                         "its finish (DISTRIBUTE_MIRROR)")
@@ -132,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(CONTAINER_ID, CONTAINER_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="on SIGTERM/SIGINT, let the job finish this long before giving it back "
-                        "(DISTRIBUTE_GRACE_S, 30)")
+                        f"(DISTRIBUTE_GRACE_S, {_default('DISTRIBUTE_GRACE_S')})")
     p = cmd("requeue", "put running or failed jobs back at the head of the queue",
             usage="distribute requeue [REMOTE] (--stale | JOB ...)")
     p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
@@ -160,8 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the worker loop (see :func:`run_worker_loop`)."""
-    from ..next_jobs import queue_jobs_func
-
     url = resolve_remote(args.remote)
     spec = args.run or settings.get_env("DISTRIBUTE_RUN")
     if not spec:
@@ -169,11 +173,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.max_jobs is not None and args.max_jobs < 1:
         raise UsageError("--max-jobs wants a positive number")
     run_func = load_function(spec, "--run")
-    next_spec = args.next_job or settings.get_env("DISTRIBUTE_NEXT_JOB")
-    next_func = load_function(next_spec, "--next-job") if next_spec else queue_jobs_func
-    poll = settings.seconds("DISTRIBUTE_POLL_S", 60.0, args.poll)
-    grace = settings.seconds("DISTRIBUTE_GRACE_S", 30.0, args.grace, zero_ok=True)
-    mirror = args.mirror or settings.get_env("DISTRIBUTE_MIRROR")
+    next_spec = settings.text_setting("DISTRIBUTE_NEXT_JOB", args.next_job)
+    next_func = load_function(next_spec or "", "--next-job")
+    # (read here too so that a malformed value stops the worker before it clones the remote)
+    poll = settings.seconds_setting("DISTRIBUTE_POLL_S", args.poll)
+    grace = settings.seconds_setting("DISTRIBUTE_GRACE_S", args.grace)
+    mirror = settings.text_setting("DISTRIBUTE_MIRROR", args.mirror)
     if mirror not in (None, "hf"):
         raise UsageError(f"DISTRIBUTE_MIRROR must be 'hf', not {mirror!r}")
     after_finish = hub_idle = None
@@ -182,7 +187,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         hub.check_settings()
         after_finish, hub_idle = hub.mirror_after_finish, hub.mirror_when_idle
-    self_destruct = settings.flag("DISTRIBUTE_SELF_DESTRUCT", False, args.self_destruct or None)
+    self_destruct = settings.flag_setting("DISTRIBUTE_SELF_DESTRUCT", args.self_destruct or None)
     if self_destruct:  # the worker keeps the Vast keys; its jobs and git do not inherit them
         from .. import vast
 

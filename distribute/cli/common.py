@@ -83,8 +83,8 @@ def split_remote_and_jobs(words: list[str]) -> tuple[str, list[str]]:
 
 
 def cache_dir() -> Path:
-    """``DISTRIBUTE_CACHE_DIR`` or ``~/.cache/distribute``."""
-    return Path(settings.get_env("DISTRIBUTE_CACHE_DIR") or "~/.cache/distribute").expanduser()
+    """``DISTRIBUTE_CACHE_DIR`` (default: :data:`~distribute.settings.SETTINGS`), expanded."""
+    return Path(settings.text_setting("DISTRIBUTE_CACHE_DIR") or ".").expanduser()
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from typing import Optional
 
 from ..connect import add_jobs, init_remote, worker_from_url
 from ..repo import Clone
+from ..settings import seconds_setting
 from ..worker import Worker
 from .commands import story
 from .common import say
@@ -27,7 +28,7 @@ DEFAULT_RUN = "distribute.cli.demo:square_job"
 def square_job(job: str, worker: Worker) -> None:
     """The demo's job function: ``task-07`` → ``updates/task-07/result.txt`` saying ``7² = 49``."""
     number = int(job.rsplit("-", 1)[-1])
-    time.sleep(float(os.environ.get("DISTRIBUTE_DEMO_JOB_S", "0.2")))  # pretend to work
+    time.sleep(seconds_setting("DISTRIBUTE_DEMO_JOB_S"))  # pretend to work
     Path(worker.job_dir or ".", "result.txt").write_text(
         f"{job}: {number}² = {number * number} (computed by {worker.name})\n", encoding="utf-8")
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from typing import Any, Optional, Sequence
 
 from .. import settings
@@ -18,6 +19,13 @@ from ..exceptions import DistributeError
 from ..redact import redact
 
 log = logging.getLogger(__name__)
+
+
+def _with_defaults(*names: str) -> str:
+    """``NAME (default), ...`` of these settings, the defaults from the settings table."""
+    rows = [settings.setting_row(name) for name in names]
+    return ", ".join(f"{r.name} ({r.default})" if r.default else r.name for r in rows)
+
 
 HELP = "upload done jobs' results that are missing or differ on the Hugging Face repository"
 EPILOG = """examples:
@@ -28,12 +36,14 @@ EPILOG = """examples:
   distribute mirror file:///srv/jobs.git --since 1a2b3c  # only jobs finished after that commit
   distribute mirror file:///srv/jobs.git --dry-run       # list the jobs that are not mirrored
 
-settings: HF_REPO_ID (namespace/name), HF_TOKEN, HF_REPO_TYPE (dataset), HF_ENDPOINT,
-DISTRIBUTE_MIRROR_BATCH (1000), DISTRIBUTE_HF_COMMITS_PER_HOUR (100), DISTRIBUTE_HF_MAX_WAIT_S
-(600), DISTRIBUTE_HF_PACK (0), DISTRIBUTE_HF_RETRIES, DISTRIBUTE_HF_TIMEOUT_S,
-DISTRIBUTE_HF_BACKOFF_S (environment or .env). Safe to run repeatedly and while workers run:
-files already on the Hub with the same content are not sent again, and commits share the fleet's
-budget of commits per hour (see docs/hub.md)."""
+""" + textwrap.fill(
+    "settings: HF_REPO_ID (namespace/name), " + _with_defaults(
+        "HF_TOKEN", "HF_REPO_TYPE", "HF_ENDPOINT", "DISTRIBUTE_MIRROR_BATCH",
+        "DISTRIBUTE_HF_COMMITS_PER_HOUR", "DISTRIBUTE_HF_MAX_WAIT_S", "DISTRIBUTE_HF_PACK",
+        "DISTRIBUTE_HF_RETRIES", "DISTRIBUTE_HF_TIMEOUT_S", "DISTRIBUTE_HF_BACKOFF_S")
+    + " (environment or .env). Safe to run repeatedly and while workers run: files already on "
+    "the Hub with the same content are not sent again, and commits share the fleet's budget of "
+    "commits per hour (see docs/hub.md).", width=98)
 
 
 def _positive(text: str) -> int:
@@ -54,7 +64,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                    help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
     p.add_argument("--since", metavar="COMMIT", help="only jobs finished after this commit of master")
     p.add_argument("--batch", type=_positive, metavar="N",
-                   help="most jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else 1000)")
+                   help="most jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else "
+                        f"{settings.table_default('DISTRIBUTE_MIRROR_BATCH')})")
     p.add_argument("--pack", type=_positive, metavar="N",
                    help="in a new repository, pack N jobs per tar shard (DISTRIBUTE_HF_PACK)")
     p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")

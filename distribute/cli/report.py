@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..exceptions import DistributeError
+from ..protocol import utc_now
 from ..redact import redact
 from ..repo import Clone, RefUpdate
 from ..report_html import render
@@ -142,7 +143,7 @@ def publish_page(clone: Clone, branch: str, page: str, source: str, tries: int =
     ref = "refs/heads/" + check_branch(branch)
     blob = _write_object(clone, "blob", page.encode("utf-8"))
     tree = _write_object(clone, "tree", f"100644 {PAGE_FILE}\0".encode() + bytes.fromhex(blob))
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    when = utc_now()
     commit = clone.git("commit-tree", tree, "-m",
                        f"{COMMIT_PREFIX} {source[:12] or '(none)'} at {when}").strip()
     for _ in range(tries):

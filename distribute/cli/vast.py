@@ -13,18 +13,18 @@ import os
 import re
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Optional, Sequence
 
 from .. import settings, vast
 from ..exceptions import DistributeError
+from ..protocol import utc_now
 from ..redact import redact
 
 log = logging.getLogger(__name__)
 R = argparse.RawDescriptionHelpFormatter
-NODES_FILE = "vast-nodes.json"
+NODES_FILE = settings.table_default("DISTRIBUTE_VAST_NODES")
 _SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
 _LOCAL = re.compile(r"^(file://|/|\.|~)|://(localhost|127\.|\[::1\])")
@@ -139,7 +139,7 @@ def _check_query(args: argparse.Namespace) -> None:
 
 
 def _nodes_path(args: argparse.Namespace) -> Path:
-    return Path(args.nodes_file or settings.get_env("DISTRIBUTE_VAST_NODES") or NODES_FILE)
+    return Path(settings.text_setting("DISTRIBUTE_VAST_NODES", args.nodes_file) or NODES_FILE)
 
 
 def _load(path: Path) -> list[dict[str, Any]]:
@@ -227,7 +227,7 @@ def cmd_rent(args: argparse.Namespace) -> int:
 
 def _remember(path: Path, nodes: list[dict[str, Any]], remote: str) -> None:
     known = {n["instance_id"]: n for n in _load(path)}
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamp = utc_now()
     for n in nodes:
         known[n["instance_id"]] = dict(n, remote=redact(remote), rented_at=stamp)
     _save(path, list(known.values()))

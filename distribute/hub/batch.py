@@ -1,6 +1,6 @@
 """One Hub commit of many jobs: the unit of both live mirroring and the catch-up.
 
-A batch holds at most ``DISTRIBUTE_MIRROR_BATCH`` jobs (1000), :data:`COMMIT_MAX_FILES` files and
+A batch holds at most ``DISTRIBUTE_MIRROR_BATCH`` jobs, :data:`COMMIT_MAX_FILES` files and
 :data:`BATCH_BYTES` of content (a packed repository's: up to 500 shards, within those bytes). In a
 folder repository each job's files go to ``<ab>/<cd>/<slug>/``; in a packed one the batch rewrites the tar shards (and their indexes) that
 hold its jobs, with every done job of those shards. Files are read from a commit of master with

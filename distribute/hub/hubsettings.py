@@ -1,8 +1,8 @@
 """Where results go and how hard to try: :class:`HubSettings`, read by :func:`settings`.
 
-Every number goes through :mod:`distribute.settings` (a malformed value is a
-:class:`~distribute.settings.SettingError` naming the variable); the README's "Hugging Face
-mirror" section has the table.
+Every setting is a row of :data:`distribute.settings.SETTINGS`, which holds its default and its
+bounds (a malformed value is a :class:`~distribute.settings.SettingError` naming the variable);
+the fields' defaults below are that table's.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Optional
 
 from huggingface_hub import HfApi
 
-from ..settings import count, get_env, number, seconds
 from ..redact import redact
+from ..settings import count_setting, number_setting, seconds_setting, table_default, text_setting
 from ..version import __version__
 from .errors import HubError
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 REPO_TYPES = ("dataset", "model", "space")
 #: Most jobs per Hub commit unless ``DISTRIBUTE_MIRROR_BATCH`` says otherwise.
-DEFAULT_BATCH = 1000
+DEFAULT_BATCH = int(table_default("DISTRIBUTE_MIRROR_BATCH"))
 
 
 @dataclass(frozen=True)
@@ -31,25 +31,25 @@ class HubSettings:
     """Where results go and how hard to try; see :func:`settings`."""
 
     repo_id: str
-    repo_type: str = "dataset"
+    repo_type: str = table_default("HF_REPO_TYPE")
     token: Optional[str] = field(default=None, repr=False)  # never printed
     endpoint: Optional[str] = None
-    retries: int = 3
-    timeout_s: float = 30.0
-    backoff_s: float = 1.0
-    pause_s: float = 60.0
+    retries: int = int(table_default("DISTRIBUTE_HF_RETRIES"))
+    timeout_s: float = float(table_default("DISTRIBUTE_HF_TIMEOUT_S"))
+    backoff_s: float = float(table_default("DISTRIBUTE_HF_BACKOFF_S"))
+    pause_s: float = float(table_default("DISTRIBUTE_HF_PAUSE_S"))
     #: The fleet-wide budget of Hub commits: at most one commit per ``3600 / commits_per_hour`` s.
-    commits_per_hour: float = 100.0
+    commits_per_hour: float = float(table_default("DISTRIBUTE_HF_COMMITS_PER_HOUR"))
     #: Live mirroring commits once this many files are pending...
-    batch_files: int = 50
+    batch_files: int = int(table_default("DISTRIBUTE_HF_BATCH_FILES"))
     #: ... or once the oldest pending job has waited this long, whichever comes first.
-    batch_s: float = 300.0
+    batch_s: float = float(table_default("DISTRIBUTE_HF_BATCH_S"))
     #: The longest a single wait for the Hub may last (``Retry-After``, the next commit slot).
-    max_wait_s: float = 600.0
+    max_wait_s: float = float(table_default("DISTRIBUTE_HF_MAX_WAIT_S"))
     #: Most jobs per Hub commit (live and catch-up; ``DISTRIBUTE_MIRROR_BATCH``).
-    commit_jobs: int = 1000
+    commit_jobs: int = DEFAULT_BATCH
     #: Jobs per tar shard in a new repository (0: one folder per job).
-    pack: int = 0
+    pack: int = int(table_default("DISTRIBUTE_HF_PACK"))
 
     @property
     def interval_s(self) -> float:
@@ -86,36 +86,34 @@ class HubSettings:
 
 
 def settings() -> HubSettings:
-    """Read the settings now (environment, then ``.env``): ``HF_REPO_ID`` (required), ``HF_REPO_TYPE``
-    (dataset), ``HF_TOKEN``, ``HF_ENDPOINT`` (read here, so ``.env`` works: the client reads it only
-    at import), ``DISTRIBUTE_HF_RETRIES`` (3), ``DISTRIBUTE_HF_TIMEOUT_S`` (30),
-    ``DISTRIBUTE_HF_BACKOFF_S`` (1), ``DISTRIBUTE_HF_PAUSE_S`` (60), ``DISTRIBUTE_HF_COMMITS_PER_HOUR``
-    (100), ``DISTRIBUTE_HF_BATCH_FILES`` (50), ``DISTRIBUTE_HF_BATCH_S`` (300),
-    ``DISTRIBUTE_HF_MAX_WAIT_S`` (600), ``DISTRIBUTE_MIRROR_BATCH`` (1000), ``DISTRIBUTE_HF_PACK``
-    (0). Raise :class:`HubError` (or :class:`~distribute.settings.SettingError` for a malformed
-    number) if unusable."""
-    repo_id = get_env("HF_REPO_ID")
+    """Read the settings now (environment, then ``.env``): ``HF_REPO_ID`` (required),
+    ``HF_REPO_TYPE``, ``HF_TOKEN``, ``HF_ENDPOINT`` (read here, so ``.env`` works: the client reads
+    it only at import), ``DISTRIBUTE_HF_RETRIES``, ``DISTRIBUTE_HF_TIMEOUT_S``,
+    ``DISTRIBUTE_HF_BACKOFF_S``, ``DISTRIBUTE_HF_PAUSE_S``, ``DISTRIBUTE_HF_COMMITS_PER_HOUR``, ``DISTRIBUTE_HF_BATCH_FILES``,
+    ``DISTRIBUTE_HF_BATCH_S``, ``DISTRIBUTE_HF_MAX_WAIT_S``, ``DISTRIBUTE_MIRROR_BATCH`` and
+    ``DISTRIBUTE_HF_PACK`` (defaults and bounds: :data:`distribute.settings.SETTINGS`). Raise
+    :class:`HubError` (or :class:`~distribute.settings.SettingError` for a malformed number) if
+    unusable."""
+    repo_id = text_setting("HF_REPO_ID")
     if not repo_id:
         raise HubError("no Hugging Face repository configured: set HF_REPO_ID=namespace/name "
                        "(in the environment or a .env file)")
-    repo_type = get_env("HF_REPO_TYPE", "dataset") or "dataset"
+    repo_type = text_setting("HF_REPO_TYPE") or ""
     if repo_type not in REPO_TYPES:
         raise HubError(f"HF_REPO_TYPE must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
-    endpoint = get_env("HF_ENDPOINT")
-    return HubSettings(repo_id=repo_id, repo_type=repo_type, token=get_env("HF_TOKEN"),
+    endpoint = text_setting("HF_ENDPOINT")
+    return HubSettings(repo_id=repo_id, repo_type=repo_type, token=text_setting("HF_TOKEN"),
                        endpoint=endpoint.rstrip("/") if endpoint else None,
-                       retries=count("DISTRIBUTE_HF_RETRIES", 3),
-                       timeout_s=number("DISTRIBUTE_HF_TIMEOUT_S", 30.0, minimum=0.05,
-                                        zero_ok=True),
-                       backoff_s=seconds("DISTRIBUTE_HF_BACKOFF_S", 1.0, zero_ok=True),
-                       pause_s=seconds("DISTRIBUTE_HF_PAUSE_S", 60.0, zero_ok=True),
-                       commits_per_hour=number("DISTRIBUTE_HF_COMMITS_PER_HOUR", 100.0,
-                                               maximum=360_000.0),
-                       batch_files=count("DISTRIBUTE_HF_BATCH_FILES", 50, zero_ok=False),
-                       batch_s=seconds("DISTRIBUTE_HF_BATCH_S", 300.0, zero_ok=True),
-                       max_wait_s=seconds("DISTRIBUTE_HF_MAX_WAIT_S", 600.0, zero_ok=True),
-                       commit_jobs=count("DISTRIBUTE_MIRROR_BATCH", DEFAULT_BATCH, zero_ok=False),
-                       pack=count("DISTRIBUTE_HF_PACK", 0))
+                       retries=count_setting("DISTRIBUTE_HF_RETRIES"),
+                       timeout_s=number_setting("DISTRIBUTE_HF_TIMEOUT_S"),
+                       backoff_s=seconds_setting("DISTRIBUTE_HF_BACKOFF_S"),
+                       pause_s=seconds_setting("DISTRIBUTE_HF_PAUSE_S"),
+                       commits_per_hour=number_setting("DISTRIBUTE_HF_COMMITS_PER_HOUR"),
+                       batch_files=count_setting("DISTRIBUTE_HF_BATCH_FILES"),
+                       batch_s=seconds_setting("DISTRIBUTE_HF_BATCH_S"),
+                       max_wait_s=seconds_setting("DISTRIBUTE_HF_MAX_WAIT_S"),
+                       commit_jobs=count_setting("DISTRIBUTE_MIRROR_BATCH"),
+                       pack=count_setting("DISTRIBUTE_HF_PACK"))
 
 
 def check_settings() -> HubSettings:

@@ -3,11 +3,12 @@
 :func:`mirror_after_finish` is called by a worker right after each finish. It pre-uploads the
 job's large files (those the Hub keeps in LFS/Xet) from the machine that made them, then looks at
 the fleet's mirror state (:mod:`distribute.hub.cursor`, as fetched by the finish): when the next
-commit slot is free and enough is pending — ``DISTRIBUTE_HF_BATCH_FILES`` files (50), or a job
-that has waited ``DISTRIBUTE_HF_BATCH_S`` seconds (300) — it takes the slot and commits every
+commit slot is free and enough is pending — ``DISTRIBUTE_HF_BATCH_FILES`` files, or a job
+that has waited ``DISTRIBUTE_HF_BATCH_S`` seconds — it takes the slot and commits every
 pending job of the fleet (up to a commit's limits), whoever finished them. Otherwise it returns at
 once: some later finish, here or on another worker, commits them. So the fleet makes at most
-``DISTRIBUTE_HF_COMMITS_PER_HOUR`` commits an hour (100) however many workers it has.
+``DISTRIBUTE_HF_COMMITS_PER_HOUR`` commits an hour however many workers it has (defaults:
+:data:`distribute.settings.SETTINGS`).
 
 :func:`flush_mirror` is for a worker that stops: it waits (at most ``DISTRIBUTE_HF_MAX_WAIT_S``)
 until the jobs it finished are on the Hub, committing them itself when the slot is free, or
@@ -21,12 +22,11 @@ import tempfile
 import time
 import weakref
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from ..exceptions import DistributeError
-from ..protocol import ORIGIN_MASTER, job_path
+from ..protocol import ORIGIN_MASTER, job_path, parse_utc
 from ..redact import redact
 from ..repo import Clone
 from ..worker import Worker
@@ -138,11 +138,8 @@ def _preupload(clone: Clone, job: str, s: HubSettings) -> None:
 
 
 def _age_s(utc: str) -> float:
-    try:
-        then = datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return 0.0
-    return time.time() - then.timestamp()
+    then = parse_utc(utc)
+    return 0.0 if then is None else time.time() - then
 
 
 def _due(clone: Clone, rev: str, lines: list[str], start: int, s: HubSettings) -> bool:
@@ -209,7 +206,7 @@ def _compared(clone: Clone, s: HubSettings, rev: str, lines: list[str]
 def flush_mirror(worker: Worker, max_wait_s: Optional[float] = None) -> bool:
     """Before ``worker`` stops: see the jobs it mirrored live onto the Hub. Never raises.
 
-    Waits at most ``max_wait_s`` (``DISTRIBUTE_HF_MAX_WAIT_S``, 600) for commit slots; commits the
+    Waits at most ``max_wait_s`` (``DISTRIBUTE_HF_MAX_WAIT_S``) for commit slots; commits the
     pending batch itself when the slot is free (every pending job of the fleet, not only its
     own), or lets the worker committing now do it. Returns ``True`` when every job this worker
     finished is on the Hub (per the fleet's mirror state), ``False`` when some are left for

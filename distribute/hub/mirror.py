@@ -142,7 +142,7 @@ def catch_up(worker_or_clone: Union[Worker, Clone], since: Optional[str] = None,
              pack: Optional[int] = None) -> MirrorReport:
     """Upload the results of every done job that are missing or differ on the Hub.
 
-    Commits hold up to ``batch`` jobs (``DISTRIBUTE_MIRROR_BATCH``, 1000), 1000 files and 256 MB.
+    Commits hold up to ``batch`` jobs (``DISTRIBUTE_MIRROR_BATCH``), 1000 files and 256 MB.
     ``since`` (a commit of master) limits the look to jobs finished after it. ``dry_run`` only
     reports what would be uploaded (it reads the files it must compare by sha256, uploads
     nothing and creates nothing). ``pack`` (``DISTRIBUTE_HF_PACK``) packs a new repository's

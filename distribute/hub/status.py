@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import Any, Optional, Union
 
 from ..exceptions import DistributeError, NotInitializedError
-from ..protocol import ORIGIN_MASTER, job_slug
+from ..protocol import ORIGIN_MASTER, job_slug, parse_utc
 from ..repo import Clone
 from ..worker import Worker
 from .cursor import read_state
@@ -54,11 +53,8 @@ class MirrorStatus:
 
 
 def _age(utc: str) -> Optional[float]:
-    try:
-        then = datetime.strptime(utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-    return round(max(0.0, time.time() - then.timestamp()), 1)
+    then = parse_utc(utc)
+    return None if then is None else round(max(0.0, time.time() - then), 1)
 
 
 def mirror_status(worker_or_clone: Union[Worker, Clone]) -> MirrorStatus:

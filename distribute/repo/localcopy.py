@@ -8,7 +8,7 @@ import filelock
 
 from ..exceptions import LocalCopyError
 from ..redact import redact
-from ..settings import flag
+from ..settings import flag_setting
 from .clone import Clone
 
 
@@ -30,7 +30,7 @@ def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
         raise LocalCopyError(f"{path} is not a clone of a distribute remote")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
-    return Clone.clone(url, path, name=name, slim=flag("DISTRIBUTE_SLIM_CLONE", True))
+    return Clone.clone(url, path, name=name, slim=flag_setting("DISTRIBUTE_SLIM_CLONE"))
 
 
 def lock_local_copy(path: Path) -> filelock.BaseFileLock:

@@ -12,7 +12,7 @@ import git  # GitPython
 
 from ..exceptions import DistributeError, RemoteError
 from ..redact import redact
-from ..settings import flag, get_env
+from ..settings import flag_setting, text_setting
 from . import ssh
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,9 @@ def _ssh_reuse_command(env: dict[str, str]) -> Optional[str]:
     """
     if env.get("GIT_SSH_COMMAND") or env.get("GIT_SSH"):
         return None
-    if not flag("DISTRIBUTE_SSH_REUSE", True):
+    if not flag_setting("DISTRIBUTE_SSH_REUSE"):
         return None
-    control_dir = ssh.control_dir(get_env("DISTRIBUTE_SSH_CONTROL_DIR"))
+    control_dir = ssh.control_dir(text_setting("DISTRIBUTE_SSH_CONTROL_DIR"))
     if control_dir is None or _core_ssh_command_set(env):
         return None
     return ssh.reuse_command(control_dir)

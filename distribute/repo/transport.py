@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 from ..exceptions import NotARemoteError, NotInitializedError, RemoteError
 from ..protocol import FETCH_REFSPECS
 from ..redact import redact
-from ..settings import count
+from ..settings import count_setting
 from .process import GitProcess
 
 log = logging.getLogger(__name__)
@@ -170,8 +170,8 @@ class PushResult:
 
 
 def net_retries() -> int:
-    """``DISTRIBUTE_NET_RETRIES`` (default 8): retries of a git command that could not connect."""
-    return count("DISTRIBUTE_NET_RETRIES", 8, maximum=100)
+    """``DISTRIBUTE_NET_RETRIES``: retries of a git command that could not connect."""
+    return count_setting("DISTRIBUTE_NET_RETRIES")
 
 
 class Transport(GitProcess):

@@ -30,7 +30,7 @@ __all__ = ["VastError", "VastWarning", "apiurl", "http_get", "http_put", "http_p
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://console.vast.ai"
+DEFAULT_API_URL = settings.table_default("VAST_API_URL")
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
@@ -83,14 +83,14 @@ _session_settings: Optional[tuple[float, ...]] = None
 def retry_settings() -> tuple[int, float, float]:
     """``(VAST_RETRY_TOTAL, VAST_RETRY_BACKOFF, VAST_RETRY_BACKOFF_MAX)``, read now; a malformed
     value is a :class:`~distribute.settings.SettingError` naming the variable."""
-    return (settings.count("VAST_RETRY_TOTAL", 5),
-            settings.number("VAST_RETRY_BACKOFF", 0.5, zero_ok=True),
-            settings.number("VAST_RETRY_BACKOFF_MAX", 30.0, zero_ok=True))
+    return (settings.count_setting("VAST_RETRY_TOTAL"),
+            settings.number_setting("VAST_RETRY_BACKOFF"),
+            settings.number_setting("VAST_RETRY_BACKOFF_MAX"))
 
 
 def timeout_s() -> float:
-    """``VAST_TIMEOUT_S``: connect and read timeout of one request (30)."""
-    return settings.seconds("VAST_TIMEOUT_S", 30.0)
+    """``VAST_TIMEOUT_S``: connect and read timeout of one request."""
+    return settings.seconds_setting("VAST_TIMEOUT_S")
 
 
 def _get_session() -> requests.Session:
@@ -116,8 +116,8 @@ def _get_session() -> requests.Session:
 
 
 def base_url() -> str:
-    """``VAST_API_URL`` without a trailing ``/`` (default ``https://console.vast.ai``)."""
-    return (settings.get_env("VAST_API_URL") or DEFAULT_API_URL).rstrip("/")
+    """``VAST_API_URL`` without a trailing ``/`` (default :data:`DEFAULT_API_URL`)."""
+    return (settings.text_setting("VAST_API_URL") or DEFAULT_API_URL).rstrip("/")
 
 
 def apiurl(subpath: str, query_args: Optional[Mapping[str, Any]] = None,
@@ -141,7 +141,7 @@ def apiurl(subpath: str, query_args: Optional[Mapping[str, Any]] = None,
 
 
 def _key(api_key: Optional[str]) -> str:
-    key = api_key or settings.get_env("VAST_API_KEY")
+    key = settings.text_setting("VAST_API_KEY", api_key)
     if not key:
         raise VastError("no Vast.ai API key: set VAST_API_KEY in the environment or a .env file")
     return key
