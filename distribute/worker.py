@@ -43,8 +43,8 @@ class Worker:
     """One worker process using one local copy of the remote.
 
     ``lock_lease_s``, ``job_lease_s``, ``max_attempts``, ``heartbeat_s``, ``poll_max_s`` and
-    ``next_job_timeout_s`` default to the settings of the same names (``DISTRIBUTE_LOCK_LEASE_S``...;
-    defaults in :data:`distribute.settings.SETTINGS`, the heartbeat's a fifth of the job lease);
+    ``next_job_timeout_s`` default to the settings named ``DISTRIBUTE_`` + their name in capitals
+    (defaults: :data:`distribute.settings.SETTINGS`; the heartbeat's: a fifth of the job lease);
     ``DISTRIBUTE_POLL_BUDGET`` paces the looks of the workers waiting in line.
     """
 

@@ -89,11 +89,11 @@ def settings() -> HubSettings:
     """Read the settings now (environment, then ``.env``): ``HF_REPO_ID`` (required),
     ``HF_REPO_TYPE``, ``HF_TOKEN``, ``HF_ENDPOINT`` (read here, so ``.env`` works: the client reads
     it only at import), ``DISTRIBUTE_HF_RETRIES``, ``DISTRIBUTE_HF_TIMEOUT_S``,
-    ``DISTRIBUTE_HF_BACKOFF_S``, ``DISTRIBUTE_HF_PAUSE_S``, ``DISTRIBUTE_HF_COMMITS_PER_HOUR``, ``DISTRIBUTE_HF_BATCH_FILES``,
-    ``DISTRIBUTE_HF_BATCH_S``, ``DISTRIBUTE_HF_MAX_WAIT_S``, ``DISTRIBUTE_MIRROR_BATCH`` and
-    ``DISTRIBUTE_HF_PACK`` (defaults and bounds: :data:`distribute.settings.SETTINGS`). Raise
-    :class:`HubError` (or :class:`~distribute.settings.SettingError` for a malformed number) if
-    unusable."""
+    ``DISTRIBUTE_HF_BACKOFF_S``, ``DISTRIBUTE_HF_PAUSE_S``, ``DISTRIBUTE_HF_COMMITS_PER_HOUR``,
+    ``DISTRIBUTE_HF_BATCH_FILES``, ``DISTRIBUTE_HF_BATCH_S``, ``DISTRIBUTE_HF_MAX_WAIT_S``,
+    ``DISTRIBUTE_MIRROR_BATCH`` and ``DISTRIBUTE_HF_PACK`` (defaults and bounds:
+    :data:`distribute.settings.SETTINGS`). Raise :class:`HubError` (or
+    :class:`~distribute.settings.SettingError` for a malformed number) if unusable."""
     repo_id = text_setting("HF_REPO_ID")
     if not repo_id:
         raise HubError("no Hugging Face repository configured: set HF_REPO_ID=namespace/name "
