@@ -20,11 +20,11 @@ from collections import Counter, defaultdict
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Optional
 
-from .redact import redact
-from .report_history import History, read_history
+from ..redact import redact
+from .history import History, read_history
 
 if TYPE_CHECKING:  # types only
-    from .worker import Worker
+    from ..worker import Worker
 
 log = logging.getLogger(__name__)
 
