@@ -20,7 +20,7 @@ from ..exceptions import DistributeError
 from ..redact import redact
 from ..repo import Clone
 from ..report import DEFAULT_BRANCH, PAGE_FILE, collect, is_page_branch, publish_page, render
-from .common import UsageError, cache_worker, resolve_remote, say
+from .common import UsageError, add_command, add_remote_argument, cache_worker, resolve_remote, say
 from .status_view import progress_line
 
 HELP = "write a self-contained HTML progress page of the jobs (or --json)"
@@ -41,11 +41,8 @@ fetches master's history once (commits only) into the cached copy."""
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the ``report`` subcommand (``func`` = :func:`handle`) to ``subparsers``."""
-    p = subparsers.add_parser("report", help=HELP, description=HELP + ".", epilog=EPILOG,
-                              parents=list(parents),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("remote", nargs="?", metavar="REMOTE",
-                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p = add_command(subparsers, "report", HELP, handle, parents, epilog=EPILOG)
+    add_remote_argument(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write (default: report.html; with --json: standard output; "
                         "- is standard output)")
@@ -56,7 +53,6 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--publish", nargs="?", const=DEFAULT_BRANCH, metavar="BRANCH",
                    help=f"commit the page as {PAGE_FILE} to BRANCH of the remote "
                         f"(default: {DEFAULT_BRANCH}; never master)")
-    p.set_defaults(func=handle, _parser=p)
 
 
 def check_branch(name: str) -> str:
