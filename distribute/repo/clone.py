@@ -247,3 +247,11 @@ class Clone(Transport):
                                   *(["--filter=tree:0"] if promisor else []), "origin",
                                   "+refs/heads/master:refs/remotes/origin/master")
         return None if status == 0 else (err.strip().splitlines() or ["no message"])[-1]
+
+    @classmethod
+    def init_bare(cls, path: os.PathLike[str] | str, name: str = "distribute") -> None:
+        """Create an empty bare repository at ``path`` whose ``HEAD`` names ``master``."""
+        target = Path(path)
+        runner = cls(target.parent, name=name)
+        runner.git("init", "--quiet", "--bare", str(target))
+        runner.git("--git-dir", str(target), "symbolic-ref", "HEAD", "refs/heads/master")
