@@ -166,8 +166,8 @@ def phases(url: str, cache: Path) -> list[list[str]]:
 
     os.environ["DISTRIBUTE_CACHE_DIR"] = str(cache)
     from distribute.cli.common import cache_worker
-    from distribute.report_html import render
-    from distribute.report_model import ORIGIN_MASTER, build_model, read_history
+    from distribute.protocol import ORIGIN_MASTER
+    from distribute.report import build_model, read_history, render
 
     rows = []
 

@@ -1,5 +1,5 @@
 """Entry points: connect a worker to a remote (from arguments or from settings), initialise a
-remote's ledger, and queue jobs.
+remote's ledger, and queue (or requeue) jobs.
 
 Every function here takes a remote the way git does — ``file://``, ``ssh://``, ``https://``,
 ``git://`` URLs and ssh's ``user@host:path`` — and also a path on this machine, relative or not
@@ -9,18 +9,21 @@ the current directory (:func:`distribute.repo.clone.normalize_url`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Union
 
 from .exceptions import DistributeError, LocalCopyError
 from .ledger import Ledger
-from .protocol import (ADDED, INIT, LAYOUT_FILE, LEDGER_FILES, MASTER, QUEUE_FILE, SHARDED,
-                       check_job, check_worker_name, commit_message, default_worker_name,
-                       layout_text)
+from .protocol import (ADDED, INIT, LAYOUT_FILE, LEDGER_FILES, MASTER, QUEUE_FILE, REQUEUED,
+                       SHARDED, TRACKING_PREFIX, check_job, check_worker_name, commit_message,
+                       default_worker_name, heartbeat_ref, layout_text, remote_ref)
 from .repo import Clone
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy
@@ -29,7 +32,9 @@ from .transaction import create_master
 from .worker import Worker
 
 __all__ = ["Worker", "worker_from_url", "init_remote", "create_from_config", "add_jobs",
-           "normalize_url"]
+           "requeue_jobs", "Requeued", "normalize_url"]
+
+log = logging.getLogger(__name__)
 
 
 def worker_from_url(remote_url: str, path: Union[str, os.PathLike[str], None] = None,
@@ -186,3 +191,130 @@ def carry_attempts(ledger: Ledger, job: str) -> None:
     failed = [e.attempt for e in ledger.failed if e.job == job]
     if failed:
         ledger.attempts[job] = max(ledger.attempts.get(job, 0), *failed)
+
+
+class Requeued(NamedTuple):
+    """What :func:`requeue_jobs` did."""
+
+    #: Jobs put back at the head of the queue, in that order.
+    requeued: list[str]
+    #: Stale jobs that had used their attempts and went to ``failed.txt`` instead.
+    failed: list[str]
+    #: Named jobs left as they were, with why: ``already queued``, ``done; a done job cannot run
+    #: again`` or ``not in the ledger``.
+    refused: list[tuple[str, str]]
+    #: Running jobs whose worker's heartbeat has been seen unchanged for these seconds, less than
+    #: a job lease (``stale`` only): not stale yet.
+    not_stale_yet: dict[str, float]
+
+
+def requeue_jobs(worker: Worker, jobs: Iterable[str] = (), *, stale: bool = False,
+                 wait: bool = False) -> Requeued:
+    """Put running or failed jobs back at the head of the queue, under the lock, in one commit.
+
+    ``jobs`` are requeued in the order given (a failed job keeps counting its attempts); one that
+    is queued, done or unknown is refused and left as it is. With ``stale`` (and no ``jobs``),
+    the running jobs are those whose worker's heartbeat this machine has seen unchanged for a job
+    lease (the rule workers use: monotonic clocks, never commit times; observations of earlier
+    calls on the same copy count); a stale job that used its ``max_attempts`` goes to
+    ``failed.txt``. ``wait`` (with ``stale``) watches until each running job is stale or alive.
+    """
+    names = list(jobs)
+    if stale and names:
+        raise ValueError("requeue_jobs: give job names or stale=True, not both")
+    if wait and not stale:
+        raise ValueError("requeue_jobs: wait=True goes with stale=True")
+    if stale:
+        return _requeue_stale(worker, wait)
+    back, refused = _requeue_named(worker, names)
+    return Requeued(back, [], refused, {})
+
+
+def _requeue_stale(worker: Worker, wait: bool) -> Requeued:
+    lease, started = worker.job_lease_s, time.monotonic()
+    while True:
+        ledger = worker.snapshot()["ledger"]  # fetch, and update the lease clocks
+        ages = _heartbeat_silences(worker, ledger)
+        pending = {job: age for job, age in ages.items()
+                   if time.monotonic() - started <= age < lease}
+        if not pending or not wait:
+            break
+        time.sleep(min(5.0, max(0.2, lease - max(pending.values()))))
+    back: list[str] = []
+    gave_up: list[str] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        back.clear()
+        gave_up.clear()
+        silences = _heartbeat_silences(worker, ledger)
+        for entry in list(ledger.running):
+            if silences.get(entry.job, 0.0) < lease:
+                continue
+            why = f"{entry.worker} silent for {silences[entry.job]:.0f}s"
+            (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).append(
+                entry.job)
+        if not back and not gave_up:
+            return None
+        ledger.write(root, queue=True)
+        count = len(back) + len(gave_up)
+        return commit_message(worker.name, REQUEUED,
+                              f"{worker.name} requeued {count} stale job{'' if count == 1 else 's'}"
+                              f" ({', '.join(back + gave_up)[:200]})")
+
+    worker.update_master(edit)
+    if back or gave_up:
+        log.info("requeued %d stale jobs, %d went to failed.txt", len(back), len(gave_up))
+    return Requeued(back, gave_up, [], pending)
+
+
+def _heartbeat_silences(worker: Worker, ledger: Ledger) -> dict[str, float]:
+    """``{job: seconds its worker's heartbeat has been seen unchanged}`` for the running jobs."""
+    refs = {remote_ref(r): sha for r, sha in worker.clone.local_refs(TRACKING_PREFIX).items()}
+    out = {}
+    for entry in ledger.running:
+        ref = heartbeat_ref(entry.worker, entry.session)
+        out[entry.job] = worker.observer.unchanged_for(ref, refs.get(ref))
+    return out
+
+
+def _requeue_named(worker: Worker, jobs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Put ``jobs`` (running or failed) at the head of the queue, in the order given."""
+    back: list[str] = []
+    refused: list[tuple[str, str]] = []
+
+    def edit(ledger: Ledger, root: Path) -> Optional[str]:
+        back.clear()
+        refused.clear()
+        for job in jobs:
+            failed = [e for e in ledger.failed if e.job == job]
+            if ledger.running_entry(job) is not None:
+                ledger.requeue(job, sys.maxsize, "requeued by hand")  # (at the head)
+            elif failed:
+                carry_attempts(ledger, job)
+                ledger.failed = [e for e in ledger.failed if e.job != job]
+                ledger.queued.insert(0, job)
+            elif job in ledger.queued:
+                refused.append((job, "already queued"))
+                continue
+            elif ledger.is_done(job):
+                refused.append((job, "done; a done job cannot run again"))
+                continue
+            else:
+                refused.append((job, "not in the ledger"))
+                continue
+            back.append(job)
+        if not back:
+            return None
+        # each went to the head on its own, so the last one is first: restore the given order
+        ledger.queued[:len(back)] = back
+        ledger.write(root, queue=True)
+        if len(back) == 1:
+            return commit_message(worker.name, REQUEUED, f"{worker.name} requeued job {back[0]}",
+                                  back[0])
+        return commit_message(worker.name, REQUEUED,
+                              f"{worker.name} requeued {len(back)} jobs ({', '.join(back)[:200]})")
+
+    worker.update_master(edit)
+    if back:
+        log.info("requeued %s", ", ".join(back)[:200])
+    return back, refused

@@ -14,6 +14,7 @@ from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLost
                         MergeConflictError, NotARemoteError, NotInitializedError, Worker,
                         init_remote, queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func,
                         worker_from_url)
+from distribute.connect import requeue_jobs
 from distribute.protocol import job_path
 from distribute.dist import Worker as DistWorker, worker_from_url as dist_worker_from_url
 from distribute.lock import break_lock
@@ -323,3 +324,41 @@ def test_reuse_clone_and_default_name(file_remote: str, tmp_path: Path) -> None:
     w.close()
     again = worker_from_url(file_remote, tmp_path / "w", "again")
     assert again.get_next_job(queue_jobs_func) == "b"
+
+
+def test_requeue_jobs_by_name_and_stale(file_remote: str, tmp_path: Path) -> None:
+    """The library call behind ``distribute requeue``: named jobs go to the head in the order
+    given, the rest is refused with why; stale jobs are those of silent workers."""
+    init_remote(file_remote, ["a", "b", "c", "d"])
+    runner = worker_from_url(file_remote, tmp_path / "runner", "runner")
+    assert runner.get_next_job(queue_jobs_func) == "a"
+    runner.finish_job()
+    assert runner.get_next_job(queue_jobs_func) == "b"
+    runner.fail_job("broken")
+    assert runner.get_next_job(queue_jobs_func) == "c"  # and the runner goes silent
+    person = worker_from_url(file_remote, tmp_path / "person", "person", job_lease_s=0.5)
+    result = requeue_jobs(person, ["c", "b", "a", "d", "nope"])
+    assert (result.requeued, result.failed, result.not_stale_yet) == (["c", "b"], [], {})
+    assert result.refused == [("a", "done; a done job cannot run again"),
+                              ("d", "already queued"), ("nope", "not in the ledger")]
+    assert ledger_file(file_remote, "jobs.txt", tmp_path) == ["c", "b", "d"]
+    assert ledger_file(file_remote, "running.txt", tmp_path) == []
+    assert ledger_file(file_remote, "failed.txt", tmp_path) == []
+    assert git_out(file_remote, "log", "-1", "--format=%s", "master",
+                   tmp=tmp_path).strip() == "person requeued 2 jobs (c, b)"
+    nothing = requeue_jobs(person, ["d"])
+    assert nothing.requeued == [] and nothing.refused == [("d", "already queued")]
+
+    silent = worker_from_url(file_remote, tmp_path / "silent", "silent")
+    assert silent.get_next_job(queue_jobs_func) == "c"  # and this one goes silent too
+    person.snapshot()  # the person's copy sees its heartbeat from now on
+    result = requeue_jobs(person, stale=True, wait=True)  # until it has been silent for a lease
+    assert (result.requeued, result.failed, result.refused) == (["c"], [], [])
+    assert ledger_file(file_remote, "jobs.txt", tmp_path) == ["c", "b", "d"]
+    assert git_out(file_remote, "log", "-1", "--format=%s", "master",
+                   tmp=tmp_path).strip() == "person requeued 1 stale job (c)"
+    assert requeue_jobs(person, stale=True) == ([], [], [], {})  # nothing is running
+    with pytest.raises(ValueError):
+        requeue_jobs(person, ["c"], stale=True)
+    for worker in (runner, silent, person):
+        worker.close()

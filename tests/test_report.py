@@ -27,9 +27,8 @@ from gitservers import make_bare
 from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.status_view import status_json
 from distribute.ledger import Entry, Ledger, utc_now
-from distribute.report_html import render
-from distribute.report_model import (ORIGIN_MASTER, History, build_model, read_history,
-                                       status_subset)
+from distribute.protocol import ORIGIN_MASTER
+from distribute.report import History, build_model, read_history, render, status_subset
 
 SCRIPT_JOB = "<script>alert(1)</script>"
 QUOTE_JOB = "quote \" and ' & <b>amp</b>"

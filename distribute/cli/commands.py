@@ -8,21 +8,78 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from .. import config
-from ..connect import add_jobs, carry_attempts, init_remote
+from ..connect import add_jobs, init_remote, requeue_jobs
 from ..coordination import break_lock
 from ..exceptions import DistributeError
-from ..ledger import Ledger
-from ..protocol import (ORIGIN_MASTER, REQUEUED, TRACKING_PREFIX, check_job, commit_message,
-                        heartbeat_ref, remote_ref)
+from ..protocol import ORIGIN_MASTER, check_job
 from ..redact import redact
 from ..worker import Worker
-from .common import (cache_worker, plural, read_job_file, resolve_remote, say,
-                     split_remote_and_jobs, UsageError)
+from .common import (UsageError, add_command, add_remote_argument, cache_worker, plural,
+                     read_job_file, resolve_remote, say, split_remote_and_jobs)
 from .status_view import RateMeter, progress_line, status_json, status_text
+
+URL = "file:///srv/jobs.git"
+EXAMPLES = {
+    "init": f"example:\n  distribute init {URL} --jobs jobs.txt",
+    "add": f"examples:\n  distribute add {URL} job-1 job-2\n"
+           f"  seq 100 | distribute add {URL} --file -\n"
+           "  DISTRIBUTE_REMOTE=... distribute add job-3   # jobs only, the remote from the "
+           "setting",
+    "status": f"examples:\n  distribute status {URL}\n  distribute status {URL} --json\n"
+              f"  distribute status {URL} --watch 5      # refresh every 5s, Ctrl-C to stop",
+    "requeue": f"examples:\n  distribute requeue {URL} job-7 job-9   # running or failed jobs\n"
+               f"  distribute requeue {URL} --stale         # jobs of silent workers",
+    "unlock": f"examples:\n  distribute unlock {URL}            # who holds the lock?\n"
+              f"  distribute unlock {URL} --force    # break it (its holder is dead)",
+    "log": f"example:\n  distribute log {URL} -n 50",
+    "config": "example:\n  distribute config --env-file prod.env",
+}
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add ``init``, ``add``, ``status``, ``requeue``, ``unlock``, ``log`` and ``config``."""
+    def add(name: str, help_: str, func: Any, usage: Optional[str] = None
+            ) -> argparse.ArgumentParser:
+        return add_command(subparsers, name, help_, func, parents, epilog=EXAMPLES[name],
+                           usage=usage)
+
+    p = add("init", "create the job ledger on the remote's master (an empty bare repo is fine)",
+            cmd_init)
+    add_remote_argument(p)
+    p.add_argument("--jobs", metavar="FILE",
+                   help="seed jobs.txt with the lines of FILE (- = stdin)")
+    p = add("add", "append jobs to the queue (duplicates are reported and skipped)", cmd_add,
+            usage="distribute add [REMOTE] [JOB ...] [--file FILE|-] [--allow-duplicates]")
+    p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--file", metavar="FILE", help="add the lines of FILE (- = stdin)")
+    p.add_argument("--allow-duplicates", action="store_true",
+                   help="also add jobs that are queued, running or done")
+    p = add("status", "show queued / running / done / failed jobs, the workers and the lock",
+            cmd_status)
+    add_remote_argument(p)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (schema in docs/cli.md)")
+    p.add_argument("--watch", type=float, metavar="SECONDS",
+                   help="refresh every SECONDS, with rate and ETA, until Ctrl-C")
+    p = add("requeue", "put running or failed jobs back at the head of the queue", cmd_requeue,
+            usage="distribute requeue [REMOTE] (--stale | JOB ...)")
+    p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
+    p.add_argument("--stale", action="store_true",
+                   help="requeue running jobs whose worker's heartbeat this machine has seen "
+                        "unchanged for a job lease (earlier status/requeue runs count)")
+    p.add_argument("--wait", action="store_true",
+                   help="with --stale: watch until each running job is stale or alive")
+    p = add("unlock", "show who holds the remote lock; --force breaks it", cmd_unlock)
+    add_remote_argument(p)
+    p.add_argument("--force", action="store_true", help="break the lock whoever holds it")
+    p = add("log", "the story of the jobs: master's history, oldest first", cmd_log)
+    add_remote_argument(p)
+    p.add_argument("-n", type=int, default=30, metavar="N", help="show the last N events (30)")
+    p = add("config", "show every setting, its value (secrets masked) and its source", cmd_config)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -103,110 +160,20 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     if args.wait and not args.stale:
         raise UsageError("--wait goes with --stale")
     with cache_worker(url) as worker:
-        if args.stale:
-            return _requeue_stale(worker, args.wait)
-        return _requeue_named(worker, jobs)
-
-
-def _requeue_stale(worker: Worker, wait: bool) -> int:
-    """Requeue running jobs whose worker's heartbeat this machine has seen unchanged for a job
-    lease (the rule workers use: monotonic clocks, never commit times). Observations of earlier
-    commands on the same cached clone count; with ``wait``, watch until every running job is
-    either stale or alive."""
-    lease, started = worker.job_lease_s, time.monotonic()
-    while True:
-        ledger = worker.snapshot()["ledger"]  # fetch, and update the lease clocks
-        ages = _heartbeat_silences(worker, ledger)
-        pending = {job: age for job, age in ages.items()
-                   if time.monotonic() - started <= age < lease}
-        if not pending or not wait:
-            break
-        time.sleep(min(5.0, max(0.2, lease - max(pending.values()))))
-    for job, age in sorted(pending.items()):
+        result = requeue_jobs(worker, jobs, stale=args.stale, wait=args.wait)
+        lease, attempts = worker.job_lease_s, worker.max_attempts
+    for job, age in sorted(result.not_stale_yet.items()):
         say(f"job {job}: its worker's heartbeat has been seen unchanged for {age:.0f}s of the "
             f"{lease:g}s job lease (from this machine); run again later, or with --wait")
-    back: list[str] = []
-    gave_up: list[str] = []
-
-    def edit(ledger: Ledger, root: Path) -> Optional[str]:
-        back.clear()
-        gave_up.clear()
-        silences = _heartbeat_silences(worker, ledger)
-        for entry in list(ledger.running):
-            if silences.get(entry.job, 0.0) < lease:
-                continue
-            why = f"{entry.worker} silent for {silences[entry.job]:.0f}s"
-            (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).append(
-                entry.job)
-        if not back and not gave_up:
-            return None
-        ledger.write(root, queue=True)
-        return commit_message(worker.name, REQUEUED,
-                              f"{worker.name} requeued {plural(len(back) + len(gave_up), 'stale job')}"
-                              f" ({', '.join(back + gave_up)[:200]})")
-
-    worker.update_master(edit)
-    if not back and not gave_up:
+    if args.stale and not result.requeued and not result.failed:
         say(f"no stale jobs (no running job's heartbeat stayed the same for {lease:g}s)")
-    for job in back:
-        say(f"requeued job {job} (its worker was silent for a job lease)")
-    for job in gave_up:
-        say(f"job {job} went to failed.txt: it used its {worker.max_attempts} attempts")
-    return 0
-
-
-def _heartbeat_silences(worker: Worker, ledger: Ledger) -> dict[str, float]:
-    """``{job: seconds its worker's heartbeat has been seen unchanged}`` for the running jobs."""
-    refs = {remote_ref(r): sha for r, sha in worker.clone.local_refs(TRACKING_PREFIX).items()}
-    out = {}
-    for entry in ledger.running:
-        ref = heartbeat_ref(entry.worker, entry.session)
-        out[entry.job] = worker.observer.unchanged_for(ref, refs.get(ref))
-    return out
-
-
-def _requeue_named(worker: Worker, jobs: list[str]) -> int:
-    """Put ``jobs`` (running or failed) at the head of the queue, in the order given."""
-    back: list[str] = []
-    problems: list[str] = []
-
-    def edit(ledger: Ledger, root: Path) -> Optional[str]:
-        back.clear()
-        problems.clear()
-        for job in jobs:
-            failed = [e for e in ledger.failed if e.job == job]
-            if ledger.running_entry(job) is not None:
-                ledger.requeue(job, sys.maxsize, "requeued by hand")  # (at the head)
-            elif failed:
-                carry_attempts(ledger, job)
-                ledger.failed = [e for e in ledger.failed if e.job != job]
-                ledger.queued.insert(0, job)
-            elif job in ledger.queued:
-                problems.append(f"job {job} is already queued")
-                continue
-            elif ledger.is_done(job):
-                problems.append(f"job {job} is done; a done job cannot run again")
-                continue
-            else:
-                problems.append(f"job {job} is not in the ledger")
-                continue
-            back.append(job)
-        if not back:
-            return None
-        # each went to the head on its own, so the last one is first: restore the given order
-        ledger.queued[:len(back)] = back
-        ledger.write(root, queue=True)
-        if len(back) == 1:
-            return commit_message(worker.name, REQUEUED, f"{worker.name} requeued job {back[0]}",
-                                  back[0])
-        return commit_message(worker.name, REQUEUED,
-                              f"{worker.name} requeued {len(back)} jobs ({', '.join(back)[:200]})")
-
-    worker.update_master(edit)
-    for job in back:
-        say(f"requeued job {job}")
-    if problems:
-        raise DistributeError("; ".join(problems))
+    for job in result.requeued:
+        say(f"requeued job {job}" + (" (its worker was silent for a job lease)"
+                                     if args.stale else ""))
+    for job in result.failed:
+        say(f"job {job} went to failed.txt: it used its {attempts} attempts")
+    if result.refused:
+        raise DistributeError("; ".join(f"job {job} is {why}" for job, why in result.refused))
     return 0
 
 
@@ -242,9 +209,14 @@ def cmd_log(args: argparse.Namespace) -> int:
 def story(worker: Worker, n: int) -> str:
     """The last ``n`` commits of master (first parents only), oldest first, with their times."""
     worker.clone.fetch(deepen=n)
-    return worker.clone.git("log", "--first-parent", "--reverse", f"-n{n}",
-                            "--date=format-local:%Y-%m-%d %H:%M:%S", "--format=%cd  %s",
-                            ORIGIN_MASTER)
+    out = worker.clone.first_parent_log(ORIGIN_MASTER, "%ct %s", limit=n, reverse=True, nul=True)
+    lines = []
+    for record in out.split("\0"):
+        stamp, _, subject = record.strip("\n").partition(" ")
+        if stamp.isdigit():
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(stamp)))
+            lines.append(f"{when}  {subject}")
+    return "\n".join(lines)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

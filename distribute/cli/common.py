@@ -1,6 +1,8 @@
-"""Helpers shared by the commands: errors, the remote argument, the cache clone, function specs."""
+"""Helpers shared by the commands: registering a command, errors, the remote argument, the cache
+clone, function specs."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import importlib
@@ -11,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .. import settings
 from ..connect import normalize_url, worker_from_url
@@ -27,6 +29,35 @@ _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 
 class UsageError(Exception):
     """Bad command-line usage (exit code 2); the message is shown with the command's usage."""
+
+
+#: A command's handler: called with the parsed arguments, returns the exit code.
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_command(subparsers: Any, name: str, help_: str, func: Handler,
+                parents: Sequence[argparse.ArgumentParser] = (), *, epilog: Optional[str] = None,
+                description: Optional[str] = None, usage: Optional[str] = None
+                ) -> argparse.ArgumentParser:
+    """Add the command ``name`` to ``subparsers`` and return its parser: how every command module
+    registers its commands (each module has ``register(subparsers, parents)``).
+
+    ``help_`` is its line in ``distribute --help`` and, with a full stop, its description unless
+    ``description`` is given; ``epilog`` (examples) is shown as written; ``parents`` give the
+    common options. ``func`` and ``_parser`` (which reports a :class:`UsageError`) are set as the
+    parser's defaults: :func:`distribute.cli.main` calls ``args.func(args)``.
+    """
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_, description=description or help_ + ".", epilog=epilog, usage=usage,
+        parents=list(parents), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func, _parser=p)
+    return p
+
+
+def add_remote_argument(p: argparse.ArgumentParser) -> None:
+    """The optional ``REMOTE`` argument of most commands (default: ``DISTRIBUTE_REMOTE``)."""
+    p.add_argument("remote", nargs="?", metavar="REMOTE",
+                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
 
 
 def say(*parts: object) -> None:

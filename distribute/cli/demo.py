@@ -5,6 +5,7 @@ drain the queue with :func:`square_job`, progress while they work, then the stat
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -12,17 +13,34 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from ..connect import add_jobs, init_remote, worker_from_url
 from ..repo import Clone
 from ..settings import seconds_setting
 from ..worker import Worker
 from .commands import story
-from .common import say
+from .common import UsageError, add_command, say
 from .status_view import RateMeter, progress_line, status_json, status_text
 
 DEFAULT_RUN = "distribute.cli.demo:square_job"
+HELP = "the quickstart: a local remote, 20 jobs, 4 worker processes"
+EPILOG = "examples:\n  distribute demo\n  distribute demo --dir /tmp/demo --jobs 40 --workers 6"
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add the ``demo`` command (``func`` = :func:`cmd_demo`) to ``subparsers``."""
+    p = add_command(subparsers, "demo", HELP, cmd_demo, parents, epilog=EPILOG)
+    p.add_argument("--dir", metavar="DIR", help="keep everything in DIR (default: a temp dir)")
+    p.add_argument("--jobs", type=int, default=20, metavar="N", help="number of jobs (20)")
+    p.add_argument("--workers", type=int, default=4, metavar="N", help="worker processes (4)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the quickstart."""
+    if args.jobs < 1 or args.workers < 1:
+        raise UsageError("--jobs and --workers want positive numbers")
+    return run_demo(args.dir, jobs=args.jobs, workers=args.workers)
 
 
 def square_job(job: str, worker: Worker) -> None:
@@ -36,9 +54,7 @@ def square_job(job: str, worker: Worker) -> None:
 def make_bare_remote(path: Path) -> str:
     """Create an empty bare repository at ``path`` (HEAD → master) and return its file:// URL."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    runner = Clone(path.parent, name="distribute-demo")
-    runner.git("init", "--quiet", "--bare", str(path))
-    runner.git("--git-dir", str(path), "symbolic-ref", "HEAD", "refs/heads/master")
+    Clone.init_bare(path, name="distribute-demo")
     return path.resolve().as_uri()
 
 

@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 from .. import settings
 from ..exceptions import DistributeError
 from ..redact import redact
+from .common import add_command, add_remote_argument
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,8 @@ def _positive(text: str) -> int:
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the ``mirror`` subcommand (``func`` = :func:`handle`) to ``subparsers``."""
-    p = subparsers.add_parser("mirror", help=HELP, description=HELP + ".", epilog=EPILOG,
-                              parents=list(parents), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("remote", nargs="?", metavar="REMOTE",
-                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p = add_command(subparsers, "mirror", HELP, handle, parents, epilog=EPILOG)
+    add_remote_argument(p)
     p.add_argument("--since", metavar="COMMIT", help="only jobs finished after this commit of master")
     p.add_argument("--batch", type=_positive, metavar="N",
                    help="most jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else "
@@ -72,7 +71,6 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--status", action="store_true",
                    help="say how far the Hub lags the ledger (no Hub request) and exit")
     p.add_argument("--json", action="store_true", help="with --status: print one JSON object")
-    p.set_defaults(func=handle, _parser=p)
 
 
 def _say(text: str) -> None:

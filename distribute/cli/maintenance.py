@@ -4,33 +4,26 @@ from __future__ import annotations
 import argparse
 from typing import Any, Sequence
 
-from .common import cache_worker, plural, resolve_remote, say
-
-R = argparse.RawDescriptionHelpFormatter
+from .common import add_command, add_remote_argument, cache_worker, plural, resolve_remote, say
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the ``upgrade`` and ``prune`` subcommands to ``subparsers``."""
     text = "move results to the sharded layout updates/<ab>/<cd>/<slug>/ (one commit)"
-    p = subparsers.add_parser(
-        "upgrade", help=text, description=text + ". Remotes made by older versions keep working "
-        "without it, but every commit then rewrites one big updates/ tree. Run it when no job "
-        "is running.", epilog="example:\n  distribute upgrade file:///srv/jobs.git",
-        parents=list(parents), formatter_class=R)
-    p.add_argument("remote", nargs="?", metavar="REMOTE",
-                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
-    p.set_defaults(func=cmd_upgrade, _parser=p)
+    p = add_command(
+        subparsers, "upgrade", text, cmd_upgrade, parents, description=text + ". Remotes made by "
+        "older versions keep working without it, but every commit then rewrites one big updates/ "
+        "tree. Run it when no job is running.",
+        epilog="example:\n  distribute upgrade file:///srv/jobs.git")
+    add_remote_argument(p)
     text = "delete refs nobody needs: idle heartbeats, old wait refs, branches of done jobs"
-    p = subparsers.add_parser(
-        "prune", help=text, description=text + ". Safe while workers run (a live worker pushes its "
-        "heartbeat again); failed jobs keep their branches.",
+    p = add_command(
+        subparsers, "prune", text, cmd_prune, parents, description=text + ". Safe while workers "
+        "run (a live worker pushes its heartbeat again); failed jobs keep their branches.",
         epilog="examples:\n  distribute prune file:///srv/jobs.git\n"
-               "  distribute prune file:///srv/jobs.git --keep-branches",
-        parents=list(parents), formatter_class=R)
-    p.add_argument("remote", nargs="?", metavar="REMOTE",
-                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+               "  distribute prune file:///srv/jobs.git --keep-branches")
+    add_remote_argument(p)
     p.add_argument("--keep-branches", action="store_true", help="do not delete job branches")
-    p.set_defaults(func=cmd_prune, _parser=p)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:

@@ -1,38 +1,29 @@
 """``distribute report REMOTE [-o FILE] [--json] [--watch SECONDS] [--publish [BRANCH]]``.
 
-Writes one self-contained HTML page of the jobs (:mod:`distribute.report_html`) built from one read
-of the remote (:mod:`distribute.report_model`); ``--publish`` commits it as ``index.html`` to a
-branch of the remote that is not ``master`` (default ``report``), so that a forge's static pages
-can serve it. Exit codes: 0 done, 1 an error explained in one sentence, 2 bad usage.
+Writes one self-contained HTML page of the jobs (:mod:`distribute.report.page`) built from one read
+of the remote (:mod:`distribute.report.model`); ``--publish`` commits it as ``index.html`` to a
+branch of the remote that is not ``master`` (default ``report``; :mod:`distribute.report.publish`),
+so that a forge's static pages can serve it. Exit codes: 0 done, 1 an error explained in one
+sentence, 2 bad usage.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..exceptions import DistributeError
-from ..protocol import utc_now
 from ..redact import redact
-from ..repo import Clone, RefUpdate
-from ..report_html import render
-from ..report_model import collect
-from .common import UsageError, cache_worker, resolve_remote, say
+from ..repo import Clone
+from ..report import DEFAULT_BRANCH, PAGE_FILE, collect, is_page_branch, publish_page, render
+from .common import UsageError, add_command, add_remote_argument, cache_worker, resolve_remote, say
 from .status_view import progress_line
 
-log = logging.getLogger(__name__)
-
 HELP = "write a self-contained HTML progress page of the jobs (or --json)"
-DEFAULT_BRANCH = "report"
-PAGE_FILE = "index.html"
-COMMIT_PREFIX = "distribute report of master"
 EPILOG = f"""examples:
   distribute report file:///srv/jobs.git                          # writes report.html
   distribute report file:///srv/jobs.git -o /srv/www/jobs.html --watch 60
@@ -46,16 +37,12 @@ and of job durations, running jobs (stale ones marked), failures, the head of th
 --publish commits only {PAGE_FILE}, as a commit without parent that replaces the branch's last one
 (compare-and-swap), never master; put REMOTE before --publish. The first report of a remote
 fetches master's history once (commits only) into the cached copy."""
-_BRANCH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]{0,99}$")
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the ``report`` subcommand (``func`` = :func:`handle`) to ``subparsers``."""
-    p = subparsers.add_parser("report", help=HELP, description=HELP + ".", epilog=EPILOG,
-                              parents=list(parents),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("remote", nargs="?", metavar="REMOTE",
-                   help="git URL of the shared remote (default: DISTRIBUTE_REMOTE)")
+    p = add_command(subparsers, "report", HELP, handle, parents, epilog=EPILOG)
+    add_remote_argument(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="where to write (default: report.html; with --json: standard output; "
                         "- is standard output)")
@@ -66,13 +53,11 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--publish", nargs="?", const=DEFAULT_BRANCH, metavar="BRANCH",
                    help=f"commit the page as {PAGE_FILE} to BRANCH of the remote "
                         f"(default: {DEFAULT_BRANCH}; never master)")
-    p.set_defaults(func=handle, _parser=p)
 
 
 def check_branch(name: str) -> str:
     """``name`` if it can be the page's branch: a plain branch name that is not ``master``."""
-    if (not _BRANCH.match(name) or ".." in name or "//" in name or "/." in name or "@{" in name
-            or name.endswith(("/", ".", ".lock")) or name in ("master", "HEAD")):
+    if not is_page_branch(name):
         raise UsageError(f"--publish wants a branch name other than master (like "
                          f"{DEFAULT_BRANCH}), not {name!r}; put REMOTE before --publish")
     return name
@@ -130,54 +115,3 @@ def write_output(target: str, data: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise DistributeError(f"cannot write {target}: {exc.strerror or exc}") from None
-
-
-def publish_page(clone: Clone, branch: str, page: str, source: str, tries: int = 3) -> str:
-    """Commit ``page`` as ``index.html`` to ``refs/heads/<branch>`` on the remote; return the sha.
-
-    The commit is made with plumbing (the copy's checkout is not touched) and has no parent: each
-    publication replaces the last one, so the branch does not grow. The push is a
-    compare-and-swap on the value just read; a branch that holds anything but a page written by
-    this command is never overwritten.
-    """
-    ref = "refs/heads/" + check_branch(branch)
-    blob = _write_object(clone, "blob", page.encode("utf-8"))
-    tree = _write_object(clone, "tree", f"100644 {PAGE_FILE}\0".encode() + bytes.fromhex(blob))
-    when = utc_now()
-    commit = clone.git("commit-tree", tree, "-m",
-                       f"{COMMIT_PREFIX} {source[:12] or '(none)'} at {when}").strip()
-    for _ in range(tries):
-        current = clone.ls_remote(ref).get(ref)
-        if current is not None:
-            _check_page_commit(clone, ref, current)
-        if clone.push([RefUpdate(ref, commit, expect=current or "")]):
-            log.info("published %s on %s", commit[:12], ref)
-            return commit
-        log.info("%s moved while publishing; trying again", ref)
-    raise DistributeError(f"branch {branch} kept changing while publishing the page "
-                          f"({tries} tries); run the command again")
-
-
-def _check_page_commit(clone: Clone, ref: str, sha: str) -> None:
-    """Refuse to replace a branch whose head is not a page commit of this command."""
-    clone.fetch(ref)  # (into FETCH_HEAD only: no local ref is left behind)
-    status, out, _ = clone.run("log", "-1", "--format=%P%x00%s", sha)
-    parents, _, subject = out.strip().partition("\0")
-    if status != 0 or parents or not subject.startswith(COMMIT_PREFIX):
-        raise DistributeError(f"branch {ref.removeprefix('refs/heads/')} on the remote holds "
-                              "commits not written by `distribute report`; it was left alone "
-                              "(choose another branch with --publish BRANCH)")
-
-
-def _write_object(clone: Clone, kind: str, data: bytes) -> str:
-    """Store ``data`` as a git object of ``kind`` in the copy (``hash-object -w``); its sha.
-
-    (A tree is written from its binary form: the same object ``git mktree`` makes, without stdin.)
-    """
-    fd, name = tempfile.mkstemp(prefix="distribute-report-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return clone.git("hash-object", "-t", kind, "-w", "--no-filters", "--", name).strip()
-    finally:
-        os.unlink(name)

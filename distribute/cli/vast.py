@@ -21,9 +21,9 @@ from .. import settings, vast
 from ..exceptions import DistributeError
 from ..protocol import utc_now
 from ..redact import redact
+from .common import add_command
 
 log = logging.getLogger(__name__)
-R = argparse.RawDescriptionHelpFormatter
 NODES_FILE = settings.table_default("DISTRIBUTE_VAST_NODES")
 _SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
@@ -59,11 +59,7 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     ``func`` default is its handler ``(args) -> exit code``."""
 
     def add(name: str, help_: str, func: Any) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = subparsers.add_parser(
-            name, help=help_, description=help_ + ".", formatter_class=R, epilog=EXAMPLES[name],
-            parents=list(parents))
-        p.set_defaults(func=func, _parser=p)
-        return p
+        return add_command(subparsers, name, help_, func, parents, epilog=EXAMPLES[name])
 
     def nodes_file(p: argparse.ArgumentParser) -> None:
         p.add_argument("--nodes-file", metavar="FILE", help="the node list (default: "

@@ -219,3 +219,39 @@ class Clone(Transport):
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{commit}:{path}"])
         return out.strip() if status == 0 and out.strip() else None
+
+    # ---- temporary: provided by the git-operations change (h1) ----
+    def commit_tree(self, tree: str, message: str, parents: Sequence[str] = ()) -> str:
+        """A new commit of ``tree`` with ``message`` and ``parents``; its sha."""
+        flags = [arg for parent in parents for arg in ("-p", parent)]
+        return self.git("commit-tree", tree, *flags, "-m", message).strip()
+
+    def hash_object(self, path: str, kind: str = "blob") -> str:
+        """Store the file ``path`` as a git object of ``kind`` (``hash-object -w``); its sha."""
+        return self.git("hash-object", "-t", kind, "-w", "--no-filters", "--", path).strip()
+
+    def first_parent_log(self, rev: str, fmt: str, *, limit: Optional[int] = None,
+                         reverse: bool = False, nul: bool = False) -> str:
+        """``git log --first-parent`` of ``rev`` in ``fmt`` (newest first unless ``reverse``;
+        the last ``limit`` commits; records ended by NUL if ``nul``): the raw output."""
+        args = ["log", "--first-parent", *(["--reverse"] if reverse else []),
+                *([f"-n{limit}"] if limit is not None else []), *(["-z"] if nul else []),
+                f"--format={fmt}", rev]
+        return self.git(*args)
+
+    def unshallow_master(self) -> Optional[str]:
+        """Fetch the rest of ``master``'s history into this shallow copy, commits only when the
+        copy is partial (``--filter=tree:0``); ``None`` when done, else git's last error line."""
+        promisor = self.run("config", "--get", "remote.origin.promisor")[1].strip() == "true"
+        status, _, err = self.run("fetch", "--quiet", "--no-tags", "--unshallow",
+                                  *(["--filter=tree:0"] if promisor else []), "origin",
+                                  "+refs/heads/master:refs/remotes/origin/master")
+        return None if status == 0 else (err.strip().splitlines() or ["no message"])[-1]
+
+    @classmethod
+    def init_bare(cls, path: os.PathLike[str] | str, name: str = "distribute") -> None:
+        """Create an empty bare repository at ``path`` whose ``HEAD`` names ``master``."""
+        target = Path(path)
+        runner = cls(target.parent, name=name)
+        runner.git("init", "--quiet", "--bare", str(target))
+        runner.git("--git-dir", str(target), "symbolic-ref", "HEAD", "refs/heads/master")

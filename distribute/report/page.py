@@ -1,4 +1,4 @@
-"""``distribute report``'s page: the model of :mod:`distribute.report_model` as one HTML file.
+"""``distribute report``'s page: the model of :mod:`distribute.report.model` as one HTML file.
 
 :func:`render` is a pure function of the model: inline CSS, inline SVG charts, no script, and no
 ``src`` or ``href`` at all, so the page opens from a file or any static host and fetches nothing
@@ -13,8 +13,8 @@ import math
 import time
 from typing import Any, Optional, Sequence
 
-from .protocol import parse_utc
-from .redact import redact
+from ..protocol import parse_utc
+from ..redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from collections import Counter, defaultdict
 from itertools import chain
 from typing import TYPE_CHECKING, Any, Optional
 
-from .protocol import ORIGIN_MASTER, format_utc, parse_utc
-from .redact import redact
-from .report_history import History, read_history
+from ..protocol import ORIGIN_MASTER, format_utc, parse_utc
+from ..redact import redact
+from .history import History, read_history
 
 if TYPE_CHECKING:  # types only
-    from .worker import Worker
+    from ..worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Optional
 
-from .redact import redact
+from ..exceptions import RemoteError
+from ..redact import redact
 
 if TYPE_CHECKING:  # types only: git runs solely through the clone given
-    from .repo import Clone
+    from ..repo import Clone
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def read_history(clone: "Clone", tip: Optional[str]) -> History:
         return History(commits, True, tip)
     new = _log_since(clone, tip, kept_tip) if kept_tip else None
     if new is None:
-        out = clone.git("log", "-z", "--first-parent", "--format=%ct %s", tip)
+        out = clone.first_parent_log(tip, "%ct %s", nul=True)
         commits = []
         for record in out.split("\0"):
             stamp, _, subject = record.strip("\n").partition(" ")
@@ -72,13 +73,9 @@ def _unshallow(clone: "Clone") -> bool:
     """Complete the history of a shallow copy (once); ``False`` if that failed."""
     if not (clone.path / ".git" / "shallow").exists():
         return True
-    promisor = clone.run("config", "--get", "remote.origin.promisor")[1].strip() == "true"
     started = time.perf_counter()
-    status, _, err = clone.run("fetch", "--quiet", "--no-tags", "--unshallow",
-                               *(["--filter=tree:0"] if promisor else []), "origin",
-                               "+refs/heads/master:refs/remotes/origin/master")
-    if status != 0:
-        why = (err.strip().splitlines() or ["no message"])[-1]
+    why = clone.unshallow_master()
+    if why is not None:
         log.warning("could not fetch the history of master (%s); job durations cover only "
                     "the commits this copy has", redact(why))
         return False
@@ -90,9 +87,9 @@ def _unshallow(clone: "Clone") -> bool:
 def _log_since(clone: "Clone", tip: str, kept: str) -> Optional[list[tuple[int, str]]]:
     """First-parent commits of ``tip`` after ``kept``, oldest first; ``None`` unless ``kept`` is
     on ``tip``'s first-parent chain."""
-    status, out, _ = clone.run("log", "-z", "--first-parent", "--format=%ct %P%n%s", tip,
-                               "^" + kept)
-    if status != 0:
+    try:
+        out = clone.first_parent_log(f"{kept}..{tip}", "%ct %P%n%s", nul=True)
+    except RemoteError:
         return None
     new: list[tuple[int, str]] = []
     first_parent = ""
