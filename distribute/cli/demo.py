@@ -35,9 +35,7 @@ def square_job(job: str, worker: Worker) -> None:
 def make_bare_remote(path: Path) -> str:
     """Create an empty bare repository at ``path`` (HEAD → master) and return its file:// URL."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    runner = Clone(path.parent, name="distribute-demo")
-    runner.git("init", "--quiet", "--bare", str(path))
-    runner.git("--git-dir", str(path), "symbolic-ref", "HEAD", "refs/heads/master")
+    Clone.init_bare(path)
     return path.resolve().as_uri()
 
 

@@ -1,6 +1,8 @@
 """A local copy of the remote (:class:`Clone`): creating it, and the local plumbing above it.
 
-Every git command of the package goes through a :class:`Clone` (or its bases in this package).
+Every git command of the package goes through a :class:`Clone` (or its bases in this package):
+its named operations on the remote (:mod:`.transport`), on the copy's objects (:mod:`.reading`)
+and on its refs, index and work tree (:mod:`.plumbing`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Optional, Sequence
 from ..exceptions import NotARemoteError, NotInitializedError
 from ..protocol import ORIGIN_MASTER
 from ..redact import redact
+from .plumbing import Plumbing
+from .process import GitProcess
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ def normalize_url(url: str) -> str:
     return expanded if os.path.isabs(expanded) else os.path.abspath(expanded)
 
 
-class Clone(Transport):
+class Clone(Plumbing, Transport):
     """A local copy of the remote, always with the remote called ``origin``."""
 
     def __init__(self, path: os.PathLike[str] | str, name: str = "distribute",
@@ -85,6 +89,15 @@ class Clone(Transport):
             clone = cls._slim(url, target, partial=False, **kwargs)
         assert clone is not None
         return clone
+
+    @staticmethod
+    def init_bare(path: os.PathLike[str] | str) -> None:
+        """Create an empty bare repository at ``path`` whose ``HEAD`` is ``master`` (a new
+        remote on this machine)."""
+        target = Path(path)
+        runner = GitProcess(target.parent, name="distribute-init")
+        runner.git("init", "--quiet", "--bare", str(target))
+        runner.git("--git-dir", str(target), "symbolic-ref", "HEAD", "refs/heads/master")
 
     @classmethod
     def _slim(cls, url: str, target: Path, partial: bool, **kwargs: object) -> Optional["Clone"]:
@@ -152,8 +165,7 @@ class Clone(Transport):
         unless ``parent`` is given (a commit whose history the marker should carry along)."""
         if self._empty_tree is None:
             self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
-        parents = ["-p", parent] if parent else []
-        return self.git("commit-tree", self._empty_tree, *parents, "-m", message).strip()
+        return self.commit_tree(self._empty_tree, message, [parent] if parent else [])
 
     def messages(self, commits: list[str]) -> dict[str, str]:
         """``{sha: full message}`` of ``commits`` (one git process; missing ones are left out)."""
@@ -200,7 +212,7 @@ class Clone(Transport):
         git_dir = self.path / ".git"
         if (git_dir / "MERGE_HEAD").exists():
             log.warning("aborting a merge left unfinished in %s", self.path)
-            self.git("merge", "--abort", check=False)
+            self.abort_merge()
         if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
             log.warning("aborting a rebase left unfinished in %s", self.path)
             self.git("rebase", "--abort", check=False)
