@@ -88,7 +88,7 @@ class Plumbing(ObjectReader):
         return self.git(*args, "-m", message).strip()
 
     def update_ref(self, ref: str, new: str, old: Optional[str] = None) -> None:
-        """Point the local ``ref`` at ``new``; if ``old`` is given, only if it still points there."""
+        """Point the local ``ref`` at ``new``; if ``old`` is given, only if it points there now."""
         self.git("update-ref", ref, new, *([old] if old is not None else []))
 
     # ---- the work tree ------------------------------------------------------------------------

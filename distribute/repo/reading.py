@@ -54,7 +54,7 @@ class ObjectReader(GitProcess):
     def first_parent_log(self, rev: str, fmt: str, *, limit: Optional[int] = None,
                          reverse: bool = False, nul: bool = False) -> str:
         """The raw output of ``git log --first-parent --format=<fmt> rev``: newest first unless
-        ``reverse``, at most ``limit`` commits, records ended by NUL instead of newline if ``nul``."""
+        ``reverse``, at most ``limit`` commits, records ended by NUL, not newline, if ``nul``."""
         args = ["log", "--first-parent", *(["--reverse"] if reverse else []),
                 *([f"-n{limit}"] if limit is not None else []), *(["-z"] if nul else []),
                 f"--format={fmt}", rev]
@@ -106,7 +106,7 @@ class ObjectReader(GitProcess):
         """``{sha: size in bytes}`` of the objects ``shas`` (missing ones are left out)."""
         out = self.run("cat-file", "--batch-check=%(objectname) %(objectsize)",
                        stdin="".join(s + "\n" for s in shas))[1]
-        return {sha: int(n) for sha, _, n in (l.partition(" ") for l in out.splitlines())
+        return {sha: int(n) for sha, _, n in (line.partition(" ") for line in out.splitlines())
                 if n.isdigit()}
 
     def read_objects(self, shas: Sequence[str]) -> dict[str, bytes]:
