@@ -22,38 +22,23 @@ log = logging.getLogger(__name__)
 
 def segments(clone: Clone, rev: str) -> list[tuple[str, str]]:
     """``[(path, blob)]`` of the done segments in ``rev``, oldest first."""
-    status, out, _ = clone.run("ls-tree", "--full-tree", f"{rev}:{DONE_DIR}")
-    if status != 0:
-        return []
-    found = []
-    for line in out.splitlines():
-        meta, _, name = line.partition("\t")
-        parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob" and name.endswith(".txt"):
-            found.append((f"{DONE_DIR}/{name}", parts[2]))
-    return sorted(found)
+    entries = clone.tree_entries(f"{rev}:{DONE_DIR}") or []
+    return sorted((f"{DONE_DIR}/{e.path}", e.sha) for e in entries
+                  if e.kind == "blob" and e.path.endswith(".txt"))
 
 
 def read_blobs(clone: Clone, blobs: list[str]) -> dict[str, str]:
     """The texts of ``blobs``, fetched from the remote in one request where the copy lacks them."""
     if not blobs:
         return {}
-    clone.run("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
-              "--no-write-fetch-head", "--filter=blob:none", "origin", *blobs)
-    status, out, err = clone.run_bytes("cat-file", "--batch",
-                                       stdin="".join(b + "\n" for b in blobs).encode())
+    clone.fetch_objects(blobs)
+    found = clone.read_objects(blobs)
     texts: dict[str, str] = {}
-    pos = 0
     for blob in blobs:
-        end = out.index(b"\n", pos)
-        header = out[pos:end].split()
-        pos = end + 1
-        if len(header) < 3:
+        if blob not in found:
             log.warning("done segment %s could not be read", blob)
             continue
-        size = int(header[2])
-        texts[blob] = out[pos:pos + size].decode("utf-8", "replace")
-        pos += size + 1
+        texts[blob] = found[blob].decode("utf-8", "replace")
     return texts
 
 
@@ -107,14 +92,9 @@ def roll_into_segment(clone: Clone, old: list[Entry]) -> Optional[str]:
     listed = segments(clone, "HEAD")
     seq = 1 + max((int(p.rsplit("/", 1)[1][:-4]) for p, _ in listed if p[-10:-4].isdigit()),
                   default=0)
-    blob = clone.run("hash-object", "-w", "--stdin", stdin="".join(e.line() + "\n" for e in old))[1]
-    tree = splice(clone, "HEAD", segment_path(seq), blob.strip(), blob=True)
-    parents = clone.git("rev-list", "--parents", "-n", "1", "HEAD").split()[1:]
-    message = clone.git("log", "-1", "--format=%B", "HEAD")
-    args = ["commit-tree", tree]
-    for parent in parents:
-        args += ["-p", parent]
-    commit = clone.run(*args, stdin=message)[1].strip()
-    clone.git("checkout", "--quiet", "--detach", commit)
+    blob = clone.write_blob("".join(e.line() + "\n" for e in old))
+    tree = splice(clone, "HEAD", segment_path(seq), blob, blob=True)
+    commit = clone.commit_tree(tree, clone.commit_message("HEAD"), clone.parents_of("HEAD"))
+    clone.checkout_detached(commit)
     log.info("moved %d done records into %s", len(old), segment_path(seq))
     return commit

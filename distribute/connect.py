@@ -129,22 +129,22 @@ def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
                             name="distribute-init")
         master = clone.ls_remote(MASTER).get(MASTER)
         if master is not None:
-            clone.git("fetch", "--quiet", "origin", MASTER)
+            clone.fetch_branch(MASTER)
             if all(clone.show(master, f) is not None for f in LEDGER_FILES):
                 return False
-            clone.git("checkout", "--quiet", "--force", "--detach", master)
+            clone.checkout_detached(master, force=True)
         else:
-            clone.git("checkout", "--quiet", "--orphan", "distribute-init")
+            clone.checkout_orphan("distribute-init")
         root = Path(clone.path)
         if master is None:  # a new remote gets the sharded layout of results
             (root / LAYOUT_FILE).write_text(layout_text(SHARDED), encoding="utf-8")
-            clone.git("add", "--", LAYOUT_FILE)
+            clone.add_paths(LAYOUT_FILE)
         for name in LEDGER_FILES:
             target = root / name
             if not target.exists():
                 lines = seed if name == QUEUE_FILE else []
                 target.write_text("".join(j + "\n" for j in lines), encoding="utf-8")
-        clone.git("add", "--", *LEDGER_FILES)
+        clone.add_paths(*LEDGER_FILES)
         message = commit_message("distribute-init", INIT, "initialise the distribute job ledger")
         return create_master(clone, message, master)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .exceptions import MergeConflictError, RemoteError
+from .exceptions import MergeConflictError
 from .redact import redact
 from .repo import Clone
 from .repo.trees import splice, tree_of_directory
@@ -27,15 +27,14 @@ def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message
     assert tip is not None
     base = f"{tip}^{{tree}}"
     # (the index still holds the tree the job was claimed on: entries under ``path`` differ)
-    status = clone.git("status", "--porcelain", "--untracked-files=all", "--no-renames", "-z")
-    if any(e and not e[3:].startswith(path + "/") for e in status.split("\0")):
+    if any(not changed.startswith(path + "/") for changed in clone.uncommitted_paths()):
         clone.stage_all()
-        base = clone.git("write-tree").strip()
+        base = clone.write_tree()
     tree = splice(clone, base, path, tree_of_directory(clone, directory))
     if tree == clone.resolve(f"{tip}^{{tree}}"):
         return False
-    commit = clone.git("commit-tree", tree, "-p", tip, "-m", message).strip()
-    clone.git("update-ref", ref, commit, tip)
+    commit = clone.commit_tree(tree, message, [tip])
+    clone.update_ref(ref, commit, tip)
     return True
 
 
@@ -49,10 +48,10 @@ def merge_job(clone: Clone, job: str, path: str, base: Optional[str], branch: st
             and clone.object_at("HEAD", path) == clone.object_at(base, path)):
         take_directory(clone, path, tip)
         return
-    status, _, err = clone.run("merge", "--no-ff", "--no-commit", "--quiet", f"refs/heads/{branch}")
-    if status != 0:
-        conflicts = clone.git("diff", "--name-only", "--diff-filter=U").splitlines()
-        clone.git("merge", "--abort", check=False)
+    err = clone.merge_no_commit(f"refs/heads/{branch}")
+    if err is not None:
+        conflicts = clone.conflicted_paths()
+        clone.abort_merge()
         raise MergeConflictError(job, conflicts or [redact(err.strip())[:200]])
 
 
@@ -68,14 +67,10 @@ def take_directory(clone: Clone, path: str, tip: str) -> None:
     the merge commit is checked out, to be amended with the ledger edit. Only the trees on
     ``path`` are read (of ``tip``: one small fetch in a slim copy)."""
     tree = splice(clone, "HEAD", path, clone.object_at(tip, path))
-    merge = clone.git("commit-tree", tree, "-p", "HEAD", "-p", tip, "-m", "merge").strip()
-    clone.git("checkout", "--quiet", "--detach", merge)
+    merge = clone.commit_tree(tree, "merge", ["HEAD", tip])
+    clone.checkout_detached(merge)
 
 
 def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
     """Whether the branch changed nothing but ``path`` from ``base`` to ``tip``."""
-    status, out, err = clone.run("diff-tree", "-r", "--name-only", "--no-renames", base, tip,
-                                 index=str(clone.path / ".git" / "distribute-no-index"))
-    if status != 0:  # (no index: diff-tree would expand a sparse one to every path)
-        raise RemoteError(f"git diff-tree failed: {err.strip()}")
-    return all(p.startswith(path + "/") for p in out.splitlines())
+    return all(p.startswith(path + "/") for p in clone.changed_paths(base, tip))

@@ -9,16 +9,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from typing import Optional
 
-from .exceptions import DistributeError
+from .exceptions import DistributeError, RemoteError
 from .protocol import (HEARTBEAT_PREFIX, LAYOUT_FILE, QUEUE, SHARDED, TRACKING_PREFIX,
                        UPDATES_DIR, WAIT_PREFIX, commit_message, heartbeat_ref, job_slug,
                        layout_text, remote_ref, slug_path)
 from .repo import RefUpdate
+from .repo.plumbing import IndexEntry
 from .transaction import Transaction
 from .worker import Worker
 
@@ -39,9 +38,9 @@ def upgrade_layout(worker: Worker) -> Optional[int]:
                 f"{len(running)} job(s) are running ({', '.join(e.job for e in running[:5])}); "
                 "upgrade when no job runs (stop the workers, or wait for an idle moment)")
         moved, tree = _sharded_tree(worker, txn.base)
-        commit = worker.clone.git("commit-tree", tree, "-p", txn.base, "-m", commit_message(
+        commit = worker.clone.commit_tree(tree, commit_message(
             worker.name, QUEUE, f"{worker.name} moved {moved} job directories to the sharded "
-                                f"layout ({UPDATES_DIR}/<ab>/<cd>/<slug>)")).strip()
+                                f"layout ({UPDATES_DIR}/<ab>/<cd>/<slug>)"), [txn.base])
         txn.workspace.checkout(commit)
         return moved
 
@@ -52,30 +51,27 @@ def _sharded_tree(worker: Worker, base: str) -> tuple[int, str]:
     """The tree of ``base`` with ``updates/<slug>/...`` moved to the sharded paths, and the layout
     file written, built in a temporary index (the worker's own index is left alone)."""
     clone = worker.clone
-    with tempfile.TemporaryDirectory(prefix="distribute-upgrade-") as tmp:
-        index = os.path.join(tmp, "index")
-        status, _, err = clone.run("read-tree", base, index=index)
-        if status != 0:
-            raise DistributeError(f"cannot read master's tree: {err.strip()}")
-        listing = clone.run("ls-files", "-s", "-z", "--", f"{UPDATES_DIR}/", index=index)[1]
-        lines, slugs = [], set()
-        for record in filter(None, listing.split("\0")):
-            meta, _, path = record.partition("\t")
-            parts = path.split("/")
+    with clone.scratch_index() as index:
+        try:
+            index.read_tree(base)
+        except RemoteError as exc:
+            raise DistributeError(f"cannot read master's tree: {exc}") from None
+        entries: list[IndexEntry] = []
+        slugs: set[str] = set()
+        for entry in index.entries(f"{UPDATES_DIR}/"):
+            parts = entry.path.split("/")
             if len(parts) < 3:
                 continue  # a file directly under updates/: not a job's
             slug = parts[1]
             slugs.add(slug)
-            mode, sha, _ = meta.split()
-            lines.append(f"0 {'0' * 40}\t{path}")  # remove the old path
-            lines.append(f"{mode} {sha}\t{slug_path(slug)}/{'/'.join(parts[2:])}")
-        layout_blob = clone.run("hash-object", "-w", "--stdin", stdin=layout_text(SHARDED))[1]
-        lines.append(f"100644 {layout_blob.strip()}\t{LAYOUT_FILE}")
-        status, _, err = clone.run("update-index", "--index-info", index=index,
-                                   stdin="".join(line + "\n" for line in lines))
-        if status != 0:
-            raise DistributeError(f"cannot rearrange the results: {err.strip()}")
-        return len(slugs), clone.run("write-tree", index=index)[1].strip()
+            entries.append(IndexEntry("0", "0" * 40, entry.path))  # remove the old path
+            entries.append(entry._replace(path=f"{slug_path(slug)}/{'/'.join(parts[2:])}"))
+        entries.append(IndexEntry("100644", clone.write_blob(layout_text(SHARDED)), LAYOUT_FILE))
+        try:
+            index.update(entries)
+        except RemoteError as exc:
+            raise DistributeError(f"cannot rearrange the results: {exc}") from None
+        return len(slugs), index.write_tree()
 
 
 def prune(worker: Worker, branches: bool = True) -> dict[str, list[str]]:
@@ -92,7 +88,7 @@ def prune(worker: Worker, branches: bool = True) -> dict[str, list[str]]:
         if ref.startswith(HEARTBEAT_PREFIX) and ref not in busy:
             updates["heartbeats"].append(RefUpdate(ref, None, expect=sha))
         elif ref.startswith(WAIT_PREFIX):
-            age = now - float(worker.clone.git("log", "-1", "--format=%ct", sha) or now)
+            age = now - (worker.clone.commit_time(sha) or now)
             if age >= worker.lock_lease_s:
                 updates["waits"].append(RefUpdate(ref, None, expect=sha))
     if branches:

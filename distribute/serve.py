@@ -105,7 +105,7 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
                                               beat, expect=None))
         except Exception as exc:  # noqa: BLE001 - the waiter will do it itself and see the error
             log.warning("%s could not serve %s: %s", worker.name, request.worker, redact(exc))
-            clone.git("reset", "--quiet", "--hard", head)
+            clone.reset_hard(head)
             del txn.refs[n_refs:], txn.optional[n_optional:]
             break
         txn.refs.append(RefUpdate(ref, None, expect=value))

@@ -32,7 +32,7 @@ def check_name_free(workspace: Workspace, name: str, ours: set[str], heartbeat_s
         tracking = tracking_ref(heartbeat_ref(name, entry.session))
         if clone.resolve(tracking) is None:
             continue
-        age = time.time() - float(clone.git("log", "-1", "--format=%ct", tracking) or 0)
+        age = time.time() - (clone.commit_time(tracking) or 0)
         if age < 3 * heartbeat_s:
             raise WorkerNameError(
                 f"another worker process named {name!r} is alive (heartbeat {age:.0f}s "

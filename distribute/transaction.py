@@ -89,7 +89,7 @@ class Workspace:
         self.observer.update(self.remote_refs, self.clone.unreachable_at)
         base = tracking.get(ORIGIN_MASTER)
         if base is None or (not self._initialized and not set(LEDGER_FILES) <= set(
-                self.clone.git("ls-tree", "--name-only", base).splitlines())):
+                self.clone.tree_names(base))):
             raise NotInitializedError(
                 "the remote has no job ledger on master; initialise it with "
                 "`distribute init URL` or distribute.init_remote(url)")
@@ -103,8 +103,8 @@ class Workspace:
         """Check out ``commit`` detached, dropping any change and untracked file in the copy."""
         self.clone.abort_interrupted()
         self.done_index.stale()
-        self.clone.git("checkout", "--quiet", "--force", "--detach", commit)
-        removed = [line for line in self.clone.git("clean", "-fd").splitlines()
+        self.clone.checkout_detached(commit, force=True)
+        removed = [line for line in self.clone.clean_untracked()
                    if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
         if removed:  # (a job directory left empty by the last claim is not worth a warning)
             log.warning("%s discarded untracked files in its copy: %s", self.name,
@@ -114,13 +114,7 @@ class Workspace:
         """Commit every change in the work tree; ``False`` if there was none. ``amend`` puts the
         changes into the last commit instead (keeping its parents), whatever they are."""
         self.clone.stage_all()
-        status, out, err = self.clone.run("commit", "--quiet", *(["--amend"] if amend else []),
-                                          "-m", message)
-        if status != 0 and "nothing" in out + err:
-            return False
-        if status != 0:
-            raise DistributeError(redact(f"git commit failed: {err.strip() or out.strip()}"))
-        return True
+        return self.clone.commit_index(message, amend=amend)
 
 
 def read_layout(root: Path) -> int:
@@ -189,7 +183,7 @@ class Transaction:
         if self._checkpoint is None or self._checkpoint[0] == self.base:
             return False
         head, n_refs = self._checkpoint
-        self.workspace.clone.git("reset", "--quiet", "--hard", head)
+        self.workspace.clone.reset_hard(head)
         del self.refs[n_refs:]
         self.served = {ref: value for ref, value in self.served.items()
                        if any(u.ref == ref for u in self.refs)}
@@ -294,8 +288,7 @@ class MasterWriter:
         self.clone.fetch()
         self.workspace.done_index.stale()
         moved = self.clone.resolve(ORIGIN_MASTER) or ours
-        status, _, _ = self.clone.run("merge-base", "--is-ancestor", ours, moved)
-        if status != 0:
+        if not self.clone.is_ancestor(ours, moved):
             raise MasterRewrittenError(ours, moved)
         log.warning("%s: master moved outside the lock (%s -> %s); making our change again on top",
                     self.workspace.name, ours[:12], moved[:12])
@@ -312,13 +305,11 @@ class MasterWriter:
         """
         if txn.served:
             return False
-        merges = self.clone.git("rev-list", "--min-parents=2", "--count", f"{txn.base}..HEAD")
-        if merges.strip() != "0":
+        if self.clone.count_merges(txn.base, "HEAD"):
             return False
-        status, _, err = self.clone.run("rebase", "--quiet", "--onto", moved, txn.base)
-        if status != 0:
+        err = self.clone.rebase_onto(moved, txn.base)
+        if err is not None:
             log.info("replaying on the moved master failed (%s); editing again", redact(err)[:200])
-            self.clone.run("rebase", "--abort")
             return False
         txn.base = moved
         return txn.still_valid is None or txn.still_valid()
@@ -337,5 +328,6 @@ def create_master(clone: Clone, message: str, expect: Optional[str]) -> bool:
     """Push the checkout's ``HEAD`` as the first ledger commit on master (compare-and-swap:
     ``expect`` is master's current value, or ``None`` when it does not exist). No lock is taken:
     workers only start once the ledger exists. ``False`` if someone else was first."""
-    clone.git("commit", "--quiet", "-m", message)
+    if not clone.commit_index(message):
+        raise DistributeError("git commit failed: nothing to commit")
     return clone.push([RefUpdate(MASTER, clone.resolve("HEAD"), expect=expect or "")])

@@ -185,7 +185,7 @@ class Worker:
         self._branch_sha = self._claim_head = self.clone.resolve("HEAD")
         if len(claimed) > 2:
             self._branch_sha = ""  # claimed for us by a holder: the first push creates the branch
-        self.clone.git("checkout", "--quiet", "-B", branch, "HEAD")
+        self.clone.checkout_branch_at(branch, "HEAD")
         self._drop_job_dir()
         Path(self.job_dir or "").mkdir(parents=True)
         self._heartbeat.start()
@@ -215,7 +215,7 @@ class Worker:
             if self._branch_sha != "":
                 return False
             renamed = f"{self.working_branch}-{uuid.uuid4().hex[:6]}"
-            self.clone.git("branch", "--quiet", "-M", renamed)
+            self.clone.rename_branch(renamed)
             self.working_branch = renamed
         return False
 
@@ -343,7 +343,7 @@ class Worker:
 
     def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
         """After a finish that did not land: back on the job branch, beating, work pushed."""
-        self.clone.git("checkout", "--quiet", "--force", self.working_branch or "HEAD", check=False)
+        self.clone.force_checkout(self.working_branch or "HEAD")
         Path(self.job_dir or self.path).mkdir(parents=True, exist_ok=True)
         self._heartbeat.start()
         if pending:
@@ -395,7 +395,7 @@ class Worker:
         def body(txn: Transaction) -> Optional[str]:
             message = edit(self.workspace.ledger(), Path(self.path))
             if not (message and txn.commit(message)):
-                self.clone.git("reset", "--quiet", "--hard", txn.base)
+                self.clone.reset_hard(txn.base)
                 return None
             return message
 

@@ -168,6 +168,77 @@ def test_modules_are_small() -> None:
     assert big == {}
 
 
+#: Methods that run a git command line given as strings: only ``repo/`` may call them.
+GIT_RUNNERS = {"git", "_git", "_run", "run_bytes", "_network", "execute"}
+#: Functions that run a command: ``run``/``Popen``/... is flagged when its command is a string
+#: (``clone.run("log", ...)``), a starred list (``run(*args)``) or a list starting with "git".
+COMMAND_RUNNERS = {"run", "Popen", "call", "check_call", "check_output", "system", "popen"}
+
+
+def _starts_with_git(node: ast.expr) -> bool:
+    """Whether ``node`` is a list or tuple of arguments whose first one is ``"git"``."""
+    if isinstance(node, (ast.List, ast.Tuple)) and node.elts:
+        first = node.elts[0]
+        return isinstance(first, ast.Constant) and first.value == "git"
+    return False
+
+
+def git_command_lines(source: str) -> list[tuple[int, str]]:
+    """``[(line, what)]`` for each place in ``source`` that spells a git command line: a call of
+    a git-running method (``clone.git(...)``, ``._network(...)``…), a command runner given git
+    arguments, or GitPython imported."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, f"import {a.name}") for a in node.names
+                      if a.name == "git" or a.name.startswith("git.")]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module \
+                and (node.module == "git" or node.module.startswith("git.")):
+            found.append((node.lineno, f"from {node.module} import"))
+        elif isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else \
+                node.func.id if isinstance(node.func, ast.Name) else ""
+            first = node.args[0] if node.args else None
+            if name in GIT_RUNNERS and isinstance(node.func, ast.Attribute):
+                found.append((node.lineno, ast.unparse(node.func)))
+            elif name in COMMAND_RUNNERS and first is not None and (
+                    isinstance(first, ast.Starred) or _starts_with_git(first)
+                    or isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                found.append((node.lineno, ast.unparse(node.func)))
+            elif any(_starts_with_git(arg) for arg in node.args if isinstance(arg, ast.expr)):
+                found.append((node.lineno, ast.unparse(node.func)))
+    return sorted(found)
+
+
+def test_git_runs_only_in_the_git_layer() -> None:
+    """Every git process starts in ``repo/``: the layers above call its named operations."""
+    offenders = [f"distribute/{path.relative_to(PACKAGE)}:{line}: {what}"
+                 for name, path in modules().items() if layer_of(name) != layer_of("repo")
+                 for line, what in git_command_lines(path.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+def test_the_git_checker_sees_git_command_lines() -> None:
+    source = """
+import subprocess
+import git
+from git import Repo
+clone.git("log", "-1")
+self.clone.run("commit", "-m", message)
+clone.run(*args, stdin=message)
+worker.clone._network(["fetch"], what="fetch")
+subprocess.run(["git", "init"], check=True)
+os.system("git gc")
+helper(("git", "gc"))
+subprocess.Popen([sys.executable, "-m", "distribute", "worker"])
+logging.getLogger("git")
+raise RemoteError("git commit failed")
+supervisor.run(run_func, worker)
+clone.commit_tree(tree, "merge", ["HEAD"])
+"""
+    assert [line for line, _ in git_command_lines(source)] == [3, 4, 5, 6, 7, 8, 9, 10, 11]
+
+
 def test_the_checker_sees_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -54,7 +54,7 @@ def square_job(job: str, worker: Worker) -> None:
 def make_bare_remote(path: Path) -> str:
     """Create an empty bare repository at ``path`` (HEAD → master) and return its file:// URL."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Clone.init_bare(path, name="distribute-demo")
+    Clone.init_bare(path)
     return path.resolve().as_uri()
 
 

@@ -21,8 +21,8 @@ def describe_coordination(clone: Clone) -> dict[str, Any]:
         ref = remote_ref(tracking)
         if ref.startswith(WAIT_PREFIX):
             continue
-        subject, _, when = clone.git("log", "-1", "--format=%s%x00%ct", sha).partition("\0")
-        age = round(max(0.0, now - float(when)), 1)
+        subject, when = clone.subject_and_time(sha)
+        age = round(max(0.0, now - when), 1)
         if ref == LOCK_REF:
             lock = {"holder": marker_holder(subject), "held_s": age}
         elif ref.startswith(HEARTBEAT_PREFIX):
@@ -37,7 +37,7 @@ def break_lock(clone: Clone) -> Optional[str]:
     value = clone.resolve(tracking_ref(LOCK_REF))
     if value is None:
         return None
-    message = clone.git("log", "-1", "--format=%s", value).strip()
+    message = clone.commit_subject(value)
     if not clone.push([RefUpdate(LOCK_REF, None, expect=value)]):
         raise LockLostError("the lock changed while breaking it; run the command again")
     return message.removeprefix("lock ")

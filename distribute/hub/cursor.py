@@ -132,7 +132,7 @@ def read_state(clone: Clone, s: HubSettings, refresh: bool = False) -> MirrorSta
     sha = clone.resolve(tracking_ref(MIRROR_REF))
     if sha is None:
         return MirrorState(repo=repo_key(s))
-    return parse(clone.git("log", "-1", "--format=%B", sha), sha, repo_key(s))
+    return parse(clone.commit_message(sha), sha, repo_key(s))
 
 
 def _push(clone: Clone, old: MirrorState, new: MirrorState, holder: str) -> Optional[MirrorState]:
@@ -140,7 +140,7 @@ def _push(clone: Clone, old: MirrorState, new: MirrorState, holder: str) -> Opti
     marker = clone.make_marker(new.message(holder))
     if not clone.push([RefUpdate(MIRROR_REF, marker, expect=old.sha or "")]):
         return None
-    clone.git("update-ref", tracking_ref(MIRROR_REF), marker)  # our copy sees what it pushed
+    clone.update_ref(tracking_ref(MIRROR_REF), marker)  # our copy sees what it pushed
     return replace(new, sha=marker, holder=holder)
 
 

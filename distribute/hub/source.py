@@ -101,13 +101,10 @@ def git_files(clone: Clone, rev: str, jobs: Optional[Iterable[str]] = None,
     out: dict[str, dict[str, GitFile]] = {}
     _prefetch(clone, rev, paths, blobs=False)
     for start in range(0, len(paths), _FETCH_CHUNK):
-        listing = clone.git("ls-tree", "-r", "-z", rev, "--", *paths[start:start + _FETCH_CHUNK])
-        for record in listing.split("\0"):
-            meta, _, path = record.partition("\t")
+        for mode, kind, blob, path in clone.files_under(rev, paths[start:start + _FETCH_CHUNK]):
             parts = path.split("/", depth)
-            if len(parts) <= depth or len(meta.split()) != 3:
+            if len(parts) <= depth:
                 continue
-            mode, kind, blob = meta.split()
             kind = "symlink" if mode == "120000" else "submodule" if kind == "commit" else "blob"
             rel = parts[depth]
             out.setdefault("/".join(parts[:depth]), {})[rel] = GitFile(rel, blob, -1, kind)
@@ -123,9 +120,7 @@ def with_sizes(clone: Clone, rev: str, listing: dict[str, dict[str, GitFile]]
     if not blobs:
         return listing
     _prefetch(clone, rev, [f"{d}/" for d in listing])
-    out = clone.run("cat-file", "--batch-check=%(objectname) %(objectsize)",
-                    stdin="".join(b + "\n" for b in blobs))[1]
-    size = {sha: int(n) for sha, _, n in (l.partition(" ") for l in out.splitlines()) if n.isdigit()}
+    size = clone.object_sizes(blobs)
     return {d: {rel: GitFile(f.rel, f.blob, size.get(f.blob, f.size), f.kind) if f.kind == "blob"
                 else f for rel, f in files.items()} for d, files in listing.items()}
 
@@ -139,21 +134,17 @@ def non_blobs(directory: str, files: dict[str, GitFile]) -> list[str]:
 def _prefetch(clone: Clone, rev: str, directories: list[str], blobs: bool = True) -> None:
     """In a partial copy, fetch what ``directories`` of ``rev`` lack — their trees, and with
     ``blobs`` their files — in a few requests (git would fetch each one when first read)."""
-    if clone.run("config", "--get", "remote.origin.promisor")[1].strip() != "true":
+    if not clone.is_partial():
         return
-    kinds = [] if blobs else ["--filter=blob:none"]  # (then only missing trees are listed)
     for _ in range(3):  # a fetched tree brings its subtrees: then only files can be missing
         missing: list[str] = []
         for start in range(0, len(directories), _FETCH_CHUNK):
-            out = clone.run("rev-list", "--objects", "--missing=print", *kinds, "--no-walk", rev,
-                            "--", *directories[start:start + _FETCH_CHUNK])[1]  # (never fetches)
-            missing += [line[1:41] for line in out.splitlines() if line.startswith("?")]
+            missing += clone.missing_objects(rev, directories[start:start + _FETCH_CHUNK],
+                                             trees_only=not blobs)
         if not missing:
             return
         for start in range(0, len(missing), _FETCH_CHUNK):
-            clone.run("-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
-                      "--no-write-fetch-head", "--filter=blob:none", "origin",
-                      *missing[start:start + _FETCH_CHUNK])
+            clone.fetch_objects(missing[start:start + _FETCH_CHUNK])
 
 
 def export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: Path
@@ -166,8 +157,7 @@ def export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: P
         return {}, []
     _prefetch(clone, rev, [f"{d}/" for d in wanted])
     tar_path = tmp / "export.tar"
-    clone.git("archive", "--format=tar", f"--output={tar_path}", rev, "--",
-              *(f"{d}/" for d in wanted))
+    clone.archive_tar(rev, [f"{d}/" for d in wanted], str(tar_path))
     got: dict[tuple[str, str], tuple[Path, str]] = {}
     skipped = []
     by_prefix = sorted(wanted, key=len, reverse=True)
@@ -226,7 +216,7 @@ def finish_commit(clone: Clone, sha: str, entry: Entry) -> str:
     same lock hold (``finish_job(next_job_func)``). It is the commit whose trailers say
     ``finished`` and name the job; only when there is none, a commit without trailers (made by a
     version before them) whose subject is ``<worker> finished job <job>``."""
-    out = clone.git("log", "--first-parent", "-n", "50", f"--format={LOG_RECORD_FORMAT}%x1f%s", sha)
+    out = clone.first_parent_log(sha, f"{LOG_RECORD_FORMAT}%x1f%s", limit=50)
     old_style = None
     for line in out.split("\n"):  # not splitlines(): it also splits at the trailer separator
         fields = line.split("\x1f", 4)  # the trailers hold no control characters; a subject may

@@ -4,8 +4,12 @@
   transports, ssh connection reuse);
 * :mod:`.transport` talks to the remote: fetch, ls-remote and compare-and-swap ``--atomic`` pushes,
   retrying transport failures and classifying errors;
-* :mod:`.clone` is a local copy of the remote (:class:`Clone`): creating it (slim: shallow,
-  partial, sparse) and the local plumbing the layers above use;
+* :mod:`.reading` reads the copy's commits, trees and objects by name (``commit_time``,
+  ``first_parent_log``, ``changed_paths``…), :mod:`.plumbing` writes objects and refs and changes
+  the index and the work tree (``commit_tree``, ``write_tree``, ``checkout_detached``,
+  ``rebase_onto``…), :mod:`.trees` edits trees without an index;
+* :mod:`.clone` is a local copy of the remote (:class:`Clone`, which has all of the above):
+  creating it (slim: shallow, partial, sparse) and a few local helpers;
 * :mod:`.localcopy` owns a worker's copy on disk: its exclusive file lock, cloning or reusing it.
 """
 from .clone import Clone

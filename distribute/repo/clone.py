@@ -1,6 +1,8 @@
 """A local copy of the remote (:class:`Clone`): creating it, and the local plumbing above it.
 
-Every git command of the package goes through a :class:`Clone` (or its bases in this package).
+Every git command of the package goes through a :class:`Clone` (or its bases in this package):
+its named operations on the remote (:mod:`.transport`), on the copy's objects (:mod:`.reading`)
+and on its refs, index and work tree (:mod:`.plumbing`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Optional, Sequence
 from ..exceptions import NotARemoteError, NotInitializedError
 from ..protocol import ORIGIN_MASTER
 from ..redact import redact
+from .plumbing import Plumbing
+from .process import GitProcess
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,7 @@ def normalize_url(url: str) -> str:
     return expanded if os.path.isabs(expanded) else os.path.abspath(expanded)
 
 
-class Clone(Transport):
+class Clone(Plumbing, Transport):
     """A local copy of the remote, always with the remote called ``origin``."""
 
     def __init__(self, path: os.PathLike[str] | str, name: str = "distribute",
@@ -85,6 +89,15 @@ class Clone(Transport):
             clone = cls._slim(url, target, partial=False, **kwargs)
         assert clone is not None
         return clone
+
+    @staticmethod
+    def init_bare(path: os.PathLike[str] | str) -> None:
+        """Create an empty bare repository at ``path`` whose ``HEAD`` is ``master`` (a new
+        remote on this machine)."""
+        target = Path(path)
+        runner = GitProcess(target.parent, name="distribute-init")
+        runner.git("init", "--quiet", "--bare", str(target))
+        runner.git("--git-dir", str(target), "symbolic-ref", "HEAD", "refs/heads/master")
 
     @classmethod
     def _slim(cls, url: str, target: Path, partial: bool, **kwargs: object) -> Optional["Clone"]:
@@ -152,8 +165,7 @@ class Clone(Transport):
         unless ``parent`` is given (a commit whose history the marker should carry along)."""
         if self._empty_tree is None:
             self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
-        parents = ["-p", parent] if parent else []
-        return self.git("commit-tree", self._empty_tree, *parents, "-m", message).strip()
+        return self.commit_tree(self._empty_tree, message, [parent] if parent else [])
 
     def messages(self, commits: list[str]) -> dict[str, str]:
         """``{sha: full message}`` of ``commits`` (one git process; missing ones are left out)."""
@@ -200,7 +212,7 @@ class Clone(Transport):
         git_dir = self.path / ".git"
         if (git_dir / "MERGE_HEAD").exists():
             log.warning("aborting a merge left unfinished in %s", self.path)
-            self.git("merge", "--abort", check=False)
+            self.abort_merge()
         if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
             log.warning("aborting a rebase left unfinished in %s", self.path)
             self.git("rebase", "--abort", check=False)
@@ -219,39 +231,3 @@ class Clone(Transport):
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{commit}:{path}"])
         return out.strip() if status == 0 and out.strip() else None
-
-    # ---- temporary: provided by the git-operations change (h1) ----
-    def commit_tree(self, tree: str, message: str, parents: Sequence[str] = ()) -> str:
-        """A new commit of ``tree`` with ``message`` and ``parents``; its sha."""
-        flags = [arg for parent in parents for arg in ("-p", parent)]
-        return self.git("commit-tree", tree, *flags, "-m", message).strip()
-
-    def hash_object(self, path: str, kind: str = "blob") -> str:
-        """Store the file ``path`` as a git object of ``kind`` (``hash-object -w``); its sha."""
-        return self.git("hash-object", "-t", kind, "-w", "--no-filters", "--", path).strip()
-
-    def first_parent_log(self, rev: str, fmt: str, *, limit: Optional[int] = None,
-                         reverse: bool = False, nul: bool = False) -> str:
-        """``git log --first-parent`` of ``rev`` in ``fmt`` (newest first unless ``reverse``;
-        the last ``limit`` commits; records ended by NUL if ``nul``): the raw output."""
-        args = ["log", "--first-parent", *(["--reverse"] if reverse else []),
-                *([f"-n{limit}"] if limit is not None else []), *(["-z"] if nul else []),
-                f"--format={fmt}", rev]
-        return self.git(*args)
-
-    def unshallow_master(self) -> Optional[str]:
-        """Fetch the rest of ``master``'s history into this shallow copy, commits only when the
-        copy is partial (``--filter=tree:0``); ``None`` when done, else git's last error line."""
-        promisor = self.run("config", "--get", "remote.origin.promisor")[1].strip() == "true"
-        status, _, err = self.run("fetch", "--quiet", "--no-tags", "--unshallow",
-                                  *(["--filter=tree:0"] if promisor else []), "origin",
-                                  "+refs/heads/master:refs/remotes/origin/master")
-        return None if status == 0 else (err.strip().splitlines() or ["no message"])[-1]
-
-    @classmethod
-    def init_bare(cls, path: os.PathLike[str] | str, name: str = "distribute") -> None:
-        """Create an empty bare repository at ``path`` whose ``HEAD`` names ``master``."""
-        target = Path(path)
-        runner = cls(target.parent, name=name)
-        runner.git("init", "--quiet", "--bare", str(target))
-        runner.git("--git-dir", str(target), "symbolic-ref", "HEAD", "refs/heads/master")

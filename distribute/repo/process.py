@@ -61,6 +61,10 @@ def git_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
 class GitProcess:
     """Runs git in one directory with :func:`git_env` plus the committer identity ``name``.
 
+    :meth:`git`, :meth:`run` and :meth:`run_bytes` take git command lines: only the git layer
+    (``distribute/repo/``) calls them; the layers above call the named operations of
+    :class:`~distribute.repo.clone.Clone` (``tests/test_layers.py`` checks).
+
     Counts the processes it started (``processes``) and those that talked to the remote
     (``network_calls``, kept by the transport), for benchmarks.
     """

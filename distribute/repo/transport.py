@@ -253,6 +253,33 @@ class Transport(GitProcess):
                     "`distribute init URL` or distribute.init_remote(url)") from None
             raise
 
+    def fetch_branch(self, branch: str) -> None:
+        """Fetch the remote's ``branch`` (into ``FETCH_HEAD``, and its tracking ref)."""
+        self._network(["fetch", "--quiet", "origin", branch], what="fetch")
+
+    def unshallow_master(self) -> Optional[str]:
+        """Fetch the rest of ``master``'s history into this shallow copy (commits only when the
+        copy is partial: ``--filter=tree:0``); ``None`` when done, else why not (one line)."""
+        promisor = self.run("config", "--get", "remote.origin.promisor")[1].strip() == "true"
+        args = ["fetch", "--quiet", "--no-tags", "--unshallow",
+                *(["--filter=tree:0"] if promisor else []), "origin",
+                "+refs/heads/master:refs/remotes/origin/master"]
+        try:
+            status, _, err = self._network(args, what="fetch of master's history")
+        except RemoteError as exc:
+            return str(exc)
+        return None if status == 0 else (err.strip().splitlines() or ["no message"])[-1]
+
+    def fetch_objects(self, shas: Sequence[str]) -> bool:
+        """Fetch the objects ``shas`` (commits and trees without their files; blobs named here
+        are sent) in one request, as a partial copy would fetch each one when first read.
+        Transport failures are retried (:class:`RemoteError` when the remote stays out of
+        reach); ``False`` if the remote refused: git will ask again when it reads them."""
+        # -c first: this fetch keeps protocol v2 even over git://, only v2 may ask for any object
+        args = ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "--no-tags",
+                "--no-write-fetch-head", "--filter=blob:none", "origin", *shas]
+        return self._network(args, what="fetch of missing objects")[0] == 0
+
     def ls_remote(self, *patterns: str, cheap: bool = False) -> dict[str, str]:
         """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
         ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks."""
