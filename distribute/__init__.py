@@ -4,10 +4,21 @@ The public API is re-exported here; ``docs/architecture.md`` draws the layers be
 """
 from .claims import combinable
 from .connect import create_from_config, init_remote, worker_from_url
-from .exceptions import (DistributeError, InvalidJobError, JobStateError, LocalCopyError,
-                         LockLostError, MasterRewrittenError, MergeConflictError, NotARemoteError,
-                         NotInitializedError, RefRejectedError, RemoteError, SettingError,
-                         WorkerNameError)
+from .exceptions import (
+                         DistributeError,
+                         InvalidJobError,
+                         JobStateError,
+                         LocalCopyError,
+                         LockLostError,
+                         MasterRewrittenError,
+                         MergeConflictError,
+                         NotARemoteError,
+                         NotInitializedError,
+                         RefRejectedError,
+                         RemoteError,
+                         SettingError,
+                         WorkerNameError,
+)
 from .next_jobs import queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func
 from .version import __version__
 from .worker import Worker

@@ -9,10 +9,20 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .exceptions import InvalidJobError
 from .ledger import Ledger
-from .protocol import (GAVE_UP, HEARTBEAT_PREFIX, QUEUE, REJECTED, REQUEUED, TOOK, check_job,
-                       commit_message, heartbeat_ref, served_note)
-from .repo import RefUpdate
+from .protocol import (
+    GAVE_UP,
+    HEARTBEAT_PREFIX,
+    QUEUE,
+    REJECTED,
+    REQUEUED,
+    TOOK,
+    check_job,
+    commit_message,
+    heartbeat_ref,
+    served_note,
+)
 from .redact import redact
+from .repo import RefUpdate
 from .transaction import Transaction
 
 if TYPE_CHECKING:  # pragma: no cover

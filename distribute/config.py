@@ -10,10 +10,26 @@ from typing import Optional
 
 from .connect import create_from_config
 from .redact import redact
-from .settings import (SETTINGS, Setting, SettingError, count, count_setting, flag,
-                       flag_setting, get_env, heartbeat_seconds, loaded_dotenv, number,
-                       number_setting, seconds, seconds_setting, setting_row, setting_source,
-                       text_setting, use_env_file)
+from .settings import (
+    SETTINGS,
+    Setting,
+    SettingError,
+    count,
+    count_setting,
+    flag,
+    flag_setting,
+    get_env,
+    heartbeat_seconds,
+    loaded_dotenv,
+    number,
+    number_setting,
+    seconds,
+    seconds_setting,
+    setting_row,
+    setting_source,
+    text_setting,
+    use_env_file,
+)
 
 __all__ = ["SETTINGS", "Setting", "SettingError", "count", "count_setting", "create_from_config",
            "flag", "flag_setting", "get_env", "get_settings", "heartbeat_seconds", "loaded_dotenv",

@@ -21,9 +21,24 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 from .exceptions import DistributeError, LocalCopyError
 from .ledger import Ledger
-from .protocol import (ADDED, INIT, LAYOUT_FILE, LEDGER_FILES, MASTER, QUEUE_FILE, REQUEUED,
-                       SHARDED, TRACKING_PREFIX, check_job, check_worker_name, commit_message,
-                       default_worker_name, heartbeat_ref, layout_text, remote_ref)
+from .protocol import (
+    ADDED,
+    INIT,
+    LAYOUT_FILE,
+    LEDGER_FILES,
+    MASTER,
+    QUEUE_FILE,
+    REQUEUED,
+    SHARDED,
+    TRACKING_PREFIX,
+    check_job,
+    check_worker_name,
+    commit_message,
+    default_worker_name,
+    heartbeat_ref,
+    layout_text,
+    remote_ref,
+)
 from .repo import Clone
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy

@@ -15,8 +15,19 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .exceptions import InvalidJobError
-from .protocol import (ATTEMPTS_FILE, DONE_FILE, DONE_RECENT, FAILED_FILE, LEDGER_FILES,
-                       QUEUE_FILE, RUNNING_FILE, UPDATES_DIR, check_job, job_slug, utc_now)
+from .protocol import (
+    ATTEMPTS_FILE,
+    DONE_FILE,
+    DONE_RECENT,
+    FAILED_FILE,
+    LEDGER_FILES,
+    QUEUE_FILE,
+    RUNNING_FILE,
+    UPDATES_DIR,
+    check_job,
+    job_slug,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .exceptions import (DistributeError, JobStateError, LockLostError, MergeConflictError,
-                          NotARemoteError, NotInitializedError, RemoteError)
-from .next_jobs import queue_jobs_func
+from .exceptions import (
+    DistributeError,
+    JobStateError,
+    LockLostError,
+    MergeConflictError,
+    NotARemoteError,
+    NotInitializedError,
+    RemoteError,
+)
 from .ledger import Ledger
+from .next_jobs import queue_jobs_func
 from .redact import redact
 from .settings import seconds_setting
 from .supervise import RAISED, STOPPED, JobSupervisor, StopSignals

@@ -13,9 +13,21 @@ import time
 from typing import Optional
 
 from .exceptions import DistributeError, RemoteError
-from .protocol import (HEARTBEAT_PREFIX, LAYOUT_FILE, QUEUE, SHARDED, TRACKING_PREFIX,
-                       UPDATES_DIR, WAIT_PREFIX, commit_message, heartbeat_ref, job_slug,
-                       layout_text, remote_ref, slug_path)
+from .protocol import (
+    HEARTBEAT_PREFIX,
+    LAYOUT_FILE,
+    QUEUE,
+    SHARDED,
+    TRACKING_PREFIX,
+    UPDATES_DIR,
+    WAIT_PREFIX,
+    commit_message,
+    heartbeat_ref,
+    job_slug,
+    layout_text,
+    remote_ref,
+    slug_path,
+)
 from .repo import RefUpdate
 from .repo.plumbing import IndexEntry
 from .transaction import Transaction

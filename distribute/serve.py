@@ -26,8 +26,19 @@ from .archive import roll_into_segment
 from .claims import NextJobFunc, next_job_spec, take
 from .jobbranch import changed_only, merged_fast, take_directory
 from .ledger import Ledger
-from .protocol import (FAILED, FINISHED, WAIT_PREFIX, Request, commit_message, finish_subject,
-                       heartbeat_ref, job_branch, job_path, marker_message, served_note)
+from .protocol import (
+    FAILED,
+    FINISHED,
+    WAIT_PREFIX,
+    Request,
+    commit_message,
+    finish_subject,
+    heartbeat_ref,
+    job_branch,
+    job_path,
+    marker_message,
+    served_note,
+)
 from .redact import redact
 from .repo import RefUpdate
 from .transaction import Transaction, Workspace

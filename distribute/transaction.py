@@ -37,11 +37,27 @@ from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
 from .archive import DoneIndex
 from .coordination import Observer, RemoteLock
-from .exceptions import (DistributeError, LockLostError, MasterRewrittenError, NotInitializedError,
-                         RefRejectedError)
+from .exceptions import (
+    DistributeError,
+    LockLostError,
+    MasterRewrittenError,
+    NotInitializedError,
+    RefRejectedError,
+)
 from .ledger import Ledger
-from .protocol import (FLAT, LAYOUT_FILE, LEDGER_FILES, LOCK_REF, MASTER, ORIGIN_MASTER,
-                       TRACKING_PREFIX, UPDATES_DIR, Request, parse_layout, remote_ref)
+from .protocol import (
+    FLAT,
+    LAYOUT_FILE,
+    LEDGER_FILES,
+    LOCK_REF,
+    MASTER,
+    ORIGIN_MASTER,
+    TRACKING_PREFIX,
+    UPDATES_DIR,
+    Request,
+    parse_layout,
+    remote_ref,
+)
 from .redact import redact
 from .repo import Clone, RefUpdate
 

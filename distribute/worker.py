@@ -13,14 +13,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import settings
+from . import protocol, settings
 from .claims import NextJobFunc, claim, next_job_spec
 from .coordination import Heartbeat, Observer, RemoteLock, RequestAnswered
 from .exceptions import JobStateError, RefRejectedError
 from .jobbranch import commit_job_dir, merge_job
 from .ledger import Ledger
-from .protocol import (GAVE_BACK, MASTER, Request, check_worker_name, commit_message,
-                       default_worker_name, job_branch, job_path, job_slug, new_session)
+from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path
 from .redact import redact
 from .repo import RefUpdate
 from .repo.clone import normalize_url
@@ -53,7 +52,7 @@ class Worker:
                  job_lease_s: Optional[float] = None, max_attempts: Optional[int] = None,
                  heartbeat_s: Optional[float] = None, poll_max_s: Optional[float] = None,
                  next_job_timeout_s: Optional[float] = None) -> None:
-        self.name = check_worker_name(name or default_worker_name())
+        self.name = protocol.check_worker_name(name or protocol.default_worker_name())
         self.path = str(Path(path).resolve())
         self.lock_lease_s = settings.seconds_setting("DISTRIBUTE_LOCK_LEASE_S", lock_lease_s)
         self.job_lease_s = settings.seconds_setting("DISTRIBUTE_JOB_LEASE_S", job_lease_s)
@@ -75,7 +74,7 @@ class Worker:
     def _set_up(self, poll_max: float) -> None:
         """The rest of the start: identity, coordination, the first sync, the twin check."""
         #: This process's identity, recorded with its claims and heartbeat.
-        self.session = new_session()
+        self.session = protocol.new_session()
         #: Sessions that provably ended: the one that used this local copy before us.
         self.dead_sessions = take_over_copy(self.path, self.session)
         self.observer = Observer()
@@ -103,7 +102,7 @@ class Worker:
         checkout, in ``<path>/.distribute-job/<slug>``, so that a big master costs nothing."""
         if self.running_job is None:
             return None
-        return os.path.join(self.path, JOB_WORKDIR, job_slug(self.running_job))
+        return os.path.join(self.path, JOB_WORKDIR, protocol.job_slug(self.running_job))
 
     def include_paths(self, *paths: str) -> None:
         """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy.
@@ -140,8 +139,7 @@ class Worker:
         With a :func:`~distribute.claims.combinable` function, whoever holds the lock may claim
         for it while it waits in line, and it serves the others when it holds the lock itself.
         """
-        if self.running_job is not None:
-            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        self._require_no_job()
         spec = next_job_spec(next_job_func)
         try:
             claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func),
@@ -220,7 +218,7 @@ class Worker:
         return False
 
     def _branch_update(self) -> RefUpdate:
-        """Move the remote job branch to the local one (compare-and-swap on its last pushed value)."""
+        """Move the remote job branch to the local one (compare-and-swap on its last push)."""
         return RefUpdate(f"refs/heads/{self.working_branch}",
                          self.clone.resolve(f"refs/heads/{self.working_branch}"),
                          expect=self._branch_sha)
@@ -261,7 +259,8 @@ class Worker:
             self._heartbeat.stop()  # we hold the lock: nobody requeues the job meanwhile
             self._close_edit(txn, job, branch, reason)
             if reason is None and self._branch_sha:  # merged: its commits stay reachable
-                txn.optional.append(RefUpdate(f"refs/heads/{branch}", None, expect=self._branch_sha))
+                txn.optional.append(
+                    RefUpdate(f"refs/heads/{branch}", None, expect=self._branch_sha))
             txn.checkpoint()  # the close lands even if the next-job function raises
             self.running_job = None  # (the next claim must not treat it as ours)
             try:
@@ -365,7 +364,8 @@ class Worker:
         def edit(ledger: Ledger, root: Path) -> str:
             if ledger.give_back(job, self.name):
                 ledger.write(root, queue=True)
-            return commit_message(self.name, GAVE_BACK, f"{self.name} gave back job {job}", job)
+            return protocol.commit_message(self.name, GAVE_BACK, f"{self.name} gave back job {job}",
+                                           job)
 
         self._heartbeat.stop()
         branch_update = self._branch_update()
@@ -386,8 +386,7 @@ class Worker:
         ``edit`` may be called again on a newer master if master moved meanwhile.
         In a slim copy, call :meth:`include_paths` first to edit files outside the ledger.
         """
-        if self.running_job is not None:
-            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        self._require_no_job()
         return self._update_master(edit, extra or [])
 
     def _update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
@@ -405,8 +404,7 @@ class Worker:
         """Run ``edit`` as one write transaction on master (see
         :meth:`distribute.transaction.MasterWriter.transact`): for maintenance code that builds
         its commits itself; :meth:`update_master` is simpler for ledger edits."""
-        if self.running_job is not None:
-            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it first")
+        self._require_no_job()
         return self._writer.transact(edit)
 
     def master_moved(self) -> bool:
@@ -423,6 +421,11 @@ class Worker:
         return read_snapshot(self.clone, self.observer)
 
     # ---- helpers ------------------------------------------------------------------------------
+    def _require_no_job(self) -> None:
+        if self.running_job is not None:
+            raise JobStateError(f"job {self.running_job!r} is still running: "
+                                "finish or fail it first")
+
     def _require_job(self) -> tuple[str, str]:
         if self.running_job is None or self.working_branch is None:
             raise JobStateError("no job is running on this worker")

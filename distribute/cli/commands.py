@@ -17,8 +17,17 @@ from ..exceptions import DistributeError
 from ..protocol import ORIGIN_MASTER, check_job
 from ..redact import redact
 from ..worker import Worker
-from .common import (UsageError, add_command, add_remote_argument, cache_worker, plural,
-                     read_job_file, resolve_remote, say, split_remote_and_jobs)
+from .common import (
+    UsageError,
+    add_command,
+    add_remote_argument,
+    cache_worker,
+    plural,
+    read_job_file,
+    resolve_remote,
+    say,
+    split_remote_and_jobs,
+)
 from .status_view import RateMeter, progress_line, status_json, status_text
 
 URL = "file:///srv/jobs.git"

@@ -7,8 +7,15 @@ from typing import Any, Sequence
 from .. import settings
 from ..connect import create_from_config
 from ..loop import run_worker_loop
-from .common import (UsageError, add_command, add_remote_argument, load_function, resolve_remote,
-                     say, say_anyway)
+from .common import (
+    UsageError,
+    add_command,
+    add_remote_argument,
+    load_function,
+    resolve_remote,
+    say,
+    say_anyway,
+)
 
 HELP = "take jobs and run a function on each until told to stop"
 EPILOG = ("examples:\n  distribute worker file:///srv/jobs.git --run myjobs:run --idle-exit\n"

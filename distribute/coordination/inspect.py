@@ -5,8 +5,16 @@ import time
 from typing import Any, Optional
 
 from ..exceptions import LockLostError
-from ..protocol import (HEARTBEAT_PREFIX, LOCK_REF, TRACKING_PREFIX, WAIT_PREFIX, heartbeat_owner,
-                        marker_holder, remote_ref, tracking_ref)
+from ..protocol import (
+    HEARTBEAT_PREFIX,
+    LOCK_REF,
+    TRACKING_PREFIX,
+    WAIT_PREFIX,
+    heartbeat_owner,
+    marker_holder,
+    remote_ref,
+    tracking_ref,
+)
 from ..repo import Clone, RefUpdate
 
 

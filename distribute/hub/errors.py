@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from ..exceptions import DistributeError
-
-from typing import Optional
 
 __all__ = ["HubError", "HubAuthError", "HubUnavailableError", "HubQuotaError"]
 

@@ -23,9 +23,9 @@ from ..protocol import ORIGIN_MASTER, job_path, short_host
 from ..repo import Clone
 from ..worker import Worker
 from .batch import BatchResult, Item, commit_batch, group, sized
+from .compare import compare
 from .cursor import MirrorState, advance, claim, read_state, release
 from .errors import HubError, HubQuotaError
-from .compare import compare
 from .files import remote_index
 from .hubsettings import DEFAULT_BATCH, HubSettings, settings
 from .layout import HubLayout, discover, from_listing

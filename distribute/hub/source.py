@@ -24,9 +24,19 @@ from typing import Iterable, Optional
 from ..archive import read_blobs, segments
 from ..exceptions import DistributeError
 from ..ledger import Entry, split_lines
-from ..protocol import (DONE_FILE, FINISHED, FLAT, LAYOUT_FILE, LOG_RECORD_FORMAT, ORIGIN_MASTER,
-                        UPDATES_DIR, finish_subject, job_path, parse_layout,
-                        parse_log_record)
+from ..protocol import (
+    DONE_FILE,
+    FINISHED,
+    FLAT,
+    LAYOUT_FILE,
+    LOG_RECORD_FORMAT,
+    ORIGIN_MASTER,
+    UPDATES_DIR,
+    finish_subject,
+    job_path,
+    parse_layout,
+    parse_log_record,
+)
 from ..repo import Clone
 
 __all__ = ["GitFile", "DoneRecords", "done_records", "entries", "git_layout", "git_files",

@@ -22,8 +22,19 @@ from urllib3.util.retry import Retry
 
 from .. import settings
 from ..redact import register_secret
-from .api import (RETRY_STATUSES, VastError, VastWarning, apiurl, clean, http_del, http_get,
-                  http_post, http_put, retry_settings, timeout_s)
+from .api import (
+    RETRY_STATUSES,
+    VastError,
+    VastWarning,
+    apiurl,
+    clean,
+    http_del,
+    http_get,
+    http_post,
+    http_put,
+    retry_settings,
+    timeout_s,
+)
 from .query import SELF_DESTRUCT, create_body, get_runtype, parse_env, parse_order, parse_query
 
 __all__ = ["search_offers", "create_instance", "destroy_instance", "list_instances",
