@@ -32,8 +32,8 @@ from .protocol import (
 log = logging.getLogger(__name__)
 
 __all__ = ["Entry", "Ledger", "check_job", "job_slug", "utc_now", "read_lines", "split_lines",
-           "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE", "LEDGER_FILES",
-           "UPDATES_DIR"]
+           "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE",
+           "LEDGER_FILES", "UPDATES_DIR"]
 
 
 def _clean_field(text: str, limit: int = 500) -> str:
@@ -63,12 +63,12 @@ class Entry:
     def parse(cls, line: str) -> "Entry":
         parts = line.split("\t")
         attempt = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 1
-        return cls(parts[0], *(parts[1:3] + [""] * (2 - len(parts[1:3]))), attempt,
-                   "\t".join(parts[4:]))
+        worker, at = (parts[1:3] + ["", ""])[:2]
+        return cls(parts[0], worker, at, attempt, "\t".join(parts[4:]))
 
 
 def read_lines(path: Path) -> list[str]:
-    """Non-blank lines of a ledger file with CR and surrounding blanks removed (missing file: [])."""
+    """Non-blank lines of a ledger file, CR and surrounding blanks removed (missing file: [])."""
     try:
         return split_lines(path.read_text(encoding="utf-8", errors="replace"))
     except FileNotFoundError:
@@ -77,7 +77,7 @@ def read_lines(path: Path) -> list[str]:
 
 def split_lines(text: Optional[str]) -> list[str]:
     """Non-blank lines of ``text`` with CR and surrounding blanks removed."""
-    return [l.strip() for l in (text or "").split("\n") if l.strip()]
+    return [line.strip() for line in (text or "").split("\n") if line.strip()]
 
 
 def _read_text(path: Path) -> Optional[str]:
@@ -88,7 +88,7 @@ def _read_text(path: Path) -> Optional[str]:
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(l + "\n" for l in lines), encoding="utf-8")
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
 @dataclass
@@ -118,7 +118,7 @@ class Ledger:
             job, _, count = line.rpartition("\t")
             if job and count.isdigit():
                 attempts[job] = int(count)
-        entries = {name: [Entry.parse(l) for l in split_lines(text_of(name))]
+        entries = {name: [Entry.parse(line) for line in split_lines(text_of(name))]
                    for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
         for entry in entries[RUNNING_FILE]:
             entry.session, entry.reason = entry.reason, ""

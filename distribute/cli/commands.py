@@ -16,6 +16,7 @@ from ..coordination import break_lock
 from ..exceptions import DistributeError
 from ..protocol import ORIGIN_MASTER, check_job
 from ..redact import redact
+from ..status import status_json
 from ..worker import Worker
 from .common import (
     UsageError,
@@ -28,7 +29,7 @@ from .common import (
     say,
     split_remote_and_jobs,
 )
-from .status_view import RateMeter, progress_line, status_json, status_text
+from .status_view import RateMeter, progress_line, status_text
 
 URL = "file:///srv/jobs.git"
 EXAMPLES = {

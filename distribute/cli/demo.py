@@ -1,4 +1,5 @@
-"""``distribute demo`` and ``examples/quickstart.py``: the whole thing on one machine, with git only.
+"""``distribute demo`` and ``examples/quickstart.py``: the whole thing on one machine, with git
+only.
 
 A bare remote in a directory, 20 jobs, 4 worker processes (``python -m distribute worker``) that
 drain the queue with :func:`square_job`, progress while they work, then the status and the story.
@@ -18,10 +19,11 @@ from typing import Any, Optional, Sequence
 from ..connect import add_jobs, init_remote, worker_from_url
 from ..repo import Clone
 from ..settings import seconds_setting
+from ..status import status_json
 from ..worker import Worker
 from .commands import story
 from .common import UsageError, add_command, say
-from .status_view import RateMeter, progress_line, status_json, status_text
+from .status_view import RateMeter, progress_line, status_text
 
 DEFAULT_RUN = "distribute.cli.demo:square_job"
 HELP = "the quickstart: a local remote, 20 jobs, 4 worker processes"

@@ -45,7 +45,7 @@ _COMMIT_POST = re.compile(r"/commit/[^/]+$")
 _POLICY: contextvars.ContextVar[Optional[HubSettings]] = contextvars.ContextVar(
     "distribute_hub_policy", default=None)
 _install_lock = threading.Lock()
-_installed = False
+_installed = threading.Event()
 _stats_lock = threading.Lock()
 _STATS = {"requests": 0, "retries": 0, "quota_waits": 0, "quota_refusals": 0}
 
@@ -76,7 +76,8 @@ class _QuotaFailure(_TransportFailure):
 
 
 class _PolicyTransport(httpx.BaseTransport):
-    """Sends through an ordinary client (so proxy variables work); applies the policy when active."""
+    """Sends through an ordinary client (so proxy variables work); applies the policy when
+    active."""
 
     def __init__(self) -> None:
         self._inner = httpx.Client(follow_redirects=False, timeout=None)
@@ -119,8 +120,8 @@ class _PolicyTransport(httpx.BaseTransport):
                             f"{method} {path} refused for a quota (HTTP 429): the Hub asks to "
                             f"wait {wait:.0f}s, more than the {policy.max_wait_s:g}s allowed "
                             "(DISTRIBUTE_HF_MAX_WAIT_S)", wait)
-                    log.warning("Hub %s %s: HTTP 429 (quota); waiting %.1fs as the Hub asks", method,
-                                path, wait)
+                    log.warning("Hub %s %s: HTTP 429 (quota); waiting %.1fs as the Hub asks",
+                                method, path, wait)
                     _count("quota_waits")
                     time.sleep(wait)
                     waited += wait
@@ -142,7 +143,8 @@ class _PolicyTransport(httpx.BaseTransport):
 
 
 def _retry_after(response: Any) -> Optional[float]:
-    """The wait a ``Retry-After`` header asks for, in seconds (delta or HTTP date), else ``None``."""
+    """The wait a ``Retry-After`` header asks for, in seconds (delta or HTTP date), else
+    ``None``."""
     value = (response.headers.get("Retry-After") or "").strip()
     if not value:
         return None
@@ -161,18 +163,18 @@ def _retry_after(response: Any) -> Optional[float]:
 
 def install_transport() -> None:
     """Install the policy transport once per process (unless the user set a client factory)."""
-    global _installed
-    if _installed:
+    if _installed.is_set():
         return
     with _install_lock:
-        if _installed:
+        if _installed.is_set():
             return
-        _installed = True
+        _installed.set()
         try:
             from huggingface_hub import set_client_factory
             from huggingface_hub.utils import _http as hf_http
         except ImportError:  # pragma: no cover - very old clients
-            log.info("huggingface_hub has no set_client_factory: DISTRIBUTE_HF_* settings do not apply")
+            log.info("huggingface_hub has no set_client_factory: "
+                     "DISTRIBUTE_HF_* settings do not apply")
             return
         current = getattr(hf_http, "_GLOBAL_CLIENT_FACTORY", None)
         default = getattr(hf_http, "default_client_factory", None)
@@ -198,7 +200,8 @@ def calling(what: str, s: HubSettings) -> Iterator[None]:
     except _QuotaFailure as exc:
         raise HubQuotaError(s.mask(f"{what}: {exc}"), exc.retry_after) from exc
     except _TransportFailure as exc:
-        raise HubUnavailableError(s.mask(f"{what}: the Hub at {s.host} kept failing ({exc})")) from exc
+        raise HubUnavailableError(
+            s.mask(f"{what}: the Hub at {s.host} kept failing ({exc})")) from exc
     except HubError:
         raise
     except HfHubHTTPError as exc:
@@ -221,8 +224,8 @@ def _http_error(what: str, s: HubSettings, exc: HfHubHTTPError) -> HubError:
         return HubAuthError(s.mask(f"{what}: the Hub needs a token (HTTP 401) for the {s.where}: "
                                    "set HF_TOKEN (or log in with the Hugging Face client)"))
     if status in (401, 403):
-        return HubAuthError(s.mask(f"{what}: the Hub refused the token (HTTP {status}) for the {s.where}; "
-                                   "set HF_TOKEN to a token with write access to it"))
+        return HubAuthError(s.mask(f"{what}: the Hub refused the token (HTTP {status}) for the "
+                                   f"{s.where}; set HF_TOKEN to a token with write access to it"))
     if isinstance(exc, EntryNotFoundError):
         return HubError(s.mask(f"{what}: no such file in the {s.where}"))
     detail = getattr(exc, "server_message", None) or str(exc).splitlines()[0]

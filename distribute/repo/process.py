@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import git  # GitPython
 
@@ -131,7 +131,7 @@ class GitProcess:
         return out.strip() if status == 0 else None
 
 
-def _text_stream(text: str) -> object:
+def _text_stream(text: str) -> BinaryIO:
     """A readable file holding ``text``, for a git process's standard input."""
     stream = tempfile.TemporaryFile()
     stream.write(text.encode("utf-8", "surrogateescape"))

@@ -73,7 +73,8 @@ def splice(git: GitProcess, rev: str, path: str, subtree: Optional[str], blob: b
     mode = b"100644" if blob else _TREE_MODE
     written: list[bytes] = []
     for depth in range(len(parts) - 1, -1, -1):
-        entries = _parse(levels[depth]) if levels[depth] is not None else {}
+        level = levels[depth]
+        entries = _parse(level) if level is not None else {}
         if child is None:
             entries.pop(parts[depth], None)
         else:
