@@ -61,7 +61,8 @@ def call_next_job_func(func: NextJobFunc, worker: "Worker") -> Optional[str]:
     """Call ``func`` with the worker if it takes a positional parameter, else with nothing."""
     try:
         params = [p for p in inspect.signature(func).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.default is p.empty]
     except (TypeError, ValueError):
         params = []
     return func(worker) if params else func()

@@ -4,8 +4,8 @@ A job works in a directory of its own beside the checkout (``worker.job_dir``); 
 copy's index at its place on master (``updates/<ab>/<cd>/<slug>/``, outside the sparse checkout)
 would expand that index to every path of the repository. Instead its tree is built in a temporary
 index and spliced into the branch's tree (:func:`distribute.repo.trees.splice`): the cost does not
-grow with the number of jobs on master. A branch that changed anything outside its directory is merged
-by ``git merge`` as before.
+grow with the number of jobs on master. A branch that changed anything outside its directory is
+merged by ``git merge`` as before.
 """
 from __future__ import annotations
 

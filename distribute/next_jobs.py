@@ -65,7 +65,8 @@ def whetlab_make_next_jobs_func(worker: _HasPath, experiment: Any) -> Callable[[
     The experiment must offer the Whetlab client's protocol:
 
     * ``suggest()`` → a new job (a mapping of parameters) with a ``result_id`` attribute or key;
-    * ``get_by_result_id(result_id)`` → that job again (used by the job code to read its parameters);
+    * ``get_by_result_id(result_id)`` → that job again (used by the job code to read its
+      parameters);
     * ``update(job, value)`` → report the job's result (the user's job code calls this);
     * ``pending()`` → jobs suggested but not yet updated;
     * ``cancel(job)`` → forget a pending job.

@@ -139,7 +139,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_job(job: object) -> str:
-    """Return ``job`` if it can be stored as one ledger field, else raise :class:`InvalidJobError`."""
+    """Return ``job`` if it can be stored as one ledger field, else raise
+    :class:`InvalidJobError`."""
     if not isinstance(job, str):
         raise InvalidJobError(f"a job must be a string, not {type(job).__name__}")
     if job == "" or job != job.strip():
@@ -298,7 +299,7 @@ class Request:
                    fields.get(REASON_TRAILER))
 
 
-# ---- commits on master ----------------------------------------------------------------------------
+# ---- commits on master --------------------------------------------------------------------------
 #: Trailer keys of the library's commits on master.
 EVENT_TRAILER = "Distribute-Event"
 JOB_TRAILER = "Distribute-Job"

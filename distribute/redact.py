@@ -27,7 +27,8 @@ def redact(text: object) -> str:
     """Return ``text`` as a string with URL credentials, bearer tokens and secret env values masked.
 
     ``https://user:pw@host/x`` becomes ``https://***@host/x``; the values of the variables in
-    :data:`SECRET_ENV_VARS` (when set and at least 4 characters long) are replaced wherever they occur.
+    :data:`SECRET_ENV_VARS` (when set and at least 4 characters long) are replaced wherever they
+    occur.
     """
     out = str(text)
     out = _URL_USERINFO.sub(lambda m: m.group("scheme") + _MASK + "@", out)

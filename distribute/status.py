@@ -26,7 +26,8 @@ def read_snapshot(clone: Clone, observer: Optional[Observer] = None) -> dict[str
     """
     clone.fetch()
     if observer is not None:
-        observer.update({remote_ref(r): sha for r, sha in clone.local_refs(TRACKING_PREFIX).items()},
+        observer.update({remote_ref(r): sha
+                         for r, sha in clone.local_refs(TRACKING_PREFIX).items()},
                         clone.unreachable_at)
     master = clone.resolve(ORIGIN_MASTER) or ORIGIN_MASTER
     ledger = Ledger.parse(lambda name: clone.show(master, name))
@@ -41,7 +42,8 @@ def _age_of(utc: str) -> Optional[float]:
 
 
 def status_json(snap: dict[str, Any]) -> dict[str, Any]:
-    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema: ``docs/cli.md``)."""
+    """The ``status --json`` object built from :meth:`Worker.snapshot` (exact schema:
+    ``docs/cli.md``)."""
     ledger, beats = snap["ledger"], snap["heartbeats"]
     return {
         "queued": list(ledger.queued),

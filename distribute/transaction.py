@@ -294,7 +294,8 @@ class MasterWriter:
                 self.workspace.checkout(txn.base)
                 return txn.base
             raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
-        raise DistributeError(f"master kept moving outside the lock ({MAX_MOVES} times in one hold)")
+        raise DistributeError(f"master kept moving outside the lock "
+                              f"({MAX_MOVES} times in one hold)")
 
     def _lock_gone(self, release: RefUpdate) -> bool:
         return self.clone.ls_remote(release.ref).get(release.ref) != release.expect

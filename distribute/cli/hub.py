@@ -61,13 +61,15 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     """Add the ``mirror`` subcommand (``func`` = :func:`handle`) to ``subparsers``."""
     p = add_command(subparsers, "mirror", HELP, handle, parents, epilog=EPILOG)
     add_remote_argument(p)
-    p.add_argument("--since", metavar="COMMIT", help="only jobs finished after this commit of master")
+    p.add_argument("--since", metavar="COMMIT",
+                   help="only jobs finished after this commit of master")
     p.add_argument("--batch", type=_positive, metavar="N",
                    help="most jobs per Hub commit (default: DISTRIBUTE_MIRROR_BATCH, else "
                         f"{settings.table_default('DISTRIBUTE_MIRROR_BATCH')})")
     p.add_argument("--pack", type=_positive, metavar="N",
                    help="in a new repository, pack N jobs per tar shard (DISTRIBUTE_HF_PACK)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be uploaded, upload nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be uploaded, upload nothing")
     p.add_argument("--status", action="store_true",
                    help="say how far the Hub lags the ledger (no Hub request) and exit")
     p.add_argument("--json", action="store_true", help="with --status: print one JSON object")
@@ -121,15 +123,16 @@ def handle(args: argparse.Namespace) -> int:
         _say(f"not uploaded: {note}")
     scope = f"{report.done} done jobs" + (f" finished after {args.since}" if args.since else "")
     if args.dry_run:
-        _say(f"{scope} at {report.commit[:12]}: {len(report.pending)} not (fully) mirrored to {where}, "
-             f"{report.up_to_date} mirrored, {report.empty} without files")
+        _say(f"{scope} at {report.commit[:12]}: {len(report.pending)} not (fully) mirrored "
+             f"to {where}, {report.up_to_date} mirrored, {report.empty} without files")
         for job in report.pending:
             _say(f"  {job}")
     elif not report.pending:
         _say(f"nothing to upload: {scope} at {report.commit[:12]} are mirrored to {where}"
              + (f" ({report.empty} have no files)" if report.empty else ""))
     else:
-        waited = f", {report.waited_s:.0f}s waiting for commit slots" if report.waited_s >= 1 else ""
+        waited = (f", {report.waited_s:.0f}s waiting for commit slots"
+                  if report.waited_s >= 1 else "")
         _say(f"mirrored {report.uploaded_jobs} jobs ({report.uploaded_files} files) to {where} in "
              f"{len(report.commits)} commits from git {report.commit[:12]}; "
              f"{report.up_to_date} were already up to date{waited}")
@@ -145,7 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``mirror`` as a stand-alone command; returns the exit code."""
     parser = argparse.ArgumentParser(prog="distribute", description="git-distribute's Hub mirror.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
-    parser.add_argument("--env-file", metavar="FILE", help="read settings from FILE instead of .env")
+    parser.add_argument("--env-file", metavar="FILE",
+                        help="read settings from FILE instead of .env")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register(sub)
     args = parser.parse_args(argv)

@@ -24,11 +24,12 @@ from .common import UsageError, add_command, add_remote_argument, cache_worker, 
 from .status_view import progress_line
 
 HELP = "write a self-contained HTML progress page of the jobs (or --json)"
-EPILOG = f"""examples:
+EPILOG = (f"""examples:
   distribute report file:///srv/jobs.git                          # writes report.html
   distribute report file:///srv/jobs.git -o /srv/www/jobs.html --watch 60
   distribute report file:///srv/jobs.git --json > report.json     # the same data as JSON
-  distribute report file:///srv/jobs.git --publish                # also commit it to branch {DEFAULT_BRANCH}
+  distribute report file:///srv/jobs.git --publish                # also commit it to branch """
+          f"""{DEFAULT_BRANCH}
   distribute report file:///srv/jobs.git --watch 300 --publish pages
 
 The page has no script and fetches nothing: open it from a file or any static host. It shows the
@@ -36,7 +37,7 @@ counts, progress, throughput and ETA, the workers' leaderboard, charts of jobs f
 and of job durations, running jobs (stale ones marked), failures, the head of the queue, the lock.
 --publish commits only {PAGE_FILE}, as a commit without parent that replaces the branch's last one
 (compare-and-swap), never master; put REMOTE before --publish. The first report of a remote
-fetches master's history once (commits only) into the cached copy."""
+fetches master's history once (commits only) into the cached copy.""")
 
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:

@@ -100,7 +100,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--all", action="store_true", help="every node in the node list")
     nodes_file(p)
     p = add("offers", "list the offers at most a price, cheapest first", cmd_offers)
-    p.add_argument("--max-price", type=_amount("--max-price"), required=True, metavar="P", help="most $/hour")
+    p.add_argument("--max-price", type=_amount("--max-price"), required=True, metavar="P",
+                   help="most $/hour")
     p.add_argument("--query", help="offer filter, like 'gpu_ram>=16 num_gpus=1'")
     p.add_argument("--order", default="dph_total", help="sort fields, '-' for descending "
                    "(dph_total)")

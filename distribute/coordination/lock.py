@@ -31,7 +31,8 @@ class RequestAnswered(Exception):
 
 
 class RemoteLock:
-    """The single remote lock. ``acquire()`` waits; ``release_update()`` is put in the final push."""
+    """The single remote lock. ``acquire()`` waits; ``release_update()`` is put in the final
+    push."""
 
     def __init__(self, clone: Clone, holder: str, lease_s: float, observer: Observer,
                  poll_min_s: float = 0.02, poll_max_s: float = 1.0,
@@ -185,7 +186,8 @@ class RemoteLock:
         log.debug("%s took the lock", self.holder)
 
     def renew(self) -> bool:
-        """Move the lock to a fresh value (resets everyone's lease clock); ``False`` if it was lost."""
+        """Move the lock to a fresh value (resets everyone's lease clock); ``False`` if it was
+        lost."""
         with self._mutex:
             old = self.value
         if old is None:
@@ -196,7 +198,8 @@ class RemoteLock:
                 if self.value == old:
                     self.value = marker
             return True
-        log.error("%s lost the lock while holding it (it was broken by another worker)", self.holder)
+        log.error("%s lost the lock while holding it (it was broken by another worker)",
+                  self.holder)
         with self._mutex:
             self.value = None
         return False

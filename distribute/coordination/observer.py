@@ -82,7 +82,8 @@ class Observer:
             return time.monotonic() - self._note(ref, value)
 
     def present(self, prefix: str) -> dict[str, tuple[str, float]]:
-        """``{ref: (value, since)}`` for the refs under ``prefix`` that exist in the last snapshot."""
+        """``{ref: (value, since)}`` for the refs under ``prefix`` that exist in the last
+        snapshot."""
         with self._mutex:
             return {ref: (value, since) for ref, (value, since) in self._seen.items()
                     if ref.startswith(prefix) and value is not None}

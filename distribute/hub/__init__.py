@@ -5,7 +5,8 @@ and the mirror of job results (``docs/hub.md`` tells the whole story).
 * :mod:`.hubsettings` — :class:`HubSettings`, read by :func:`settings` (table in ``docs/hub.md``);
 * :mod:`.transport` — the retry and quota policy of Hub calls (:func:`stats`);
 * :mod:`.files` — create the repository, upload, delete, list, one-commit uploads;
-* :mod:`.layout` — where a job's results go on the Hub (:func:`hub_path_for`), folders or tar shards;
+* :mod:`.layout` — where a job's results go on the Hub (:func:`hub_path_for`), folders or tar
+  shards;
 * :mod:`.source` — done records in ledger order and the files of done jobs, read from git;
 * :mod:`.cursor` — the fleet's mirror state on the remote: commit slots within a budget, the cursor;
 * :mod:`.compare` — what is not on the Hub yet: master's files against the repository's listing;

@@ -2,10 +2,10 @@
 
 A batch holds at most ``DISTRIBUTE_MIRROR_BATCH`` jobs, :data:`COMMIT_MAX_FILES` files and
 :data:`BATCH_BYTES` of content (a packed repository's: up to 500 shards, within those bytes). In a
-folder repository each job's files go to ``<ab>/<cd>/<slug>/``; in a packed one the batch rewrites the tar shards (and their indexes) that
-hold its jobs, with every done job of those shards. Files are read from a commit of master with
-``git archive`` (see :mod:`distribute.hub.source`); the first commit to a new repository also
-writes its layout file.
+folder repository each job's files go to ``<ab>/<cd>/<slug>/``; in a packed one the batch rewrites
+the tar shards (and their indexes) that hold its jobs, with every done job of those shards. Files
+are read from a commit of master with ``git archive`` (see :mod:`distribute.hub.source`); the first
+commit to a new repository also writes its layout file.
 """
 from __future__ import annotations
 
@@ -82,8 +82,8 @@ def items_for(clone: Clone, rev: str, lines: list[str], start: int, stop: int,
 def sized(clone: Clone, rev: str, items: list[Item]) -> list[Item]:
     """``items`` with the sizes of their files (read from git: fetched in a partial copy)."""
     glayout = git_layout(clone, rev)
-    listing = with_sizes(clone, rev, {job_path(i.entry.job, glayout): {rel: f for rel, (f, _) in
-                                                                       i.files.items()} for i in items})
+    listing = with_sizes(clone, rev, {job_path(i.entry.job, glayout):
+                                      {rel: f for rel, (f, _) in i.files.items()} for i in items})
     return [replace(i, files={rel: (listing[job_path(i.entry.job, glayout)][rel], sha)
                               for rel, (_, sha) in i.files.items()}) for i in items]
 
@@ -127,7 +127,8 @@ def message(records: list[Entry], rev: str) -> tuple[str, str]:
         job = e.job if len(e.job) <= 100 else e.job[:97] + "..."
         title = f"Mirror job {job} by {e.worker} from git {rev[:12]}"
     else:
-        title = f"Mirror {len(records)} jobs from git {rev[:12]}: " + ", ".join(e.job for e in records)
+        title = (f"Mirror {len(records)} jobs from git {rev[:12]}: "
+                 + ", ".join(e.job for e in records))
         title = title if len(title) <= 200 else title[:197] + "..."
     lines = [f"git commit: {rev}"]
     lines += [f"job: {e.job}\tworker: {e.worker}\tfinished: {e.at}" for e in records[:5000]]
@@ -158,8 +159,8 @@ def commit_batch(clone: Clone, rev: str, s: HubSettings, layout: HubLayout, item
         return result
     if not layout.written:
         written(s, layout)
-    log.info("%s", s.mask(f"mirrored {len(result.jobs)} jobs ({result.files} files) to {s.repo_id}: "
-                          f"commit {result.commit[:12]}"))
+    log.info("%s", s.mask(f"mirrored {len(result.jobs)} jobs ({result.files} files) to "
+                          f"{s.repo_id}: commit {result.commit[:12]}"))
     return result
 
 

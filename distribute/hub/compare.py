@@ -68,7 +68,8 @@ def _matches(r: Optional[RemoteFile], f: GitFile) -> bool:
 
 
 def _folder(out: Comparison, layout: HubLayout, position: int, entry: Entry,
-            tree: dict[str, dict[str, GitFile]], glayout: int, remote: dict[str, RemoteFile]) -> None:
+            tree: dict[str, dict[str, GitFile]], glayout: int,
+            remote: dict[str, RemoteFile]) -> None:
     """Compare one job's folder; an item for it when something must be sent."""
     directory = job_path(entry.job, glayout)
     files = tree.get(directory, {})
@@ -94,21 +95,25 @@ def _folder(out: Comparison, layout: HubLayout, position: int, entry: Entry,
 
 
 def _shards(out: Comparison, pack: int, lines: list[str], start: int,
-            tree: dict[str, dict[str, GitFile]], glayout: int, remote: dict[str, RemoteFile]) -> None:
+            tree: dict[str, dict[str, GitFile]], glayout: int,
+            remote: dict[str, RemoteFile]) -> None:
     """One item per record of each shard (from ``start``'s) whose index differs on the Hub."""
     for k in range(start // pack, (len(lines) + pack - 1) // pack):
         lo, hi = k * pack, min((k + 1) * pack, len(lines))
         records = entries(lines, lo, hi)
-        jobs = [(e, job_slug(e.job), {r: f for r, f in tree.get(job_path(e.job, glayout), {}).items()
-                                      if f.kind == "blob"}) for e in records]
+        jobs = [(e, job_slug(e.job),
+                 {r: f for r, f in tree.get(job_path(e.job, glayout), {}).items()
+                  if f.kind == "blob"}) for e in records]
         new = sum(1 for p in range(lo, hi) if p >= start)
         out.considered += new
         r = remote.get(index_path(k))
         text = index_text(jobs)
         if r is not None and shard_path(k) in remote and (
-                r.blob_id == text_blob_id(text) if r.sha256 is None else r.size == len(text.encode())):
+                r.blob_id == text_blob_id(text) if r.sha256 is None
+                else r.size == len(text.encode())):
             out.up_to_date += new
             continue
         for i, (entry, _, files) in enumerate(jobs):
-            need: dict[str, tuple[GitFile, Optional[str]]] = {rel: (f, None) for rel, f in files.items()}
+            need: dict[str, tuple[GitFile, Optional[str]]] = {rel: (f, None)
+                                                              for rel, f in files.items()}
             out.items.append(Item(lo + i, entry, need))

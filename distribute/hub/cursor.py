@@ -155,7 +155,8 @@ def claim(clone: Clone, s: HubSettings, state: MirrorState, holder: str) -> Opti
 
 
 def release(clone: Clone, held: MirrorState, holder: str, cursor: Optional[int] = None,
-            hub_commit: str = "", not_before: float = 0.0, layout: Optional[HubLayout] = None) -> bool:
+            hub_commit: str = "", not_before: float = 0.0,
+            layout: Optional[HubLayout] = None) -> bool:
     """Give the slot back after a commit: move the cursor to ``cursor`` (never backwards), record
     ``hub_commit``, and keep everyone from committing before ``not_before`` (a ``Retry-After``).
     ``False`` if the slot had been taken over meanwhile (the commit stands; the cursor does not

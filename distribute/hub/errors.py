@@ -20,7 +20,8 @@ class HubAuthError(HubError):
 
 
 class HubUnavailableError(HubError):
-    """The Hub could not be reached or kept failing (network, timeout, 429, 5xx) after the retries."""
+    """The Hub could not be reached or kept failing (network, timeout, 429, 5xx) after the
+    retries."""
 
 
 class HubQuotaError(HubUnavailableError):

@@ -24,7 +24,8 @@ __all__ = ["RemoteFile", "initialize_dataset", "upload_file", "upload_directory"
 
 log = logging.getLogger(__name__)
 
-#: Set while :func:`commit_files` runs: the client's note that it skipped an empty commit lands here.
+#: Set while :func:`commit_files` runs: the client's note that it skipped an empty commit lands
+#: here.
 _skipped: contextvars.ContextVar[Optional[list[str]]] = contextvars.ContextVar(
     "distribute_hub_skipped", default=None)
 
@@ -46,7 +47,8 @@ logging.getLogger("huggingface_hub.hf_api").addFilter(_EmptyCommitNote())
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """A file in the repository: its git blob id, size, and sha256 when it is stored with LFS/Xet."""
+    """A file in the repository: its git blob id, size, and sha256 when it is stored with
+    LFS/Xet."""
 
     blob_id: str
     size: int

@@ -117,5 +117,6 @@ def settings() -> HubSettings:
 
 
 def check_settings() -> HubSettings:
-    """:func:`settings`, for a worker that wants to fail at start-up rather than at the first job."""
+    """:func:`settings`, for a worker that wants to fail at start-up rather than at the first
+    job."""
     return settings()

@@ -86,7 +86,8 @@ class HubLayout:
         return kind + (" (older jobs at <slug>/)" if self.legacy_flat else "")
 
 
-def hub_path_for(job: str, layout: Optional[HubLayout] = None, position: Optional[int] = None) -> str:
+def hub_path_for(job: str, layout: Optional[HubLayout] = None,
+                 position: Optional[int] = None) -> str:
     """Where ``job``'s files are in the repository.
 
     Folders: ``<ab>/<cd>/<slug>`` (the job's files below it). Packed: the tar shard holding the job
@@ -150,7 +151,8 @@ def discover(s: HubSettings, hint: Optional[HubLayout] = None) -> HubLayout:
     return _guessed(s, [e.path for e in entries if not isinstance(e, RepoFile)])
 
 
-def from_listing(s: HubSettings, paths: Iterable[str], hint: Optional[HubLayout] = None) -> HubLayout:
+def from_listing(s: HubSettings, paths: Iterable[str],
+                 hint: Optional[HubLayout] = None) -> HubLayout:
     """The layout of a repository whose whole file listing is ``paths``: its layout file's, as
     ``hint`` (the mirror state) or this process knows it, else read (two requests)."""
     paths = list(paths)

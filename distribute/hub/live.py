@@ -72,8 +72,8 @@ def mirror_after_finish(worker: Worker, job: str) -> Optional[bool]:
     key = (s.endpoint or "", s.repo_type, s.repo_id)
     left = _paused_until.get(key, 0.0) - time.monotonic()
     if left > 0:
-        log.info("%s", s.mask(f"job {job!r} waits for the Hub: its calls are paused for {left:.0f}s "
-                              "more after a failure"))
+        log.info("%s", s.mask(f"job {job!r} waits for the Hub: its calls are paused for "
+                              f"{left:.0f}s more after a failure"))
         return None
     try:
         _preupload(worker.clone, job, s)
@@ -134,7 +134,8 @@ def _preupload(clone: Clone, job: str, s: HubSettings) -> None:
     with tempfile.TemporaryDirectory(prefix="distribute-preupload-") as tmp:
         got, _ = export(clone, rev, {directory: files}, Path(tmp))
         base = hub_path_for(job, layout)
-        preupload_files([(f"{base}/{rel}", local) for (_, rel), (local, _) in sorted(got.items())], s)
+        preupload_files([(f"{base}/{rel}", local)
+                         for (_, rel), (local, _) in sorted(got.items())], s)
 
 
 def _age_s(utc: str) -> float:
@@ -181,7 +182,8 @@ def commit_pending(clone: Clone, holder: str, s: HubSettings, rev: str, force: b
             return []
         batch = group(items, s, layout)[0]
         rest = items[len(batch):]
-        end = rest[0].position if rest else len(lines) if not held.layout else batch[-1].position + 1
+        end = (rest[0].position if rest else len(lines) if not held.layout
+               else batch[-1].position + 1)
         result = commit_batch(clone, rev, s, layout, batch, lines)
     except HubQuotaError as exc:
         release(clone, held, holder, not_before=time.time() + (exc.retry_after or s.interval_s))

@@ -171,7 +171,8 @@ def catch_up(worker_or_clone: Union[Worker, Clone], since: Optional[str] = None,
     remote = remote_index(s, create=not dry_run)
     layout = from_listing(s, remote, read_state(clone, s).hub_layout())
     comparison = compare(clone, master, lines, start, layout, remote)
-    report = MirrorReport(commit=master, done=comparison.considered, up_to_date=comparison.up_to_date,
+    report = MirrorReport(commit=master, done=comparison.considered,
+                          up_to_date=comparison.up_to_date,
                           empty=comparison.empty, skipped=comparison.skipped,
                           layout=layout.describe())
     items = comparison.items

@@ -43,6 +43,7 @@ def write_tar(dest: Path, members: Sequence[tuple[str, Path]]) -> None:
         for name, local in members:
             info = tarfile.TarInfo(name)
             info.size = local.stat().st_size
-            info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, 0, "", ""
+            info.mode, info.mtime, info.uid, info.gid = 0o644, 0, 0, 0
+            info.uname, info.gname = "", ""
             with open(local, "rb") as src:
                 tar.addfile(info, src)

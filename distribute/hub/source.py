@@ -58,7 +58,8 @@ class GitFile:
 
 
 class DoneRecords:
-    """Every done record of a commit of master, oldest first (segments read once: they never change)."""
+    """Every done record of a commit of master, oldest first (segments read once: they never
+    change)."""
 
     def __init__(self, clone: Clone) -> None:
         self.clone = clone
@@ -200,7 +201,8 @@ def export(clone: Clone, rev: str, wanted: dict[str, dict[str, GitFile]], tmp: P
         for rel in files:
             name = f"{directory}/{rel}"
             if (directory, rel) not in got and not any(s.startswith(name + " (") for s in skipped):
-                skipped.append(f"{name} (left out by git archive: a .gitattributes export-ignore rule)")
+                skipped.append(f"{name} (left out by git archive: "
+                               "a .gitattributes export-ignore rule)")
     return got, skipped
 
 
@@ -209,10 +211,11 @@ def source_of(clone: Clone, job: str) -> tuple[str, Entry]:
     for fetched in (False, True):
         if fetched:
             clone.fetch()
-        for sha in dict.fromkeys(filter(None, (clone.resolve("HEAD"), clone.resolve(ORIGIN_MASTER)))):
+        for sha in dict.fromkeys(filter(None, (clone.resolve("HEAD"),
+                                               clone.resolve(ORIGIN_MASTER)))):
             prefix = job + "\t"
-            line = next((l for l in reversed(done_records(clone).read(sha))
-                         if l.startswith(prefix) or l == job), None)
+            line = next((record for record in reversed(done_records(clone).read(sha))
+                         if record.startswith(prefix) or record == job), None)
             entry = Entry.parse(line) if line is not None else None
             if entry is not None:
                 return finish_commit(clone, sha, entry), entry

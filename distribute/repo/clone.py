@@ -186,8 +186,8 @@ class Clone(Plumbing, Transport):
         text = path.read_text(encoding="utf-8") if path.exists() else ""
         if pattern not in text.splitlines():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text + ("" if not text or text.endswith("\n") else "\n") + pattern + "\n",
-                            encoding="utf-8")
+            path.write_text(text + ("" if not text or text.endswith("\n") else "\n")
+                            + pattern + "\n", encoding="utf-8")
 
     def stage_all(self) -> None:
         """``git add --all``, including paths outside a sparse checkout (a job's new files)."""
@@ -220,7 +220,8 @@ class Clone(Plumbing, Transport):
     def local_refs(self, prefix: str) -> dict[str, str]:
         """``{ref: sha}`` for local refs under ``prefix``."""
         out = self.git("for-each-ref", "--format=%(objectname) %(refname)", prefix)
-        return {ref: sha for sha, _, ref in (l.partition(" ") for l in out.splitlines()) if ref}
+        return {ref: sha for sha, _, ref in (line.partition(" ") for line in out.splitlines())
+                if ref}
 
     def resolve(self, rev: str) -> Optional[str]:
         """The sha of ``rev`` in the copy, or ``None`` if it does not exist."""

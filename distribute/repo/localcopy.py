@@ -20,8 +20,8 @@ def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
     if (path / ".git").is_dir():
         clone = Clone(path, name=name)
         if url is not None and clone.remote_url() != url:
-            raise LocalCopyError(f"{path} is a clone of another remote ({redact(clone.remote_url())}); "
-                                 "choose another path")
+            raise LocalCopyError(f"{path} is a clone of another remote "
+                                 f"({redact(clone.remote_url())}); choose another path")
         if clone.sparse_paths() is not None:  # (copies made before sparse indexes were used)
             clone.run("config", "index.sparse", "true")
             clone.run("config", "sparse.expectFilesOutsideOfPatterns", "true")

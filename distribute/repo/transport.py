@@ -13,10 +13,10 @@ settled by reading the refs back.
 
 Until a :class:`Transport` has once reached the remote (its *first contact*: every command-line
 command, and a worker's clone or first fetch), failures that retrying cannot fix — an unknown
-host, refused credentials, no repository at that path — are raised at once (:func:`diagnose`), naming
-git's own cause (``ssh: Could not resolve hostname …``, ``Permission denied (publickey)``, HTTP
-403…) rather than its last line. After that, a running worker rides out outages as before: every
-failure that looks like the network is retried.
+host, refused credentials, no repository at that path — are raised at once (:func:`diagnose`),
+naming git's own cause (``ssh: Could not resolve hostname …``, ``Permission denied (publickey)``,
+HTTP 403…) rather than its last line. After that, a running worker rides out outages as before:
+every failure that looks like the network is retried.
 """
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ _PERMANENT: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: Failures worth retrying: the network or the server had a bad moment.
 _TRANSIENT = _TRANSPORT_HINTS + (
     "temporary failure in name resolution", "try again", "couldn't connect",
-    "network is unreachable", "no route to host", "connection closed", "kex_exchange_identification", "rpc failed",
+    "network is unreachable", "no route to host", "connection closed",
+    "kex_exchange_identification", "rpc failed",
     "gnutls", "openssl", "ssl_error", "ssl connect", "tls connect", "handshake", "http/2",
     "operation too slow", "transfer closed",
 )
@@ -134,24 +135,24 @@ def diagnose(err: str) -> Failure:
 def _cause(err: str) -> str:
     """The lines of git's stderr that say why: the specific ones (ssh's, curl's, the server's
     ``remote:`` explanation), not git's closing "Could not read from remote repository"."""
-    lines = [l.strip() for l in err.splitlines() if l.strip()]
-    useful = [l for l in lines if not any(b in l.lower() for b in _BOILERPLATE)]
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    useful = [line for line in lines if not any(b in line.lower() for b in _BOILERPLATE)]
     phrases = [p for _, group in _PERMANENT for p in group] + list(_TRANSIENT) + ["returned error"]
-    telling = [l for l in useful
-               if any(p in l.lower() for p in phrases)
-               or (l.startswith("remote:") and not _PROGRESS.match(l))]
-    fatal = [l for l in useful if l.startswith(("fatal:", "error:"))]
+    telling = [line for line in useful
+               if any(p in line.lower() for p in phrases)
+               or (line.startswith("remote:") and not _PROGRESS.match(line))]
+    fatal = [line for line in useful if line.startswith(("fatal:", "error:"))]
     chosen = telling[:2] or fatal[:1] or useful[:1] or lines[:1] or ["(no message)"]
-    return " / ".join(dict.fromkeys(_FATAL.sub("", l)[:300] for l in chosen))
+    return " / ".join(dict.fromkeys(_FATAL.sub("", line)[:300] for line in chosen))
 
 
 @dataclass(frozen=True)
 class RefUpdate:
     """One ref to change in a push.
 
-    ``new`` is the object to point at (``None`` deletes the ref). ``expect`` is the value the ref must
-    have on the remote for the push to apply: a sha, ``""`` for "must not exist", or ``None`` to
-    overwrite unconditionally.
+    ``new`` is the object to point at (``None`` deletes the ref). ``expect`` is the value the ref
+    must have on the remote for the push to apply: a sha, ``""`` for "must not exist", or ``None``
+    to overwrite unconditionally.
     """
 
     ref: str
@@ -224,7 +225,8 @@ class Transport(GitProcess):
 
     def fetch(self, *refspecs: str, depth: Optional[int] = None,
               deepen: Optional[int] = None) -> None:
-        """Fetch ``master`` and the coordination refs (plus ``refspecs``) into ``refs/remotes/origin``.
+        """Fetch ``master`` and the coordination refs (plus ``refspecs``) into
+        ``refs/remotes/origin``.
 
         ``depth`` limits the history fetched (new shallow copies); ``deepen`` extends the history
         of a shallow copy by that many commits (a no-op for a complete one).
@@ -310,7 +312,8 @@ class Transport(GitProcess):
                 "--no-thin"]
         args += [f"--force-with-lease={u.ref}:{u.expect}" for u in updates if u.expect is not None]
         args.append("origin")
-        args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{u.ref}" for u in updates]
+        args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{u.ref}"
+                 for u in updates]
         uncertain = False
         delay = self.backoff_s
         err = ""

@@ -198,7 +198,8 @@ def _throughput(finishes: list[int], first_start: Optional[int], counts: dict[st
         eta = left / now_rate
     return {"overall_per_s": _round(overall, 4), "now_per_s": _round(now_rate, 4),
             "now_window_s": _round(window, 1), "eta_s": _round(eta, 1),
-            "first_claim_at": iso(first_start), "last_finish_at": iso(finishes[-1]) if finishes else None}
+            "first_claim_at": iso(first_start),
+            "last_finish_at": iso(finishes[-1]) if finishes else None}
 
 
 def _workers(ledger: Any, beats: dict[str, float], done_durations: list[Optional[int]],

@@ -122,7 +122,8 @@ def _headline(model: dict[str, Any]) -> str:
         f'title="{counts[k]} {k}"></div>'
         for k in ("done", "failed", "running", "queued") if total and counts[k])
     if not total:
-        stats = '<p class="note" id="empty">no jobs yet: <code>distribute add</code> queues some</p>'
+        stats = ('<p class="note" id="empty">no jobs yet: <code>distribute add</code> '
+                 'queues some</p>')
     else:
         eta = tp["eta_s"]
         eta_text = duration(eta) if eta is not None else (
@@ -165,8 +166,8 @@ def _bars_svg(series: Sequence[tuple[str, Sequence[int]]], labels: Sequence[str]
             h = plot_h * values[i] / ymax
             if h > 0:
                 y -= h
-                rects.append(f'<rect x="{x + 0.5:.2f}" y="{y:.2f}" width="{max(1.0, step - 1):.2f}" '
-                             f'height="{h:.2f}" fill="{color}"/>')
+                rects.append(f'<rect x="{x + 0.5:.2f}" y="{y:.2f}" '
+                             f'width="{max(1.0, step - 1):.2f}" height="{h:.2f}" fill="{color}"/>')
         out.append(f"<g><title>{html.escape(tips[i])}</title>{''.join(rects)}</g>")
     for pos, label in zip((0, 0.5, 1), labels):
         anchor = {0: "start", 0.5: "middle", 1: "end"}[pos]
@@ -180,7 +181,8 @@ def _timeline(model: dict[str, Any]) -> str:
     tl = model["timeline"]
     head = "<h2>Jobs finished over time</h2>"
     if not tl["bucket_s"]:
-        return f'<section>{head}<p class="note" id="timeline-empty">no job has finished yet</p></section>'
+        return (f'<section>{head}<p class="note" id="timeline-empty">no job has finished yet</p>'
+                '</section>')
     size, done, failed = tl["bucket_s"], tl["done"], tl["failed"]
     start = parse_utc(tl["start"]) or 0  # (written by the model: never malformed)
     unit = _bucket_name(size)
