@@ -16,8 +16,8 @@ from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLost
                         worker_from_url)
 from distribute.protocol import job_path
 from distribute.dist import Worker as DistWorker, worker_from_url as dist_worker_from_url
-from distribute.lock import break_lock
-from distribute.remote import Clone
+from distribute.coordination import break_lock
+from distribute.repo import Clone
 
 
 def run_readme_loop(worker: Worker, next_job_func: Any, limit: int = 100) -> list[str]:

@@ -386,17 +386,6 @@ def test_the_finish_commit_is_found_by_its_trailers(tmp_path: Path) -> None:
     assert finish_commit(clone, old, Entry(job, "w2")) == old
 
 
-def test_old_module_paths_still_work() -> None:
-    import distribute.hub_cli
-    import distribute.mirror
-    from distribute.cli import hub as cli_hub
-
-    assert distribute.mirror.catch_up is hub.catch_up
-    assert distribute.mirror.mirror_after_finish is hub.mirror_after_finish
-    assert distribute.mirror.DEFAULT_BATCH == hub.DEFAULT_BATCH
-    assert distribute.hub_cli.main is cli_hub.main
-
-
 def _one_file_dir(worker: Worker) -> Path:
     folder = Path(worker.path).parent / "one"
     folder.mkdir(exist_ok=True)

@@ -149,9 +149,6 @@ def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_REPO_ID")
     run = mirror("mirror", "file:///nowhere")
     assert run.returncode == 1 and "HF_REPO_ID" in run.stderr
-    old = subprocess.run([sys.executable, "-m", "distribute.hub_cli", "mirror", "--help"],
-                         check=False, capture_output=True, text=True, timeout=60)
-    assert old.returncode == 0 and old.stdout == help_.stdout  # the old module path still works
 
 
 def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:

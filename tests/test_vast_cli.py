@@ -236,7 +236,5 @@ def test_register_adds_the_commands_to_another_parser(cli: Run, fake: FakeVast) 
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
     helps = cli(argv=[sys.executable, "-m", "distribute.cli.vast", "rent", "--help"]).stdout
     assert "--self-destruct" in helps and "example" in helps
-    old = cli(argv=[sys.executable, "-m", "distribute.vast_cli", "rent", "--help"]).stdout
-    assert old == helps  # the old module path still works
     main = cli(argv=[sys.executable, "-m", "distribute", "rent", "--help"]).stdout
     assert "--self-destruct" in main and "VAST_NODE_API_KEY" in main
