@@ -8,8 +8,9 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import git_out, ledger_file
-from gitservers import make_bare
+from support.gitservers import make_bare
+from support.remotes import git_out, ledger_file
+
 from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLostError,
                         MergeConflictError, NotARemoteError, NotInitializedError, Worker,
                         init_remote, queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func,

@@ -6,31 +6,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
-from conftest import cli_env, git_out, jobs_in, wait_line
+from support.gitservers import SmartHttpServer, make_bare
+from support.processes import Run, cli_env, wait_line
+from support.remotes import git_out, jobs_in
+
 from distribute.protocol import job_path
-from gitservers import SmartHttpServer, make_bare
-
-Run = Callable[..., subprocess.CompletedProcess]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """Run ``python -m distribute ARGS``; assert the exit code (``rc``); return the result."""
-
-    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
-            stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "distribute", *args], input=stdin,
-                              capture_output=True, text=True, env=cli_env(tmp_path, env), timeout=120)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr or "--debug" in args
-        return proc
-
-    return run
 
 
 def spawn(tmp: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:

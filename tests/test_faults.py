@@ -10,7 +10,8 @@ from typing import Optional
 
 import pytest
 
-from conftest import git_out, ledger_file
+from support.remotes import git_out, ledger_file
+
 from distribute import LockLostError, Worker, init_remote, queue_jobs_func, worker_from_url
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",

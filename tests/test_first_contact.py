@@ -21,39 +21,22 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
 import pytest
 
-from conftest import cli_env, jobs_in
+from support.gitservers import SmartHttpServer, SshServer, free_port, make_bare, ssh_available
+from support.processes import Run
+from support.remotes import jobs_in
+
 from distribute import NotARemoteError, RemoteError, init_remote, worker_from_url
 from distribute.repo import Clone
 from distribute.repo.transport import diagnose
-from gitservers import SmartHttpServer, SshServer, free_port, make_bare, ssh_available
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples"
-Run = Callable[..., subprocess.CompletedProcess]
 INTERACTIVE = [("init",), ("add", "job-1"), ("status",), ("log",), ("requeue", "job-1"),
                ("unlock",)]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """Run ``python -m distribute ARGS`` in ``tmp_path``; check the exit code ``rc``."""
-
-    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
-            cwd: Optional[Path] = None, stdout: object = subprocess.PIPE
-            ) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "distribute", *args], stdout=stdout,
-                              stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path, env),
-                              cwd=cwd or tmp_path, timeout=120, stdin=subprocess.DEVNULL)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr or "--debug" in args
-        return proc
-
-    return run
 
 
 class _FixedAnswer(BaseHTTPRequestHandler):

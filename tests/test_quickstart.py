@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git_out, ledger_file
+from support.remotes import git_out, ledger_file
+
 from distribute.protocol import job_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

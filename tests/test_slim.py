@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git_out, jobs_in
+from support.remotes import git_out, jobs_in
+
 from distribute import MergeConflictError, Worker, init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.commands import story
 from distribute.protocol import job_path

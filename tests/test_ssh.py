@@ -20,8 +20,9 @@ from typing import Iterator
 
 import pytest
 
-from conftest import jobs_in
-from gitservers import SshServer, close_ssh_masters, make_bare, ssh_available
+from support.gitservers import SshServer, close_ssh_masters, make_bare, ssh_available
+from support.remotes import jobs_in
+
 from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.repo.process import git_env
 

@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ledger_file
-from vastserver import FakeVast, make_offer
+from support.remotes import ledger_file
+from support.vastserver import FakeVast, make_offer
 
 from distribute import config, init_remote, vast
 from distribute.settings import SettingError
