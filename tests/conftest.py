@@ -84,7 +84,8 @@ def any_remote(request: pytest.FixtureRequest) -> str:
 def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Processes the test starts import this checkout's library, whatever is installed."""
     root = str(Path(__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", path)
 
 
 @pytest.fixture
@@ -123,7 +124,8 @@ def cli(tmp_path: Path, cli_fast: bool, cli_settings: dict[str, Optional[str]]) 
                               env={k: v for k, v in full.items() if v is not None},
                               cwd=cwd or tmp_path, timeout=120)
         if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            assert proc.returncode == rc, \
+                f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         assert "Traceback" not in proc.stderr or "--debug" in args
         shown = (proc.stdout or "") + proc.stderr
         assert not [s for s in secrets if s in shown], "a key or token was printed"

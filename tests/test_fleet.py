@@ -1,8 +1,8 @@
 """Combining: the lock holder finishes and claims jobs for the workers waiting in line.
 
-Proven with worker processes (``tests/support/proc_worker.py``, queue_jobs_func, which is combinable):
-every job is done exactly once while holders serve others, when a holder dies in the middle of
-serving, and when a waiter dies right after a holder claimed a job for it.
+Proven with worker processes (``tests/support/proc_worker.py``, queue_jobs_func, which is
+combinable): every job is done exactly once while holders serve others, when a holder dies in
+the middle of serving, and when a waiter dies right after a holder claimed a job for it.
 """
 from __future__ import annotations
 

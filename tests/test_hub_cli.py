@@ -88,7 +88,8 @@ def test_wrong_token_from_env_file_is_one_sentence_without_the_token(
 
 def test_large_files_go_through_lfs_and_are_never_skipped_silently(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
-    seed_done_jobs(file_remote, tmp_path, [JOBS[:2]], big=10_000)  # above the fake's 4 KiB LFS threshold
+    # above the fake's 4 KiB LFS threshold
+    seed_done_jobs(file_remote, tmp_path, [JOBS[:2]], big=10_000)
     fake.fail("500", kinds={"lfs-batch"})
     failed = mirror("mirror", file_remote)
     assert failed.returncode == 1 and "error: " in failed.stderr and "HTTP 500" in failed.stderr

@@ -1,9 +1,9 @@
 """Live mirroring by a fleet within the Hub's commit quota, and workers that stop.
 
-The fake Hub (``tests/support/hubserver.py``) enforces a commit quota scaled down from the Hub's hourly
-one (a few commits per few seconds) and answers 429 with ``Retry-After`` beyond it; the workers
-are real ``distribute worker --mirror hf`` processes or the library's own loop. Assertions are
-about what reached the Hub, how many commits and refusals it took — never about time.
+The fake Hub (``tests/support/hubserver.py``) enforces a commit quota scaled down from the Hub's
+hourly one (a few commits per few seconds) and answers 429 with ``Retry-After`` beyond it; the
+workers are real ``distribute worker --mirror hf`` processes or the library's own loop. Assertions
+are about what reached the Hub, how many commits and refusals it took — never about time.
 """
 from __future__ import annotations
 

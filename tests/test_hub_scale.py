@@ -1,9 +1,10 @@
 """The Hub mirror within the Hub's limits: quotas and ``Retry-After``, folder sizes, files per
 commit, tar shards, and repositories mirrored by older versions.
 
-Remotes of thousands of done jobs come from ``tests/support/bigremote.py`` (one ``git fast-import``);
-the catch-up reads them through a slim local copy, as ``distribute mirror`` does. Assertions are
-about what the Hub holds and how many commits and refusals it took, never about time.
+Remotes of thousands of done jobs come from ``tests/support/bigremote.py`` (one
+``git fast-import``); the catch-up reads them through a slim local copy, as ``distribute mirror``
+does. Assertions are about what the Hub holds and how many commits and refusals it took, never
+about time.
 """
 from __future__ import annotations
 

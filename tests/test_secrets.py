@@ -55,9 +55,9 @@ def test_no_secret_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert PASSWORD in url
         outputs = [run_cli(tmp_path, "init", url),
                    run_cli(tmp_path, "add", url, *[f"job{i}" for i in range(24)])]
-        env = dict(os.environ, HF_TOKEN=HF_TOKEN, VAST_API_KEY=VAST_KEY, PYTHONPATH=str(SUPPORT_DIR),
-                   DISTRIBUTE_LOCK_LEASE_S="2", DISTRIBUTE_JOB_LEASE_S="3",
-                   DISTRIBUTE_POLL_MAX_S="0.2", DISTRIBUTE_POLL_S="0.2")
+        env = dict(os.environ, HF_TOKEN=HF_TOKEN, VAST_API_KEY=VAST_KEY,
+                   PYTHONPATH=str(SUPPORT_DIR), DISTRIBUTE_LOCK_LEASE_S="2",
+                   DISTRIBUTE_JOB_LEASE_S="3", DISTRIBUTE_POLL_MAX_S="0.2", DISTRIBUTE_POLL_S="0.2")
         procs = [subprocess.Popen([sys.executable, "-m", "distribute", "--debug", "worker", url,
                                    "--run", "cli_jobs:write", "--idle-exit", "--name", f"w{i}",
                                    "--path", str(tmp_path / f"w{i}")],

@@ -49,8 +49,9 @@ def results(fake: FakeHub) -> dict[str, bytes]:
 
 def run_jobs(worker: Worker, before_mirror: Optional[Callable[[str], None]] = None,
              flush: bool = True) -> dict[str, object]:
-    """Drain the queue like the CLI's loop (each finish claims the next job in the same lock hold),
-    mirroring each job right after its finish, then flush; ``{job: what mirror_after_finish said}``."""
+    """Drain the queue like the CLI's loop (each finish claims the next job in the same lock
+    hold), mirroring each job right after its finish, then flush; ``{job: what
+    mirror_after_finish said}``."""
     mirrored: dict[str, object] = {}
     job = worker.get_next_job(queue_jobs_func)
     while job is not None:
