@@ -37,6 +37,7 @@ def run_readme_loop(worker: Worker, next_job_func: Any, limit: int = 100) -> lis
     return jobs
 
 
+@pytest.mark.slow
 def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     assert init_remote(any_remote, [f"job{i}" for i in range(4)]) is True
     assert init_remote(any_remote) is False
@@ -63,6 +64,7 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     worker.close()
 
 
+@pytest.mark.slow
 def test_finish_and_claim_in_one_lock_hold(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote, ["a", "b", "c"])
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
@@ -108,6 +110,7 @@ def test_give_back_then_take_again_with_the_same_name(file_remote: str, tmp_path
     assert ledger_file(file_remote, "done.txt", tmp_path)[0].startswith("a\tw\t")
 
 
+@pytest.mark.slow
 def test_random_jobs_loop(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     assert (DistWorker, dist_worker_from_url) == (Worker, worker_from_url)  # the seed's import path
@@ -263,6 +266,7 @@ HOSTILE = ["a/b", "..", "../../etc/passwd", "-rf", "--upload-pack=touch x", "x" 
 INVALID = ["", "line\nbreak", "tab\there", " padded", "nul\0"]
 
 
+@pytest.mark.slow
 def test_hostile_job_strings(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     worker = worker_from_url(file_remote, tmp_path / "w", "w")

@@ -7,11 +7,15 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from support.gitservers import GitDaemon
 from support.processes import Pool, kill_tree, spawn_worker, wait_line
 from support.remotes import assert_settled, fsck, git_out, person_appends
 
 from distribute import init_remote
+
+pytestmark = pytest.mark.slow
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 

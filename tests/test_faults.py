@@ -23,6 +23,7 @@ def git(path: Path, *args: str, check: bool = True) -> str:
                           check=check, env=GIT_ENV).stdout
 
 
+@pytest.mark.slow
 def test_slow_next_job_function_renews_its_lease(file_remote: str, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     init_remote(file_remote, ["slow", "next"])

@@ -74,6 +74,7 @@ def _one_error(proc: subprocess.CompletedProcess) -> str:
 
 
 # ---- 1. relative paths ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_relative_paths_work_wherever_a_remote_is_accepted(cli: Run, tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", "--bare", "jobs.git"], cwd=tmp_path, check=True)
     assert "initialised the job ledger on " + str(tmp_path / "jobs.git") in \
@@ -232,6 +233,7 @@ def test_git_messages_of_hosted_remotes_are_classified(stderr: str, kind: str, c
 
 
 # ---- 4. options before the command ---------------------------------------------------------------
+@pytest.mark.slow
 def test_common_options_work_before_and_after_the_command(cli: Run, file_remote: str,
                                                           tmp_path: Path) -> None:
     cli("init", file_remote)
@@ -287,6 +289,7 @@ def test_readme_loop_on_an_existing_ledger_queues_its_jobs(file_remote: str) -> 
     assert "queue_jobs_func:  ['zeta', 'alpha', 'beta', 'gamma']" in proc.stdout
 
 
+@pytest.mark.slow
 def test_progress_says_what_100_percent_means_and_requeue_keeps_the_order(
         cli: Run, file_remote: str, tmp_path: Path) -> None:
     cli("init", file_remote)

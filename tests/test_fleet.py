@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from support.processes import Pool, kill_tree, spawn_worker, wait_line
 from support.remotes import assert_settled, fsck, git_out, ledger_file
 
 from distribute import init_remote
 
+pytestmark = pytest.mark.slow
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
 

@@ -125,6 +125,7 @@ def test_hostile_env_file(remote: tuple[str, str, Path], case: tuple[str, str, i
     check(run(tmp, argv, cwd=workdir), case[2])
 
 
+@pytest.mark.slow
 def test_hostile_jobs_are_processed_safely(remote: tuple[str, str, Path]) -> None:
     """After the table above: a worker drains the jobs that were accepted, all stay inside."""
     url, _, tmp = remote

@@ -63,6 +63,7 @@ def described_jobs(commit) -> list[str]:  # noqa: ANN001
             if line.startswith("job: ")]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_mirror_live_in_batches_and_flush(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     jobs = JOBS + ["..", "job-7"]
@@ -96,6 +97,7 @@ def test_two_worker_processes_mirror_live_in_batches_and_flush(
     assert state.cursor == len(jobs) and not state.committing()
 
 
+@pytest.mark.slow
 def test_hub_outage_leaves_jobs_pending_and_the_next_batch_takes_them_along(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -123,6 +125,7 @@ def test_hub_outage_leaves_jobs_pending_and_the_next_batch_takes_them_along(
     assert report.pending == [] and report.commits == []
 
 
+@pytest.mark.slow
 def test_lost_commit_answer_then_repeated_mirror_runs_upload_nothing(fake: FakeHub, worker: Worker) -> None:
     fake.fail("drop-after-commit", times=1)
     mirrored = run_jobs(worker)
@@ -143,6 +146,7 @@ def test_lost_commit_answer_then_repeated_mirror_runs_upload_nothing(fake: FakeH
     assert fake.count("tree") == 2 * -(-entries // 5)
 
 
+@pytest.mark.slow
 def test_mirror_run_that_dies_midway_is_simply_run_again(fake: FakeHub, worker: Worker) -> None:
     fake.fail("500")
     assert not any(run_jobs(worker, flush=False).values())
@@ -158,6 +162,7 @@ def test_mirror_run_that_dies_midway_is_simply_run_again(fake: FakeHub, worker: 
     assert hub.read_state(worker.clone, hub.settings(), refresh=True).cursor == len(JOBS)
 
 
+@pytest.mark.slow
 def test_a_file_changed_on_master_is_uploaded_again(fake: FakeHub, worker: Worker) -> None:
     run_jobs(worker)
     path = job_path(JOBS[3])
@@ -175,6 +180,7 @@ def test_a_file_changed_on_master_is_uploaded_again(fake: FakeHub, worker: Worke
     assert len(fake.commits(REPO)) == commits + 1
 
 
+@pytest.mark.slow
 def test_since_considers_only_jobs_finished_after_the_commit(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path) -> None:
     fake.fail("500")
@@ -191,6 +197,7 @@ def test_since_considers_only_jobs_finished_after_the_commit(
         hub.catch_up(worker, since="0" * 40)
 
 
+@pytest.mark.slow
 def test_wrong_token_is_a_clear_error_and_never_shown(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

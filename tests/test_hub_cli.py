@@ -40,6 +40,7 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
         yield server
 
 
+@pytest.mark.slow
 def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     first, _ = seed_done_jobs(file_remote, tmp_path, [JOBS[:1], JOBS[1:]])
     dry = mirror("mirror", file_remote, "--dry-run")
@@ -86,6 +87,7 @@ def test_wrong_token_from_env_file_is_one_sentence_without_the_token(
     assert fake.repos == {} and fake.count("tree") == 2  # the .env's endpoint was used
 
 
+@pytest.mark.slow
 def test_large_files_go_through_lfs_and_are_never_skipped_silently(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     # above the fake's 4 KiB LFS threshold
@@ -108,6 +110,7 @@ def test_large_files_go_through_lfs_and_are_never_skipped_silently(
     assert fake.count("preupload") == fake.count("commit") == fake.count("lfs-batch") == 0
 
 
+@pytest.mark.slow
 def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     help_ = mirror("mirror", "--help")
     assert help_.returncode == 0 and "--since COMMIT" in help_.stdout and "--batch N" in help_.stdout
@@ -126,6 +129,7 @@ def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run.returncode == 1 and "HF_REPO_ID" in run.stderr
 
 
+@pytest.mark.slow
 def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     from distribute import init_remote
 

@@ -25,7 +25,7 @@ from distribute.hub.cursor import MIRROR_REF, MirrorState, repo_key
 from distribute.loop import LoopResult, run_worker_loop
 from distribute.repo import RefUpdate
 
-pytestmark = pytest.mark.usefixtures("this_checkout")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("this_checkout")]
 JOB_MODULE = ("from pathlib import Path\nimport sys\n"
               f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
               "from support.hubdata import write_results\n"

@@ -24,6 +24,8 @@ from distribute import hub, queue_jobs_func, worker_from_url
 from distribute.hub.batch import COMMIT_MAX_FILES
 from distribute.ledger import job_slug
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:

@@ -28,6 +28,8 @@ from distribute.loop import run_worker_loop  # noqa: E402
 from distribute.optuna import OptunaSearch  # noqa: E402
 from distribute.protocol import job_path  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
 ROOT = Path(__file__).resolve().parent.parent

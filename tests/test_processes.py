@@ -14,6 +14,8 @@ from support.remotes import assert_settled, git_out, jobs_in, ledger_file
 from distribute import LocalCopyError, init_remote, worker_from_url
 from distribute.protocol import job_path
 
+pytestmark = pytest.mark.slow
+
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 
+import pytest
+
 from support.gitservers import GitDaemon, SmartHttpServer
 from support.processes import cli_env, spawn_worker, wait_line
 from support.remotes import git_out, jobs_in, person, person_appends
@@ -17,6 +19,8 @@ from support.remotes import git_out, jobs_in, person, person_appends
 from distribute import init_remote
 from distribute.protocol import job_path
 from distribute.repo import Clone, RefUpdate
+
+pytestmark = pytest.mark.slow
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 

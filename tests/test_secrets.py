@@ -16,6 +16,8 @@ from support.gitservers import SmartHttpServer, make_bare
 
 from distribute import DistributeError, worker_from_url
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "pw-7f3a9c-Secret"
 HF_TOKEN = "hf_FAKEtoken0123456789abcdef"
 VAST_KEY = "vastkey-0123456789abcdef-FAKE"

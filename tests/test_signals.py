@@ -26,6 +26,8 @@ from support.remotes import git_out, jobs_in
 from distribute import JobStateError, Worker, init_remote
 from distribute.loop import run_worker_loop
 
+pytestmark = pytest.mark.slow
+
 ENV = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "600",  # no lease brings a job back
        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
 HANG_S = 60  # only a hung worker takes this long

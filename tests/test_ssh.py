@@ -27,8 +27,9 @@ from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.repo.process import git_env
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not ssh_available(),
-                                reason="no sshd (apt-get install openssh-server)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not ssh_available(),
+                                 reason="no sshd (apt-get install openssh-server)")]
 
 
 @dataclass

@@ -606,6 +606,7 @@ def test_a_job_of_a_self_destructing_worker_sees_no_vast_key(fake: FakeVast, fil
 
 # --- the whole story: nodes drain a real remote and destroy themselves -------------------------
 
+@pytest.mark.slow
 def test_rented_nodes_drain_the_queue_and_destroy_themselves(daemon_remote: str,
                                                              tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch

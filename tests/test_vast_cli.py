@@ -53,6 +53,7 @@ def test_offers_table_and_json(cli: Run, fake: FakeVast) -> None:
     assert "no offer" in cli("offers", "--max-price", "0.01").stdout
 
 
+@pytest.mark.slow
 def test_bad_query_and_price_are_usage_errors(cli: Run, fake: FakeVast) -> None:
     err = cli("offers", "--max-price", "1", "--query", "gpu_ram>=lots", rc=2).stderr
     assert "--query" in err and "lots" in err
@@ -178,6 +179,7 @@ def test_rent_error_after_some_nodes_keeps_them(cli: Run, fake: FakeVast, tmp_pa
     assert [n["instance_id"] for n in saved] == list(fake.instances)
 
 
+@pytest.mark.slow
 def test_nodes_and_terminate(cli: Run, fake: FakeVast, tmp_path: Path) -> None:
     assert "no nodes in vast-nodes.json" in cli("nodes").stdout
     assert "nothing to terminate" in cli("terminate", "--all").stdout
