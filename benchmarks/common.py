@@ -1,6 +1,6 @@
 """Shared helpers of the benchmarks: remotes on 127.0.0.1, plain git, timing and tables.
 
-Remotes come from ``tests/gitservers.py``: ``file://``, ``git daemon``, smart HTTP and
+Remotes come from ``tests/support/gitservers.py``: ``file://``, ``git daemon``, smart HTTP and
 ``SshServer``, an unprivileged-port ``sshd`` on loopback with throw-away keys (only when
 ``/usr/sbin/sshd`` exists: ``apt-get install openssh-server``).
 
@@ -37,8 +37,8 @@ if os.environ.get("PYTHONPATH"):
     sys.path.append(str(ROOT))
 else:
     sys.path.insert(0, str(ROOT))
-import gitservers
-from gitservers import GitDaemon, SmartHttpServer, SshServer, make_bare, ssh_available
+from support import gitservers
+from support.gitservers import GitDaemon, SmartHttpServer, SshServer, make_bare, ssh_available
 
 HTTP_BACKLOG = 128  # listen backlog of the smart HTTP server (Python's default is 5)
 TRANSPORTS = ("file", "daemon", "daemon-v0", "http", "ssh", "ssh-reuse")

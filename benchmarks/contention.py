@@ -22,8 +22,8 @@ CPU used by the workers, their git processes and the server (``git daemon``'s ch
 counted) as a share of the machine's cores over the wall time (near 100 %: the machine is the
 limit, not the protocol). ``DISTRIBUTE_POLL_MAX_S`` is passed through (``--poll``).
 
-``--delay-ms N`` (http only) puts the workers behind ``tests/gitservers.py``'s ``DelayProxy``,
-which delays every chunk of data N ms in each direction (a round trip 2 x N ms longer; TCP and
+``--delay-ms N`` (http only) puts the workers behind ``DelayProxy`` (``tests/support/``), which
+delays every chunk of data N ms in each direction (a round trip 2 x N ms longer; TCP and
 TLS handshakes are not modelled). With a list (``0,25``) every row is measured once per delay,
 and a ``delay ms`` column comes first.
 """
@@ -52,7 +52,7 @@ from common import (
     table,
     workdir,
 )
-from gitservers import DelayProxy
+from support.gitservers import DelayProxy
 
 LOCK_REF = "refs/distribute/lock"
 

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
+from support.gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
 
 from distribute import init_remote, queue_jobs_func, worker_from_url  # noqa: E402
 

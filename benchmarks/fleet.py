@@ -17,7 +17,7 @@ One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` process
   after a start-up of 2 s per worker and ``--settle-s`` more (the idle back-off reaching its
   cap), left alone ``--idle-s`` seconds: HTTP requests per second.
 
-``--delay-ms N`` puts the workers behind ``tests/gitservers.py``'s ``DelayProxy``, which delays
+``--delay-ms N`` puts the workers behind ``DelayProxy`` (``tests/support/``), which delays
 every chunk of data N ms in each direction (a round trip 2 x N ms longer: 25 gives the 50 ms of a
 hosted forge on another continent; TCP and TLS handshakes are not modelled). With a list
 (``0,25``) every row is measured once per delay, and a ``delay ms`` column comes first. The
@@ -46,9 +46,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-import gitservers  # noqa: E402
+from support import gitservers  # noqa: E402
 from common import HTTP_BACKLOG, machine_line, table  # noqa: E402
-from gitservers import DelayProxy, SmartHttpServer, make_bare  # noqa: E402
+from support.gitservers import DelayProxy, SmartHttpServer, make_bare  # noqa: E402
 
 from distribute import init_remote  # noqa: E402
 

@@ -6,7 +6,7 @@ catch-up, against the tests' Hub emulator with a scaled-down commit quota.
                                 [--catch-up 10000] [--pack 100]
 
 Everything runs on 127.0.0.1: bare git remotes through ``file://`` and the fake Hub of
-``tests/hubserver.py``, which counts every request it answers and refuses commits beyond
+``tests/support/hubserver.py``, which counts every request it answers and refuses commits beyond
 ``--quota N/SECONDS`` with HTTP 429 and ``Retry-After`` (the real Hub's hourly commit quota,
 scaled down). Three runs:
 
@@ -42,9 +42,9 @@ atexit.register(shutil.rmtree, _HF_HOME, True)
 
 from common import ROOT, machine_line, table  # noqa: E402  (puts tests/ and the library on sys.path)
 
-import bigremote  # noqa: E402
-from gitservers import make_bare  # noqa: E402
-from hubserver import FakeHub  # noqa: E402
+from support import bigremote  # noqa: E402
+from support.gitservers import make_bare  # noqa: E402
+from support.hubserver import FakeHub  # noqa: E402
 
 from distribute import hub, init_remote, worker_from_url  # noqa: E402
 

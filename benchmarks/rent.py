@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from vastserver import FakeVast, make_offer  # noqa: E402
+from support.vastserver import FakeVast, make_offer  # noqa: E402
 
 from distribute import settings, vast  # noqa: E402
 

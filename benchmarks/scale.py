@@ -2,11 +2,12 @@
 
     python benchmarks/scale.py [--transport file,http] [--done 100000,1000000] [--cycles 12]
 
-Remotes on 127.0.0.1 built in seconds with ``tests/bigremote.py`` (``git fast-import``), laid out
-exactly as the library writes them: ``done.txt`` with the most recent 1 000 records and older ones
-in ``done/<seq>.txt`` segments, each done job's result under ``updates/<ab>/<cd>/<slug>/``, the
-layout file; ``--flat`` adds a remote in the first layout (flat ``updates/<slug>/``, one big
-``done.txt``, a kept branch per job) measured after ``distribute upgrade`` and ``prune``.
+Remotes on 127.0.0.1 built in seconds with ``tests/support/bigremote.py`` (``git fast-import``),
+laid out exactly as the library writes them: ``done.txt`` with the most recent 1 000 records and
+older ones in ``done/<seq>.txt`` segments, each done job's result under
+``updates/<ab>/<cd>/<slug>/``, the layout file; ``--flat`` adds a remote in the first layout
+(flat ``updates/<slug>/``, one big ``done.txt``, a kept branch per job) measured after
+``distribute upgrade`` and ``prune``.
 
 Measured side by side in one run, each big remote against an *empty* one (a fresh ledger with
 queued jobs), cycles interleaved so that the machine's load hits both alike:
@@ -35,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-import bigremote  # noqa: E402
+from support import bigremote  # noqa: E402
 from common import Servers, du, machine_line, mb, ms, table  # noqa: E402
 
 from distribute import Worker, queue_jobs_func, worker_from_url  # noqa: E402

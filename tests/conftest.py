@@ -1,32 +1,32 @@
-"""Shared fixtures: real git remotes on this machine and helpers to inspect them."""
+"""Shared fixtures: real git remotes on this machine and one ``cli`` to run commands.
+
+Plain helpers, fake servers and worker scripts live in ``tests/support/``.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
-
-HERE = Path(__file__).parent
-#: Short leases and polls, for worker and command processes started by the tests.
-FAST = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "3",
-        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
+from support.gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
+from support.processes import Run, cli_env  # noqa: E402
 
 
-def cli_env(tmp: Path, extra: Optional[dict[str, str]] = None,
-            fast: bool = True) -> dict[str, str]:
-    """The environment of a ``python -m distribute`` process in a test: :data:`FAST` settings
-    (unless not ``fast``), a command cache under ``tmp``, the tests' job modules importable,
-    then ``extra``."""
-    env = dict(os.environ, **(FAST if fast else {}), DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.update(extra or {})
-    return env
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep the Hub client off the internet and out of the user's cache, in this process and the
+    ones it starts: its once-a-day user-agent registry lives in ``HF_HOME``; seeded here, it is
+    never fetched."""
+    home = Path(tempfile.mkdtemp(prefix="distribute-tests-hf-home-"))
+    (home / ".agent_harnesses.json").write_text('{"standardEnvVars": [], "harnesses": {}}')
+    os.environ["HF_HOME"] = str(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 
 @pytest.fixture(autouse=True)
@@ -80,38 +80,55 @@ def any_remote(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("http_server").url("remote.git")
 
 
-def git_out(url: str, *args: str, tmp: Path) -> str:
-    """Run a git command in a fresh mirror of ``url`` (fetched each call) and return stdout."""
-    mirror = tmp / "inspect.git"
-    if not mirror.exists():
-        subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
-    subprocess.run(["git", "-C", str(mirror), "fetch", "-q", "--prune", url,
-                    "+refs/*:refs/*"], check=True)
-    return subprocess.run(["git", "-C", str(mirror), *args], check=True, capture_output=True,
-                          text=True).stdout
+@pytest.fixture
+def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes the test starts import this checkout's library, whatever is installed."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    monkeypatch.setenv("PYTHONPATH", path)
 
 
-def ledger_file(url: str, name: str, tmp: Path) -> list[str]:
-    """The non-empty lines of a ledger file on the remote's master."""
-    return [l for l in git_out(url, "show", f"master:{name}", tmp=tmp).splitlines() if l]
+@pytest.fixture
+def cli_fast() -> bool:
+    """Whether ``cli`` commands get the short leases and polls of ``FAST``; a module that wants
+    the defaults overrides this fixture."""
+    return True
 
 
-def spawn_worker(url: str, path: Path, name: str, mode: str, *opts: str) -> subprocess.Popen[str]:
-    """Start ``tests/proc_worker.py`` as a separate process."""
-    return subprocess.Popen(
-        [sys.executable, str(HERE / "proc_worker.py"), url, str(path), name, mode, *opts],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+@pytest.fixture
+def cli_settings() -> dict[str, Optional[str]]:
+    """Environment every ``cli`` command of a module gets (``None`` removes a variable); a module
+    overrides this fixture, e.g. with a fake service's address and key."""
+    return {}
 
 
-def wait_line(proc: subprocess.Popen[str], prefix: str) -> str:
-    """Block until the process prints a line starting with ``prefix`` (it signals its state)."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith(prefix):
-            return line.strip()
-    raise AssertionError(f"exited without printing {prefix!r}: {proc.stderr.read()[-3000:]}")
+@pytest.fixture
+def cli(tmp_path: Path, cli_fast: bool, cli_settings: dict[str, Optional[str]]) -> Run:
+    """Run ``python -m distribute ARGS`` (or ``argv``) in ``tmp_path``; assert the exit code
+    ``rc`` (unless None), no traceback (unless ``--debug``) and that no key or token given to any
+    command of the test shows in the output; return the result."""
+    secrets: set[str] = set()
 
+    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, Optional[str]]] = None,
+            stdin: Optional[str] = None, cwd: Optional[Path] = None,
+            stdout: object = subprocess.PIPE, argv: Optional[list[str]] = None
+            ) -> subprocess.CompletedProcess:
+        given = {**cli_settings, **(env or {})}
+        secrets.update(v for k, v in given.items() if v and k.endswith(("_KEY", "_TOKEN")))
+        full = {k: v for k, v in cli_env(tmp_path, fast=cli_fast).items()
+                if not k.startswith(("VAST_", "CONTAINER_"))}
+        full.update(given)
+        proc = subprocess.run(argv or [sys.executable, "-m", "distribute", *args],
+                              input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                              stdout=stdout, stderr=subprocess.PIPE, text=True,
+                              env={k: v for k, v in full.items() if v is not None},
+                              cwd=cwd or tmp_path, timeout=120)
+        if rc is not None:
+            assert proc.returncode == rc, \
+                f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr or "--debug" in args
+        shown = (proc.stdout or "") + proc.stderr
+        assert not [s for s in secrets if s in shown], "a key or token was printed"
+        return proc
 
-def jobs_in(url: str, name: str, tmp: Path) -> list[str]:
-    """The jobs (first fields) of a ledger file on the remote's master."""
-    return [l.split("\t")[0] for l in ledger_file(url, name, tmp)]
+    return run

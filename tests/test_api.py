@@ -8,8 +8,9 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import git_out, ledger_file
-from gitservers import make_bare
+from support.gitservers import make_bare
+from support.remotes import git_out, ledger_file
+
 from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLostError,
                         MergeConflictError, NotARemoteError, NotInitializedError, Worker,
                         init_remote, queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func,
@@ -17,8 +18,8 @@ from distribute import (InvalidJobError, JobStateError, LocalCopyError, LockLost
 from distribute.connect import requeue_jobs
 from distribute.protocol import job_path
 from distribute.dist import Worker as DistWorker, worker_from_url as dist_worker_from_url
-from distribute.lock import break_lock
-from distribute.remote import Clone
+from distribute.coordination import break_lock
+from distribute.repo import Clone
 
 
 def run_readme_loop(worker: Worker, next_job_func: Any, limit: int = 100) -> list[str]:
@@ -37,6 +38,7 @@ def run_readme_loop(worker: Worker, next_job_func: Any, limit: int = 100) -> lis
     return jobs
 
 
+@pytest.mark.slow
 def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     assert init_remote(any_remote, [f"job{i}" for i in range(4)]) is True
     assert init_remote(any_remote) is False
@@ -63,6 +65,7 @@ def test_queue_loop_end_to_end(any_remote: str, tmp_path: Path) -> None:
     worker.close()
 
 
+@pytest.mark.slow
 def test_finish_and_claim_in_one_lock_hold(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote, ["a", "b", "c"])
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
@@ -108,6 +111,7 @@ def test_give_back_then_take_again_with_the_same_name(file_remote: str, tmp_path
     assert ledger_file(file_remote, "done.txt", tmp_path)[0].startswith("a\tw\t")
 
 
+@pytest.mark.slow
 def test_random_jobs_loop(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     assert (DistWorker, dist_worker_from_url) == (Worker, worker_from_url)  # the seed's import path
@@ -263,6 +267,7 @@ HOSTILE = ["a/b", "..", "../../etc/passwd", "-rf", "--upload-pack=touch x", "x" 
 INVALID = ["", "line\nbreak", "tab\there", " padded", "nul\0"]
 
 
+@pytest.mark.slow
 def test_hostile_job_strings(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
     worker = worker_from_url(file_remote, tmp_path / "w", "w")

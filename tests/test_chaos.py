@@ -4,91 +4,20 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
-from conftest import git_out, spawn_worker, wait_line
-from gitservers import GitDaemon
+import pytest
+
+from support.gitservers import GitDaemon
+from support.processes import Pool, kill_tree, spawn_worker, wait_line
+from support.remotes import assert_settled, fsck, git_out, person_appends
+
 from distribute import init_remote
-from test_processes import assert_settled
-from test_reliability import person_appends
+
+pytestmark = pytest.mark.slow
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
-
-
-class Pool:
-    """Worker processes whose output is drained in threads (so pipes never fill up)."""
-
-    def __init__(self, url: str, tmp: Path, *opts: str) -> None:
-        self.url, self.tmp, self.opts = url, tmp, opts
-        self.procs: dict[str, subprocess.Popen[str]] = {}
-        self.logs: dict[str, list[str]] = {}
-        self.took = 0
-        self._mutex = threading.Lock()
-
-    def start(self, name: str) -> None:
-        proc = spawn_worker(self.url, self.tmp / name, name, "drain", *self.opts)
-        self.procs[name], self.logs[name] = proc, []
-        threading.Thread(target=self._pump, args=(proc.stdout, name, True), daemon=True).start()
-        threading.Thread(target=self._pump, args=(proc.stderr, name, False), daemon=True).start()
-
-    def _pump(self, stream, name: str, is_stdout: bool) -> None:  # type: ignore[no-untyped-def]
-        for line in stream:
-            with self._mutex:
-                self.logs[name].append(line)
-                if is_stdout and line.startswith("TOOK"):
-                    self.took += 1
-
-    def wait_took(self, count: int, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while self.took < count:
-            assert time.monotonic() < deadline, f"only {self.took} jobs taken"
-            time.sleep(0.05)
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait()
-
-    def wait_all(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        for name, proc in self.procs.items():
-            if proc.returncode == -signal.SIGKILL:
-                continue
-            try:
-                proc.wait(timeout=max(1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                raise AssertionError(f"{name} still running:\n" + "".join(self.logs[name][-60:]))
-            assert proc.returncode == 0, "".join(self.logs[name][-40:])
-
-    def log_text(self) -> str:
-        return "".join(line for lines in self.logs.values() for line in lines)
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (git runs in sessions of its own)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    todo, tree = [pid], []
-    while todo:
-        tree.append(todo.pop())
-        todo += children.get(tree[-1], [])
-    for member in tree:
-        try:
-            os.kill(member, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def fsck(bare: Path) -> None:
-    subprocess.run(["git", "--git-dir", str(bare), "fsck", "--strict", "--no-dangling"],
-                   check=True, capture_output=True)
 
 
 def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:

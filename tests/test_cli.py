@@ -6,31 +6,15 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import pytest
 
-from conftest import cli_env, git_out, jobs_in, wait_line
+from support.gitservers import SmartHttpServer, make_bare
+from support.processes import Run, cli_env, wait_line
+from support.remotes import git_out, jobs_in
+
 from distribute.protocol import job_path
-from gitservers import SmartHttpServer, make_bare
-
-Run = Callable[..., subprocess.CompletedProcess]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """Run ``python -m distribute ARGS``; assert the exit code (``rc``); return the result."""
-
-    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
-            stdin: Optional[str] = None) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "distribute", *args], input=stdin,
-                              capture_output=True, text=True, env=cli_env(tmp_path, env), timeout=120)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr or "--debug" in args
-        return proc
-
-    return run
 
 
 def spawn(tmp: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen[str]:
@@ -43,6 +27,7 @@ def status(cli: Run, url: str) -> dict:
     return json.loads(cli("status", url, "--json").stdout)
 
 
+@pytest.mark.slow
 def test_init_add_status_json(cli: Run, file_remote: str, tmp_path: Path) -> None:
     (tmp_path / "seed.txt").write_text("a\nb\n\n")
     out = cli("init", file_remote, "--jobs", "seed.txt").stdout
@@ -65,6 +50,7 @@ def test_init_add_status_json(cli: Run, file_remote: str, tmp_path: Path) -> Non
     assert "6 queued · 0 running · 0 done · 0 failed" in text and "lock:    free" in text
 
 
+@pytest.mark.slow
 def test_workers_drain_the_queue(cli: Run, daemon_remote: str, tmp_path: Path) -> None:
     jobs = [f"job{i:02d}" for i in range(12)]
     cli("init", daemon_remote)
@@ -87,6 +73,7 @@ def test_workers_drain_the_queue(cli: Run, daemon_remote: str, tmp_path: Path) -
     assert "finished job" in cli("log", daemon_remote, "-n", "1").stdout
 
 
+@pytest.mark.slow
 def test_exception_fails_job_with_traceback_on_branch(cli: Run, file_remote: str,
                                                        tmp_path: Path) -> None:
     cli("init", file_remote)
@@ -119,6 +106,7 @@ def test_exception_fails_job_with_traceback_on_branch(cli: Run, file_remote: str
     assert jobs_in(file_remote, "jobs.txt", tmp_path) == ["x", "y"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["grace-over", "second-signal"])
 def test_sigterm_mid_job_gives_the_job_back(cli: Run, file_remote: str, tmp_path: Path,
                                             how: str) -> None:
@@ -168,6 +156,7 @@ def test_sigterm_lets_the_job_finish_within_grace(cli: Run, file_remote: str,
     assert jobs_in(file_remote, "jobs.txt", tmp_path) == ["two"]  # no new job was taken
 
 
+@pytest.mark.slow
 def test_requeue_stale_job_of_a_dead_worker(cli: Run, file_remote: str, tmp_path: Path) -> None:
     cli("init", file_remote)
     cli("add", file_remote, "first", "second")
@@ -190,6 +179,7 @@ def test_requeue_stale_job_of_a_dead_worker(cli: Run, file_remote: str, tmp_path
     cli("requeue", file_remote, "--stale", "first", rc=2)
 
 
+@pytest.mark.slow
 def test_unlock_force(cli: Run, file_remote: str, tmp_path: Path) -> None:
     cli("init", file_remote, "--jobs", "-", stdin="a\n")
     assert "the lock is free" in cli("unlock", file_remote).stdout
@@ -209,6 +199,7 @@ def test_unlock_force(cli: Run, file_remote: str, tmp_path: Path) -> None:
     assert "1 done" in out
 
 
+@pytest.mark.slow
 def test_bad_usage_and_plain_errors(cli: Run, file_remote: str, tmp_path: Path) -> None:
     assert cli(rc=2).stderr.startswith("usage:")
     assert "invalid choice" in cli("frobnicate", rc=2).stderr
@@ -253,6 +244,7 @@ def test_dotenv_file_is_picked_up(cli: Run, file_remote: str, tmp_path: Path) ->
     assert "envworker" not in cli("config", env={"DISTRIBUTE_NAME": "fromproc"}).stdout
 
 
+@pytest.mark.slow
 def test_password_in_remote_url_is_never_printed(cli: Run, tmp_path: Path) -> None:
     secret = "s3cr3t-Pa55"
     root = tmp_path / "auth"

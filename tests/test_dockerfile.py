@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ledger_file
+from support.remotes import ledger_file
 
 from distribute import init_remote
 from distribute.vast.query import node_command

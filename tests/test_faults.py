@@ -10,7 +10,8 @@ from typing import Optional
 
 import pytest
 
-from conftest import git_out, ledger_file
+from support.remotes import git_out, ledger_file
+
 from distribute import LockLostError, Worker, init_remote, queue_jobs_func, worker_from_url
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -22,6 +23,7 @@ def git(path: Path, *args: str, check: bool = True) -> str:
                           check=check, env=GIT_ENV).stdout
 
 
+@pytest.mark.slow
 def test_slow_next_job_function_renews_its_lease(file_remote: str, tmp_path: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     init_remote(file_remote, ["slow", "next"])

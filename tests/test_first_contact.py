@@ -21,39 +21,22 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator
 
 import pytest
 
-from conftest import cli_env, jobs_in
+from support.gitservers import SmartHttpServer, SshServer, free_port, make_bare, ssh_available
+from support.processes import Run
+from support.remotes import jobs_in
+
 from distribute import NotARemoteError, RemoteError, init_remote, worker_from_url
 from distribute.repo import Clone
 from distribute.repo.transport import diagnose
-from gitservers import SmartHttpServer, SshServer, free_port, make_bare, ssh_available
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE.parent / "examples"
-Run = Callable[..., subprocess.CompletedProcess]
 INTERACTIVE = [("init",), ("add", "job-1"), ("status",), ("log",), ("requeue", "job-1"),
                ("unlock",)]
-
-
-@pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """Run ``python -m distribute ARGS`` in ``tmp_path``; check the exit code ``rc``."""
-
-    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
-            cwd: Optional[Path] = None, stdout: object = subprocess.PIPE
-            ) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "distribute", *args], stdout=stdout,
-                              stderr=subprocess.PIPE, text=True, env=cli_env(tmp_path, env),
-                              cwd=cwd or tmp_path, timeout=120, stdin=subprocess.DEVNULL)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr or "--debug" in args
-        return proc
-
-    return run
 
 
 class _FixedAnswer(BaseHTTPRequestHandler):
@@ -91,6 +74,7 @@ def _one_error(proc: subprocess.CompletedProcess) -> str:
 
 
 # ---- 1. relative paths ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_relative_paths_work_wherever_a_remote_is_accepted(cli: Run, tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", "--bare", "jobs.git"], cwd=tmp_path, check=True)
     assert "initialised the job ledger on " + str(tmp_path / "jobs.git") in \
@@ -249,6 +233,7 @@ def test_git_messages_of_hosted_remotes_are_classified(stderr: str, kind: str, c
 
 
 # ---- 4. options before the command ---------------------------------------------------------------
+@pytest.mark.slow
 def test_common_options_work_before_and_after_the_command(cli: Run, file_remote: str,
                                                           tmp_path: Path) -> None:
     cli("init", file_remote)
@@ -304,6 +289,7 @@ def test_readme_loop_on_an_existing_ledger_queues_its_jobs(file_remote: str) -> 
     assert "queue_jobs_func:  ['zeta', 'alpha', 'beta', 'gamma']" in proc.stdout
 
 
+@pytest.mark.slow
 def test_progress_says_what_100_percent_means_and_requeue_keeps_the_order(
         cli: Run, file_remote: str, tmp_path: Path) -> None:
     cli("init", file_remote)

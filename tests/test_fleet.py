@@ -1,8 +1,8 @@
 """Combining: the lock holder finishes and claims jobs for the workers waiting in line.
 
-Proven with worker processes (``tests/proc_worker.py``, queue_jobs_func, which is combinable):
-every job is done exactly once while holders serve others, when a holder dies in the middle of
-serving, and when a waiter dies right after a holder claimed a job for it.
+Proven with worker processes (``tests/support/proc_worker.py``, queue_jobs_func, which is
+combinable): every job is done exactly once while holders serve others, when a holder dies in
+the middle of serving, and when a waiter dies right after a holder claimed a job for it.
 """
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import git_out, ledger_file, spawn_worker, wait_line
-from test_chaos import Pool, fsck, kill_tree
-from test_processes import assert_settled
+import pytest
+
+from support.processes import Pool, kill_tree, spawn_worker, wait_line
+from support.remotes import assert_settled, fsck, git_out, ledger_file
+
 from distribute import init_remote
 
+pytestmark = pytest.mark.slow
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gitservers import DelayProxy, GitDaemon, SmartHttpServer, free_port, make_bare
+from support.gitservers import DelayProxy, GitDaemon, SmartHttpServer, free_port, make_bare
 
 LOCK = "refs/distribute/lock"
 

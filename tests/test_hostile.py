@@ -13,10 +13,10 @@ from typing import Optional, Union
 
 import pytest
 
-from conftest import git_out, ledger_file
-from gitservers import make_bare
+from support import SUPPORT_DIR
+from support.gitservers import make_bare
+from support.remotes import git_out, ledger_file
 
-HERE = Path(__file__).parent
 OK, ERROR, USAGE = 0, 1, 2
 Arg = Union[str, bytes]
 
@@ -76,7 +76,7 @@ ENV_CASES: list[tuple[str, str, int]] = [
 
 
 def run(tmp: Path, argv: list[Arg], cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(HERE), DISTRIBUTE_CACHE_DIR=str(tmp / "cache"),
+    env = dict(os.environ, PYTHONPATH=str(SUPPORT_DIR), DISTRIBUTE_CACHE_DIR=str(tmp / "cache"),
                DISTRIBUTE_NET_RETRIES="1", DISTRIBUTE_POLL_MAX_S="0.2")
     if cwd is None:  # the .env cases set these themselves
         env.update(DISTRIBUTE_POLL_S="0.2", DISTRIBUTE_LOCK_LEASE_S="2", DISTRIBUTE_JOB_LEASE_S="3")
@@ -125,6 +125,7 @@ def test_hostile_env_file(remote: tuple[str, str, Path], case: tuple[str, str, i
     check(run(tmp, argv, cwd=workdir), case[2])
 
 
+@pytest.mark.slow
 def test_hostile_jobs_are_processed_safely(remote: tuple[str, str, Path]) -> None:
     """After the table above: a worker drains the jobs that were accepted, all stay inside."""
     url, _, tmp = remote

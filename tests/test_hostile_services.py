@@ -13,14 +13,13 @@ from typing import Any, Callable
 
 import pytest
 
-import test_hub  # noqa: F401  (seeds HF_HOME so the Hub client never phones home)
-from hubserver import FakeHub
-from test_hub_cli import JOBS, seed
-from vastserver import FakeVast, make_offer
+from support import SUPPORT_DIR
+from support.hubdata import SEEDED_JOBS, seed_done_jobs
+from support.hubserver import FakeHub
+from support.vastserver import FakeVast, make_offer
 
 VAST_KEY = "hostile-vast-key-41c9e2"
 HF_TOKEN = "hf_hostileToken7a1b2c3d4e5f"
-HERE = Path(__file__).parent
 
 VAST_CASES: list[tuple[str, Callable[[FakeVast], Any], dict[str, str]]] = [
     ("vast-401", lambda f: None, {"VAST_API_KEY": "wrong-key-0000"}),
@@ -45,7 +44,7 @@ HUB_CASES: list[tuple[str, Callable[[FakeHub], Any], dict[str, str]]] = [
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    full = dict(os.environ, PYTHONPATH=str(HERE))
+    full = dict(os.environ, PYTHONPATH=str(SUPPORT_DIR))
     full.update(env)
     for key in [k for k, v in full.items() if v == ""]:
         del full[key]
@@ -82,7 +81,7 @@ def test_hostile_vast_answers(case: tuple[str, Callable[[FakeVast], Any], dict[s
 def test_hostile_hub_answers(case: tuple[str, Callable[[FakeHub], Any], dict[str, str]],
                              file_remote: str, tmp_path: Path) -> None:
     _, inject, env = case
-    seed(file_remote, tmp_path, [JOBS])
+    seed_done_jobs(file_remote, tmp_path, [SEEDED_JOBS])
     with FakeHub(HF_TOKEN) as hub:
         inject(hub)
         full = {"HF_ENDPOINT": hub.url, "HF_TOKEN": HF_TOKEN, "HF_REPO_ID": "me/results",

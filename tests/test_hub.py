@@ -1,109 +1,36 @@
-"""The Hugging Face mirror against a loopback fake Hub (tests/hubserver.py) and real git remotes.
+"""The Hugging Face mirror against a loopback fake Hub (tests/support/hubserver.py) and real git
+remotes.
 
-The real ``huggingface_hub`` client talks to the fake through ``HF_ENDPOINT``. This file is also
-the worker process of the multi-process test: ``python test_hub.py URL PATH NAME``.
+The real ``huggingface_hub`` client talks to the fake through ``HF_ENDPOINT``. The worker process
+of the multi-process test is ``tests/support/hub_worker.py``.
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import SUPPORT_DIR
+from support.hubdata import (EAGER, REPO, TOKEN, expected_files, results, run_jobs,
+                             serve_fake_hub, write_results)
+from support.hubserver import FakeHub
+from support.remotes import git_out, ledger_file
 
-# Keep the client off the internet and out of the user's cache, in this process and the ones it
-# starts: its once-a-day user-agent registry lives in HF_HOME; seeded here, it is never fetched.
-_HF_HOME = Path(tempfile.mkdtemp(prefix="distribute-tests-hf-home-"))
-(_HF_HOME / ".agent_harnesses.json").write_text('{"standardEnvVars": [], "harnesses": {}}')
-os.environ["HF_HOME"] = str(_HF_HOME)
-atexit.register(shutil.rmtree, _HF_HOME, True)
+from distribute import (DistributeError, config, hub, init_remote, protocol, queue_jobs_func,
+                        worker_from_url)
+from distribute.hub.source import finish_commit
+from distribute.ledger import Entry
+from distribute.protocol import job_path
+from distribute.repo import Clone
+from distribute.settings import SettingError
+from distribute.worker import Worker
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import git_out, ledger_file  # noqa: E402
-from hubserver import FakeHub  # noqa: E402
-
-from distribute import DistributeError, config, hub, init_remote, queue_jobs_func, worker_from_url  # noqa: E402
-from distribute import protocol  # noqa: E402
-from distribute.hub.source import finish_commit  # noqa: E402
-from distribute.ledger import Entry  # noqa: E402
-from distribute.protocol import job_path  # noqa: E402
-from distribute.repo import Clone  # noqa: E402
-from distribute.settings import SettingError  # noqa: E402
-from distribute.worker import Worker  # noqa: E402
-
-TOKEN = "hf_TestTokenQ7x9Zr2Lk5Vb8Nm3"
-REPO = "tester/results"
+pytestmark = pytest.mark.usefixtures("this_checkout")
 JOBS = ["job-1", "a b/c", "ünïcödé", "x" * 120, "-opt"]
-#: Live mirroring as eager as it gets: a commit after every finish (the fleet tests pace it).
-EAGER = {"DISTRIBUTE_HF_COMMITS_PER_HOUR": "360000", "DISTRIBUTE_HF_BATCH_FILES": "1"}
-
-
-def write_results(job: str, job_dir: Path) -> None:
-    """Three files per job: text, binary in a subdirectory, and a non-ASCII name."""
-    (job_dir / "data").mkdir(parents=True, exist_ok=True)
-    (job_dir / "result.txt").write_text(f"result of {job}\n", encoding="utf-8")
-    (job_dir / "data" / "blob.bin").write_bytes(bytes(range(256)) + job.encode())
-    (job_dir / "notes é.md").write_text(f"# {job}\n", encoding="utf-8")
-
-
-def expected_files(jobs: list[str]) -> dict[str, bytes]:
-    """The results of ``jobs`` as the repository holds them (at ``hub_path_for(job)``)."""
-    out = {}
-    for job in jobs:
-        base = hub.hub_path_for(job)
-        out[f"{base}/result.txt"] = f"result of {job}\n".encode()
-        out[f"{base}/data/blob.bin"] = bytes(range(256)) + job.encode()
-        out[f"{base}/notes é.md"] = f"# {job}\n".encode()
-    return out
-
-
-def results(fake: FakeHub) -> dict[str, bytes]:
-    """The repository's files but its layout file."""
-    return {p: d for p, d in fake.files(REPO).items() if p != hub.LAYOUT_FILE}
-
-
-def run_jobs(worker: Worker, before_mirror=None, flush: bool = True) -> dict[str, object]:  # noqa: ANN001
-    """Drain the queue like the CLI's loop (each finish claims the next job in the same lock hold),
-    mirroring each job right after its finish, then flush; ``{job: what mirror_after_finish said}``."""
-    mirrored = {}
-    job = worker.get_next_job(queue_jobs_func)
-    while job is not None:
-        write_results(job, Path(worker.job_dir or ""))
-        next_job = worker.finish_job(queue_jobs_func)
-        if before_mirror:
-            before_mirror(job)
-        mirrored[job] = hub.mirror_after_finish(worker, job)
-        job = next_job
-    if flush:
-        mirrored["<flush>"] = hub.flush_mirror(worker)
-    return mirrored
-
-
-@pytest.fixture(autouse=True)
-def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Processes the tests start import this checkout's library, whatever is installed."""
-    root = str(Path(__file__).resolve().parent.parent)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-
-
-def serve_fake_hub(monkeypatch: pytest.MonkeyPatch, page_size: int,
-                   **settings: str) -> Iterator[FakeHub]:
-    """A fake Hub that the library is pointed at (token, repository, quick retries), with
-    ``settings`` on top; for fixtures to yield from."""
-    with FakeHub(TOKEN, page_size=page_size) as server:
-        for key, value in {"HF_ENDPOINT": server.url, "HF_TOKEN": TOKEN, "HF_REPO_ID": REPO,
-                           "DISTRIBUTE_HF_RETRIES": "1", "DISTRIBUTE_HF_BACKOFF_S": "0.01",
-                           "DISTRIBUTE_HF_PAUSE_S": "0", "DISTRIBUTE_HF_MAX_WAIT_S": "30",
-                           **settings}.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("HF_REPO_TYPE", raising=False)
-        yield server
 
 
 @pytest.fixture
@@ -136,11 +63,13 @@ def described_jobs(commit) -> list[str]:  # noqa: ANN001
             if line.startswith("job: ")]
 
 
+@pytest.mark.slow
 def test_two_worker_processes_mirror_live_in_batches_and_flush(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     jobs = JOBS + ["..", "job-7"]
     init_remote(file_remote, jobs)
-    procs = [subprocess.Popen([sys.executable, __file__, file_remote, str(tmp_path / n), n],
+    worker_py = str(SUPPORT_DIR / "hub_worker.py")
+    procs = [subprocess.Popen([sys.executable, worker_py, file_remote, str(tmp_path / n), n],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n in ("w1", "w2")]
     outputs = [p.communicate(timeout=180) for p in procs]
@@ -168,6 +97,7 @@ def test_two_worker_processes_mirror_live_in_batches_and_flush(
     assert state.cursor == len(jobs) and not state.committing()
 
 
+@pytest.mark.slow
 def test_hub_outage_leaves_jobs_pending_and_the_next_batch_takes_them_along(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -195,6 +125,7 @@ def test_hub_outage_leaves_jobs_pending_and_the_next_batch_takes_them_along(
     assert report.pending == [] and report.commits == []
 
 
+@pytest.mark.slow
 def test_lost_commit_answer_then_repeated_mirror_runs_upload_nothing(fake: FakeHub, worker: Worker) -> None:
     fake.fail("drop-after-commit", times=1)
     mirrored = run_jobs(worker)
@@ -215,6 +146,7 @@ def test_lost_commit_answer_then_repeated_mirror_runs_upload_nothing(fake: FakeH
     assert fake.count("tree") == 2 * -(-entries // 5)
 
 
+@pytest.mark.slow
 def test_mirror_run_that_dies_midway_is_simply_run_again(fake: FakeHub, worker: Worker) -> None:
     fake.fail("500")
     assert not any(run_jobs(worker, flush=False).values())
@@ -230,6 +162,7 @@ def test_mirror_run_that_dies_midway_is_simply_run_again(fake: FakeHub, worker: 
     assert hub.read_state(worker.clone, hub.settings(), refresh=True).cursor == len(JOBS)
 
 
+@pytest.mark.slow
 def test_a_file_changed_on_master_is_uploaded_again(fake: FakeHub, worker: Worker) -> None:
     run_jobs(worker)
     path = job_path(JOBS[3])
@@ -247,6 +180,7 @@ def test_a_file_changed_on_master_is_uploaded_again(fake: FakeHub, worker: Worke
     assert len(fake.commits(REPO)) == commits + 1
 
 
+@pytest.mark.slow
 def test_since_considers_only_jobs_finished_after_the_commit(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path) -> None:
     fake.fail("500")
@@ -263,6 +197,7 @@ def test_since_considers_only_jobs_finished_after_the_commit(
         hub.catch_up(worker, since="0" * 40)
 
 
+@pytest.mark.slow
 def test_wrong_token_is_a_clear_error_and_never_shown(
         fake: FakeHub, worker: Worker, file_remote: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -386,17 +321,6 @@ def test_the_finish_commit_is_found_by_its_trailers(tmp_path: Path) -> None:
     assert finish_commit(clone, old, Entry(job, "w2")) == old
 
 
-def test_old_module_paths_still_work() -> None:
-    import distribute.hub_cli
-    import distribute.mirror
-    from distribute.cli import hub as cli_hub
-
-    assert distribute.mirror.catch_up is hub.catch_up
-    assert distribute.mirror.mirror_after_finish is hub.mirror_after_finish
-    assert distribute.mirror.DEFAULT_BATCH == hub.DEFAULT_BATCH
-    assert distribute.hub_cli.main is cli_hub.main
-
-
 def _one_file_dir(worker: Worker) -> Path:
     folder = Path(worker.path).parent / "one"
     folder.mkdir(exist_ok=True)
@@ -430,16 +354,3 @@ def test_symlinks_are_reported_and_live_mirroring_pauses_after_an_outage(
                                             for j in JOBS[:3])
     assert results(fake) == expected_files(JOBS[:3])
 
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    url, path, name = sys.argv[1:4]
-    w = worker_from_url(url, path, name, poll_max_s=0.1)
-    try:
-        for job, ok in run_jobs(w).items():
-            if job == "<flush>":
-                print(f"FLUSHED\t{ok}", flush=True)
-            else:
-                print(f"{'COMMITTED' if ok else 'PENDING' if ok is None else 'FAILED'}\t{job}", flush=True)
-    finally:
-        w.close()

@@ -12,40 +12,14 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support.hubdata import (EAGER, REPO, SEEDED_JOBS, TOKEN, expected_files, results,
+                             seed_done_jobs)
+from support.hubserver import FakeHub
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hubserver import FakeHub  # noqa: E402
-from test_hub import (EAGER, REPO, TOKEN, expected_files, results, this_checkout,  # noqa: E402,F401
-                      write_results)
+from distribute.hub import hub_path_for
 
-from distribute.hub import hub_path_for  # noqa: E402
-from distribute.ledger import job_slug  # noqa: E402
-
-GIT = ["git", "-c", "user.name=seed", "-c", "user.email=seed@test"]
-JOBS = ["job-1", "a b/c", "ünïcödé"]
-
-
-def seed(url: str, tmp: Path, groups: list[list[str]], big: int = 0) -> list[str]:
-    """Write master: one commit per group of jobs that become done; return the commits' shas."""
-    work = tmp / "seed"
-    subprocess.run(GIT + ["init", "-q", str(work)], check=True)
-    done, shas = [], []
-    for group in groups:
-        for job in group:
-            job_dir = work / "updates" / job_slug(job)
-            write_results(job, job_dir)
-            if big:
-                (job_dir / "big.bin").write_bytes(bytes(i % 251 for i in range(big)))
-            done.append(f"{job}\tseed-worker\t2024-01-01T00:00:00Z\t1\n")
-        for name in ("jobs.txt", "running.txt", "failed.txt"):
-            (work / name).touch()
-        (work / "done.txt").write_text("".join(done), encoding="utf-8")
-        subprocess.run(GIT + ["-C", str(work), "add", "-A"], check=True)
-        subprocess.run(GIT + ["-C", str(work), "commit", "-qm", f"seed finished {len(group)} jobs"], check=True)
-        shas.append(subprocess.run(GIT + ["-C", str(work), "rev-parse", "HEAD"], check=True,
-                                   capture_output=True, text=True).stdout.strip())
-    subprocess.run(GIT + ["-C", str(work), "push", "-q", url, "HEAD:refs/heads/master"], check=True)
-    return shas
+pytestmark = pytest.mark.usefixtures("this_checkout")
+JOBS = SEEDED_JOBS
 
 
 def mirror(*args: str) -> subprocess.CompletedProcess[str]:
@@ -66,8 +40,9 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
         yield server
 
 
+@pytest.mark.slow
 def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
-    first, _ = seed(file_remote, tmp_path, [JOBS[:1], JOBS[1:]])
+    first, _ = seed_done_jobs(file_remote, tmp_path, [JOBS[:1], JOBS[1:]])
     dry = mirror("mirror", file_remote, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "3 not (fully) mirrored" in dry.stdout and all(f"  {j}\n" in dry.stdout for j in JOBS)
@@ -98,7 +73,7 @@ def test_mirror_uploads_in_batches_then_nothing_new(fake: FakeHub, file_remote: 
 
 def test_wrong_token_from_env_file_is_one_sentence_without_the_token(
         fake: FakeHub, file_remote: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    seed(file_remote, tmp_path, [JOBS])
+    seed_done_jobs(file_remote, tmp_path, [JOBS])
     wrong = "hf_WrongTokenFromDotEnv5a6b7c"
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.delenv("HF_ENDPOINT")  # both from the working directory's .env:
@@ -112,9 +87,11 @@ def test_wrong_token_from_env_file_is_one_sentence_without_the_token(
     assert fake.repos == {} and fake.count("tree") == 2  # the .env's endpoint was used
 
 
+@pytest.mark.slow
 def test_large_files_go_through_lfs_and_are_never_skipped_silently(
         fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
-    seed(file_remote, tmp_path, [JOBS[:2]], big=10_000)  # above the fake's 4 KiB LFS threshold
+    # above the fake's 4 KiB LFS threshold
+    seed_done_jobs(file_remote, tmp_path, [JOBS[:2]], big=10_000)
     fake.fail("500", kinds={"lfs-batch"})
     failed = mirror("mirror", file_remote)
     assert failed.returncode == 1 and "error: " in failed.stderr and "HTTP 500" in failed.stderr
@@ -133,6 +110,7 @@ def test_large_files_go_through_lfs_and_are_never_skipped_silently(
     assert fake.count("preupload") == fake.count("commit") == fake.count("lfs-batch") == 0
 
 
+@pytest.mark.slow
 def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     help_ = mirror("mirror", "--help")
     assert help_.returncode == 0 and "--since COMMIT" in help_.stdout and "--batch N" in help_.stdout
@@ -149,11 +127,9 @@ def test_usage_errors(fake: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_REPO_ID")
     run = mirror("mirror", "file:///nowhere")
     assert run.returncode == 1 and "HF_REPO_ID" in run.stderr
-    old = subprocess.run([sys.executable, "-m", "distribute.hub_cli", "mirror", "--help"],
-                         check=False, capture_output=True, text=True, timeout=60)
-    assert old.returncode == 0 and old.stdout == help_.stdout  # the old module path still works
 
 
+@pytest.mark.slow
 def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
     from distribute import init_remote
 
@@ -162,7 +138,7 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
         "from pathlib import Path\n"
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_hub import write_results\n"
+        "from support.hubdata import write_results\n"
         "def run(job, worker):\n"
         "    write_results(job, Path(worker.job_dir))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ["PYTHONPATH"]]),
@@ -176,7 +152,7 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
 
 
 def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:
-    seed(file_remote, tmp_path, [JOBS])
+    seed_done_jobs(file_remote, tmp_path, [JOBS])
     run = subprocess.run([sys.executable, "-m", "distribute", "mirror", file_remote], check=False,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -185,7 +161,7 @@ def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote:
 
 def test_no_token_says_one_is_needed(fake: FakeHub, file_remote: str, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    seed(file_remote, tmp_path, [JOBS])
+    seed_done_jobs(file_remote, tmp_path, [JOBS])
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "no-login"))  # no token saved by a login either
     run = mirror("mirror", file_remote)

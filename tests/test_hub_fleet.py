@@ -1,9 +1,9 @@
 """Live mirroring by a fleet within the Hub's commit quota, and workers that stop.
 
-The fake Hub (``tests/hubserver.py``) enforces a commit quota scaled down from the Hub's hourly
-one (a few commits per few seconds) and answers 429 with ``Retry-After`` beyond it; the workers
-are real ``distribute worker --mirror hf`` processes or the library's own loop. Assertions are
-about what reached the Hub, how many commits and refusals it took — never about time.
+The fake Hub (``tests/support/hubserver.py``) enforces a commit quota scaled down from the Hub's
+hourly one (a few commits per few seconds) and answers 429 with ``Retry-After`` beyond it; the
+workers are real ``distribute worker --mirror hf`` processes or the library's own loop. Assertions
+are about what reached the Hub, how many commits and refusals it took — never about time.
 """
 from __future__ import annotations
 
@@ -16,21 +16,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from support.hubdata import REPO, TOKEN, expected_files, results, write_results
+from support.hubserver import FakeHub
+from support.remotes import jobs_in
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import jobs_in  # noqa: E402
-from hubserver import FakeHub  # noqa: E402
-from test_hub import (REPO, TOKEN, expected_files, results, this_checkout,  # noqa: E402,F401
-                      write_results)
+from distribute import Worker, hub, init_remote, worker_from_url
+from distribute.hub.cursor import MIRROR_REF, MirrorState, repo_key
+from distribute.loop import LoopResult, run_worker_loop
+from distribute.repo import RefUpdate
 
-from distribute import Worker, hub, init_remote, worker_from_url  # noqa: E402
-from distribute.hub.cursor import MIRROR_REF, MirrorState, repo_key  # noqa: E402
-from distribute.loop import LoopResult, run_worker_loop  # noqa: E402
-from distribute.repo import RefUpdate  # noqa: E402
-
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("this_checkout")]
 JOB_MODULE = ("from pathlib import Path\nimport sys\n"
               f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-              "from test_hub import write_results\n"
+              "from support.hubdata import write_results\n"
               "def run(job, worker):\n"
               "    write_results(job, Path(worker.job_dir))\n")
 

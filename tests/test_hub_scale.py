@@ -1,30 +1,30 @@
 """The Hub mirror within the Hub's limits: quotas and ``Retry-After``, folder sizes, files per
 commit, tar shards, and repositories mirrored by older versions.
 
-Remotes of thousands of done jobs come from ``tests/bigremote.py`` (one ``git fast-import``);
-the catch-up reads them through a slim local copy, as ``distribute mirror`` does. Assertions are
-about what the Hub holds and how many commits and refusals it took, never about time.
+Remotes of thousands of done jobs come from ``tests/support/bigremote.py`` (one
+``git fast-import``); the catch-up reads them through a slim local copy, as ``distribute mirror``
+does. Assertions are about what the Hub holds and how many commits and refusals it took, never
+about time.
 """
 from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from support import bigremote
+from support.hubdata import REPO, TOKEN, serve_fake_hub
+from support.hubserver import FakeHub
 
-sys.path.insert(0, str(Path(__file__).parent))
-import bigremote  # noqa: E402
-from hubserver import FakeHub  # noqa: E402
-from test_hub import REPO, TOKEN, serve_fake_hub  # noqa: E402
+from distribute import hub, queue_jobs_func, worker_from_url
+from distribute.hub.batch import COMMIT_MAX_FILES
+from distribute.ledger import job_slug
 
-from distribute import hub, queue_jobs_func, worker_from_url  # noqa: E402
-from distribute.hub.batch import COMMIT_MAX_FILES  # noqa: E402
-from distribute.ledger import job_slug  # noqa: E402
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

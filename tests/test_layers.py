@@ -29,9 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("the worker loop", ("loop", "supervise")),
     ("integrations and reports", ("vast", "hub", "optuna", "report")),
     ("command line", ("cli",)),
-    ("package root and old names kept for compatibility",
-     ("__init__", "__main__", "dist", "jobs", "lock", "remote", "mirror", "vast_query", "vast_cli",
-      "hub_cli", "cli.runner")),
+    ("package root and the original design's entry module", ("__init__", "__main__", "dist")),
 ]
 
 

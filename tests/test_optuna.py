@@ -17,17 +17,22 @@ from optuna.storages import JournalStorage  # noqa: E402
 from optuna.storages.journal import JournalFileBackend  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from conftest import HERE, git_out, jobs_in, ledger_file, wait_line  # noqa: E402
+from support import SUPPORT_DIR  # noqa: E402
+from support.optuna_jobs import value_at  # noqa: E402
+from support.processes import wait_line  # noqa: E402
+from support.remotes import git_out, jobs_in, ledger_file  # noqa: E402
+
 from distribute import JobStateError, init_remote, worker_from_url  # noqa: E402
 from distribute.ledger import Ledger  # noqa: E402
-from distribute.protocol import job_path  # noqa: E402
-from distribute.cli import run_worker_loop  # noqa: E402
+from distribute.loop import run_worker_loop  # noqa: E402
 from distribute.optuna import OptunaSearch  # noqa: E402
-from optuna_jobs import value_at  # noqa: E402
+from distribute.protocol import job_path  # noqa: E402
+
+pytestmark = pytest.mark.slow
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 X = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-ROOT = HERE.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def plain_study(url: str, tmp: Path, name: str = "sweep", rev: str = "master") -> Any:
@@ -228,7 +233,7 @@ def test_run_worker_loop_with_a_runner(file_remote: str, tmp_path: Path) -> None
 
 def test_distribute_worker_command(file_remote: str, tmp_path: Path) -> None:
     init_remote(file_remote)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT_DIR), str(ROOT)]),
            "SWEEP_TRIALS": "3"}
     proc = subprocess.run([sys.executable, "-m", "distribute", "worker", file_remote, "--run",
                            "optuna_jobs:run", "--next-job", "optuna_jobs:search.next_job",
@@ -282,7 +287,7 @@ def test_processes_and_a_sigkill_mid_trial(daemon_remote: str, tmp_path: Path) -
     ten trials on one remote while a fourth, SIGKILLed mid-trial, never comes back."""
     url, trials = daemon_remote, 10
     init_remote(url)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SUPPORT_DIR), str(ROOT)]),
            "SWEEP_TRIALS": str(trials), "DISTRIBUTE_LOCK_LEASE_S": "2",
            "DISTRIBUTE_JOB_LEASE_S": "3", "DISTRIBUTE_POLL_MAX_S": "0.2"}
 
@@ -291,7 +296,7 @@ def test_processes_and_a_sigkill_mid_trial(daemon_remote: str, tmp_path: Path) -
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
 
-    worker_py = str(HERE / "optuna_worker.py")
+    worker_py = str(SUPPORT_DIR / "optuna_worker.py")
     victim = spawn("victim", worker_py, url, str(tmp_path / "v"), "victim", "victim", seed=1)
     _, job, x = wait_line(victim, "RUNNING").split()
     victim.send_signal(signal.SIGKILL)

@@ -1,7 +1,6 @@
 """Guarantees under concurrency, shown with real worker processes and SIGKILL."""
 from __future__ import annotations
 
-import collections
 import signal
 import subprocess
 import time
@@ -9,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git_out, jobs_in, ledger_file, spawn_worker, wait_line
+from support.processes import spawn_worker, wait_line
+from support.remotes import assert_settled, git_out, jobs_in, ledger_file
+
 from distribute import LocalCopyError, init_remote, worker_from_url
 from distribute.protocol import job_path
+
+pytestmark = pytest.mark.slow
 
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
 
@@ -20,19 +23,6 @@ def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 240) -> None:
     for p in procs:
         out, err = p.communicate(timeout=timeout)
         assert p.returncode == 0, err[-3000:]
-
-
-def assert_settled(url: str, jobs: list[str], tmp: Path) -> list[str]:
-    """Every job done exactly once, nothing queued or running, results on master, lock free."""
-    done = jobs_in(url, "done.txt", tmp)
-    assert sorted(done) == sorted(jobs), collections.Counter(done).most_common(3)
-    assert jobs_in(url, "running.txt", tmp) == []
-    assert jobs_in(url, "jobs.txt", tmp) == []
-    files = set(git_out(url, "ls-tree", "-r", "--name-only", "master", tmp=tmp).split())
-    assert {f"{job_path(j)}/result.txt" for j in jobs} <= files
-    refs = git_out(url, "for-each-ref", "--format=%(refname)", tmp=tmp).split()
-    assert "refs/distribute/lock" not in refs
-    return [l.split("\t")[1] for l in ledger_file(url, "done.txt", tmp)]
 
 
 def test_six_workers_drain_a_hundred_jobs(daemon_remote: str, tmp_path: Path) -> None:

@@ -6,8 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import git_out, ledger_file
+import pytest
+
+from support.remotes import git_out, ledger_file
+
 from distribute.protocol import job_path
+
+pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 README = EXAMPLES.parent / "README.md"

@@ -10,37 +10,19 @@ from pathlib import Path
 from typing import Optional
 
 
-from conftest import cli_env, git_out, jobs_in, spawn_worker, wait_line
-from gitservers import GitDaemon, SmartHttpServer
+import pytest
+
+from support.gitservers import GitDaemon, SmartHttpServer
+from support.processes import cli_env, spawn_worker, wait_line
+from support.remotes import git_out, jobs_in, person, person_appends
+
 from distribute import init_remote
 from distribute.protocol import job_path
 from distribute.repo import Clone, RefUpdate
 
+pytestmark = pytest.mark.slow
+
 LEASES = ("--lock-lease", "2", "--job-lease", "3")
-
-
-def person(url: str, workdir: Path, *args: str) -> str:
-    """Run plain git as a person would, in ``workdir`` (cloned from ``url`` on first use)."""
-    if not workdir.exists():
-        subprocess.run(["git", "clone", "-q", url, str(workdir)], check=True)
-        for key, value in (("user.name", "person"), ("user.email", "person@example.com")):
-            subprocess.run(["git", "-C", str(workdir), "config", key, value], check=True)
-    return subprocess.run(["git", "-C", str(workdir), *args], check=True, capture_output=True,
-                          text=True).stdout
-
-
-def person_appends(url: str, workdir: Path, jobs: list[str]) -> None:
-    """Append ``jobs`` to jobs.txt, commit and push; on a refused push pull --rebase and retry."""
-    person(url, workdir, "pull", "-q", "--rebase", "origin", "master")
-    with open(workdir / "jobs.txt", "a", encoding="utf-8") as f:
-        f.write("".join(j + "\n" for j in jobs))
-    person(url, workdir, "commit", "-q", "-am", f"person added {len(jobs)} jobs")
-    for _ in range(100):
-        if subprocess.run(["git", "-C", str(workdir), "push", "-q", "origin", "HEAD:master"],
-                          capture_output=True).returncode == 0:
-            return
-        person(url, workdir, "pull", "-q", "--rebase", "origin", "master")
-    raise AssertionError("the person could never push")
 
 
 def test_person_push_during_a_claim_is_absorbed(file_remote: str, tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ import time
 import zlib
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import pytest
 
-from conftest import cli_env, git_out, wait_line
-from gitservers import make_bare
+from support.gitservers import make_bare
+from support.processes import Run, cli_env, wait_line
+from support.remotes import git_out
 
 from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.status_view import status_json
@@ -36,7 +37,6 @@ URL_JOB = "javascript:alert(4) https://example.invalid/x.png"
 HOSTILE_REASON = "<img src=x onerror=alert(2)> & broke </td>"
 HOSTILE_WORKER = "<img src=x onerror=alert(3)>"
 EVIL_WORKER = "\"><svg onload=alert(5)>"
-Run = Callable[..., subprocess.CompletedProcess]
 
 
 class Page(HTMLParser):
@@ -101,18 +101,9 @@ class Page(HTMLParser):
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Run:
-    """Run ``python -m distribute ARGS``; assert the exit code (``rc``); return the result."""
-
-    def run(*args: str, rc: Optional[int] = 0) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "distribute", *args], capture_output=True,
-                              text=True, env=cli_env(tmp_path, fast=False), timeout=120)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr
-        return proc
-
-    return run
+def cli_fast() -> bool:
+    """The report reads leases: its commands run with the default settings."""
+    return False
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import bigremote
-from conftest import git_out, jobs_in
+import pytest
+
+from support import bigremote
+from support.remotes import git_out, jobs_in
+
 from distribute import Worker, init_remote, queue_jobs_func, worker_from_url
 from distribute.protocol import DONE_RECENT, LAYOUT_FILE, job_path
 
-HERE = Path(__file__).parent
+pytestmark = pytest.mark.slow
 
 
 def cycle(worker: Worker, text: str = "r") -> str:

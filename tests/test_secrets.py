@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from gitservers import SmartHttpServer, make_bare
+from support import SUPPORT_DIR
+from support.gitservers import SmartHttpServer, make_bare
+
 from distribute import DistributeError, worker_from_url
 
-HERE = Path(__file__).parent
+pytestmark = pytest.mark.slow
+
 PASSWORD = "pw-7f3a9c-Secret"
 HF_TOKEN = "hf_FAKEtoken0123456789abcdef"
 VAST_KEY = "vastkey-0123456789abcdef-FAKE"
@@ -25,7 +28,7 @@ def run_cli(tmp: Path, *args: str, check: bool = True) -> str:
     env = dict(os.environ, HF_TOKEN=HF_TOKEN, VAST_API_KEY=VAST_KEY,
                DISTRIBUTE_LOCK_LEASE_S="2", DISTRIBUTE_JOB_LEASE_S="3",
                DISTRIBUTE_POLL_MAX_S="0.2", DISTRIBUTE_POLL_S="0.2",
-               DISTRIBUTE_CACHE_DIR=str(tmp / "cache"), PYTHONPATH=str(HERE))
+               DISTRIBUTE_CACHE_DIR=str(tmp / "cache"), PYTHONPATH=str(SUPPORT_DIR))
     proc = subprocess.run([sys.executable, "-m", "distribute", *args], capture_output=True,
                           text=True, env=env, timeout=300, cwd=tmp)
     if check:
@@ -54,9 +57,9 @@ def test_no_secret_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         assert PASSWORD in url
         outputs = [run_cli(tmp_path, "init", url),
                    run_cli(tmp_path, "add", url, *[f"job{i}" for i in range(24)])]
-        env = dict(os.environ, HF_TOKEN=HF_TOKEN, VAST_API_KEY=VAST_KEY, PYTHONPATH=str(HERE),
-                   DISTRIBUTE_LOCK_LEASE_S="2", DISTRIBUTE_JOB_LEASE_S="3",
-                   DISTRIBUTE_POLL_MAX_S="0.2", DISTRIBUTE_POLL_S="0.2")
+        env = dict(os.environ, HF_TOKEN=HF_TOKEN, VAST_API_KEY=VAST_KEY,
+                   PYTHONPATH=str(SUPPORT_DIR), DISTRIBUTE_LOCK_LEASE_S="2",
+                   DISTRIBUTE_JOB_LEASE_S="3", DISTRIBUTE_POLL_MAX_S="0.2", DISTRIBUTE_POLL_S="0.2")
         procs = [subprocess.Popen([sys.executable, "-m", "distribute", "--debug", "worker", url,
                                    "--run", "cli_jobs:write", "--idle-exit", "--name", f"w{i}",
                                    "--path", str(tmp_path / f"w{i}")],

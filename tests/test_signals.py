@@ -20,11 +20,14 @@ from typing import Optional
 
 import pytest
 
-from conftest import git_out, jobs_in
+from support import SUPPORT_DIR
+from support.remotes import git_out, jobs_in
+
 from distribute import JobStateError, Worker, init_remote
 from distribute.loop import run_worker_loop
 
-HERE = Path(__file__).parent
+pytestmark = pytest.mark.slow
+
 ENV = {"DISTRIBUTE_LOCK_LEASE_S": "2", "DISTRIBUTE_JOB_LEASE_S": "600",  # no lease brings a job back
        "DISTRIBUTE_POLL_MAX_S": "0.2", "DISTRIBUTE_POLL_S": "0.2"}
 HANG_S = 60  # only a hung worker takes this long
@@ -36,7 +39,7 @@ class WorkerProcess:
 
     def __init__(self, tmp: Path, url: str, run: str, *opts: str) -> None:
         env = dict(os.environ, **ENV, DISTRIBUTE_CACHE_DIR=str(tmp / "cache"))
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SUPPORT_DIR), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             ["distribute", "worker", url, "--run", f"cli_jobs:{run}", "--name", "w",
              "--path", str(tmp / "w"), *opts],

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import git_out, jobs_in
+from support.remotes import git_out, jobs_in
+
 from distribute import MergeConflictError, Worker, init_remote, queue_jobs_func, worker_from_url
 from distribute.cli.commands import story
 from distribute.protocol import job_path
@@ -33,6 +34,7 @@ def missing_objects(worker: Worker) -> set[str]:
     return {line[1:] for line in out.splitlines() if line.startswith("?")}
 
 
+@pytest.mark.slow
 def test_slim_copy_holds_the_ledger_and_its_own_job(any_remote: str, tmp_path: Path) -> None:
     init_remote(any_remote, ["a", "b", "c"])
     run_jobs(worker_from_url(any_remote, tmp_path / "first", "first"), 2)

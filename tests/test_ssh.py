@@ -20,14 +20,16 @@ from typing import Iterator
 
 import pytest
 
-from conftest import jobs_in
-from gitservers import SshServer, close_ssh_masters, make_bare, ssh_available
+from support.gitservers import SshServer, close_ssh_masters, make_bare, ssh_available
+from support.remotes import jobs_in
+
 from distribute import init_remote, queue_jobs_func, worker_from_url
-from distribute.remote import git_env
+from distribute.repo.process import git_env
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.skipif(not ssh_available(),
-                                reason="no sshd (apt-get install openssh-server)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not ssh_available(),
+                                 reason="no sshd (apt-get install openssh-server)")]
 
 
 @dataclass

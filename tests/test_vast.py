@@ -11,8 +11,8 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ledger_file
-from vastserver import FakeVast, make_offer
+from support.remotes import ledger_file
+from support.vastserver import FakeVast, make_offer
 
 from distribute import config, init_remote, vast
 from distribute.settings import SettingError
@@ -566,16 +566,6 @@ def test_node_command_refuses_a_malformed_flag() -> None:
         node_command({"DISTRIBUTE_SELF_DESTRUCT": "maybe"})
 
 
-def test_old_module_paths_still_work() -> None:
-    import distribute.vast_cli
-    import distribute.vast_query
-    from distribute.cli import vast as cli_vast
-
-    assert distribute.vast_query.node_command is node_command
-    assert distribute.vast_query.parse_query is vast.parse_query
-    assert distribute.vast_cli.register is cli_vast.register
-
-
 def test_a_job_of_a_self_destructing_worker_sees_no_vast_key(fake: FakeVast, file_remote: str,
                                                               tmp_path: Path) -> None:
     """``distribute worker --self-destruct`` moves the keys out of its environment before the
@@ -616,6 +606,7 @@ def test_a_job_of_a_self_destructing_worker_sees_no_vast_key(fake: FakeVast, fil
 
 # --- the whole story: nodes drain a real remote and destroy themselves -------------------------
 
+@pytest.mark.slow
 def test_rented_nodes_drain_the_queue_and_destroy_themselves(daemon_remote: str,
                                                              tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import pytest
 
-from vastserver import FakeVast, make_offer
+from support.processes import Run
+from support.vastserver import FakeVast, make_offer
 
 KEY = "cli-test-key-93e1d7"
 NODE_KEY = "node-scoped-key-41b8"
 REMOTE = "git@github.com:me/jobs.git"
-Run = Callable[..., subprocess.CompletedProcess]
 
 
 @pytest.fixture
@@ -27,28 +25,16 @@ def fake() -> Iterator[FakeVast]:
 
 
 @pytest.fixture
-def cli(fake: FakeVast, tmp_path: Path) -> Run:
-    """Run ``python -m distribute.cli.vast ARGS`` in tmp_path; check the exit code ``rc``."""
+def cli_settings(fake: FakeVast) -> dict[str, Optional[str]]:
+    """Every command talks to the fake API with the test's key and quick retries."""
+    return {"VAST_API_URL": fake.url, "VAST_API_KEY": KEY, "VAST_RETRY_BACKOFF": "0.01",
+            "VAST_RETRY_TOTAL": "2"}
 
-    def run(*args: str, rc: Optional[int] = 0, env: Optional[dict[str, str]] = None,
-            argv: Optional[list[str]] = None) -> subprocess.CompletedProcess:
-        full = {k: v for k, v in os.environ.items()
-                if not k.startswith(("VAST_", "DISTRIBUTE_", "CONTAINER_"))}
-        full.update(VAST_API_URL=fake.url, VAST_API_KEY=KEY, VAST_RETRY_BACKOFF="0.01",
-                    VAST_RETRY_TOTAL="2")
-        full.update(env or {})
-        full = {k: v for k, v in full.items() if v is not None}
-        cmd = argv or [sys.executable, "-m", "distribute.cli.vast", *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=full, cwd=tmp_path,
-                              timeout=120)
-        if rc is not None:
-            assert proc.returncode == rc, f"{args}: {proc.returncode}\n{proc.stdout}{proc.stderr}"
-        assert "Traceback" not in proc.stderr
-        for secret in (KEY, NODE_KEY):
-            assert secret not in proc.stdout + proc.stderr
-        return proc
 
-    return run
+@pytest.fixture
+def cli_fast() -> bool:
+    """The commands pass the settings they see on to the nodes: no test settings among them."""
+    return False
 
 
 RENT = ("rent", "--max-price", "0.35", "--image", "me/distribute-worker:1", "--remote", REMOTE,
@@ -67,6 +53,7 @@ def test_offers_table_and_json(cli: Run, fake: FakeVast) -> None:
     assert "no offer" in cli("offers", "--max-price", "0.01").stdout
 
 
+@pytest.mark.slow
 def test_bad_query_and_price_are_usage_errors(cli: Run, fake: FakeVast) -> None:
     err = cli("offers", "--max-price", "1", "--query", "gpu_ram>=lots", rc=2).stderr
     assert "--query" in err and "lots" in err
@@ -192,6 +179,7 @@ def test_rent_error_after_some_nodes_keeps_them(cli: Run, fake: FakeVast, tmp_pa
     assert [n["instance_id"] for n in saved] == list(fake.instances)
 
 
+@pytest.mark.slow
 def test_nodes_and_terminate(cli: Run, fake: FakeVast, tmp_path: Path) -> None:
     assert "no nodes in vast-nodes.json" in cli("nodes").stdout
     assert "nothing to terminate" in cli("terminate", "--all").stdout
@@ -236,7 +224,5 @@ def test_register_adds_the_commands_to_another_parser(cli: Run, fake: FakeVast) 
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["1", "2"]
     helps = cli(argv=[sys.executable, "-m", "distribute.cli.vast", "rent", "--help"]).stdout
     assert "--self-destruct" in helps and "example" in helps
-    old = cli(argv=[sys.executable, "-m", "distribute.vast_cli", "rent", "--help"]).stdout
-    assert old == helps  # the old module path still works
     main = cli(argv=[sys.executable, "-m", "distribute", "rent", "--help"]).stdout
     assert "--self-destruct" in main and "VAST_NODE_API_KEY" in main

@@ -21,15 +21,15 @@ Everything public is re-exported here (``from distribute import hub; hub.catch_u
 from .cursor import MIRROR_REF, MirrorState, read_state
 from .errors import HubAuthError, HubError, HubQuotaError, HubUnavailableError
 from .files import (
-                    RemoteFile,
-                    commit_files,
-                    delete_file,
-                    initialize_dataset,
-                    list_files,
-                    preupload_files,
-                    remote_index,
-                    upload_directory,
-                    upload_file,
+    RemoteFile,
+    commit_files,
+    delete_file,
+    initialize_dataset,
+    list_files,
+    preupload_files,
+    remote_index,
+    upload_directory,
+    upload_file,
 )
 from .hubsettings import DEFAULT_BATCH, REPO_TYPES, HubSettings, check_settings, settings
 from .layout import LAYOUT_FILE, HubLayout, hub_path_for

@@ -1,9 +1,0 @@
-"""Moved to :mod:`distribute.cli.vast`; kept so that old imports (and ``python -m``) keep working."""
-import sys
-
-from .cli.vast import main, register
-
-__all__ = ["main", "register"]
-
-if __name__ == "__main__":
-    sys.exit(main())
