@@ -79,10 +79,11 @@ def claim(worker: "Worker", txn: Transaction, func: NextJobFunc) -> tuple[Option
 
 
 def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
-         session: str) -> tuple[Optional[str], int]:
+         session: str, answers: Optional[str] = None) -> tuple[Optional[str], int]:
     """Ask ``func`` (run by ``worker``, the holder) until it yields a claimable job, committed as
     claimed by worker ``name``'s process ``session`` (another one's when the holder serves a
-    waiter), or ``None``. Returns ``(job, attempt)``."""
+    waiter: ``answers`` is then the request part the claim answers), or ``None``. Returns
+    ``(job, attempt)``."""
     ws = txn.workspace
     ledger = ws.ledger()
     note = served_note(worker.name) if name != worker.name or session != worker.session else ""
@@ -101,7 +102,7 @@ def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
             continue
         ledger.write(ws.root)
         _note_skips(worker, skipped)
-        txn.commit(commit_message(name, TOOK, f"{name} took job {job}{note}", job))
+        txn.commit(commit_message(name, TOOK, f"{name} took job {job}{note}", job, answers))
         return job, entry.attempt
     else:
         log.warning("%s: the job function returned %d unusable jobs in a row", worker.name,

@@ -244,9 +244,10 @@ def marker_holder(message: str) -> str:
 
 
 # ---- requests (what a lock waiter asks the holder to do for it) --------------------------------
-#: Trailer keys of a waiter's request: its process, the next-job function to claim with (its
-#: import path), and the job to close — its branch, the branch's tip and the tip on the remote
-#: (empty: never pushed), and a failure's reason (absent: finish).
+#: Trailer keys of a waiter's request: its id, its process, the next-job function to claim with
+#: (its import path), and the job to close — its branch, the branch's tip and the tip on the
+#: remote (empty: never pushed), and a failure's reason (absent: finish).
+REQUEST_TRAILER = "Distribute-Request"
 SESSION_TRAILER = "Distribute-Session"
 NEXT_JOB_TRAILER = "Distribute-Next-Job"
 CLOSE_TRAILER = "Distribute-Close"
@@ -272,10 +273,14 @@ class Request:
     tip: str = ""
     pushed: str = ""
     reason: Optional[str] = None
+    #: Unique per request: whoever serves it records it on master with each part it did
+    #: (:data:`ANSWER_TRAILER`), and the waiter decides only from that record.
+    id: str = ""
 
     def message(self) -> str:
         """The marker message carrying this request."""
-        fields = [(SESSION_TRAILER, self.session), (NEXT_JOB_TRAILER, self.next_job),
+        fields = [(REQUEST_TRAILER, self.id or None), (SESSION_TRAILER, self.session),
+                  (NEXT_JOB_TRAILER, self.next_job),
                   (CLOSE_TRAILER, self.close), (BRANCH_TRAILER, self.branch or None),
                   (TIP_TRAILER, self.tip or None), (PUSHED_TRAILER, self.pushed or None),
                   (REASON_TRAILER, self.reason)]
@@ -296,7 +301,12 @@ class Request:
         return cls(marker_holder(head), fields[SESSION_TRAILER], fields.get(NEXT_JOB_TRAILER),
                    fields.get(CLOSE_TRAILER), fields.get(BRANCH_TRAILER, ""),
                    fields.get(TIP_TRAILER, ""), fields.get(PUSHED_TRAILER, ""),
-                   fields.get(REASON_TRAILER))
+                   fields.get(REASON_TRAILER), fields.get(REQUEST_TRAILER, ""))
+
+
+def new_request_id() -> str:
+    """A fresh request id (random: unique across workers, processes and retries)."""
+    return uuid.uuid4().hex[:16]
 
 
 # ---- commits on master --------------------------------------------------------------------------
@@ -310,13 +320,36 @@ TOOK, FINISHED, FAILED, GAVE_BACK, REQUEUED, GAVE_UP, REJECTED = (
 QUEUE, ADDED, INIT, MERGE = "queue", "added", "init", "merge"
 
 
-def commit_message(worker: str, event: str, subject: str, job: Optional[str] = None) -> str:
+def commit_message(worker: str, event: str, subject: str, job: Optional[str] = None,
+                   answers: Optional[str] = None) -> str:
     """A commit message for master: ``subject`` (what ``git log`` shows), then trailers naming the
-    event, the worker and the job (job strings are single-line by :func:`check_job`)."""
+    event, the worker and the job (job strings are single-line by :func:`check_job`), and for a
+    commit made to serve a waiter, the request it answers (``answers``: ``<id> <part>``)."""
     trailers = [f"{EVENT_TRAILER}: {event}", f"{WORKER_TRAILER}: {worker}"]
     if job is not None:
         trailers.append(f"{JOB_TRAILER}: {job}")
+    if answers is not None:
+        trailers.append(f"{ANSWER_TRAILER}: {answers}")
     return f"{subject}\n\n" + "\n".join(trailers) + "\n"
+
+
+#: The trailer of a commit made for a waiter: ``<request id> close`` or ``<request id> claim``.
+ANSWER_TRAILER = "Distribute-Answer"
+#: ``git log --format`` of :func:`parse_answers`: the answer and job trailers of each commit.
+ANSWER_LOG_FORMAT = ("%(trailers:key=Distribute-Answer,valueonly,separator=%x1e)%x1f"
+                     "%(trailers:key=Distribute-Job,valueonly,separator=%x1e)%x1d")
+
+
+def parse_answers(log: str, request_id: str) -> dict[str, str]:
+    """``{part: job}`` of the commits in ``log`` (printed with :data:`ANSWER_LOG_FORMAT`) that
+    answer the request ``request_id``: ``close`` and/or ``claim``, each with its job."""
+    found: dict[str, str] = {}
+    for record in log.split("\x1d"):
+        answer, _, job = record.strip().partition("\x1f")
+        rid, _, part = answer.strip().partition(" ")
+        if rid and rid == request_id and part in ("close", "claim"):
+            found[part] = job.strip()
+    return found
 
 
 #: ``git log --format`` of :func:`parse_log_record`: sha, then event, worker and job trailers.

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from .archive import roll_into_segment
 from .claims import NextJobFunc, next_job_spec, take
-from .jobbranch import changed_only, merged_fast, take_directory
+from .exceptions import JobStateError
+from .jobbranch import changed_only, merge_job, merged_fast, take_directory
 from .ledger import Ledger
 from .protocol import (
     FAILED,
@@ -55,10 +56,12 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 
 def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session: str,
                  reason: Optional[str], note: str = "",
-                 hooks: Optional[Callable[[], None]] = None) -> None:
+                 hooks: Optional[Callable[[], None]] = None,
+                 answers: Optional[str] = None) -> None:
     """Move worker ``name``'s (process ``session``) ``job`` to done (``reason`` is ``None``; a merge
     made just before is amended with the ledger edit) or failed, in one commit of ``txn``; older
-    done records roll into a segment in that commit. ``hooks`` run before the commit."""
+    done records roll into a segment in that commit. ``hooks`` run before the commit; ``answers``
+    is the request part the commit answers (when it is made for a waiter)."""
     ws = txn.workspace
     amend = reason is None and merged_fast(ws.clone)
     queue_before = list(ledger.queued)
@@ -69,10 +72,27 @@ def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session:
         hooks()
     subject = finish_subject(name, job) if reason is None else \
         f"{name} failed job {job}: {reason[:200]}"
-    txn.commit(commit_message(name, FINISHED if reason is None else FAILED, subject + note, job),
-               amend)
+    txn.commit(commit_message(name, FINISHED if reason is None else FAILED, subject + note, job,
+                              answers), amend)
     roll_into_segment(ws.clone, archived)  # (in the same commit)
     ws.done_index.add(archived)
+
+
+def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: str,
+                  reason: Optional[str], claim_head: Optional[str],
+                  hooks: Callable[[], None]) -> None:
+    """The holder's own close in ``txn``: merge ``job``'s ``branch`` (claimed on ``claim_head``)
+    unless failing, and move the job to done or failed (:func:`record_close`). Raises
+    :class:`JobStateError` when another worker did the job meanwhile."""
+    ledger = txn.workspace.ledger()
+    entry = ledger.running_entry(job)
+    if (entry is None or entry.worker != name) and ledger.is_done(job):
+        raise JobStateError(f"job {job!r} was already done by another worker; "
+                            f"this result stays on branch {branch}")
+    if reason is None:
+        merge_job(txn.workspace.clone, job, job_path(job, txn.workspace.layout), claim_head,
+                  branch)
+    record_close(txn, ledger, job, name, session, reason, hooks=hooks)
 
 
 def requests_in_line(txn: Transaction) -> list[tuple[str, str, Request]]:
@@ -93,14 +113,17 @@ def requests_in_line(txn: Transaction) -> list[tuple[str, str, Request]]:
 
 def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc]) -> int:
     """Serve what ``worker`` (the holder) can of the requests in line, after its own edit in
-    ``txn``; returns how many were served. A request whose serving fails is left for its waiter
-    (what was done for it is undone) and serving stops there."""
+    ``txn``; returns how many were served. Each commit made for a waiter records which part of
+    which request it answers (:data:`~distribute.protocol.ANSWER_TRAILER`). A claim that finds no
+    job is not made for the waiter (it runs its next-job function itself, so that ``None`` always
+    comes from its own call). A request whose serving fails is left for its waiter (what was done
+    for it is undone) and serving stops there."""
     spec = next_job_spec(func)
     clone = txn.workspace.clone
     beat: Optional[str] = None  # one fresh heartbeat value for every served claim
     for ref, value, request in requests_in_line(txn):
-        if (ref in txn.unservable or request.next_job not in (None, spec)
-                or (request.worker, request.session) == (worker.name, worker.session)):
+        if (ref in txn.unservable or not request.id or request.next_job not in (None, spec)
+                or request.worker == worker.name):  # (ourselves, a twin or our predecessor)
             continue
         if len(txn.served) >= MAX_SERVED:
             break
@@ -109,8 +132,14 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
             if request.close is not None and not _close_for(worker, txn, request):
                 continue
             if request.next_job is not None and func is not None:
-                job, _ = take(worker, txn, func, request.worker, request.session)
-                if job is not None and request.close is None:  # (else its own beats go on)
+                closed = txn.head()
+                job, _ = take(worker, txn, func, request.worker, request.session,
+                              answers=f"{request.id} claim")
+                if job is None:  # nothing for it now: the waiter asks its function itself
+                    clone.reset_hard(closed)
+                    if request.close is None:
+                        continue
+                elif request.close is None:  # (else its own beats go on)
                     beat = beat or clone.make_marker(marker_message("heartbeat", worker.name))
                     txn.refs.append(RefUpdate(heartbeat_ref(request.worker, request.session),
                                               beat, expect=None))
@@ -147,25 +176,8 @@ def _close_for(worker: "Worker", txn: Transaction, request: Request) -> bool:
             txn.optional.append(RefUpdate(f"refs/heads/{request.branch}", None,
                                           expect=request.pushed))
     record_close(txn, ledger, job, request.worker, request.session, request.reason,
-                 served_note(worker.name))
+                 served_note(worker.name), answers=f"{request.id} close")
     return True
-
-
-def read_answer(ws: Workspace, name: str, session: str, closing: Optional[str] = None,
-                reason: Optional[str] = None) -> tuple[bool, Optional[list[str]]]:
-    """After a holder deleted the wait ref of worker ``name``'s process ``session``: sync
-    ``ws`` and tell whether the holder closed its job ``closing`` as asked (finished, or failed
-    with ``reason``), and the job it claimed for it as ``[job, branch, "granted"]`` (``None``:
-    none; the branch is created on the remote by the job's first push)."""
-    ws.sync()
-    ledger = ws.ledger()
-    ours = [e for e in ledger.running if (e.worker, e.session) == (name, session)]
-    records = ledger.done if reason is None else ledger.failed
-    closed = closing is None or (all(e.job != closing for e in ours) and any(
-        (e.job, e.worker) == (closing, name) for e in reversed(records)))
-    grant = next((e for e in ours if e.job != closing), None)
-    return closed, None if grant is None else [
-        grant.job, job_branch(name, grant.job, grant.attempt), "granted"]
 
 
 def close_request(ws: Workspace, request: Request, base: Optional[str]) -> Optional[Request]:

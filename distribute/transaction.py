@@ -30,7 +30,9 @@ function, a big merge) keeps it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
@@ -263,7 +265,8 @@ class MasterWriter:
             updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
             release = self.lock.release_update()
             result = self.clone.push_result(_one_per_ref(
-                [*updates, *txn.refs, *txn.optional, *self.lock.leftovers, release]))
+                [*updates, *txn.refs, *txn.optional, *self.lock.leftovers, release]),
+                landed=functools.partial(self._landed, head) if updates else None)
             if result.applied:
                 self.lock.forget()
                 return None
@@ -271,8 +274,9 @@ class MasterWriter:
                 self.lock.forget()
                 raise LockLostError("the lock was broken while we held it (we were too slow); "
                                     "our change was discarded and master is untouched")
-            if not result.rejected:
-                continue  # the server's transaction failed as a whole (a ref was busy): again
+            if not result.rejected:  # the server's transaction failed as a whole: again, later
+                time.sleep(random.uniform(0.05, 0.5))
+                continue
             if MASTER in result.rejected and updates:
                 moved = self._moved_master(txn.base)
                 if not self._replay(txn, moved):
@@ -296,6 +300,15 @@ class MasterWriter:
             raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
         raise DistributeError(f"master kept moving outside the lock "
                               f"({MAX_MOVES} times in one hold)")
+
+    def _landed(self, head: str) -> bool:
+        """Whether ``head``, pushed to master by a push whose answer was lost, is in master's
+        history on the remote: then that atomic push was applied (master only moves forward)."""
+        master = self.clone.ls_remote(MASTER).get(MASTER)
+        if master == head:
+            return True
+        self.clone.fetch()
+        return self.clone.is_ancestor(head, ORIGIN_MASTER)
 
     def _lock_gone(self, release: RefUpdate) -> bool:
         return self.clone.ls_remote(release.ref).get(release.ref) != release.expect

@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar, Union
 
 from . import protocol, settings
+from .answers import Asker
 from .claims import NextJobFunc, claim, next_job_spec
-from .coordination import Heartbeat, Observer, RemoteLock, RequestAnswered
+from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
-from .jobbranch import commit_job_dir, merge_job
+from .jobbranch import commit_job_dir
 from .ledger import Ledger
-from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path
+from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path, new_request_id
 from .redact import redact
 from .repo import RefUpdate
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy, prepare_clone
-from .serve import close_request, read_answer, record_close, serve_waiters
+from .serve import close_own_job, close_request, serve_waiters
 from .sessions import check_name_free, take_over_copy
 from .status import read_snapshot
 from .transaction import MasterWriter, Transaction, Workspace
@@ -89,6 +90,7 @@ class Worker:
         self._branch_sha: Optional[str] = None
         self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
         self._close_hooks: list[CloseHook] = []
+        self._asker = Asker(self._writer, self.workspace, self.name, self.session)
         self.workspace.sync()
         check_name_free(self.workspace, self.name, {self.session, *self.dead_sessions},
                         self.heartbeat_s)
@@ -140,16 +142,8 @@ class Worker:
         for it while it waits in line, and it serves the others when it holds the lock itself.
         """
         self._require_no_job()
-        spec = next_job_spec(next_job_func)
-        try:
-            claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func),
-                                            request=Request(self.name, self.session, spec)
-                                            if spec else None)
-        except RequestAnswered:
-            claimed = read_answer(self.workspace, self.name, self.session)[1]
-            if claimed is None and self.workspace.ledger().queued:  # maybe dropped unserved
-                claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func))
-        return self._start(claimed)
+        return self._start(self._asker.claim(lambda txn: self._claim(txn, next_job_func),
+                                             next_job_spec(next_job_func)))
 
     def _claim(self, txn: Transaction, func: Optional[NextJobFunc]) -> Optional[list[str]]:
         """The claim edit (none without ``func``), then serving the waiters in line. Returns
@@ -247,6 +241,9 @@ class Worker:
     def _close(self, reason: Optional[str], next_job_func: Optional[NextJobFunc],
                ask: bool = True) -> Optional[str]:
         job, _ = self._require_job()
+        answer = self._asker.settle()  # an earlier request of this close, whose outcome we missed
+        if "close" in answer:
+            return self._answered(job, reason, next_job_func, answer)
         self._commit_job(f"{self.name} update on job {job}")
         request = self._close_request(job, reason, next_job_func) if ask else None
         job, branch = self._require_job()  # (a branch pushed for the request may be renamed)
@@ -269,12 +266,8 @@ class Worker:
                 self.running_job = job
 
         try:  # (the heartbeat goes on while we wait in line, and for a job claimed for us)
-            claimed = self._writer.transact(edit, pending if reason is not None else [],
-                                            request, branch_update.new)
-        except RequestAnswered:
-            closed, claimed = read_answer(self.workspace, self.name, self.session, job, reason)
-            if not closed:  # not served after all: do it ourselves
-                return self._close(reason, next_job_func, ask=False)
+            claimed, served = self._asker.ask(edit, request, pending if reason is not None else [],
+                                              branch_update.new)
         except JobStateError:  # done by another worker while we were silent: not ours any more
             if pending:
                 self.clone.push(pending)  # our result stays on our branch
@@ -286,6 +279,10 @@ class Worker:
             else:
                 self._keep_job_alive(pending)
             raise
+        if served is not None:  # a holder took our request out of line
+            if "close" not in served:  # not served after all: do it ourselves
+                return self._close(reason, next_job_func, ask=False)
+            return self._answered(job, reason, next_job_func, served)
         self._drop_job_dir()
         self.running_job = self.working_branch = self._branch_sha = None
         if claimed is None:
@@ -293,22 +290,24 @@ class Worker:
         log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
         return self._start(claimed)
 
+    def _answered(self, job: str, reason: Optional[str], next_job_func: Optional[NextJobFunc],
+                  answer: dict[str, str]) -> Optional[str]:
+        """Our job was closed for us as asked; take the job claimed with it, or claim one."""
+        self._drop_job_dir()
+        self._job_over()
+        log.info("%s %s job %r (served)", self.name, "finished" if reason is None else "failed",
+                 job)
+        return self._start(self._asker.granted(answer.get("claim")) or (
+            None if next_job_func is None  # (else our function says, under the lock)
+            else self._writer.transact(lambda txn: self._claim(txn, next_job_func))))
+
     def _close_edit(self, txn: Transaction, job: str, branch: str, reason: Optional[str]) -> None:
         """Merge the job branch (unless failing) and move the job to done or failed."""
-        ledger = self.workspace.ledger()
-        entry = ledger.running_entry(job)
-        if (entry is None or entry.worker != self.name) and ledger.is_done(job):
-            raise JobStateError(f"job {job!r} was already done by another worker; "
-                                f"this result stays on branch {branch}")
-        if reason is None:
-            merge_job(self.clone, job, job_path(job, self.workspace.layout), self._claim_head,
-                      branch)
-
         def hooks() -> None:
             for hook in self._close_hooks:
                 hook(self, job, reason)
 
-        record_close(txn, ledger, job, self.name, self.session, reason, hooks=hooks)
+        close_own_job(txn, job, self.name, self.session, branch, reason, self._claim_head, hooks)
 
     def _close_request(self, job: str, reason: Optional[str],
                        next_job_func: Optional[NextJobFunc]) -> Optional[Request]:
@@ -323,7 +322,7 @@ class Worker:
             return None
         return close_request(self.workspace, Request(
             self.name, self.session, spec, job, self.working_branch or "", "",
-            self._branch_sha or "", reason), self._claim_head)
+            self._branch_sha or "", reason, new_request_id()), self._claim_head)
 
     def _commit_job(self, message: str) -> bool:
         """Commit the job's directory on its branch (see :mod:`distribute.jobbranch`)."""

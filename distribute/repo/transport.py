@@ -25,7 +25,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..exceptions import NotARemoteError, NotInitializedError, RemoteError
 from ..protocol import FETCH_REFSPECS
@@ -299,12 +299,17 @@ class Transport(GitProcess):
         refused (see :meth:`push_result` for which)."""
         return self.push_result(updates).applied
 
-    def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True) -> PushResult:
+    def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True,
+                    landed: Optional[Callable[[], bool]] = None) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any.
         Not ``atomic``: each ref is applied or refused on its own (``applied`` means all were).
 
-        Transport errors are retried. When a retry is refused after an earlier attempt may have
-        landed, the refs are read back: if they already hold our values, the push counts as applied.
+        Transport errors are retried, and so are refusals that changed nothing because a ref was
+        busy (``(failed)``, a ref lock held by another push): never taken for a lost
+        compare-and-swap. When a retry is refused (or the retries run out) after an earlier
+        attempt may have landed, ``landed()`` settles it (e.g. "our commit is in master's
+        history", which others cannot undo); without it, the refs are read back: if they hold
+        our values, the push counts as applied.
         """
         # --no-thin: a thin pack makes git walk every tree of the remote's master to find delta
         # bases, a cost that grows with the repository; our pushes carry a few small objects
@@ -325,19 +330,32 @@ class Transport(GitProcess):
                 return PushResult(True)
             if "Done" in out or any(line.startswith("!") for line in out.splitlines()):
                 self.reached = True
-                if uncertain and self._already_applied(updates):
+                refused = _refused_refs(out)
+                if not refused and attempt < self.retries:  # busy: nothing changed, try again
+                    delay = self._back_off("push", _busy_reason(out), delay)
+                    continue
+                if uncertain and self._landed(updates, landed):
                     return PushResult(True)
                 log.debug("push refused: %s", redact(out.strip()))
-                return PushResult(False, _refused_refs(out))
+                return PushResult(False, refused)
             if not self._worth_retrying(err):
                 raise RemoteError(redact(diagnose(err).message("push")))
             uncertain = True
             if attempt < self.retries:
                 delay = self._back_off("push", err, delay)
         self.unreachable_at = time.monotonic()
-        if self._already_applied(updates):
+        if self._landed(updates, landed):
             return PushResult(True)
         raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_cause(err)}"))
+
+    def _landed(self, updates: Sequence[RefUpdate], landed: Optional[Callable[[], bool]]) -> bool:
+        """Whether a push whose answer was lost was applied after all."""
+        if landed is None:
+            return self._already_applied(updates)
+        try:
+            return landed()
+        except RemoteError as exc:
+            raise RemoteError(f"the outcome of a push is unknown: {exc}") from None
 
     def _already_applied(self, updates: Sequence[RefUpdate]) -> bool:
         try:
@@ -355,8 +373,16 @@ class Transport(GitProcess):
 
 #: How a ref refused only because the atomic push as a whole failed is reported: by this client,
 #: or by the server (whose ref transaction may also fail on its own, e.g. while another push
-#: locks one of the refs).
-_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic push failure", "atomic transaction failed")
+#: locks one of the refs: a busy ref, as hosts report it, nothing changed).
+_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic push failure", "atomic transaction failed",
+                      "(failed)", "failed to lock", "cannot lock ref", "unable to lock")
+
+
+def _busy_reason(porcelain: str) -> str:
+    """The first refusal reason of a push refused as a whole (for the log)."""
+    reasons = [line.split("\t")[2] for line in porcelain.splitlines()
+               if line.startswith("!") and line.count("\t") >= 2]
+    return f"refused as a whole: {reasons[0].strip() if reasons else 'no reason given'}"
 
 
 def _refused_refs(porcelain: str) -> dict[str, str]:

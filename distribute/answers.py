@@ -1,0 +1,133 @@
+"""A waiter's side of serving the line: asking with a request, and trusting only its answer.
+
+A worker that waits for the lock with a :class:`~distribute.protocol.Request` may be served by
+whoever holds the lock: the holder's push deletes the wait ref and carries, on master, one commit
+per part it did (closing the job, claiming the next one), each with the request's id in its
+:data:`~distribute.protocol.ANSWER_TRAILER`. The waiter decides only from that record: a part
+found there was done in its name; a part not found was not, and the worker does it itself under
+the lock. It never guesses from the ledger (a job of its own in ``running.txt`` may be an old
+claim, and a failed job may be queued and claimed again).
+
+A request is settled once it can no longer be served: its wait ref is gone (served or dropped)
+or its worker deleted it (compare-and-swap on its value). A worker that lost sight of a request
+(an error while it waited) settles it before its next claim or close (:meth:`Asker.settle`), so
+that a late answer is taken rather than done twice or left behind.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional, Sequence, TypeVar
+
+from .coordination import RequestAnswered
+from .protocol import (
+    ANSWER_LOG_FORMAT,
+    Request,
+    job_branch,
+    new_request_id,
+    parse_answers,
+    wait_ref,
+)
+from .repo import RefUpdate
+from .transaction import MasterWriter, Workspace
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: The parts of a request that were answered: ``{"close": job, "claim": job}`` (either may miss).
+Answer = dict[str, str]
+
+
+def read_answer(ws: Workspace, request: Request, base: str) -> Answer:
+    """Sync ``ws`` and read what was done for ``request`` on master since ``base`` (the master
+    its worker saw before it asked).
+
+    Call this only once the request can no longer be served: the push that served it, if any,
+    carried the answer to master together with the wait ref's deletion.
+    """
+    master = ws.sync()
+    out = ws.clone.first_parent_log(f"{base}..{master}", ANSWER_LOG_FORMAT) if base else ""
+    return parse_answers(out, request.id)
+
+
+def withdraw(ws: Workspace, request: Request, base: str) -> Answer:
+    """Settle a request whose outcome its worker did not see: take it out of line if it is still
+    there (then nothing was done for it: ``{}``), else read its answer. Either way it can never
+    be served afterwards."""
+    ref = wait_ref(request.worker)
+    value = ws.clone.ls_remote(ref).get(ref)
+    if value is not None:
+        parsed = Request.parse(ws.clone.messages([value]).get(value, ""))
+        if parsed is not None and parsed.id == request.id and \
+                ws.clone.push([RefUpdate(ref, None, expect=value)]):
+            return {}
+    return read_answer(ws, request, base)
+
+
+class Asker:
+    """One worker's requests: waits in line with them and settles each one exactly once."""
+
+    def __init__(self, writer: MasterWriter, workspace: Workspace, name: str,
+                 session: str) -> None:
+        self.writer = writer
+        self.workspace = workspace
+        self.name = name
+        self.session = session
+        #: A request that may still be in line, whose outcome we did not see, and its base.
+        self.pending: Optional[tuple[Request, str]] = None
+
+    def ask(self, edit: Callable[..., T], request: Optional[Request],
+            refs: Sequence[RefUpdate] = (), tip: Optional[str] = None,
+            ) -> tuple[Optional[T], Optional[Answer]]:
+        """Run ``edit`` as a write transaction, waiting in line with ``request``: ``(what edit
+        returned, None)``, or ``(None, the parts answered)`` when a holder took the request out
+        of line. When anything goes wrong while the request may still be in line, it stays
+        pending until :meth:`settle`."""
+        base = self.workspace.master or ""
+        self.pending = (request, base) if request is not None else None
+        try:
+            result = self.writer.transact(edit, refs, request, tip)
+        except RequestAnswered:
+            assert request is not None
+            answer = read_answer(self.workspace, request, base)
+            self.pending = None
+            log.debug("%s: request %s answered %s", self.name, request.id, answer or "nothing")
+            return None, answer
+        self.pending = None
+        return result, None
+
+    def claim(self, edit: Callable[..., Optional[list[str]]], spec: Optional[str],
+              ) -> Optional[list[str]]:
+        """Claim a job with ``edit`` (the claim transaction's edit; ``spec``: its combinable
+        next-job function, else ``None``): a job an earlier request got for us, else one a
+        holder claims for us while we wait in line, else ours under the lock (then ``None``
+        always means that our next-job function said so)."""
+        claimed = self.granted(self.settle().get("claim"))
+        if claimed is None:
+            request = Request(self.name, self.session, spec, id=new_request_id()) if spec \
+                else None
+            claimed, answer = self.ask(edit, request)
+            if answer is not None:  # taken out of line: claimed for us, or do it ourselves
+                claimed = self.granted(answer.get("claim")) or self.writer.transact(edit)
+        return claimed
+
+    def settle(self) -> Answer:
+        """The answer to a request whose outcome we missed (``{}``: none pending, or not served)."""
+        if self.pending is None:
+            return {}
+        request, base = self.pending
+        answer = withdraw(self.workspace, request, base)
+        self.pending = None
+        if answer:
+            log.info("%s: an earlier request was served after all (%s)", self.name,
+                     ", ".join(f"{part} {job}" for part, job in sorted(answer.items())))
+        return answer
+
+    def granted(self, job: Optional[str]) -> Optional[list[str]]:
+        """``[job, branch, "granted"]`` when ``job`` was claimed for us and is still ours
+        (``None``: nothing claimed, or requeued since: the answer is stale)."""
+        if job is None:
+            return None
+        entry = self.workspace.ledger().running_entry(job)
+        if entry is None or (entry.worker, entry.session) != (self.name, self.session):
+            return None
+        return [job, job_branch(self.name, job, entry.attempt), "granted"]

@@ -1,0 +1,162 @@
+"""Serving the line, decided by answers: a waiter trusts only what master records for its request.
+
+Each test puts a worker in line behind a lock nobody renews (a dead holder's), lets another worker
+with a short lease take over and serve, or removes the wait ref as a clean-up would, and checks
+what the waiter concludes. One process, a ``file://`` remote, real git.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from support.gitservers import make_bare
+from support.jobfuncs import always_a_job, retry_failed_once
+from support.remotes import git_out, ledger_file
+
+from distribute import Worker, add_jobs, init_remote, worker_from_url
+from distribute.protocol import LOCK_REF, WAIT_PREFIX
+
+#: A worker in line waits for a dead holder's lock this long before breaking it: longer than any
+#: test, so that only the serving worker (short lease) takes over.
+PATIENT_LEASE_S = 600.0
+
+
+def _git(bare: Path, *args: str, stdin: str = "") -> str:
+    return subprocess.run(["git", "-c", "user.name=ghost", "-c", "user.email=ghost@example.com",
+                           "--git-dir", str(bare), *args], input=stdin, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def hold_lock_as_dead_holder(bare: Path) -> None:
+    """Set the lock ref to a marker of a holder that never renews or releases it."""
+    tree = _git(bare, "mktree")
+    marker = _git(bare, "commit-tree", tree, "-m", "lock ghost 2026-01-01T00:00:00Z 000000000000")
+    _git(bare, "update-ref", LOCK_REF, marker)
+
+
+def wait_refs(bare: Path) -> list[str]:
+    return _git(bare, "for-each-ref", "--format=%(refname)", WAIT_PREFIX).split()
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``condition`` until it holds (fail after ``timeout_s``: something is stuck)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class InLine:
+    """Run ``call`` in a thread (a worker waiting in line) and keep what it returned or raised."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self.result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            self.error = exc
+
+    def join(self) -> Any:
+        self._thread.join(120)
+        assert not self._thread.is_alive(), "the waiter never came back"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> tuple[Path, str]:
+    bare = make_bare(tmp_path)
+    url = bare.resolve().as_uri()
+    init_remote(url)
+    return bare, url
+
+
+def patient(url: str, tmp: Path, name: str) -> Worker:
+    return worker_from_url(url, path=tmp / name, name=name, lock_lease_s=PATIENT_LEASE_S)
+
+
+def server(url: str, tmp: Path, name: str = "holder") -> Worker:
+    """A worker that breaks the dead holder's lock soon, and skips an idle first-in-line soon."""
+    return worker_from_url(url, path=tmp / name, name=name, lock_lease_s=1.0, poll_max_s=0.2)
+
+
+def subjects(url: str, tmp: Path) -> list[str]:
+    return git_out(url, "log", "--first-parent", "--reverse", "--format=%s", "master",
+                   tmp=tmp).splitlines()
+
+
+def test_a_served_fail_then_a_served_claim_of_the_same_job(remote: tuple[Path, str],
+                                                           tmp_path: Path) -> None:
+    """The holder fails the waiter's job and, since the function retries failed jobs, claims
+    the same job for it again: the waiter runs it again (it must not fail the new claim)."""
+    bare, url = remote
+    waiter = patient(url, tmp_path, "waiter")
+    add_jobs(waiter, ["J1"])
+    assert waiter.get_next_job(retry_failed_once) == "J1"
+    hold_lock_as_dead_holder(bare)
+    in_line = InLine(lambda: waiter.fail_job("boom", retry_failed_once))
+    until(lambda: bool(wait_refs(bare)), "the waiter's request in line")
+    holder = server(url, tmp_path)
+    assert holder.get_next_job(retry_failed_once) is None  # nothing for itself; serves the waiter
+    assert in_line.join() == "J1"  # claimed for it again, by the holder
+    Path(waiter.job_dir or "", "result.txt").write_text("second go\n")
+    waiter.finish_job()
+    log = subjects(url, tmp_path)
+    assert log[-3:] == ["waiter failed job J1: boom (served by holder)",
+                        "waiter took job J1 (served by holder)", "waiter finished job J1"]
+    assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
+        ["J1", "waiter"]]
+    assert ledger_file(url, "failed.txt", tmp_path) == []
+    assert ledger_file(url, "running.txt", tmp_path) == []
+
+
+def test_a_wait_ref_removed_unserved_means_ask_the_function(remote: tuple[Path, str],
+                                                           tmp_path: Path) -> None:
+    """A clean-up removes the waiter's request unserved while the queue is empty: the waiter
+    runs its next-job function itself, which has a job (``None`` only when it says so)."""
+    bare, url = remote
+    waiter = patient(url, tmp_path, "waiter")
+    hold_lock_as_dead_holder(bare)
+    in_line = InLine(lambda: waiter.get_next_job(always_a_job))
+    until(lambda: bool(wait_refs(bare)), "the waiter's request in line")
+    for ref in wait_refs(bare):  # as a holder's clean-up of a waiter it took for dead does
+        _git(bare, "update-ref", "-d", ref)
+    _git(bare, "update-ref", "-d", LOCK_REF)  # the lock is free again
+    job = in_line.join()
+    assert job is not None and job.startswith("fresh-")
+    assert subjects(url, tmp_path)[-1] == f"waiter took job {job}"
+    waiter.finish_job()
+
+
+def test_a_served_close_without_a_job_for_the_waiter(remote: tuple[Path, str],
+                                                     tmp_path: Path) -> None:
+    """The holder finishes the waiter's job but finds no next job for it: the answer records
+    the close only, and the waiter's own call of its function decides that there is none."""
+    bare, url = remote
+    waiter = patient(url, tmp_path, "waiter")
+    add_jobs(waiter, ["J1"])
+    assert waiter.get_next_job(retry_failed_once) == "J1"
+    Path(waiter.job_dir or "", "result.txt").write_text("done\n")
+    hold_lock_as_dead_holder(bare)
+    in_line = InLine(lambda: waiter.finish_job(retry_failed_once))
+    until(lambda: bool(wait_refs(bare)), "the waiter's request in line")
+    holder = server(url, tmp_path)
+    assert holder.get_next_job(retry_failed_once) is None
+    assert in_line.join() is None
+    assert waiter.running_job is None
+    assert subjects(url, tmp_path)[-1] == "waiter finished job J1 (served by holder)"
+    assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
+        ["J1", "waiter"]]
+    served = git_out(url, "log", "-1", "--format=%B", "master", tmp=tmp_path)
+    assert "Distribute-Answer: " in served and served.rstrip().endswith(" close")
