@@ -316,8 +316,9 @@ def _run_job(run: _Run, worker: distribute.Worker, job: str,
     try:
         return chain is not None, _close(action, chain)
     except MergeConflictError as exc:
+        conflict = str(exc)
         return chain is not None, _close(
-            lambda next_job_func=None: worker.fail_job(str(exc), next_job_func), chain)
+            lambda next_job_func=None: worker.fail_job(conflict, next_job_func), chain)
     except JobStateError:  # e.g. done meanwhile by another worker after a requeue
         if worker.running_job is not None:
             worker.give_back_job()
