@@ -54,6 +54,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds before a seed's run counts as a hang (default 60)")
     parser.add_argument("--keep", type=Path, help="with --seed: run in DIR and keep it")
+    parser.add_argument("--logs", type=Path, help="write each failing seed's log to DIR/seed-N.log")
     args = parser.parse_args()
     faults: collections.Counter[str] = collections.Counter()
     violations: collections.Counter[str] = collections.Counter()
@@ -74,6 +75,10 @@ def main() -> int:
                   f"{result.git_calls} git calls")
         if not result.ok:
             failed.append(seed)
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                (args.logs / f"seed-{seed}.log").write_text(
+                    result.log + "\n" + result.message() + "\n", encoding="utf-8")
             print(result.message(), flush=True)
     took = time.monotonic() - started
     print(f"seeds run: {len(seeds)} ({len(seeds) / took:.2f} seeds/s, {took:.0f}s); "

@@ -50,6 +50,9 @@ class Rates:
     kills: dict[str, int] = field(default_factory=dict)
     #: Whether a killed worker dies after its last call ran (else before running it).
     kill_after: dict[str, bool] = field(default_factory=dict)
+    #: ``{worker: prefix}``: the worker dies at its first push of a ref starting with ``prefix``
+    #: (e.g. its job branch: mid-job), before it runs.
+    kill_at_push: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_seed(cls, seed: int, workers: list[str], lock_lease_s: float,
@@ -122,6 +125,11 @@ class FaultPlan:
             self._count("kill")
             raise SimulatedKill(worker)
         command = command_of(args)
+        prefix = self.rates.kill_at_push.get(worker)
+        if prefix and command == "push" and any(f":{prefix}" in arg for arg in args):
+            self.kill(worker)
+            self._count("kill")
+            raise SimulatedKill(worker)
         if command not in NETWORK:
             return run()
         return self._network(random.Random(f"{self.seed}:{worker}:{index}"), command, args, run)
