@@ -17,6 +17,7 @@ threads, as if the process had received SIGKILL between two calls.
 from __future__ import annotations
 
 import collections
+import logging
 import random
 import threading
 import time
@@ -25,6 +26,8 @@ from typing import Callable
 
 from distribute.repo.faults import Outcome, command_of
 from distribute.repo.process import GitProcess
+
+log = logging.getLogger("simulation.faults")
 
 NETWORK = ("push", "fetch", "ls-remote")
 #: What git prints when the connection breaks (both classified transient by the transport).
@@ -122,43 +125,48 @@ class FaultPlan:
             if self.rates.kill_after.get(worker):
                 run()
             self.kill(worker)
-            self._count("kill")
+            self._count("kill", worker, index, args)
             raise SimulatedKill(worker)
         command = command_of(args)
         prefix = self.rates.kill_at_push.get(worker)
         if prefix and command == "push" and any(f":{prefix}" in arg for arg in args):
             self.kill(worker)
-            self._count("kill")
+            self._count("kill", worker, index, args)
             raise SimulatedKill(worker)
         if command not in NETWORK:
             return run()
-        return self._network(random.Random(f"{self.seed}:{worker}:{index}"), command, args, run)
+        return self._network(random.Random(f"{self.seed}:{worker}:{index}"), command, args, run,
+                             (worker, index))
 
     def _network(self, rng: random.Random, command: str, args: list[str],
-                 run: Callable[[], Outcome]) -> Outcome:
+                 run: Callable[[], Outcome], where: tuple[str, int]) -> Outcome:
         rates = self.rates
         if rng.random() < rates.stall:
-            self._count("stall")
+            self._count("stall", *where, args)
             time.sleep(rng.uniform(0.1, 1.0) * rates.stall_max_s)
         roll = rng.random()
         hung_up = (128, "", rng.choice(HUNG_UP))
         if roll < rates.refuse:
-            self._count("refuse")
+            self._count("refuse", *where, args)
             return hung_up
         roll -= rates.refuse
         if roll < rates.drop:
-            self._count("drop")
+            self._count("drop", *where, args)
             run()
             return hung_up
         roll -= rates.drop
         if command == "push" and roll < rates.busy:
-            self._count("busy")
+            self._count("busy", *where, args)
             return 1, busy_answer(args), "error: failed to push some refs to 'origin'\n"
         return run()
 
-    def _count(self, kind: str) -> None:
+    def _count(self, kind: str, worker: str, index: int, args: list[str]) -> None:
         with self._lock:
             self.counts[kind] += 1
+        shown = [a for a in args if a.startswith(("refs/", "+", "--force-with-lease")) or
+                 ":refs/" in a]
+        log.info("fault %s: %s call %d: git %s %s", kind, worker, index, command_of(args),
+                 " ".join(shown)[:400])
 
 
 def busy_answer(args: list[str]) -> str:

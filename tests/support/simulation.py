@@ -368,7 +368,7 @@ class _Attached:
         for name in ("distribute", "simulation"):
             logger = logging.getLogger(name)
             self.levels[name] = logger.level
-            logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+            logger.setLevel(logging.DEBUG)
             logger.addHandler(self.handler)
 
     def __exit__(self, *exc: object) -> None:
