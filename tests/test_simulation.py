@@ -16,8 +16,8 @@ from distribute.repo.transport import _is_transport_error, _refused_refs, diagno
 
 pytestmark = pytest.mark.slow
 
-#: Seeds run in CI: each takes ~3-6 s (a hang costs its timeout).
-CI_SEEDS = range(0, 16)
+#: Seeds run in CI: each takes ~4-10 s on 2 busy cores (a hang costs its 30-s timeout).
+CI_SEEDS = range(0, 12)
 
 
 def test_fault_texts_are_what_the_transport_expects() -> None:
@@ -90,7 +90,7 @@ def test_plan_is_deterministic() -> None:
 @pytest.mark.parametrize("seed", CI_SEEDS)
 def test_seed(seed: int) -> None:
     """One seed of the simulation: every invariant holds (else: the command that replays it)."""
-    result = run_seed(seed, workers=4, jobs=12)
+    result = run_seed(seed, workers=4, jobs=12, timeout_s=30)
     if not result.ok:
         print(result.message())
     assert result.ok, result.message()
