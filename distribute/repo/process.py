@@ -13,7 +13,7 @@ import git  # GitPython
 from ..exceptions import DistributeError, RemoteError
 from ..redact import redact
 from ..settings import flag_setting, text_setting
-from . import ssh
+from . import faults, ssh
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,15 @@ class GitProcess:
     :class:`~distribute.repo.clone.Clone` (``tests/test_layers.py`` checks).
 
     Counts the processes it started (``processes``) and those that talked to the remote
-    (``network_calls``, kept by the transport), for benchmarks.
+    (``network_calls``, kept by the transport), for benchmarks. Every command passes through the
+    fault seam of :mod:`distribute.repo.faults` (inert unless a test installs an injector).
     """
 
     def __init__(self, path: os.PathLike[str] | str, name: str = "distribute") -> None:
         check_git_version()
         self.path = Path(path)
+        #: The committer identity: a worker's name (how the fault seam tells workers apart).
+        self.name = name
         self.network_calls = 0
         self.processes = 0
         self._env = git_env({
@@ -102,6 +105,19 @@ class GitProcess:
     def run_bytes(self, *args: str, stdin: bytes = b"") -> tuple[int, bytes, str]:
         """Run a local git command with binary input and output (``cat-file --batch``)."""
         self.processes += 1
+        injector = faults.installed()
+        if injector is None:
+            return self._execute_bytes(list(args), stdin)
+        output = [b""]
+
+        def run() -> tuple[int, str, str]:
+            status, output[0], err = self._execute_bytes(list(args), stdin)
+            return status, "", err
+
+        status, _, err = injector.around(self, list(args), run)
+        return status, output[0], err
+
+    def _execute_bytes(self, args: list[str], stdin: bytes) -> tuple[int, bytes, str]:
         with tempfile.TemporaryFile() as stream:
             stream.write(stdin)
             stream.seek(0)
@@ -114,6 +130,13 @@ class GitProcess:
     def _run(self, args: list[str], index: Optional[str] = None,
              stdin: Optional[str] = None) -> tuple[int, str, str]:
         self.processes += 1
+        injector = faults.installed()
+        if injector is None:
+            return self._execute(args, index, stdin)
+        return injector.around(self, args, lambda: self._execute(args, index, stdin))
+
+    def _execute(self, args: list[str], index: Optional[str],
+                 stdin: Optional[str]) -> tuple[int, str, str]:
         env = self._env if index is None else {**self._env, "GIT_INDEX_FILE": index}
         try:
             status, out, err = self._git.execute(

@@ -1,0 +1,96 @@
+"""The fault-injection simulation of the protocol (issue 23): the harness itself, then a range of
+seeds. ``benchmarks/simulate.py`` runs thousands; a failing seed here prints the command that
+replays it."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support.faultplan import FaultPlan, Rates, busy_answer
+from support.invariants import check_remote, done_records
+from support.simulation import Config, job_names, run_seed
+
+from distribute.repo import faults
+from distribute.repo.transport import _is_transport_error, _refused_refs, diagnose
+
+pytestmark = pytest.mark.slow
+
+#: Seeds run in CI: each takes ~4-10 s on 2 busy cores (a hang costs its 30-s timeout).
+CI_SEEDS = range(0, 12)
+
+
+def test_fault_texts_are_what_the_transport_expects() -> None:
+    """The plan's answers are classified as git's own would be: a broken connection is a
+    transport error worth retrying, a busy ref a refusal of every ref."""
+    from support.faultplan import HUNG_UP
+    for text in HUNG_UP:
+        assert _is_transport_error(text) and diagnose(text).transient
+    args = ["push", "--porcelain", "--atomic", "--force-with-lease=refs/distribute/lock:",
+            "origin", "abc:refs/distribute/lock", "+def:refs/heads/master", ":refs/heads/w/j"]
+    assert set(_refused_refs(busy_answer(args))) == {
+        "refs/distribute/lock", "refs/heads/master", "refs/heads/w/j"}
+
+
+def test_seam_is_inert_by_default() -> None:
+    """No injector is installed unless a test installs one."""
+    assert faults.installed() is None
+    assert faults.command_of(["-c", "protocol.version=0", "ls-remote", "origin"]) == "ls-remote"
+
+
+def test_no_faults_passes(tmp_path: Path) -> None:
+    """Without faults every invariant holds (the harness is not failing by itself)."""
+    result = run_seed(1, workers=3, jobs=8, faults_on=False)
+    assert result.ok, result.message()
+    assert result.faults == {}
+
+
+def test_a_worker_killed_mid_job_is_covered(tmp_path: Path) -> None:
+    """A worker killed while it runs a job (at its job branch's first push): the survivor
+    requeues the job once its lease ran out and does it."""
+    config = Config(7, workers=2, jobs=4, faults=True, kills=True)
+    config.checkpoint = 1.0
+    config.rates = Rates(kill_at_push={"w1": "refs/heads/w1/"})
+    result = run_seed(7, config=config, keep=tmp_path)
+    assert result.ok, result.message()
+    assert result.faults == {"kill": 1}
+    done = done_records(tmp_path / "remote.git")
+    assert sorted(e.job for e in done) == job_names(4)
+    assert {e.worker for e in done} == {"w0"}
+
+
+def test_checker_detects_a_broken_ledger(tmp_path: Path) -> None:
+    """The checker is not vacuous: a job recorded done twice, and a done record naming another
+    worker than the result's, are found on a remote edited by hand."""
+    config = Config(3, workers=2, jobs=3, faults=False)
+    assert run_seed(3, config=config, keep=tmp_path).ok
+    bare = tmp_path / "remote.git"
+    work = tmp_path / "edit"
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
+    lines = (work / "done.txt").read_text().splitlines()
+    first = lines[0].split("\t")
+    first[1] = "w9" if first[1] != "w9" else "w8"
+    (work / "done.txt").write_text("\n".join(["\t".join(first), *lines[1:], lines[1]]) + "\n")
+    for args in (["add", "done.txt"], ["-c", "user.name=p", "-c", "user.email=p@x", "commit",
+                                       "-qm", "broken by hand"], ["push", "-q", "origin",
+                                                                  "master"]):
+        subprocess.run(["git", "-C", str(work), *args], check=True)
+    found = {name for name, _ in check_remote(bare, config, job_names(3))}
+    assert {"done more than once", "result not by its worker"} <= found
+
+
+def test_plan_is_deterministic() -> None:
+    """What the plan does to a worker's n-th call depends on the seed alone."""
+    rates = Rates.for_seed(5, ["w0", "w1", "w2"], 2.0)
+    assert rates == Rates.for_seed(5, ["w0", "w1", "w2"], 2.0)
+    assert "w0" not in rates.kills
+    assert FaultPlan(5, rates).rates is rates
+
+
+@pytest.mark.parametrize("seed", CI_SEEDS)
+def test_seed(seed: int) -> None:
+    """One seed of the simulation: every invariant holds (else: the command that replays it)."""
+    result = run_seed(seed, workers=4, jobs=12, timeout_s=30)
+    if not result.ok:
+        print(result.message())
+    assert result.ok, result.message()
