@@ -18,8 +18,9 @@ from support.gitservers import make_bare
 from support.jobfuncs import always_a_job, retry_failed_once
 from support.remotes import git_out, ledger_file
 
-from distribute import Worker, add_jobs, init_remote, worker_from_url
+from distribute import Worker, add_jobs, init_remote, queue_jobs_func, worker_from_url
 from distribute.protocol import LOCK_REF, WAIT_PREFIX
+from distribute.repo import faults
 
 #: A worker in line waits for a dead holder's lock this long before breaking it: longer than any
 #: test, so that only the serving worker (short lease) takes over.
@@ -160,3 +161,136 @@ def test_a_served_close_without_a_job_for_the_waiter(remote: tuple[Path, str],
         ["J1", "waiter"]]
     served = git_out(url, "log", "-1", "--format=%B", "master", tmp=tmp_path)
     assert "Distribute-Answer: " in served and served.rstrip().endswith(" close")
+
+
+# ---- faults at a chosen call, through the fault seam (distribute/repo/faults.py) ---------------
+HUNG_UP = "fatal: the remote end hung up unexpectedly\n"
+
+
+class Interrupted(Exception):
+    """The waiter's wait cut short (as Ctrl-C would) while its request was in line."""
+
+
+class OneShot:
+    """An injector that acts once, at the first git command of worker ``name`` for which
+    ``when(args)`` holds: ``act(run)`` returns the outcome (or raises)."""
+
+    def __init__(self, name: str, when: Callable[[list[str]], bool],
+                 act: Callable[[Callable[[], Any]], Any]) -> None:
+        self.name, self.when, self.act = name, when, act
+        self.fired = False
+
+    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
+        if self.fired or process.name != self.name or not self.when(args):
+            return run()
+        self.fired = True
+        return self.act(run)
+
+
+@pytest.fixture
+def seam() -> Any:
+    installed: list[Any] = []
+
+    def install(injector: Any) -> Any:
+        installed.append(injector)
+        faults.install(Chain(*installed))
+        return injector
+
+    yield install
+    faults.install(None)
+
+
+class Chain:
+    """Injectors applied in turn: each one sees the command as the one before passes it on."""
+
+    def __init__(self, *injectors: Any) -> None:
+        self.injectors = injectors
+
+    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
+        for injector in reversed(self.injectors):
+            run = (lambda inner, r: lambda: inner.around(process, args, r))(injector, run)
+        return run()
+
+
+def pushes(*refs: str) -> Callable[[list[str]], bool]:
+    """A push naming all of ``refs``."""
+    return lambda args: "push" in args and all(any(a.endswith(":" + r) for a in args)
+                                               for r in refs)
+
+
+def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, str],
+                                                           tmp_path: Path, seam: Any) -> None:
+    """The waiter's wait is cut short with its request still in line; a holder serves it later.
+    The waiter's retried finish takes that answer: its job is done in its own name and the job
+    claimed for it is its next one (not "done by another worker", no stray running job)."""
+    bare, url = remote
+    waiter = patient(url, tmp_path, "waiter")
+    add_jobs(waiter, ["J1", "J2", "J3"])
+    assert waiter.get_next_job(queue_jobs_func) == "J1"
+    Path(waiter.job_dir or "", "result.txt").write_text("done\n")
+    hold_lock_as_dead_holder(bare)
+
+    def cut_short(run: Callable[[], Any]) -> Any:
+        raise Interrupted("waiting cut short")
+
+    seam(OneShot("waiter", lambda args: "ls-remote" in args and bool(wait_refs(bare)),
+                 cut_short))
+    seam(OneShot("waiter", lambda args: "push" in args and ":refs/distribute/wait/waiter" in args,
+                 cut_short))  # (and its leaving the line)
+    with pytest.raises(Interrupted):
+        waiter.finish_job(queue_jobs_func)
+    assert wait_refs(bare) == ["refs/distribute/wait/waiter"]  # (leaving the line failed too)
+    holder = server(url, tmp_path)
+    assert holder.get_next_job(queue_jobs_func) == "J2"  # then it serves the waiter: J1, J3
+    assert wait_refs(bare) == []
+    assert waiter.finish_job(queue_jobs_func) == "J3"
+    waiter.finish_job()
+    holder.finish_job()
+    assert sorted(line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)) == [
+        ["J1", "waiter"], ["J2", "holder"], ["J3", "waiter"]]
+    assert ledger_file(url, "running.txt", tmp_path) == []
+
+
+def test_a_holder_push_applied_but_its_answer_lost(remote: tuple[Path, str], tmp_path: Path,
+                                                   seam: Any) -> None:
+    """The finish lands, the answer is lost, and before the retry another worker has taken the
+    lock: the push is judged by master's history (it landed), not by the lock's value."""
+    bare, url = remote
+    worker = patient(url, tmp_path, "worker")
+    add_jobs(worker, ["J1"])
+    assert worker.get_next_job(queue_jobs_func) == "J1"
+    Path(worker.job_dir or "", "result.txt").write_text("done\n")
+
+    def apply_then_drop(run: Callable[[], Any]) -> Any:
+        run()
+        hold_lock_as_dead_holder(bare)  # the first waiter took the lock at once
+        return 128, "", HUNG_UP
+
+    shot = seam(OneShot("worker", pushes("refs/heads/master", LOCK_REF), apply_then_drop))
+    assert worker.finish_job() is None
+    assert shot.fired and worker.running_job is None
+    assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
+        ["J1", "worker"]]
+    assert subjects(url, tmp_path).count("worker finished job J1") == 1
+
+
+def test_a_busy_ref_is_no_lost_compare_and_swap(remote: tuple[Path, str], tmp_path: Path,
+                                                seam: Any) -> None:
+    """A host answers ``(failed)`` for every ref of a checkpoint push (another push held a ref
+    lock): nothing changed, the push is tried again, and the job's checkpoint lands."""
+    _, url = remote
+    worker = patient(url, tmp_path, "worker")
+    add_jobs(worker, ["J1"])
+    assert worker.get_next_job(queue_jobs_func) == "J1"
+    Path(worker.job_dir or "", "step.txt").write_text("1\n")
+
+    def busy(run: Callable[[], Any]) -> Any:
+        return 1, "To origin\n!\tabc:refs/heads/worker/J1\t[remote rejected] (failed)\nDone\n", \
+            "error: failed to push some refs\n"
+
+    shot = seam(OneShot("worker", pushes(), busy))
+    assert worker.commit_update()
+    assert shot.fired
+    worker.finish_job()
+    assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
+        ["J1", "worker"]]

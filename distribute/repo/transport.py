@@ -217,8 +217,13 @@ class Transport(GitProcess):
         raise RemoteError(redact(f"{what} failed after {self.retries + 1} attempts: {_cause(err)}"))
 
     def _back_off(self, what: str, err: str, delay: float) -> float:
-        """Say that ``what`` failed and why, sleep a jittered ``delay``; return the next delay."""
-        self.unreachable_at = time.monotonic()
+        """Say that ``what`` failed and why, sleep a jittered ``delay``; return the next delay.
+
+        A failure that goes on after a first back-off is an outage: nobody may have been able to
+        push meanwhile, so the lease clocks start again (``unreachable_at``); a single failed
+        attempt is not (on a flaky link, lease clocks would never run out)."""
+        if delay > self.backoff_s:
+            self.unreachable_at = time.monotonic()
         log.warning("%s failed (%s); retrying in %.1fs", what, redact(_cause(err)), delay)
         time.sleep(delay * random.uniform(0.5, 1.0))
         return min(delay * 2, self.backoff_max_s)
@@ -332,7 +337,9 @@ class Transport(GitProcess):
                 self.reached = True
                 refused = _refused_refs(out)
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again
-                    delay = self._back_off("push", _busy_reason(out), delay)
+                    log.info("push %s; retrying", _busy_reason(out))
+                    time.sleep(delay * random.uniform(0.2, 1.0))
+                    delay = min(delay * 2, self.backoff_max_s)
                     continue
                 if uncertain and self._landed(updates, landed):
                     return PushResult(True)
