@@ -272,6 +272,8 @@ class MasterWriter:
                 return None
             if LOCK_REF in result.rejected or self._lock_gone(release):
                 self.lock.forget()
+                if not updates and not txn.refs:  # a hold that wrote nothing: nothing lost
+                    return None
                 raise LockLostError("the lock was broken while we held it (we were too slow); "
                                     "our change was discarded and master is untouched")
             if not result.rejected:  # the server's transaction failed as a whole: again, later
@@ -284,6 +286,12 @@ class MasterWriter:
                     return moved
                 continue
             refused = set(result.rejected)
+            if refused & set(txn.served):  # (whatever else was refused: edit again, anew)
+                log.info("%s: waiters left the line before being served: %s",
+                         self.workspace.name, ", ".join(sorted(refused & set(txn.served))))
+                txn.unservable.update(refused & set(txn.served))
+                self.workspace.checkout(txn.base)
+                return txn.base
             if refused & {u.ref for u in [*txn.optional, *self.lock.leftovers]}:
                 # clean-ups someone else did: drop those, keep the rest
                 txn.optional = [u for u in txn.optional if u.ref not in refused]
@@ -291,12 +299,6 @@ class MasterWriter:
                 continue
             if txn.fix_refused is not None and txn.fix_refused(result.rejected):
                 continue
-            if txn.served and refused <= set(txn.served):
-                log.info("%s: waiters left the line before being served: %s",
-                         self.workspace.name, ", ".join(sorted(refused)))
-                txn.unservable.update(refused)
-                self.workspace.checkout(txn.base)
-                return txn.base
             raise RefRejectedError(result.rejected or {"(unknown)": "refused"})
         raise DistributeError(f"master kept moving outside the lock "
                               f"({MAX_MOVES} times in one hold)")
