@@ -251,15 +251,21 @@ def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, s
     assert ledger_file(url, "running.txt", tmp_path) == []
 
 
+def running_j1(url: str, tmp: Path, name: str) -> Worker:
+    """A worker running job J1 (the only job), with a result written."""
+    worker = patient(url, tmp, name)
+    add_jobs(worker, ["J1"])
+    assert worker.get_next_job(queue_jobs_func) == "J1"
+    Path(worker.job_dir or "", "result.txt").write_text("done\n")
+    return worker
+
+
 def test_a_holder_push_applied_but_its_answer_lost(remote: tuple[Path, str], tmp_path: Path,
                                                    seam: Any) -> None:
     """The finish lands, the answer is lost, and before the retry another worker has taken the
     lock: the push is judged by master's history (it landed), not by the lock's value."""
     bare, url = remote
-    worker = patient(url, tmp_path, "worker")
-    add_jobs(worker, ["J1"])
-    assert worker.get_next_job(queue_jobs_func) == "J1"
-    Path(worker.job_dir or "", "result.txt").write_text("done\n")
+    worker = running_j1(url, tmp_path, "worker")
 
     def apply_then_drop(run: Callable[[], Any]) -> Any:
         run()
@@ -279,10 +285,7 @@ def test_a_busy_ref_is_no_lost_compare_and_swap(remote: tuple[Path, str], tmp_pa
     """A host answers ``(failed)`` for every ref of a checkpoint push (another push held a ref
     lock): nothing changed, the push is tried again, and the job's checkpoint lands."""
     _, url = remote
-    worker = patient(url, tmp_path, "worker")
-    add_jobs(worker, ["J1"])
-    assert worker.get_next_job(queue_jobs_func) == "J1"
-    Path(worker.job_dir or "", "step.txt").write_text("1\n")
+    worker = running_j1(url, tmp_path, "worker")
 
     def busy(run: Callable[[], Any]) -> Any:
         return 1, "To origin\n!\tabc:refs/heads/worker/J1\t[remote rejected] (failed)\nDone\n", \
