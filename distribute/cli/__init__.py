@@ -14,12 +14,11 @@ from typing import Optional, Sequence
 
 from .. import settings
 from ..exceptions import DistributeError
-from ..loop import LoopResult, run_worker_loop
 from ..redact import redact
 from ..version import __version__
-from .common import UsageError, drop_stdout, load_function
+from .common import UsageError, drop_stdout
 
-__all__ = ["main", "build_parser", "run_worker_loop", "LoopResult", "load_function"]
+__all__ = ["main", "build_parser"]
 
 #: The command modules, in the order ``distribute --help`` lists their commands. Each registers
 #: its commands the same way: ``register(subparsers, parents)`` adds them with
