@@ -9,7 +9,7 @@ workers on it to the end, while a fault plan drawn from the seed refuses, drops,
 to, stalls and kills their git calls behind the fault seam (``distribute/repo/faults.py``). Then
 the invariants are checked on the remote: each job done exactly once or failed as designed, each
 result on master by the worker its record names, nothing queued or running, no worker told "no
-job" while jobs were claimable, no worker crashed or hung, ``git fsck`` clean. See
+job" unless its next-job function said so, no worker crashed or hung, ``git fsck`` clean. See
 ``tests/support/simulation.py``.
 
 Prints one block per failing seed (the violations and the one command that replays it) and a

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .archive import roll_into_segment
 from .claims import NextJobFunc, next_job_spec, take
@@ -80,10 +80,10 @@ def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session:
 
 def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: str,
                   reason: Optional[str], claim_head: Optional[str],
-                  hooks: Callable[[], None]) -> None:
+                  hooks: Sequence[Callable[[], None]] = ()) -> None:
     """The holder's own close in ``txn``: merge ``job``'s ``branch`` (claimed on ``claim_head``)
-    unless failing, and move the job to done or failed (:func:`record_close`). Raises
-    :class:`JobStateError` when another worker did the job meanwhile."""
+    unless failing, and move the job to done or failed (:func:`record_close`), running ``hooks``
+    before its commit. Raises :class:`JobStateError` when another worker did the job meanwhile."""
     ledger = txn.workspace.ledger()
     entry = ledger.running_entry(job)
     if (entry is None or entry.worker != name) and ledger.is_done(job):
@@ -92,7 +92,11 @@ def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: s
     if reason is None:
         merge_job(txn.workspace.clone, job, job_path(job, txn.workspace.layout), claim_head,
                   branch)
-    record_close(txn, ledger, job, name, session, reason, hooks=hooks)
+    def run_hooks() -> None:
+        for hook in hooks:
+            hook()
+
+    record_close(txn, ledger, job, name, session, reason, hooks=run_hooks)
 
 
 def requests_in_line(txn: Transaction) -> list[tuple[str, str, Request]]:

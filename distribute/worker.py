@@ -6,6 +6,7 @@ Every change to ``master`` goes through :class:`~distribute.transaction.MasterWr
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -294,20 +295,19 @@ class Worker:
                   answer: dict[str, str]) -> Optional[str]:
         """Our job was closed for us as asked; take the job claimed with it, or claim one."""
         self._drop_job_dir()
-        self._job_over()
-        log.info("%s %s job %r (served)", self.name, "finished" if reason is None else "failed",
-                 job)
-        return self._start(self._asker.granted(answer.get("claim")) or (
-            None if next_job_func is None  # (else our function says, under the lock)
-            else self._writer.transact(lambda txn: self._claim(txn, next_job_func))))
+        self.running_job = self.working_branch = self._branch_sha = None
+        log.info("%s closed job %r (served: %s)", self.name, job, reason or "finished")
+        claimed = self._asker.granted(answer.get("claim"))  # (its heartbeat thread goes on)
+        if claimed is None:
+            self._heartbeat.stop()
+            if next_job_func is not None:  # our function says, under the lock
+                claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func))
+        return self._start(claimed)
 
     def _close_edit(self, txn: Transaction, job: str, branch: str, reason: Optional[str]) -> None:
         """Merge the job branch (unless failing) and move the job to done or failed."""
-        def hooks() -> None:
-            for hook in self._close_hooks:
-                hook(self, job, reason)
-
-        close_own_job(txn, job, self.name, self.session, branch, reason, self._claim_head, hooks)
+        close_own_job(txn, job, self.name, self.session, branch, reason, self._claim_head,
+                      [functools.partial(hook, self, job, reason) for hook in self._close_hooks])
 
     def _close_request(self, job: str, reason: Optional[str],
                        next_job_func: Optional[NextJobFunc]) -> Optional[Request]:

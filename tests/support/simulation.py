@@ -44,6 +44,21 @@ from support.invariants import DESIGNED, check_remote
 
 #: The file of a retried-jobs queue (see :func:`retry_failed_jobs_func`).
 RETRIED_FILE = "retried.txt"
+#: Per thread: whether a next-job function said "no job" in this thread since the flag was reset
+#: (a holder's thread runs the function for itself and for the waiters it serves).
+_said = threading.local()
+
+
+def _saying(job: Optional[str]) -> Optional[str]:
+    if job is None:
+        _said.none = True
+    return job
+
+
+@combinable
+def queue_func(worker: Any) -> Optional[str]:
+    """``queue_jobs_func``, noting when it says "no job"."""
+    return _saying(queue_jobs_func(worker))
 
 
 @combinable
@@ -59,16 +74,7 @@ def retry_failed_jobs_func(worker: Any) -> Optional[str]:
             with open(root / RETRIED_FILE, "a", encoding="utf-8") as out:
                 out.write(entry.job + "\n")
             return entry.job
-    return None
-
-
-def claimable(ledger: Ledger, root: Path, retrying: bool) -> list[str]:
-    """The jobs the next-job function would have claimed on this checkout."""
-    jobs = list(ledger.queued)
-    if retrying:
-        retried = set(read_lines(root / RETRIED_FILE))
-        jobs += [e.job for e in ledger.failed if e.reason == DESIGNED and e.job not in retried]
-    return jobs
+    return _saying(None)
 
 
 @dataclass
@@ -263,11 +269,12 @@ def _worker_main(run: _Run, url: str, path: Path, name: str) -> None:
 def _work(run: _Run, worker: distribute.Worker) -> None:
     """The worker's loop (the rules of ``run_worker_loop(idle_exit=True)``)."""
     config = run.config
-    func = retry_failed_jobs_func if config.retrying else queue_jobs_func
+    func = retry_failed_jobs_func if config.retrying else queue_func
     job: Optional[str] = None
     chained, errors = False, 0
     while not run.stop.is_set():
         if not chained:
+            _said.none = False
             try:
                 job = worker.get_next_job(func)
                 errors = 0
@@ -280,15 +287,16 @@ def _work(run: _Run, worker: distribute.Worker) -> None:
                 continue
         chained = False
         if job is None:
+            if not getattr(_said, "none", False):
+                run.violate("told no job without its function saying so",
+                            f"{worker.name} got None, but no next-job function returned None "
+                            "in its thread during that call")
             ledger = worker.workspace.ledger()
-            missed = claimable(ledger, Path(worker.path), config.retrying)
-            if missed:
-                run.violate("told no job while claimable",
-                            f"{worker.name} got None; its ledger had claimable {missed}")
             if not ledger.queued and not ledger.running:
                 return
             time.sleep(0.2)
             continue
+        _said.none = False
         chained, job = _run_job(run, worker, job, func if config.chain else None)
 
 
