@@ -405,11 +405,6 @@ def _refused_refs(porcelain: str) -> dict[str, str]:
     return refused
 
 
-def _first_line(err: str) -> str:
-    """git's cause of a failure (kept under its old name for callers)."""
-    return _cause(err)
-
-
 def _is_transport_error(err: str) -> bool:
     """A failure worth retrying once the remote was reached: the remote could not be reached,
     rather than answered "no" (a running worker's outage rule)."""
