@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.simulation import run_seed  # noqa: E402
+from support.simulation import run_seeds  # noqa: E402
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -53,6 +53,8 @@ def main() -> int:
     parser.add_argument("--no-kills", action="store_true", help="faults, but no worker killed")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds before a seed's run counts as a hang (default 60)")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="seeds run at once, each in a process of its own (default 1)")
     parser.add_argument("--keep", type=Path, help="with --seed: run in DIR and keep it")
     parser.add_argument("--logs", type=Path, help="write each failing seed's log to DIR/seed-N.log")
     args = parser.parse_args()
@@ -62,10 +64,11 @@ def main() -> int:
     calls = 0
     started = time.monotonic()
     seeds = _seeds(args)
-    for seed in seeds:
-        result = run_seed(seed, args.workers, args.jobs, faults_on=not args.no_faults,
-                          kills=not args.no_kills, timeout_s=args.timeout,
-                          keep=args.keep if args.seed is not None else None)
+    keep = args.keep if args.seed is not None else None
+    for result in run_seeds(seeds, 1 if keep else args.parallel, workers=args.workers,
+                            jobs=args.jobs, faults_on=not args.no_faults, kills=not args.no_kills,
+                            timeout_s=args.timeout, keep=keep):
+        seed = result.seed
         faults.update(result.faults)
         violations.update({name for name, _ in result.violations})
         calls += result.git_calls

@@ -333,7 +333,8 @@ class Transport(GitProcess):
             if status == 0:
                 self.reached = True
                 return PushResult(True)
-            if "Done" in out or any(line.startswith("!") for line in out.splitlines()):
+            # refs reported refused: an answer. (Over HTTP a lost answer prints "Done" too.)
+            if any(line.startswith("!") for line in out.splitlines()):
                 self.reached = True
                 refused = _refused_refs(out)
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again

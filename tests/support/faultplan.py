@@ -34,6 +34,11 @@ NETWORK = ("push", "fetch", "ls-remote")
 HUNG_UP = ("fatal: the remote end hung up unexpectedly\n",
            "error: RPC failed; curl 56 Recv failure: Connection reset by peer\n"
            "fatal: the remote end hung up unexpectedly\n")
+#: What ``git push --porcelain`` prints over smart HTTP when the server closes the connection
+#: without an answer (``support.faultyhttp``): "Done" on stdout although nothing was reported.
+HTTP_PUSH_DROPPED = (1, "Done\n", "error: RPC failed; curl 52 Empty reply from server\n"
+                     "send-pack: unexpected disconnect while reading sideband packet\n"
+                     "fatal: the remote end hung up unexpectedly\n")
 
 
 class SimulatedKill(BaseException):
@@ -145,7 +150,8 @@ class FaultPlan:
             self._count("stall", *where, args)
             time.sleep(rng.uniform(0.1, 1.0) * rates.stall_max_s)
         roll = rng.random()
-        hung_up = (128, "", rng.choice(HUNG_UP))
+        hung_up = rng.choice([(128, "", text) for text in HUNG_UP]
+                             + ([HTTP_PUSH_DROPPED] if command == "push" else []))
         if roll < rates.refuse:
             self._count("refuse", *where, args)
             return hung_up
@@ -171,10 +177,11 @@ class FaultPlan:
 
 def busy_answer(args: list[str]) -> str:
     """What ``git push --porcelain --atomic`` prints when the server's ref transaction fails:
-    every ref ``[remote rejected] (failed)``, and no ``Done``."""
+    every ref ``[remote rejected] (failed)`` (as it does against
+    :class:`support.faultyhttp.FaultyHttpServer`)."""
     refspecs = args[args.index("origin") + 1:]
     lines = ["To origin"]
     for spec in refspecs:
         src, _, dst = spec.lstrip("+").partition(":")
         lines.append(f"!\t{src or '(delete)'}:{dst}\t[remote rejected] (failed)")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["Done"]) + "\n"

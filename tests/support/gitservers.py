@@ -243,14 +243,17 @@ class SmartHttpServer:
         """Start serving on ``self.port`` (the same port again after ``stop()``)."""
         if self._server is not None:
             raise RuntimeError("SmartHttpServer already running")
-        handler = type("_Handler", (_GitHandler,), {"owner": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler, False)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler(), False)
         socketserver.TCPServer.server_bind(self._server)  # skip HTTPServer's reverse DNS lookup
         self._server.server_activate()
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
+
+    def _handler(self) -> type[_GitHandler]:
+        """The request handler class, bound to this server."""
+        return type("_Handler", (_GitHandler,), {"owner": self})
 
     def stop(self) -> None:
         """Stop accepting and close the listening socket (in-flight requests may finish)."""

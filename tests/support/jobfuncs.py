@@ -1,5 +1,6 @@
 """Next-job functions for the serving tests: module-level and combinable, so that a holder runs
-them for workers in line (their identity is ``module:qualname``)."""
+them for workers in line (their identity is ``module:qualname``); and :func:`write_result`, a job
+for ``distribute worker --run jobfuncs:write_result``."""
 from __future__ import annotations
 
 import itertools
@@ -34,3 +35,8 @@ def retry_failed_once(worker: Any) -> Optional[str]:
 def always_a_job() -> str:
     """There is always work: a fresh job each call (like ``random_jobs_func``, but readable)."""
     return f"fresh-{next(_numbers):03d}"
+
+
+def write_result(job: str, worker: Any) -> None:
+    """A job: write ``result.txt`` naming the worker and the job (what the invariants check)."""
+    Path(worker.job_dir, "result.txt").write_text(f"{worker.name} {job}\n", encoding="utf-8")
