@@ -55,13 +55,15 @@ def main() -> int:
                         help="seconds before a seed's run counts as a hang (default 60)")
     parser.add_argument("--parallel", type=int, default=1,
                         help="seeds run at once, each in a process of its own (default 1)")
+    parser.add_argument("--every", type=int, default=500,
+                        help="print the summary so far every N seeds (default 500)")
     parser.add_argument("--keep", type=Path, help="with --seed: run in DIR and keep it")
     parser.add_argument("--logs", type=Path, help="write each failing seed's log to DIR/seed-N.log")
     args = parser.parse_args()
     faults: collections.Counter[str] = collections.Counter()
     violations: collections.Counter[str] = collections.Counter()
     failed: list[int] = []
-    calls = 0
+    calls = ran = 0
     started = time.monotonic()
     seeds = _seeds(args)
     keep = args.keep if args.seed is not None else None
@@ -83,13 +85,15 @@ def main() -> int:
                 (args.logs / f"seed-{seed}.log").write_text(
                     result.log + "\n" + result.message() + "\n", encoding="utf-8")
             print(result.message(), flush=True)
-    took = time.monotonic() - started
-    print(f"seeds run: {len(seeds)} ({len(seeds) / took:.2f} seeds/s, {took:.0f}s); "
-          f"failed: {len(failed)}{' ' + str(failed[:50]) if failed else ''}")
-    print(f"git calls: {calls}; faults injected: {sum(faults.values())} "
-          + str(dict(sorted(faults.items()))))
-    print("violations by invariant (seeds): "
-          + (str(dict(violations.most_common())) if violations else "none"))
+        ran += 1
+        if ran % args.every == 0 or ran == len(seeds):
+            took = time.monotonic() - started
+            print(f"seeds run: {ran} of {len(seeds)} ({ran / took:.2f} seeds/s, {took:.0f}s); "
+                  f"failed: {len(failed)}{' ' + str(failed[:50]) if failed else ''}")
+            print(f"git calls: {calls}; faults injected: {sum(faults.values())} "
+                  + str(dict(sorted(faults.items()))))
+            print("violations by invariant (seeds): "
+                  + (str(dict(violations.most_common())) if violations else "none"), flush=True)
     return 1 if failed else 0
 
 

@@ -42,7 +42,7 @@ def lock_ref(url: str, tmp: Path) -> str:
     return git_out(url, "ls-remote", url, LOCK_REF, tmp=tmp).strip()
 
 
-@pytest.mark.parametrize("kind", ["applied-then-dropped", "dropped", "busy"])
+@pytest.mark.parametrize("kind", ["applied-then-dropped", "dropped", "busy", "unavailable"])
 def test_a_lock_push_of_any_outcome_is_settled(host: FaultyHttpServer, tmp_path: Path,
                                                caplog: pytest.LogCaptureFixture,
                                                kind: str) -> None:

@@ -7,7 +7,9 @@ http-backend``) with a seeded draw on every push request (``POST .../git-receive
   (the client cannot know it landed);
 - ``dropped``: the connection is closed before the push reaches the backend (nothing applied);
 - ``busy``: nothing is applied and every ref is answered ``ng <ref> failed``, as a host's failed
-  ref transaction is (GitHub's ``[remote rejected] (failed)``).
+  ref transaction is (GitHub's ``[remote rejected] (failed)``);
+- ``unavailable`` (scripted only): nothing is applied, the answer is HTTP 503 (a throttled or
+  overloaded host).
 
 The faults sit at the network boundary: the project's real git client talks to it over loopback,
 so what the worker sees is what git prints for such a host, not a made-up text.
@@ -26,7 +28,7 @@ from typing import Any, Optional
 
 from support.gitservers import SmartHttpServer, _GitHandler
 
-KINDS = ("applied-then-dropped", "dropped", "busy")
+KINDS = ("applied-then-dropped", "dropped", "busy", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,11 @@ class _FaultyHandler(_GitHandler):
         body = self._read_body()
         if kind == "dropped":
             return
+        if kind == "unavailable":
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            return self.end_headers()
         report = busy_report(body)
         self.send_response(200)
         for key, value in (("Content-Type", "application/x-git-receive-pack-result"),
