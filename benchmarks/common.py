@@ -149,6 +149,16 @@ def ms(s: float) -> str:
     return "-" if math.isnan(s) else f"{s * 1000:.1f}"
 
 
+def busiest(times: Sequence[float], window_s: float) -> int:
+    """The most events of ``times`` (seconds, any order) in any ``window_s`` seconds."""
+    ordered, most, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A plain-text table (first column left-aligned, the others right-aligned)."""
     rows = [[str(c) for c in r] for r in rows]

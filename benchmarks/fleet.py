@@ -12,6 +12,10 @@ One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` process
   s", to the second of its commit time); "exit s": until the last worker left (idle workers
   notice that nothing runs any more at their next look, after a back-off of up to ``--poll``);
 * jobs/s, ref advertisements (``GET info/refs``) and HTTP requests per job;
+* what the fleet asks of the host as a host counts it (one git operation: one ref advertisement):
+  pushes per job, pushes per minute on average and in the busiest 60 s, reads (fetch, clone,
+  ls-remote) per second on average and in the busiest 10 s (GitHub asks for at most 6 pushes a
+  minute and 15 reads a second per repository);
 * CPU seconds per job of the workers and of the server's git processes (children's rusage);
 * an idle fleet: the same workers with nothing queued or running (without ``--idle-exit``),
   after a start-up of 2 s per worker and ``--settle-s`` more (the idle back-off reaching its
@@ -47,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from support import gitservers  # noqa: E402
-from common import HTTP_BACKLOG, machine_line, table  # noqa: E402
+from common import HTTP_BACKLOG, busiest, machine_line, table  # noqa: E402
 from support.gitservers import DelayProxy, SmartHttpServer, make_bare  # noqa: E402
 
 from distribute import init_remote  # noqa: E402
@@ -87,6 +91,7 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
         jobs = workers * per_worker
         init_remote(server.url("remote.git"), [f"job{i:04d}" for i in range(jobs)])  # direct
         req0, adv0, cpu0 = server.requests, server.advertisements, children_cpu()
+        ops0 = {kind: len(server.operations(kind)) for kind in ("push", "read")}
         started, wall = time.perf_counter(), time.time()
         procs = start(url, tmp / f"run{tag}", workers, job_s, "--idle-exit")
         for proc in procs:
@@ -100,9 +105,12 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
         ideal = math.ceil(jobs / workers) * job_s
         requests, ads = server.requests - req0, server.advertisements - adv0
         cpu = children_cpu() - cpu0  # workers and the git processes they and the server ran
+        pushes, reads = (server.operations(kind)[ops0[kind]:] for kind in ("push", "read"))
         return [workers, jobs, f"{job_s:g}", f"{drained:.1f}", f"{took:.1f}", f"{ideal:g}",
                 f"{ideal / drained:.2f}", f"{jobs / drained:.2f}", f"{ads / jobs:.1f}",
-                f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}"]
+                f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}", f"{len(pushes) / jobs:.2f}",
+                f"{len(pushes) * 60 / took:.0f}", busiest(pushes, 60.0),
+                f"{len(reads) / took:.1f}", busiest(reads, 10.0)]
 
 
 def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0,
@@ -160,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                     for delay in delays for n, s in zip(sizes, lengths)]
             print(table(first + ["workers", "jobs", "job s", "drained s", "exit s", "ideal s",
                                  "efficiency", "jobs/s", "ref ads/job", "requests/job",
-                                 "CPU s/job"], rows),
+                                 "CPU s/job", "pushes/job", "pushes/min", "busiest 60 s",
+                                 "reads/s", "busiest 10 s"], rows),
                   flush=True)
         if args.idle_s > 0:
             print(table(first + ["idle workers", "window s", "requests", "requests/s"],

@@ -124,6 +124,9 @@ class _GitHandler(BaseHTTPRequestHandler):
         with owner._lock:
             owner._requests += 1
             owner._advertisements += "/info/refs" in self.path
+            if "/info/refs" in self.path:  # one per git operation: its ref advertisement
+                push = "service=git-receive-pack" in self.path
+                owner._operations.append((time.monotonic(), "push" if push else "read"))
         if owner.username is not None:
             want = base64.b64encode(f"{owner.username}:{owner.password}".encode()).decode()
             got = self.headers.get("Authorization", "")
@@ -212,6 +215,7 @@ class SmartHttpServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._lock, self._requests, self._advertisements = threading.Lock(), 0, 0
+        self._operations: list[tuple[float, str]] = []
 
     @property
     def requests(self) -> int:
@@ -224,6 +228,12 @@ class SmartHttpServer:
         """Number of ref advertisements asked for (``GET .../info/refs``) so far."""
         with self._lock:
             return self._advertisements
+
+    def operations(self, kind: str) -> list[float]:
+        """When each git operation of ``kind`` began (``time.monotonic()``): ``push`` (a push's
+        ref advertisement) or ``read`` (a fetch, clone or ls-remote's), as a host counts them."""
+        with self._lock:
+            return [at for at, what in self._operations if what == kind]
 
     def __enter__(self) -> SmartHttpServer:
         self.start()
