@@ -98,7 +98,7 @@ def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
             entry = ledger.claim(job, name, session)
         except InvalidJobError as exc:
             skipped += 1
-            _skip(worker, txn, ledger, job, exc)
+            _skip(worker, txn, ledger, job, exc, name, note)
             continue
         ledger.write(ws.root)
         _note_skips(worker, skipped)
@@ -108,7 +108,7 @@ def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
         log.warning("%s: the job function returned %d unusable jobs in a row", worker.name,
                     MAX_SKIPS)
     _note_skips(worker, skipped)
-    txn.commit(commit_message(worker.name, QUEUE, f"{worker.name} updated the queue"))
+    txn.commit(commit_message(name, QUEUE, f"{name} updated the queue{note}"))
     return None, 0
 
 
@@ -127,10 +127,11 @@ def _still_ours(worker: "Worker", txn: Transaction, job: str) -> bool:
 
 
 def _skip(worker: "Worker", txn: Transaction, ledger: Ledger, job: object,
-          exc: InvalidJobError) -> None:
+          exc: InvalidJobError, name: str, note: str) -> None:
     """A job that cannot be claimed: a valid repeat of a running or done job is dropped (the
     function's edit of the queue stays); a job string that cannot be stored is recorded, as its
-    ``repr``, in failed.txt."""
+    ``repr``, in failed.txt, in the name of worker ``name``, whom the claim was for (``note``:
+    `` (served by <holder>)`` when the holder claims for a waiter)."""
     if isinstance(job, str):
         try:
             check_job(job)
@@ -141,11 +142,11 @@ def _skip(worker: "Worker", txn: Transaction, ledger: Ledger, job: object,
     log.warning("%s skips job: %s", worker.name, redact(exc))
     shown = repr(job)
     if not ledger.running_entry(shown) and not ledger.is_done(shown):
-        ledger.claim(shown, worker.name)
-        ledger.fail(shown, worker.name, f"invalid job string: {exc}")
+        ledger.claim(shown, name)
+        ledger.fail(shown, name, f"invalid job string: {exc}")
         ledger.write(txn.workspace.root)
-    txn.commit(commit_message(worker.name, REJECTED,
-                              f"{worker.name} rejected invalid job {shown[:200]}"))
+    txn.commit(commit_message(name, REJECTED,
+                              f"{name} rejected invalid job {shown[:200]}{note}"))
 
 
 def requeue_silent(worker: "Worker", txn: Transaction, ledger: Ledger) -> None:

@@ -253,8 +253,7 @@ class Worker:
         txns: list[Transaction] = []
 
         def edit(txn: Transaction) -> Optional[list[str]]:
-            txns.append(txn)
-            self._heartbeat.stop()  # we hold the lock: nobody requeues the job meanwhile
+            txns.append(txn)  # (it beats on: should the lock be broken, the job is not silent)
             self._close_edit(txn, job, branch, reason)
             if reason is None and self._branch_sha:  # merged: its commits stay reachable
                 txn.optional.append(

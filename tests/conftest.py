@@ -10,13 +10,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from support.gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E402
 from support.processes import Run, cli_env  # noqa: E402
+from support.serving import Chain  # noqa: E402
+
+from distribute.repo import faults  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +41,21 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("DISTRIBUTE_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def seam() -> Iterator[Callable[[Any], Any]]:
+    """``seam(injector)`` adds a fault injector (e.g. ``support.serving.OneShot``) at the fault
+    seam (``distribute/repo/faults.py``), beside those added before; none is left after the test."""
+    installed: list[Any] = []
+
+    def install(injector: Any) -> Any:
+        installed.append(injector)
+        faults.install(Chain(*installed))
+        return injector
+
+    yield install
+    faults.install(None)
 
 
 @pytest.fixture

@@ -6,73 +6,28 @@ what the waiter concludes. One process, a ``file://`` remote, real git.
 """
 from __future__ import annotations
 
-import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
-
 from support.gitservers import make_bare
 from support.jobfuncs import always_a_job, retry_failed_once
 from support.remotes import git_out, ledger_file
+from support.serving import (
+    InLine,
+    OneShot,
+    bare_git,
+    hold_lock_as_dead_holder,
+    patient,
+    pushes,
+    server,
+    subjects,
+    until,
+    wait_refs,
+)
 
-from distribute import Worker, add_jobs, init_remote, queue_jobs_func, worker_from_url
-from distribute.protocol import LOCK_REF, WAIT_PREFIX
-from distribute.repo import faults
-
-#: A worker in line waits for a dead holder's lock this long before breaking it: longer than any
-#: test, so that only the serving worker (short lease) takes over.
-PATIENT_LEASE_S = 600.0
-
-
-def _git(bare: Path, *args: str, stdin: str = "") -> str:
-    return subprocess.run(["git", "-c", "user.name=ghost", "-c", "user.email=ghost@example.com",
-                           "--git-dir", str(bare), *args], input=stdin, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def hold_lock_as_dead_holder(bare: Path) -> None:
-    """Set the lock ref to a marker of a holder that never renews or releases it."""
-    tree = _git(bare, "mktree")
-    marker = _git(bare, "commit-tree", tree, "-m", "lock ghost 2026-01-01T00:00:00Z 000000000000")
-    _git(bare, "update-ref", LOCK_REF, marker)
-
-
-def wait_refs(bare: Path) -> list[str]:
-    return _git(bare, "for-each-ref", "--format=%(refname)", WAIT_PREFIX).split()
-
-
-def until(condition: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    """Poll ``condition`` until it holds (fail after ``timeout_s``: something is stuck)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-class InLine:
-    """Run ``call`` in a thread (a worker waiting in line) and keep what it returned or raised."""
-
-    def __init__(self, call: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[[], Any]) -> None:
-        try:
-            self.result = call()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            self.error = exc
-
-    def join(self) -> Any:
-        self._thread.join(120)
-        assert not self._thread.is_alive(), "the waiter never came back"
-        if self.error is not None:
-            raise self.error
-        return self.result
+from distribute import Worker, add_jobs, init_remote, queue_jobs_func
+from distribute.protocol import LOCK_REF
 
 
 @pytest.fixture
@@ -81,20 +36,6 @@ def remote(tmp_path: Path) -> tuple[Path, str]:
     url = bare.resolve().as_uri()
     init_remote(url)
     return bare, url
-
-
-def patient(url: str, tmp: Path, name: str) -> Worker:
-    return worker_from_url(url, path=tmp / name, name=name, lock_lease_s=PATIENT_LEASE_S)
-
-
-def server(url: str, tmp: Path, name: str = "holder") -> Worker:
-    """A worker that breaks the dead holder's lock soon, and skips an idle first-in-line soon."""
-    return worker_from_url(url, path=tmp / name, name=name, lock_lease_s=1.0, poll_max_s=0.2)
-
-
-def subjects(url: str, tmp: Path) -> list[str]:
-    return git_out(url, "log", "--first-parent", "--reverse", "--format=%s", "master",
-                   tmp=tmp).splitlines()
 
 
 def test_a_served_fail_then_a_served_claim_of_the_same_job(remote: tuple[Path, str],
@@ -132,8 +73,8 @@ def test_a_wait_ref_removed_unserved_means_ask_the_function(remote: tuple[Path, 
     in_line = InLine(lambda: waiter.get_next_job(always_a_job))
     until(lambda: bool(wait_refs(bare)), "the waiter's request in line")
     for ref in wait_refs(bare):  # as a holder's clean-up of a waiter it took for dead does
-        _git(bare, "update-ref", "-d", ref)
-    _git(bare, "update-ref", "-d", LOCK_REF)  # the lock is free again
+        bare_git(bare, "update-ref", "-d", ref)
+    bare_git(bare, "update-ref", "-d", LOCK_REF)  # the lock is free again
     job = in_line.join()
     assert job is not None and job.startswith("fresh-")
     assert subjects(url, tmp_path)[-1] == f"waiter took job {job}"
@@ -169,53 +110,6 @@ HUNG_UP = "fatal: the remote end hung up unexpectedly\n"
 
 class Interrupted(Exception):
     """The waiter's wait cut short (as Ctrl-C would) while its request was in line."""
-
-
-class OneShot:
-    """An injector that acts once, at the first git command of worker ``name`` for which
-    ``when(args)`` holds: ``act(run)`` returns the outcome (or raises)."""
-
-    def __init__(self, name: str, when: Callable[[list[str]], bool],
-                 act: Callable[[Callable[[], Any]], Any]) -> None:
-        self.name, self.when, self.act = name, when, act
-        self.fired = False
-
-    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
-        if self.fired or process.name != self.name or not self.when(args):
-            return run()
-        self.fired = True
-        return self.act(run)
-
-
-@pytest.fixture
-def seam() -> Any:
-    installed: list[Any] = []
-
-    def install(injector: Any) -> Any:
-        installed.append(injector)
-        faults.install(Chain(*installed))
-        return injector
-
-    yield install
-    faults.install(None)
-
-
-class Chain:
-    """Injectors applied in turn: each one sees the command as the one before passes it on."""
-
-    def __init__(self, *injectors: Any) -> None:
-        self.injectors = injectors
-
-    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
-        for injector in reversed(self.injectors):
-            run = (lambda inner, r: lambda: inner.around(process, args, r))(injector, run)
-        return run()
-
-
-def pushes(*refs: str) -> Callable[[list[str]], bool]:
-    """A push naming all of ``refs``."""
-    return lambda args: "push" in args and all(any(a.endswith(":" + r) for a in args)
-                                               for r in refs)
 
 
 def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, str],
