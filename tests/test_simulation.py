@@ -9,20 +9,23 @@ from pathlib import Path
 import pytest
 from support.faultplan import FaultPlan, Rates, busy_answer
 from support.invariants import check_remote, done_records
-from support.simulation import Config, SeedResult, job_names, run_seed, run_seeds
+from support.simulation import Config, job_names, run_seed, run_seeds
 
 from distribute.repo import faults
 from distribute.repo.transport import _is_transport_error, _refused_refs, diagnose
 
 pytestmark = pytest.mark.slow
 
-#: Seeds run in CI, three at once (each in a process of its own): 240 small runs (3 workers,
-#: 4 jobs; ~1.3 s each so) in batches of 30, and 6 larger ones (4 workers, 12 jobs). A hang costs
-#: its timeout. `benchmarks/simulate.py` runs thousands.
-SMALL_SEEDS = range(1000, 1240)
-BATCH = 30
-LARGE_SEEDS = range(0, 6)
+#: Seeds run in CI, three at once (each in a process of its own), in batches of at most 26:
+#: ``(first seed, count, workers, jobs)``. 210 seeds: 6 of 4 workers and 12 jobs, 48 of 3 workers
+#: and 4 jobs (~1.3 s each so, on 2 cores), 156 of 2 workers and 3 jobs (~0.8 s each). A hang
+#: costs its timeout. ``benchmarks/simulate.py`` runs thousands.
+SEED_SETS = ((0, 6, 4, 12), (1000, 48, 3, 4), (3000, 156, 2, 3))
+BATCH = 26
 PARALLEL = 3
+BATCHES = [(first, min(BATCH, start + count - first), workers, jobs)
+           for start, count, workers, jobs in SEED_SETS
+           for first in range(start, start + count, BATCH)]
 
 
 def test_fault_texts_are_what_the_transport_expects() -> None:
@@ -93,19 +96,12 @@ def test_plan_is_deterministic() -> None:
     assert FaultPlan(5, rates).rates is rates
 
 
-def _all_hold(results: list[SeedResult]) -> None:
+@pytest.mark.parametrize("first,count,workers,jobs", BATCHES)
+def test_seeds(first: int, count: int, workers: int, jobs: int) -> None:
+    """A batch of seeds: every invariant holds in each (else: the command replaying each failing
+    seed)."""
+    seeds = range(first, first + count)
+    results = list(run_seeds(seeds, PARALLEL, workers=workers, jobs=jobs,
+                             timeout_s=60 if jobs > 4 else 30))
     failed = [result.message() for result in results if not result.ok]
     assert not failed, f"{len(failed)} of {len(results)} seeds failed:\n" + "\n".join(failed)
-
-
-def test_large_seeds() -> None:
-    """Seeds of 4 workers and 12 jobs: every invariant holds (else: the commands that replay
-    the failing seeds)."""
-    _all_hold(list(run_seeds(LARGE_SEEDS, PARALLEL, workers=4, jobs=12, timeout_s=60)))
-
-
-@pytest.mark.parametrize("first", SMALL_SEEDS[::BATCH])
-def test_small_seeds(first: int) -> None:
-    """A batch of small runs (3 workers, 4 jobs): more seeds, more fault plans, in CI's time."""
-    seeds = range(first, min(first + BATCH, SMALL_SEEDS.stop))
-    _all_hold(list(run_seeds(seeds, PARALLEL, workers=3, jobs=4, timeout_s=30)))

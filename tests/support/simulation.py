@@ -42,7 +42,7 @@ from distribute.ledger import Ledger, read_lines
 from distribute.next_jobs import queue_jobs_func
 from distribute.repo import Clone, faults
 from support.faultplan import FaultPlan, Rates, SimulatedKill
-from support.invariants import DESIGNED, check_remote
+from support.invariants import DESIGNED, check_remote, git, master_file
 
 #: The file of a retried-jobs queue (see :func:`retry_failed_jobs_func`).
 RETRIED_FILE = "retried.txt"
@@ -195,6 +195,10 @@ def run_seed(seed: int, workers: int = 4, jobs: int = 12, *, faults_on: bool = T
             finally:
                 faults.install(previous)
         run.violations += check_remote(bare, config, job_names(config.jobs))
+        if run.violations:  # the story of the jobs, for the diagnosis
+            records.lines.append("master, first parent:\n" + git(
+                bare, "log", "--first-parent", "--format=%h %s%n%(trailers:only)", "master")[1]
+                + "\nretried.txt: " + repr(master_file(bare, RETRIED_FILE)))
     finally:
         if keep is None:
             shutil.rmtree(root, ignore_errors=True)
