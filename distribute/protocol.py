@@ -80,6 +80,8 @@ RUNNING_FILE = "running.txt"
 DONE_FILE = "done.txt"
 FAILED_FILE = "failed.txt"
 ATTEMPTS_FILE = "attempts.txt"
+#: ``job⇥branch``: the branch holding the last checkpoint of a job whose next attempt resumes.
+RESUME_FILE = "resume.txt"
 LEDGER_FILES = (QUEUE_FILE, RUNNING_FILE, DONE_FILE, FAILED_FILE)
 UPDATES_DIR = "updates"
 #: Older records of ``done.txt`` live in immutable segments ``done/<6 digits>.txt``; ``done.txt``
