@@ -33,6 +33,8 @@ COORD_PREFIX = "refs/distribute/"
 LOCK_REF = COORD_PREFIX + "lock"
 HEARTBEAT_PREFIX = COORD_PREFIX + "hb/"
 WAIT_PREFIX = COORD_PREFIX + "wait/"
+#: ``distribute fleet``'s spend: a parentless commit whose message is ``fleet`` and a JSON object.
+FLEET_REF = COORD_PREFIX + "fleet"
 #: Where a local copy keeps the coordination refs it fetched.
 TRACKING_PREFIX = "refs/remotes/origin/distribute/"
 #: What every fetch of a worker brings: master and the coordination refs.
