@@ -131,6 +131,10 @@ def test_the_budget_stops_the_fleet(file_remote: str, tmp_path: Path) -> None:
     status = subprocess.run([sys.executable, "-m", "distribute", "status", file_remote],
                             env=cli_env(tmp_path), capture_output=True, text=True, check=True)
     assert "cost:    $" in status.stdout and "(of $0.0800 budget)" in status.stdout
+    page = tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "distribute", "report", file_remote, "-o", str(page)],
+                   env=cli_env(tmp_path), capture_output=True, text=True, check=True)
+    assert 'id="cost"' in page.read_text() and "of $0.0800 budget" in page.read_text()
 
 
 def test_a_node_that_never_boots_is_replaced(file_remote: str, tmp_path: Path) -> None:
