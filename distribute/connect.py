@@ -224,7 +224,7 @@ class Requeued(NamedTuple):
 
 
 def requeue_jobs(worker: Worker, jobs: Iterable[str] = (), *, stale: bool = False,
-                 wait: bool = False) -> Requeued:
+                 wait: bool = False, resume: bool = False) -> Requeued:
     """Put running or failed jobs back at the head of the queue, under the lock, in one commit.
 
     ``jobs`` are requeued in the order given (a failed job keeps counting its attempts); one that
@@ -233,6 +233,8 @@ def requeue_jobs(worker: Worker, jobs: Iterable[str] = (), *, stale: bool = Fals
     lease (the rule workers use: monotonic clocks, never commit times; observations of earlier
     calls on the same copy count); a stale job that used its ``max_attempts`` goes to
     ``failed.txt``. ``wait`` (with ``stale``) watches until each running job is stale or alive.
+    A stale job's next attempt starts from its last checkpoint (as when a worker requeues it);
+    a named job's starts fresh unless ``resume``.
     """
     names = list(jobs)
     if stale and names:
@@ -241,7 +243,7 @@ def requeue_jobs(worker: Worker, jobs: Iterable[str] = (), *, stale: bool = Fals
         raise ValueError("requeue_jobs: wait=True goes with stale=True")
     if stale:
         return _requeue_stale(worker, wait)
-    back, refused = _requeue_named(worker, names)
+    back, refused = _requeue_named(worker, names, resume)
     return Requeued(back, [], refused, {})
 
 
@@ -292,8 +294,10 @@ def _heartbeat_silences(worker: Worker, ledger: Ledger) -> dict[str, float]:
     return out
 
 
-def _requeue_named(worker: Worker, jobs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Put ``jobs`` (running or failed) at the head of the queue, in the order given."""
+def _requeue_named(worker: Worker, jobs: list[str], resume: bool
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Put ``jobs`` (running or failed) at the head of the queue, in the order given; with
+    ``resume``, each next attempt starts from the checkpoint of the attempt that ran."""
     back: list[str] = []
     refused: list[tuple[str, str]] = []
 
@@ -303,9 +307,11 @@ def _requeue_named(worker: Worker, jobs: list[str]) -> tuple[list[str], list[tup
         for job in jobs:
             failed = [e for e in ledger.failed if e.job == job]
             if ledger.running_entry(job) is not None:
-                ledger.requeue(job, sys.maxsize, "requeued by hand")  # (at the head)
+                ledger.requeue(job, sys.maxsize, "requeued by hand", resume)  # (at the head)
             elif failed:
                 carry_attempts(ledger, job)
+                if resume:
+                    ledger.resume_from(job, failed[-1])
                 ledger.failed = [e for e in ledger.failed if e.job != job]
                 ledger.queued.insert(0, job)
             elif job in ledger.queued:

@@ -1,4 +1,5 @@
-"""A job's branch without the index: committing the job's directory and merging it into master.
+"""A job's branch without the index: committing the job's directory, merging it into master, and
+starting a new attempt from the checkpoint an earlier attempt left on its branch.
 
 A job works in a directory of its own beside the checkout (``worker.job_dir``); staging it in the
 copy's index at its place on master (``updates/<ab>/<cd>/<slug>/``, outside the sparse checkout)
@@ -9,12 +10,25 @@ merged by ``git merge`` as before.
 """
 from __future__ import annotations
 
-from typing import Optional
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
 
 from .exceptions import MergeConflictError
+from .protocol import job_path
 from .redact import redact
 from .repo import Clone
 from .repo.trees import splice, tree_of_directory
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
 
 
 def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message: str) -> bool:
@@ -74,3 +88,73 @@ def take_directory(clone: Clone, path: str, tip: str) -> None:
 def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
     """Whether the branch changed nothing but ``path`` from ``base`` to ``tip``."""
     return all(p.startswith(path + "/") for p in clone.changed_paths(base, tip))
+
+
+def resume_job(worker: "Worker") -> int:
+    """After a claim: fill the new job directory from the checkpoint the ledger names for the
+    job (``resume.txt``: the branch of the attempt that was given back or requeued), commit and
+    push it as this attempt's first checkpoint, and return the job's attempt number. An attempt
+    that never checkpointed, or a branch that is gone, leaves the directory empty. Trouble here
+    is logged, never raised: the job then starts from what could be restored."""
+    job = worker.running_job or ""
+    ledger = worker.workspace.ledger()
+    entry = ledger.running_entry(job)
+    attempt = entry.attempt if entry is not None else 1
+    recorded = ledger.resume.get(job)
+    if not recorded or not worker.job_dir:
+        return attempt
+    try:
+        source = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
+                                   Path(worker.job_dir))
+        if source is not None:
+            log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
+            worker.commit_update(f"{worker.name} resumed job {job} from {source}")
+    except Exception as exc:  # noqa: BLE001 - the job runs on from what it has
+        log.warning("%s could not resume job %r from %s: %s", worker.name, job, recorded,
+                    redact(exc))
+    return attempt
+
+
+def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> Optional[str]:
+    """Write the files of ``path`` on the remote's newest ``branch`` (or a renamed twin,
+    ``<branch>-<6 hex>``) into ``directory``; returns the branch read, or ``None`` when there was
+    no such branch or it holds no files there (its attempt never checkpointed)."""
+    twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
+    found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
+             if twin.match(ref)}
+    if not found:
+        return None
+    for ref in found:
+        clone.fetch_branch(ref)
+    ref = max(found, key=lambda r: clone.commit_time(found[r]) or 0.0)
+    tip = found[ref]
+    if not clone.files_under(tip, [path + "/"]):
+        return None
+    if clone.is_partial():
+        for _ in range(3):  # a fetched tree brings its subtrees: then only files can be missing
+            missing = clone.missing_objects(tip, [path + "/"])
+            if not missing:
+                break
+            clone.fetch_objects(missing)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = os.path.join(tmp, "checkpoint.tar")
+        clone.archive_tar(tip, [path + "/"], archive)
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if member.name.startswith(path + "/") and (member.isfile() or member.issym()):
+                    _write_member(tar, member, directory / member.name[len(path) + 1:])
+    return ref[len("refs/heads/"):]
+
+
+def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    """Write one file (or symlink) of a ``git archive`` of a job's directory at ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if member.issym():
+        os.symlink(member.linkname, target)
+        return
+    source = tar.extractfile(member)
+    assert source is not None
+    with source, open(target, "wb") as out:
+        shutil.copyfileobj(source, out)
+    if member.mode & 0o111:
+        target.chmod(0o755)

@@ -22,9 +22,11 @@ from .protocol import (
     FAILED_FILE,
     LEDGER_FILES,
     QUEUE_FILE,
+    RESUME_FILE,
     RUNNING_FILE,
     UPDATES_DIR,
     check_job,
+    job_branch,
     job_slug,
     utc_now,
 )
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Entry", "Ledger", "check_job", "job_slug", "utc_now", "read_lines", "split_lines",
            "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE",
-           "LEDGER_FILES", "UPDATES_DIR"]
+           "RESUME_FILE", "LEDGER_FILES", "UPDATES_DIR"]
 
 
 def _clean_field(text: str, limit: int = 500) -> str:
@@ -100,6 +102,8 @@ class Ledger:
     done: list[Entry] = field(default_factory=list)
     failed: list[Entry] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
+    #: ``{job: branch}``: where the next (or running) attempt of a job resumes from.
+    resume: dict[str, str] = field(default_factory=dict)
     _done_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
                                                     repr=False, compare=False)
     #: Looks a job up among the older done records (the segments under ``done/``), if known.
@@ -118,12 +122,17 @@ class Ledger:
             job, _, count = line.rpartition("\t")
             if job and count.isdigit():
                 attempts[job] = int(count)
+        resume: dict[str, str] = {}
+        for line in split_lines(text_of(RESUME_FILE)):
+            job, _, branch = line.partition("\t")
+            resume[job] = branch.strip()
         entries = {name: [Entry.parse(line) for line in split_lines(text_of(name))]
                    for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
         for entry in entries[RUNNING_FILE]:
             entry.session, entry.reason = entry.reason, ""
         return cls(queued=split_lines(text_of(QUEUE_FILE)), running=entries[RUNNING_FILE],
-                   done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts)
+                   done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts,
+                   resume={job: branch for job, branch in resume.items() if job and branch})
 
     def write(self, root: Path, queue: bool = False) -> None:
         """Rewrite the ledger files under ``root``; ``jobs.txt`` only when ``queue`` is true."""
@@ -136,6 +145,10 @@ class Ledger:
             _write_lines(root / ATTEMPTS_FILE, [f"{j}\t{n}" for j, n in self.attempts.items()])
         else:
             (root / ATTEMPTS_FILE).unlink(missing_ok=True)
+        if self.resume:
+            _write_lines(root / RESUME_FILE, [f"{j}\t{b}" for j, b in self.resume.items()])
+        else:
+            (root / RESUME_FILE).unlink(missing_ok=True)
 
     # ---- lookups ------------------------------------------------------------------------------
     def running_entry(self, job: str) -> Optional[Entry]:
@@ -180,6 +193,7 @@ class Ledger:
     def finish(self, job: str, worker: str) -> Entry:
         """Move ``job`` from running to done."""
         entry = self._take_running(job)
+        self.resume.pop(job, None)
         done = Entry(job, worker, utc_now(), entry.attempt)
         self.done.append(done)
         return done
@@ -187,16 +201,20 @@ class Ledger:
     def fail(self, job: str, worker: str, reason: str) -> Entry:
         """Move ``job`` from running to failed with ``reason``."""
         entry = self._take_running(job)
+        self.resume.pop(job, None)
         failed = Entry(job, worker, utc_now(), entry.attempt, reason or "failed")
         self.failed.append(failed)
         return failed
 
-    def requeue(self, job: str, max_attempts: int, why: str) -> bool:
+    def requeue(self, job: str, max_attempts: int, why: str, resume: bool = True) -> bool:
         """Give a running job back: head of the queue, or failed once ``max_attempts`` are used.
+        With ``resume``, its next attempt starts from the checkpoint on the branch of the attempt
+        that ran (:meth:`resume_from`); without, from nothing.
 
         Returns ``True`` if the job was queued again, ``False`` if it went to failed.
         """
         entry = self._take_running(job)
+        self.resume.pop(job, None)
         if entry.attempt >= max_attempts:
             self.failed.append(Entry(job, entry.worker, utc_now(), entry.attempt,
                                      f"{why}; gave up after {entry.attempt} attempts"))
@@ -204,11 +222,19 @@ class Ledger:
             return False
         self.queued.insert(0, job)
         self.attempts[job] = entry.attempt
+        if resume:
+            self.resume[job] = job_branch(entry.worker, job, entry.attempt)
         return True
 
-    def give_back(self, job: str, worker: str) -> bool:
+    def resume_from(self, job: str, entry: Entry) -> None:
+        """Let the next attempt of ``job`` start from the checkpoint of the attempt recorded in
+        ``entry`` (a running or failed record: its worker and attempt name the branch)."""
+        self.resume[job] = job_branch(entry.worker, job, entry.attempt)
+
+    def give_back(self, job: str, worker: str, branch: str = "") -> bool:
         """Put ``worker``'s running ``job`` back at the head of the queue, its attempt not
-        counted; ``False`` if it is not running on ``worker`` (nothing changed)."""
+        counted, its next attempt resuming from ``branch`` (if given); ``False`` if it is not
+        running on ``worker`` (nothing changed)."""
         entry = self.running_entry(job)
         if entry is None or entry.worker != worker:
             return False
@@ -216,6 +242,8 @@ class Ledger:
         self.queued.insert(0, job)
         if entry.attempt > 1:
             self.attempts[job] = entry.attempt - 1
+        if branch:
+            self.resume[job] = branch
         return True
 
     def close(self, job: str, worker: str, reason: Optional[str], session: str = "") -> Entry:

@@ -33,6 +33,8 @@ COORD_PREFIX = "refs/distribute/"
 LOCK_REF = COORD_PREFIX + "lock"
 HEARTBEAT_PREFIX = COORD_PREFIX + "hb/"
 WAIT_PREFIX = COORD_PREFIX + "wait/"
+#: ``distribute fleet``'s spend: a parentless commit whose message is ``fleet`` and a JSON object.
+FLEET_REF = COORD_PREFIX + "fleet"
 #: Where a local copy keeps the coordination refs it fetched.
 TRACKING_PREFIX = "refs/remotes/origin/distribute/"
 #: What every fetch of a worker brings: master and the coordination refs.
@@ -80,6 +82,8 @@ RUNNING_FILE = "running.txt"
 DONE_FILE = "done.txt"
 FAILED_FILE = "failed.txt"
 ATTEMPTS_FILE = "attempts.txt"
+#: ``job⇥branch``: the branch holding the last checkpoint of a job whose next attempt resumes.
+RESUME_FILE = "resume.txt"
 LEDGER_FILES = (QUEUE_FILE, RUNNING_FILE, DONE_FILE, FAILED_FILE)
 UPDATES_DIR = "updates"
 #: Older records of ``done.txt`` live in immutable segments ``done/<6 digits>.txt``; ``done.txt``

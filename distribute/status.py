@@ -57,6 +57,7 @@ def status_json(snap: dict[str, Any]) -> dict[str, Any]:
                                                    "held_s": snap["lock"]["held_s"]},
         "counts": {"queued": len(ledger.queued), "running": len(ledger.running),
                    "done": len(ledger.done), "failed": len(ledger.failed)},
+        "fleet": snap.get("fleet"),
     }
 
 

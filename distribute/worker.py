@@ -19,7 +19,7 @@ from .answers import Asker
 from .claims import NextJobFunc, claim, next_job_spec
 from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
-from .jobbranch import commit_job_dir
+from .jobbranch import commit_job_dir, resume_job
 from .ledger import Ledger
 from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path, new_request_id
 from .redact import redact
@@ -90,6 +90,7 @@ class Worker:
         self.working_branch: Optional[str] = None
         self._branch_sha: Optional[str] = None
         self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
+        self.attempt = 0  #: the running job's attempt, 1 for the first (see jobbranch.resume_job)
         self._close_hooks: list[CloseHook] = []
         self._asker = Asker(self._writer, self.workspace, self.name, self.session)
         self.workspace.sync()
@@ -183,6 +184,7 @@ class Worker:
         Path(self.job_dir or "").mkdir(parents=True)
         self._heartbeat.start()
         log.info("%s took job %r", self.name, job)
+        self.attempt = resume_job(self)
         return job
 
     # ---- working on a job ---------------------------------------------------------------------
@@ -360,7 +362,7 @@ class Worker:
         self._commit_job(f"{self.name} update on job {job}")
 
         def edit(ledger: Ledger, root: Path) -> str:
-            if ledger.give_back(job, self.name):
+            if ledger.give_back(job, self.name, self._require_job()[1]):
                 ledger.write(root, queue=True)
             return protocol.commit_message(self.name, GAVE_BACK, f"{self.name} gave back job {job}",
                                            job)
@@ -411,11 +413,9 @@ class Worker:
         return self.clone.ls_remote(MASTER, cheap=True).get(MASTER) != self.workspace.master
 
     def snapshot(self) -> dict[str, Any]:
-        """Fetch and describe the remote without touching the work tree.
-
-        Returns ``{"ledger": Ledger, "lock": None or {"holder", "held_s"}, "heartbeats":
-        {worker: age_s}}`` (see :func:`distribute.status.read_snapshot`).
-        """
+        """Fetch and describe the remote without touching the work tree: returns ``{"ledger":
+        Ledger, "lock": None or {"holder", "held_s"}, "heartbeats": {worker: age_s}}`` (see
+        :func:`distribute.status.read_snapshot`)."""
         return read_snapshot(self.clone, self.observer)
 
     # ---- helpers ------------------------------------------------------------------------------

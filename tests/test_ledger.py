@@ -81,3 +81,26 @@ def test_hand_edited_files_parse(tmp_path: Path) -> None:
     assert ledger.queued == ["a", "b", "c"]
     assert (ledger.running[0].job, ledger.running[0].attempt) == ("x", 2)
     assert (ledger.done[0].job, ledger.done[0].worker, ledger.done[0].attempt) == ("y", "", 1)
+
+
+def test_resume_records_follow_the_job(tmp_path: Path) -> None:
+    """``resume.txt`` names the branch a requeued or given-back job resumes from, stays while its
+    next attempt runs, goes with its finish or failure, and is absent when empty."""
+    ledger = Ledger(queued=["a", "b"])
+    ledger.claim("a", "w1")
+    assert ledger.requeue("a", 3, "w1 silent")
+    assert ledger.resume == {"a": "w1/a"}
+    ledger.claim("a", "w2")
+    ledger.claim("b", "w3")
+    assert ledger.give_back("b", "w3", "w3/b-0abcde")
+    ledger.write(tmp_path, queue=True)
+    read = Ledger.read(tmp_path)
+    assert read.resume == {"a": "w1/a", "b": "w3/b-0abcde"}
+    read.finish("a", "w2")
+    read.claim("b", "w4")
+    read.fail("b", "w4", "boom")
+    assert read.resume == {}
+    read.write(tmp_path)
+    assert not (tmp_path / "resume.txt").exists()
+    assert ledger.requeue("a", 3, "by hand", resume=False) is True
+    assert "a" not in ledger.resume

@@ -26,7 +26,8 @@ __all__ = ["main", "build_parser"]
 #: when the parser is built: ``python -m distribute.cli.vast`` must not find itself imported.)
 COMMAND_MODULES: tuple[str, ...] = (
     "distribute.cli.commands", "distribute.cli.worker", "distribute.cli.vast", "distribute.cli.hub",
-    "distribute.cli.maintenance", "distribute.cli.report", "distribute.cli.demo")
+    "distribute.cli.maintenance", "distribute.cli.report", "distribute.cli.demo",
+    "distribute.cli.fleet")
 
 
 def _common(top: bool = False) -> argparse.ArgumentParser:

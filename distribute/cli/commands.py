@@ -41,7 +41,8 @@ EXAMPLES = {
     "status": f"examples:\n  distribute status {URL}\n  distribute status {URL} --json\n"
               f"  distribute status {URL} --watch 5      # refresh every 5s, Ctrl-C to stop",
     "requeue": f"examples:\n  distribute requeue {URL} job-7 job-9   # running or failed jobs\n"
-               f"  distribute requeue {URL} --stale         # jobs of silent workers",
+               f"  distribute requeue {URL} --stale         # jobs of silent workers\n"
+               f"  distribute requeue {URL} job-7 --resume  # from its last checkpoint",
     "unlock": f"examples:\n  distribute unlock {URL}            # who holds the lock?\n"
               f"  distribute unlock {URL} --force    # break it (its holder is dead)",
     "log": f"example:\n  distribute log {URL} -n 50",
@@ -75,13 +76,17 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--watch", type=float, metavar="SECONDS",
                    help="refresh every SECONDS, with rate and ETA, until Ctrl-C")
     p = add("requeue", "put running or failed jobs back at the head of the queue", cmd_requeue,
-            usage="distribute requeue [REMOTE] (--stale | JOB ...)")
+            usage="distribute requeue [REMOTE] (--stale | JOB ... [--resume])")
     p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--stale", action="store_true",
                    help="requeue running jobs whose worker's heartbeat this machine has seen "
                         "unchanged for a job lease (earlier status/requeue runs count)")
     p.add_argument("--wait", action="store_true",
                    help="with --stale: watch until each running job is stale or alive")
+    p.add_argument("--resume", action="store_true",
+                   help="the named jobs' next attempt starts from the last checkpoint of the "
+                        "attempt that ran (commit_update); without it they start fresh (--stale "
+                        "jobs always resume)")
     p = add("unlock", "show who holds the remote lock; --force breaks it", cmd_unlock)
     add_remote_argument(p)
     p.add_argument("--force", action="store_true", help="break the lock whoever holds it")
@@ -170,7 +175,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     if args.wait and not args.stale:
         raise UsageError("--wait goes with --stale")
     with cache_worker(url) as worker:
-        result = requeue_jobs(worker, jobs, stale=args.stale, wait=args.wait)
+        result = requeue_jobs(worker, jobs, stale=args.stale, wait=args.wait,
+                              resume=args.resume)
         lease, attempts = worker.job_lease_s, worker.max_attempts
     for job, age in sorted(result.not_stale_yet.items()):
         say(f"job {job}: its worker's heartbeat has been seen unchanged for {age:.0f}s of the "
@@ -179,7 +185,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         say(f"no stale jobs (no running job's heartbeat stayed the same for {lease:g}s)")
     for job in result.requeued:
         say(f"requeued job {job}" + (" (its worker was silent for a job lease)"
-                                     if args.stale else ""))
+                                     if args.stale else " (resumes)" if args.resume else ""))
     for job in result.failed:
         say(f"job {job} went to failed.txt: it used its {attempts} attempts")
     if result.refused:

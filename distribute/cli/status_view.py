@@ -58,6 +58,20 @@ class RateMeter:
         return (finished - self.first[1]) / elapsed if elapsed > 0 else None
 
 
+def cost_line(fleet: dict[str, Any]) -> str:
+    """``$1.2345 spent (of $5 budget) · $0.1029 per done job · projected $2.0580 · 3 nodes at
+    $1.0800/h`` from the spend ``distribute fleet`` recorded on the remote."""
+    def money(value: Any) -> str:
+        return "?" if value is None else f"${float(value):.4f}"
+
+    budget = f" (of {money(fleet.get('budget'))} budget)" if fleet.get("budget") else ""
+    nodes = sum(int(n) for n in (fleet.get("nodes") or {}).values())
+    return (f"{money(fleet.get('spent'))} spent{budget} · {money(fleet.get('per_done_job'))} per "
+            f"done job · projected {money(fleet.get('projected'))} · {nodes} node"
+            f"{'' if nodes == 1 else 's'} at {money(fleet.get('dph'))}/h (fleet, "
+            f"{fleet.get('at', '?')})")
+
+
 def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
                 lock_lease_s: float) -> str:
     """The human-readable status report."""
@@ -72,6 +86,8 @@ def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
                  f"lock:    held by {lock['holder']} for {_fmt_s(lock['held_s'])}"
                  + (" (older than the lock lease: `distribute unlock --force` breaks it)"
                     if lock["held_s"] >= lock_lease_s else ""))
+    if snap.get("fleet"):
+        lines.append("cost:    " + cost_line(snap["fleet"]))
     done_by = Counter(e.worker for e in ledger.done)
     failed_by = Counter(e.worker for e in ledger.failed)
     running_by: dict[str, list[str]] = {}

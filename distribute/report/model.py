@@ -68,7 +68,8 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
     Keys: the ``status --json`` ones (``queued``, ``running``, ``done``, ``failed``, ``lock``,
     ``counts``; entries carry a few more fields) plus ``schema``, ``generated_at``, ``remote``,
     ``master``, ``leases``, ``progress``, ``throughput``, ``workers``, ``timeline``,
-    ``durations`` and ``history``. See ``docs/report.md`` for each field.
+    ``durations``, ``history`` and ``fleet`` (the spend ``distribute fleet`` recorded). See
+    ``docs/report.md`` for each field.
     """
     now = time.time() if now is None else now
     history = history or History([], False, None)
@@ -119,6 +120,7 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
         "timeline": _timeline(done_at, failed_at, finishes, counts, now),
         "durations": _durations([d for d in done_durations if d is not None]),
         "history": {"commits": len(history.commits), "complete": history.complete},
+        "fleet": snap.get("fleet"),
     }
 
 
@@ -130,6 +132,7 @@ def status_subset(model: dict[str, Any]) -> dict[str, Any]:
     lock = model["lock"]
     out["lock"] = None if lock is None else {"holder": lock["holder"], "held_s": lock["held_s"]}
     out["counts"] = dict(model["counts"])
+    out["fleet"] = model.get("fleet")
     return out
 
 

@@ -137,7 +137,23 @@ def _headline(model: dict[str, Any]) -> str:
             "claim to the last finish; the ETA divides what is queued or running by the rate "
             "now.</p>" if total else "")
     return (f'<section class="cards">{cards}</section><div class="bar">{segments}</div>'
-            f"{stats}{note}")
+            f"{stats}{note}{_cost(model.get('fleet'))}")
+
+
+def _cost(fleet: Any) -> str:
+    """The fleet's spend (cost so far, per done job, projection), if a fleet recorded one."""
+    if not isinstance(fleet, dict):
+        return ""
+
+    def money(key: str) -> str:
+        value = fleet.get(key)
+        return "–" if not isinstance(value, (int, float)) else f"${value:.4f}"
+
+    budget = f" of {money('budget')} budget" if fleet.get("budget") else ""
+    return (f'<div class="stats" id="cost"><span>cost so far <b>{money("spent")}</b>{budget}'
+            f'</span><span>per done job <b>{money("per_done_job")}</b></span>'
+            f'<span>projected <b>{money("projected")}</b></span>'
+            f'<span>now <b>{money("dph")}/h</b></span></div>')
 
 
 def _bars_svg(series: Sequence[tuple[str, Sequence[int]]], labels: Sequence[str],

@@ -83,11 +83,14 @@ def search_offers(max_price: float, query: Optional[str] = None, order: str = "d
 def create_instance(offer_id: int, image: str, env: Optional[Mapping[str, str]] = None,
                     onstart: Optional[str] = None, disk: float = 16, label: Optional[str] = None,
                     runtype: str = "args", args: Optional[Sequence[str]] = None,
-                    api_key: Optional[str] = None) -> dict[str, Any]:
+                    api_key: Optional[str] = None, price: Optional[float] = None
+                    ) -> dict[str, Any]:
     """Accept offer ``offer_id``: the API's answer, ``{"success": true, "new_contract": ID}``,
     where ``new_contract`` is the new instance's id. ``args`` are passed to the image's
-    ENTRYPOINT (``runtype="args"``); ``onstart`` runs under Vast's entrypoint (ssh/jupyter)."""
-    body = create_body(image, env, onstart, disk, label, runtype, args)
+    ENTRYPOINT (``runtype="args"``); ``onstart`` runs under Vast's entrypoint (ssh/jupyter).
+    ``price`` bids that many $/h for an interruptible instance (offers of a ``offer_type="bid"``
+    search, at least their ``min_bid``); without it the instance is on-demand."""
+    body = create_body(image, env, onstart, disk, label, runtype, args, price)
     answer = http_put(apiurl(f"/asks/{int(offer_id)}/"), body, api_key)
     if not isinstance(answer, dict) or not isinstance(answer.get("new_contract"), int):
         raise VastError(f"renting offer {offer_id}: the answer names no new instance")

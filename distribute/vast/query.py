@@ -246,8 +246,10 @@ def node_command(env: Mapping[str, str]) -> list[str]:
 
 def create_body(image: str, env: Optional[Mapping[str, str]] = None,
                 onstart: Optional[str] = None, disk: float = 16, label: Optional[str] = None,
-                runtype: str = "args", args: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """The create-instance request body, checked the way the API checks it."""
+                runtype: str = "args", args: Optional[Sequence[str]] = None,
+                price: Optional[float] = None) -> dict[str, Any]:
+    """The create-instance request body, checked the way the API checks it; ``price`` (a bid in
+    $/h) makes the instance interruptible."""
     if not isinstance(image, str) or not image.strip():
         raise ValueError("image must be a non-empty string")
     env = dict(env or {})
@@ -266,6 +268,10 @@ def create_body(image: str, env: Optional[Mapping[str, str]] = None,
         if isinstance(args, str) or not all(isinstance(a, str) for a in args):
             raise TypeError("args must be a list of strings (no shell is involved)")
         body["args"] = list(args)
+    if price is not None:
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not price > 0:
+            raise ValueError(f"a bid price must be a positive number of $/h, not {price!r}")
+        body["price"] = float(price)
     return body
 
 

@@ -24,6 +24,19 @@ With ``node_command`` set it also plays the node: creating an ``args`` instance 
 ``node_command + args`` as a local process with the instance's env, ``CONTAINER_ID``,
 ``CONTAINER_API_KEY`` and ``VAST_CONTAINERLABEL`` (as Vast sets them); destroying the instance
 stops that process.
+
+The life of an instance, in the fields the API reports (``actual_status``, ``intended_status``,
+``cur_state``, ``status_msg``): ``loading`` for ``boot_delay_s`` after the create (the image being
+pulled), then ``running`` (the node process starts); an instance on a machine in ``duds`` stays
+``loading`` forever. A node process that ends makes it ``exited``. An interruptible instance
+(created with a bid, ``"price"`` in the create body; offers of a ``"type": "bid"`` search carry
+``min_bid``) may be preempted (:meth:`FakeVast.preempt`, as when a higher bid takes the machine):
+the container gets SIGTERM, then SIGKILL after a grace, and the instance stays, ``actual_status``
+``stopped`` with its disk kept (``intended_status`` still ``running``: the renter did not ask for
+it), until it is destroyed. Billing is per instance (:meth:`FakeVast.cost`, :meth:`FakeVast.spent`):
+``dph_total`` $/h (the bid, for an interruptible one) while running; the disk's storage
+(``storage_cost`` $/GB/month x ``disk_space``) from the create until the destroy, in every state.
+``GET /users/current/`` reports the account's ``credit`` (``credit`` minus what was spent).
 """
 from __future__ import annotations
 
@@ -91,7 +104,8 @@ def make_offer(offer_id: int, dph_total: float, **fields: Any) -> dict[str, Any]
              "gpu_ram": 24564, "cpu_ram": 64000, "cpu_cores_effective": 8.0, "disk_space": 200.0,
              "reliability2": 0.995, "geolocation": "Oslo, NO", "cuda_max_good": 12.4,
              "inet_down": 900.0, "inet_up": 800.0, "verified": True, "verification": "verified",
-             "external": False, "rentable": True, "rented": False, "is_bid": False}
+             "external": False, "rentable": True, "rented": False, "is_bid": False,
+             "min_bid": round(dph_total * 0.4, 6), "storage_cost": 0.1}
     offer.update(fields)
     return offer
 
@@ -103,7 +117,8 @@ class FakeVast:
                  node_command: Optional[list[str]] = None,
                  node_env: Optional[dict[str, str]] = None,
                  workdir: Optional[Path] = None, min_interval_s: float = 0.0,
-                 kill_delay_s: float = 5.0) -> None:
+                 kill_delay_s: float = 5.0, boot_delay_s: float = 0.0,
+                 duds: Optional[set[int]] = None, credit: float = 100.0) -> None:
         self.api_key = api_key
         self.offers: dict[int, dict[str, Any]] = {o["id"]: dict(o) for o in offers or []}
         self.node_command = node_command
@@ -111,6 +126,14 @@ class FakeVast:
         self.workdir = Path(workdir) if workdir else None
         self.min_interval_s = min_interval_s
         self.kill_delay_s = kill_delay_s
+        self.boot_delay_s = boot_delay_s
+        #: Machine ids whose instances never finish loading (the node never starts).
+        self.duds: set[int] = set(duds or ())
+        self.credit = credit
+        #: Per instance: ``{"state", "since", "accrued", "dph", "storage_dph"}`` (destroyed too).
+        self.meters: dict[int, dict[str, Any]] = {}
+        #: Instances preempted so far (ids, in order).
+        self.preempted: list[int] = []
         self.instances: dict[int, dict[str, Any]] = {}
         self.instance_env: dict[int, dict[str, str]] = {}
         self.container_keys: dict[int, str] = {}  # instance id -> its CONTAINER_API_KEY
@@ -178,6 +201,53 @@ class FakeVast:
                                       content_type or "application/json",
                                       None if retry_after is None else str(retry_after), after))
 
+    def preempt(self, instance_id: int, grace_s: float = 2.0) -> None:
+        """Preempt interruptible instance ``instance_id`` (a higher bid took its machine): the
+        container gets SIGTERM, SIGKILL ``grace_s`` later; the instance stays, stopped, its disk
+        still billed, until it is destroyed."""
+        with self._lock:
+            row = self.instances[instance_id]
+            if not row.get("is_bid"):
+                raise ValueError(f"instance {instance_id} is on-demand: it cannot be preempted")
+            row.update(actual_status="stopped", cur_state="stopped", next_state="stopped",
+                       status_msg="Instance stopped: outbid (a higher bid took the machine)")
+            self._bill(instance_id, "stopped")
+            self.preempted.append(instance_id)
+            proc = self.processes.get(instance_id)
+        if proc is not None:
+            _stop(proc, signal.SIGTERM)
+            timer = threading.Timer(grace_s, _stop, (proc, signal.SIGKILL))
+            timer.daemon = True
+            timer.start()
+
+    def cost(self, instance_id: int) -> float:
+        """What instance ``instance_id`` has cost so far, in dollars."""
+        with self._lock:
+            meter = self.meters[instance_id]
+            return meter["accrued"] + self._rate(meter) * (time.time() - meter["since"]) / 3600
+
+    def spent(self) -> float:
+        """What every instance ever created has cost so far, in dollars."""
+        with self._lock:
+            return sum(self.cost(iid) for iid in self.meters)
+
+    def states(self) -> dict[int, str]:
+        """``{instance id: actual_status}`` of the instances that exist."""
+        with self._lock:
+            return {iid: str(row.get("actual_status")) for iid, row in self.instances.items()}
+
+    @staticmethod
+    def _rate(meter: dict[str, Any]) -> float:
+        if meter["state"] == "destroyed":
+            return 0.0
+        return meter["dph"] if meter["state"] == "running" else meter["storage_dph"]
+
+    def _bill(self, iid: int, state: str) -> None:
+        """Close the meter's current period and go on in ``state``."""
+        meter, now = self.meters[iid], time.time()
+        meter["accrued"] += self._rate(meter) * (now - meter["since"]) / 3600
+        meter.update(state=state, since=now)
+
     def requests(self, method: Optional[str] = None, prefix: str = "") -> list[Call]:
         with self._lock:
             return [c for c in self.calls if (method is None or c.method == method)
@@ -236,7 +306,8 @@ class FakeVast:
                   ("GET", r"/api/v0/instances/?", self._list),
                   ("PUT", r"/api/v0/instances/request_logs/(\d+)/?", self._request_logs),
                   ("GET", r"/api/v0/instances/(\d+)/?", self._show),
-                  ("DELETE", r"/api/v0/instances/(\d+)/?", self._destroy)]
+                  ("DELETE", r"/api/v0/instances/(\d+)/?", self._destroy),
+                  ("GET", r"/api/v0/users/current/?", self._user)]
         for verb, pattern, func in routes:
             m = re.fullmatch(pattern, path)
             if m and verb == method:
@@ -293,6 +364,11 @@ class FakeVast:
         if offer["rented"] or offer_id in self._gone_on_create:
             offer.update(rented=True, rentable=False)
             return error(410, "no_such_ask", f"Instance type by id {offer_id} is not available.")
+        bid = body.get("price")
+        if bid is not None and (isinstance(bid, bool) or not isinstance(bid, (int, float))
+                                or bid < float(offer.get("min_bid") or 0)):
+            return error(400, "invalid_args", f"bid price {bid!r} is below the offer's minimum "
+                                              f"bid {offer.get('min_bid')}")
         offer.update(rented=True, rentable=False)
         iid, self._next_id = self._next_id, self._next_id + 1
         env = dict(body.get("env") or {})
@@ -307,10 +383,56 @@ class FakeVast:
             "gpu_name": offer["gpu_name"], "num_gpus": offer["num_gpus"],
             "dph_total": offer["dph_total"], "geolocation": offer["geolocation"],
             "start_date": time.time(), "status_msg": "success, running",
-            "ssh_host": f"ssh{iid % 10}.vast.example", "ssh_port": 20000 + iid % 1000}
+            "ssh_host": f"ssh{iid % 10}.vast.example", "ssh_port": 20000 + iid % 1000,
+            "is_bid": bid is not None, "min_bid": offer.get("min_bid"),
+            "disk_space": float(body.get("disk", 10)),
+            "storage_cost": float(offer.get("storage_cost") or 0.1)}
+        row = self.instances[iid]
+        if bid is not None:
+            row["dph_total"] = float(bid)
+        storage_dph = row["storage_cost"] * row["disk_space"] / 730
+        self.meters[iid] = {"state": "loading", "since": time.time(), "accrued": 0.0,
+                            "dph": row["dph_total"], "storage_dph": storage_dph}
+        argv = None
         if self.node_command and body.get("runtype", "ssh") == "args":
-            self._start_node(iid, self.node_command + list(body.get("args") or []), env)
+            argv = self.node_command + list(body.get("args") or [])
+        if self.boot_delay_s > 0 or offer["machine_id"] in self.duds:
+            row.update(actual_status="loading", cur_state="running",
+                       status_msg="pulling image")
+        if offer["machine_id"] in self.duds:
+            pass
+        elif self.boot_delay_s > 0:
+            timer = threading.Timer(self.boot_delay_s, self._boot, (iid, argv, env))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._boot(iid, argv, env)
         return Reply(200, {"success": True, "new_contract": iid})
+
+    def _boot(self, iid: int, argv: Optional[list[str]], env: dict[str, str]) -> None:
+        """The image is there: the container runs (the node process, in node mode)."""
+        with self._lock:
+            row = self.instances.get(iid)
+            if row is None or row["actual_status"] not in ("loading", "running"):
+                return
+            row.update(actual_status="running", status_msg="success, running")
+            self._bill(iid, "running")
+            if argv is not None:
+                self._start_node(iid, argv, env)
+
+    def _exited(self, iid: int, proc: subprocess.Popen[bytes]) -> None:
+        """The container's process ended: a running instance is ``exited`` from now on."""
+        code = proc.wait()
+        with self._lock:
+            row = self.instances.get(iid)
+            if row is not None and row["actual_status"] == "running":
+                row.update(actual_status="exited", status_msg=f"container exited ({code})")
+                self._bill(iid, "exited")
+
+    def _user(self, body: Any) -> Reply:
+        spent = self.spent()
+        return Reply(200, {"id": 1, "username": "tester", "credit": round(self.credit - spent, 6),
+                           "balance": 0.0})
 
     def _list(self, body: Any) -> Reply:
         rows = [dict(i) for i in self.instances.values()]
@@ -325,6 +447,7 @@ class FakeVast:
         if iid not in self.instances:
             return error(404, "no_such_instance", f"Instance {iid} not found.")
         del self.instances[iid]
+        self._bill(iid, "destroyed")
         self.destroyed.append((iid, self.calls[-1].authorization))
         proc = self.processes.get(iid)
         if proc is not None and proc.poll() is None:  # the container is stopped a bit later
@@ -372,6 +495,8 @@ class FakeVast:
             self.processes[iid] = subprocess.Popen(
                 argv, env=penv, cwd=home, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
+        threading.Thread(target=self._exited, args=(iid, self.processes[iid]),
+                         daemon=True).start()
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int) -> None:
