@@ -24,14 +24,14 @@ def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
     """Eight workers drain a queue whose head repeats 40 lines, while three are killed and a
     person appends jobs with plain git pushes."""
     url = daemon.url("remote.git")
-    jobs = [f"job{i:03d}" for i in range(200)]
+    jobs = [f"job{i:03d}" for i in range(120)]
     init_remote(url, jobs[:40] + jobs)  # someone pasted the first 40 lines twice
     pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "400", "--poll-max", "0.5")
     for i in range(8):
         pool.start(f"w{i}")
     rng = random.Random(7)
     added: list[str] = []
-    for round_, at in enumerate((40, 95, 150)):
+    for round_, at in enumerate((30, 60, 90)):
         pool.wait_took(at)
         batch = [f"added{round_}-{i}" for i in range(4)]
         person_appends(url, tmp_path / "person", batch + jobs[:3])  # new ones, and repeats
@@ -46,7 +46,7 @@ def test_chaos_drain(daemon: GitDaemon, tmp_path: Path) -> None:
 
 def test_remote_outage(daemon: GitDaemon, tmp_path: Path) -> None:
     url = daemon.url("remote.git")
-    jobs = [f"job{i:02d}" for i in range(40)]
+    jobs = [f"job{i:02d}" for i in range(28)]
     init_remote(url, jobs)
     pool = Pool(url, tmp_path, *LEASES, "--sleep-ms", "100", "300")
     for i in range(4):
@@ -54,8 +54,8 @@ def test_remote_outage(daemon: GitDaemon, tmp_path: Path) -> None:
     pool.wait_took(10)
     daemon.stop()
     failures_before = pool.log_text().count("retrying in")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # the outage itself: 20 s without a remote
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline:  # the outage itself: 12 s (4 job leases) without a remote
         time.sleep(0.5)
     failures_during = pool.log_text().count("retrying in") - failures_before
     daemon.start()
