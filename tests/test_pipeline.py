@@ -3,9 +3,12 @@ failures that fail the waiting children, ``worker.inputs`` and the per-stage sta
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from support.processes import Run, cli_env, kill_tree, wait_line
 
 from distribute import (
     InvalidJobError,
@@ -16,8 +19,9 @@ from distribute import (
     worker_from_url,
 )
 from distribute.ledger import Ledger
+from distribute.protocol import job_path
+from distribute.report import build_model, render
 from distribute.status import stage_counts, status_json
-from support.processes import Run
 
 
 def git_log(worker: object) -> list[str]:
@@ -61,7 +65,7 @@ def test_stage_function_takes_only_its_stages(file_remote: str, tmp_path: Path) 
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
     try:
         func = stage_jobs_func("proc", "")
-        assert getattr(func, "__qualname__") == "stage_jobs_func[,proc]"
+        assert func.__qualname__ == "stage_jobs_func[,proc]"
         assert worker.get_next_job(func) == "proc:1"
         worker.finish_job()
         assert worker.get_next_job(func) == "plain"
@@ -168,3 +172,83 @@ def test_cli_add_after_and_stage_counts(cli: Run, file_remote: str) -> None:
 def test_stage_counts_empty() -> None:
     """An empty ledger has no stages."""
     assert stage_counts(Ledger()) == {}
+
+
+@pytest.mark.slow
+def test_fleet_runs_a_pipeline_despite_a_killed_worker(daemon_remote: str,
+                                                       tmp_path: Path) -> None:
+    """Five worker processes over git daemon, one SIGKILLed mid-job: two take split and merge
+    jobs, three proc jobs. Every job is done exactly once except the proc job that raises and
+    the merge waiting for it (failed, naming it, never claimed); the follow-up recorded before
+    the raise is never queued; merge:v1 reads its parents' outputs in order, after they all
+    finished; no worker takes a stage it was not given; the stage counts match."""
+    init_remote(daemon_remote, ["split:v1", "split:v2"])
+    env = cli_env(tmp_path, {"PIPE_VICTIM": "p0"})
+
+    def start(name: str, *stages: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distribute", "worker", daemon_remote, "--run",
+             "pipeline_jobs:run", "--idle-exit", "--name", name, "--path", str(tmp_path / name),
+             *[arg for stage in stages for arg in ("--stage", stage)]],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True)
+
+    workers = {name: start(name, "split", "merge") for name in ("s0", "s1")}
+    victim = start("p0", "proc")
+    try:
+        wait_line(victim, "RUNNING proc:")  # mid-job: its claim landed, its result never will
+        kill_tree(victim.pid)
+        victim.wait()
+        workers.update({name: start(name, "proc") for name in ("p1", "p2")})
+        outs = {name: proc.communicate(timeout=240)[0] for name, proc in workers.items()}
+    finally:
+        for proc in [victim, *workers.values()]:
+            if proc.poll() is None:
+                kill_tree(proc.pid)
+    assert {name: proc.returncode for name, proc in workers.items()} == dict.fromkeys(workers, 0), \
+        outs
+    reader = worker_from_url(daemon_remote, tmp_path / "reader", "reader")
+    try:
+        ledger = reader.snapshot()["ledger"]
+        merge = job_path("merge:v1", reader.workspace.layout)
+        reader.include_paths(merge)
+        merged = Path(reader.path, merge, "merged.txt").read_text()
+        stages = status_json(reader.snapshot())["stages"]
+    finally:
+        reader.close()
+    done = sorted(e.job for e in ledger.done)
+    assert done == sorted(["split:v1", "split:v2", "proc:v1-0", "proc:v1-1", "proc:v1-2",
+                           "proc:v2-0", "proc:v2-2", "merge:v1"])
+    assert {e.job: e.reason for e in ledger.failed} == {
+        "proc:v2-1": "ValueError: proc:v2-1 always fails", "merge:v2": "parent proc:v2-1 failed"}
+    assert not ledger.queued and not ledger.running and not ledger.waiting()
+    assert merged == "proc:v1-0\nproc:v1-1\nproc:v1-2\n"
+    story = subprocess.run(["git", "--git-dir", str(tmp_path / "daemon" / "remote.git"), "log",
+                            "--first-parent", "--reverse", "--format=%s", "master"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    took = [s.split(" took job ", 1) for s in story if " took job " in s]
+    stage_of = {"s0": {"split", "merge"}, "s1": {"split", "merge"}, "p0": {"proc"},
+                "p1": {"proc"}, "p2": {"proc"}}
+    assert all(job.partition(":")[0] in stage_of[who] for who, job in
+               ((w, j.split(" (served by")[0]) for w, j in took))
+    assert not any("never:queued" in s or "took job merge:v2" in s for s in story)
+    merge_at = next(i for i, s in enumerate(story) if " took job merge:v1" in s)
+    assert all(any(f"finished job proc:v1-{i}" in s for s in story[:merge_at]) for i in range(3))
+    assert sum(" finished job split:" in s and s.endswith("and queued 4 jobs") for s in story) == 2
+    assert stages == {
+        "split": {"queued": 0, "waiting": 0, "running": 0, "done": 2, "failed": 0},
+        "proc": {"queued": 0, "waiting": 0, "running": 0, "done": 5, "failed": 1},
+        "merge": {"queued": 0, "waiting": 0, "running": 0, "done": 1, "failed": 1}}
+
+
+def test_report_page_shows_progress_per_stage() -> None:
+    """The report's model carries the stage counts and the waiting jobs, and the page a row
+    per stage; a ledger without stages shows no such section."""
+    ledger = Ledger(queued=["proc:1", "proc:2"], parents={"merge:1": ["proc:1", "proc:2"]})
+    model = build_model({"ledger": ledger, "lock": None, "heartbeats": {}})
+    assert model["stages"]["merge"]["waiting"] == 1 and model["stages"]["proc"]["queued"] == 2
+    assert model["waiting"] == [{"job": "merge:1", "parents": ["proc:1", "proc:2"]}]
+    page = render(model)
+    assert '<table id="stages">' in page and ">merge</td>" in page and ">proc</td>" in page
+    plain = build_model({"ledger": Ledger(queued=["a"]), "lock": None, "heartbeats": {}})
+    assert 'id="stages"' not in render(plain)
