@@ -109,6 +109,9 @@ class Ledger:
     parents: dict[str, list[str]] = field(default_factory=dict)
     _done_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
                                                     repr=False, compare=False)
+    _known: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _failed_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
+                                                      repr=False, compare=False)
     #: Looks a job up among the older done records (the segments under ``done/``), if known.
     done_lookup: Optional[Callable[[str], bool]] = field(default=None, repr=False, compare=False)
 
@@ -299,13 +302,18 @@ class Ledger:
         parents = list(dict.fromkeys(check_job(p) for p in parents))
         if job in parents:
             raise InvalidJobError(f"job {job!r} cannot be its own parent")
-        failed = {e.job for e in self.failed}
-        known = set(self.queued) | {e.job for e in self.running} | set(self.parents) | coming
         for parent in parents:
-            if parent in failed and not self.is_done(parent):
+            if self.is_done(parent) or parent in coming:
+                continue
+            if self._failed_index[0] != len(self.failed):
+                self._failed_index = (len(self.failed), frozenset(e.job for e in self.failed))
+            if parent in self._failed_index[1]:
                 self.failed.append(Entry(job, by, utc_now(), 0, f"parent {parent} failed"))
                 return "failed"
-            if parent not in known and not self.is_done(parent):
+            if parent not in self._known:  # (built again only when a parent is new to it)
+                self._known = frozenset(self.queued) | {e.job for e in self.running} | \
+                    frozenset(self.parents)
+            if parent not in self._known:
                 raise InvalidJobError(f"parent job {parent!r} of {job!r} is not queued, "
                                       "running, done or failed: add it first")
         self.parents[job] = parents
