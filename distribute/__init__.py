@@ -29,7 +29,12 @@ from .exceptions import (
     WorkerNameError,
 )
 from .loop import LoopResult, run_worker_loop
-from .next_jobs import queue_jobs_func, random_jobs_func, whetlab_make_next_jobs_func
+from .next_jobs import (
+    queue_jobs_func,
+    random_jobs_func,
+    stage_jobs_func,
+    whetlab_make_next_jobs_func,
+)
 from .version import __version__
 from .worker import Worker
 
@@ -40,6 +45,7 @@ __all__ = [
     "Worker",
     # next-job functions
     "queue_jobs_func", "random_jobs_func", "whetlab_make_next_jobs_func", "combinable",
+    "stage_jobs_func",
     # the worker loop
     "run_worker_loop", "LoopResult",
     # exceptions

@@ -17,7 +17,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
 from .exceptions import DistributeError, LocalCopyError
 from .ledger import Ledger
@@ -164,15 +164,19 @@ def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
         return create_master(clone, message, master)
 
 
-def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False
-             ) -> tuple[list[str], list[tuple[str, str]]]:
+def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False,
+             after: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
     """Append ``jobs`` to the end of ``jobs.txt`` under the lock, in one commit
     (``<worker> added 3 jobs``); return ``(added, [(skipped job, why), ...])``.
 
-    Jobs that are queued, running or done, or given twice, are skipped (and reported) unless
-    ``allow_duplicates``. A job that failed before may be added again; its attempt count goes on.
+    Jobs that are queued, waiting, running or done, or given twice, are skipped (and reported)
+    unless ``allow_duplicates``. A job that failed before may be added again; its attempt count
+    goes on. With ``after`` (parent jobs, each queued, waiting, running, done or failed), the
+    jobs wait until every parent is done (they go to ``failed.txt`` at once, without running, if
+    one has failed); an unknown parent raises :class:`InvalidJobError` and nothing is added.
     """
     wanted = [check_job(j) for j in jobs]
+    parents = [check_job(p) for p in after]
     added: list[str] = []
     skipped: list[tuple[str, str]] = []
 
@@ -180,6 +184,7 @@ def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False
         added.clear()
         skipped.clear()
         where = {j: "queued" for j in ledger.queued}
+        where.update({j: "waiting" for j in ledger.waiting()})
         where.update({e.job: f"running on {e.worker}" for e in ledger.running})
         where.update({j: "done" for j in wanted if j not in where and ledger.is_done(j)})
         for job in wanted:
@@ -187,14 +192,18 @@ def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False
                 skipped.append((job, where[job]))
                 continue
             carry_attempts(ledger, job)
-            ledger.queued.append(job)
+            if parents:
+                ledger.add_after(job, parents, worker.name)
+            else:
+                ledger.queued.append(job)
             added.append(job)
             where.setdefault(job, "given twice")
         if not added:
             return None
         ledger.write(root, queue=True)
         count = f"{len(added)} job{'' if len(added) == 1 else 's'}"
-        return commit_message(worker.name, ADDED, f"{worker.name} added {count}")
+        return commit_message(worker.name, ADDED, f"{worker.name} added {count}"
+                              + (f" after {', '.join(parents)[:200]}" if parents else ""))
 
     worker.update_master(edit)
     return added, skipped

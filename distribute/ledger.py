@@ -21,6 +21,7 @@ from .protocol import (
     DONE_RECENT,
     FAILED_FILE,
     LEDGER_FILES,
+    PARENTS_FILE,
     QUEUE_FILE,
     RESUME_FILE,
     RUNNING_FILE,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Entry", "Ledger", "check_job", "job_slug", "utc_now", "read_lines", "split_lines",
            "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE",
-           "RESUME_FILE", "LEDGER_FILES", "UPDATES_DIR"]
+           "RESUME_FILE", "PARENTS_FILE", "LEDGER_FILES", "UPDATES_DIR"]
 
 
 def _clean_field(text: str, limit: int = 500) -> str:
@@ -104,8 +105,13 @@ class Ledger:
     attempts: dict[str, int] = field(default_factory=dict)
     #: ``{job: branch}``: where the next (or running) attempt of a job resumes from.
     resume: dict[str, str] = field(default_factory=dict)
+    #: ``{job: [parent, ...]}`` of jobs queued after others, until they end (``parents.txt``).
+    parents: dict[str, list[str]] = field(default_factory=dict)
     _done_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
                                                     repr=False, compare=False)
+    _known: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _failed_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
+                                                      repr=False, compare=False)
     #: Looks a job up among the older done records (the segments under ``done/``), if known.
     done_lookup: Optional[Callable[[str], bool]] = field(default=None, repr=False, compare=False)
 
@@ -130,9 +136,14 @@ class Ledger:
                    for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
         for entry in entries[RUNNING_FILE]:
             entry.session, entry.reason = entry.reason, ""
+        parents: dict[str, list[str]] = {}
+        for line in split_lines(text_of(PARENTS_FILE)):
+            job, *above = [part.strip() for part in line.split("\t")]
+            parents[job] = [p for p in above if p]
         return cls(queued=split_lines(text_of(QUEUE_FILE)), running=entries[RUNNING_FILE],
                    done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts,
-                   resume={job: branch for job, branch in resume.items() if job and branch})
+                   resume={job: branch for job, branch in resume.items() if job and branch},
+                   parents={job: above for job, above in parents.items() if job and above})
 
     def write(self, root: Path, queue: bool = False) -> None:
         """Rewrite the ledger files under ``root``; ``jobs.txt`` only when ``queue`` is true."""
@@ -149,11 +160,22 @@ class Ledger:
             _write_lines(root / RESUME_FILE, [f"{j}\t{b}" for j, b in self.resume.items()])
         else:
             (root / RESUME_FILE).unlink(missing_ok=True)
+        if self.parents:
+            _write_lines(root / PARENTS_FILE, ["\t".join([j, *p]) for j, p in self.parents.items()])
+        else:
+            (root / PARENTS_FILE).unlink(missing_ok=True)
 
     # ---- lookups ------------------------------------------------------------------------------
     def running_entry(self, job: str) -> Optional[Entry]:
         """The running record of ``job``, or ``None``."""
         return next((e for e in self.running if e.job == job), None)
+
+    def waiting(self) -> list[str]:
+        """Jobs queued after others that are not claimable yet: some parent is not done."""
+        if not self.parents:
+            return []
+        active = set(self.queued) | {e.job for e in self.running}
+        return [job for job in self.parents if job not in active]
 
     def is_done(self, job: str) -> bool:
         """Whether ``job`` is done: in ``done.txt`` (a set lookup, rebuilt when ``done`` changed
@@ -178,6 +200,9 @@ class Ledger:
         check_job(job)
         if self.running_entry(job) or self.is_done(job):
             raise InvalidJobError(f"job {job!r} is already running or done")
+        if job in self.parents and job not in self.queued and not all(
+                self.is_done(p) for p in self.parents[job]):
+            raise InvalidJobError(f"job {job!r} is waiting for its parents")
         self.failed = [e for e in self.failed if e.job != job]
         entry = Entry(job, worker, utc_now(), self.attempts.pop(job, 0) + 1, session=session)
         self.running.append(entry)
@@ -196,6 +221,7 @@ class Ledger:
         self.resume.pop(job, None)
         done = Entry(job, worker, utc_now(), entry.attempt)
         self.done.append(done)
+        self._release_children(job)
         return done
 
     def fail(self, job: str, worker: str, reason: str) -> Entry:
@@ -204,6 +230,7 @@ class Ledger:
         self.resume.pop(job, None)
         failed = Entry(job, worker, utc_now(), entry.attempt, reason or "failed")
         self.failed.append(failed)
+        self.fail_children(job, worker)
         return failed
 
     def requeue(self, job: str, max_attempts: int, why: str, resume: bool = True) -> bool:
@@ -219,6 +246,7 @@ class Ledger:
             self.failed.append(Entry(job, entry.worker, utc_now(), entry.attempt,
                                      f"{why}; gave up after {entry.attempt} attempts"))
             self.attempts.pop(job, None)
+            self.fail_children(job, entry.worker)
             return False
         self.queued.insert(0, job)
         self.attempts[job] = entry.attempt
@@ -261,3 +289,58 @@ class Ledger:
             self.attempts.pop(job, None)
             self.claim(job, worker, session)
         return self.finish(job, worker) if reason is None else self.fail(job, worker, reason)
+
+    # ---- pipelines: jobs queued after others (parents.txt) ------------------------------------
+    def add_after(self, job: str, parents: list[str], by: str,
+                  coming: frozenset[str] = frozenset()) -> str:
+        """Queue ``job`` after ``parents``: into ``jobs.txt`` if every parent is done, else waiting
+        (its parents recorded in ``parents.txt`` until it ends); straight to ``failed.txt`` (in
+        ``by``'s name) when a parent has failed. A parent must be known: queued, waiting,
+        running, done, failed, or in ``coming`` (jobs queued in the same edit). Returns
+        ``"queued"``, ``"waiting"`` or ``"failed"``."""
+        check_job(job)
+        parents = list(dict.fromkeys(check_job(p) for p in parents))
+        if job in parents:
+            raise InvalidJobError(f"job {job!r} cannot be its own parent")
+        for parent in parents:
+            if self.is_done(parent) or parent in coming:
+                continue
+            if self._failed_index[0] != len(self.failed):
+                self._failed_index = (len(self.failed), frozenset(e.job for e in self.failed))
+            if parent in self._failed_index[1]:
+                self.failed.append(Entry(job, by, utc_now(), 0, f"parent {parent} failed"))
+                return "failed"
+            if parent not in self._known:  # (built again only when a parent is new to it)
+                self._known = frozenset(self.queued) | {e.job for e in self.running} | \
+                    frozenset(self.parents)
+            if parent not in self._known:
+                raise InvalidJobError(f"parent job {parent!r} of {job!r} is not queued, "
+                                      "running, done or failed: add it first")
+        self.parents[job] = parents
+        if all(self.is_done(p) for p in parents):
+            self.queued.append(job)
+            return "queued"
+        return "waiting"
+
+    def _release_children(self, job: str) -> None:
+        """``job`` is done: its parents record goes, and its waiting children whose parents are
+        now all done move to the end of the queue."""
+        self.parents.pop(job, None)
+        waiting = set(self.waiting())
+        for child, parents in self.parents.items():
+            if child in waiting and job in parents and all(self.is_done(p) for p in parents):
+                self.queued.append(child)
+
+    def fail_children(self, job: str, worker: str) -> list[str]:
+        """``job`` failed: its waiting children (and theirs) move to failed without running,
+        each with a reason naming the parent that failed; returns them."""
+        self.parents.pop(job, None)
+        waiting, failed, todo = set(self.waiting()), [], [job]
+        while todo:
+            parent = todo.pop(0)
+            for child in [c for c, ps in self.parents.items() if c in waiting and parent in ps]:
+                del self.parents[child]
+                self.failed.append(Entry(child, worker, utc_now(), 0, f"parent {parent} failed"))
+                failed.append(child)
+                todo.append(child)
+        return failed

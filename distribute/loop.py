@@ -89,8 +89,9 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     branch as ``traceback.txt``; a merge conflict at finish fails the job too.
 
     When no job is available: with ``exit_when_queue_empty`` the loop ends; with ``idle_exit`` it
-    ends once nothing is queued and nothing is running anywhere (it keeps looking while other
-    workers run jobs, since those come back to the queue if their worker dies); otherwise it keeps
+    ends once nothing is queued, waiting or running anywhere (it keeps looking while other
+    workers run jobs, since those come back to the queue if their worker dies, and while jobs of
+    other stages are queued, since they may queue jobs of its own); otherwise it keeps
     looking forever. Idle looks back off from 1 s to ``poll_s`` and cost one ref listing each
     unless ``master`` moved (see :class:`IdlePolling`). ``max_jobs`` limits the jobs taken.
     ``poll_s`` and ``grace_s`` default to the ``DISTRIBUTE_POLL_S`` and ``DISTRIBUTE_GRACE_S``
@@ -158,7 +159,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 if exit_when_queue_empty or ledger is None:
                     result.ended_by = "queue empty"
                     break
-                if idle_exit and not ledger.queued and not ledger.running:
+                if idle_exit and not ledger.queued and not ledger.running \
+                        and not ledger.waiting():
                     result.ended_by = "idle"
                     break
                 note = (f"{worker.name} idle: {len(ledger.queued)} queued, {len(ledger.running)} "

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 from .claims import combinable
 from .ledger import Ledger, read_lines
-from .protocol import QUEUE_FILE
+from .protocol import QUEUE_FILE, job_stage
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,39 @@ def queue_jobs_func(worker: _HasPath) -> Optional[str]:
         return None
     path.write_text("".join(j + "\n" for j in jobs[1:]), encoding="utf-8")
     return jobs[0]
+
+
+_STAGE = re.compile(r"[^\s:,\[\]]{0,64}")
+
+
+def stage_jobs_func(*stages: str) -> Callable[..., Optional[str]]:
+    """A :func:`~distribute.claims.combinable` next-job function that takes the first job of
+    ``jobs.txt`` whose stage (:func:`distribute.protocol.job_stage`: the text before the first
+    ``:``; ``""`` for a job without one) is one of ``stages``, leaving the others queued in their
+    order; ``None`` when there is none. Jobs waiting for their parents are not in ``jobs.txt``,
+    so it never takes one. Workers with the same set of stages (in any order) serve each other's
+    claims. ``distribute worker URL --run M:F --stage embed`` uses it."""
+    if not stages:
+        raise ValueError("stage_jobs_func needs at least one stage")
+    for stage in stages:
+        if not isinstance(stage, str) or not _STAGE.fullmatch(stage):
+            raise ValueError(f"not a stage name: {stage!r} (the text before a job's first ':', "
+                             "without blanks, ',', '[' or ']')")
+    wanted = frozenset(stages)
+
+    def next_stage_job(worker: _HasPath) -> Optional[str]:
+        path = Path(worker.path) / QUEUE_FILE
+        jobs = read_lines(path)
+        for index, job in enumerate(jobs):
+            if job_stage(job) in wanted:
+                rest = jobs[:index] + jobs[index + 1:]
+                path.write_text("".join(j + "\n" for j in rest), encoding="utf-8")
+                return job
+        return None
+
+    next_stage_job.__module__ = __name__  # (its spec names the stages: see claims.next_job_spec)
+    next_stage_job.__qualname__ = f"stage_jobs_func[{','.join(sorted(wanted))}]"
+    return combinable(next_stage_job)
 
 
 def _result_id(job: Any) -> str:

@@ -84,6 +84,9 @@ FAILED_FILE = "failed.txt"
 ATTEMPTS_FILE = "attempts.txt"
 #: ``job⇥branch``: the branch holding the last checkpoint of a job whose next attempt resumes.
 RESUME_FILE = "resume.txt"
+#: ``job⇥parent⇥parent…``: the parents of a job queued after others, from when it is queued
+#: (waiting, or in ``jobs.txt`` once every parent is done) until it ends (done or failed).
+PARENTS_FILE = "parents.txt"
 LEDGER_FILES = (QUEUE_FILE, RUNNING_FILE, DONE_FILE, FAILED_FILE)
 UPDATES_DIR = "updates"
 #: Older records of ``done.txt`` live in immutable segments ``done/<6 digits>.txt``; ``done.txt``
@@ -369,9 +372,16 @@ def parse_log_record(line: str) -> tuple[str, str, str, str]:
     return sha, event.strip(), worker.strip(), job.strip()
 
 
-def finish_subject(worker: str, job: str) -> str:
-    """The subject of the commit that moves ``job`` to done."""
-    return f"{worker} finished job {job}"
+def finish_subject(worker: str, job: str, queued: int = 0) -> str:
+    """The subject of the commit that moves ``job`` to done (and queues ``queued`` follow-ups)."""
+    more = f" and queued {queued} job{'' if queued == 1 else 's'}" if queued else ""
+    return f"{worker} finished job {job}{more}"
+
+
+def job_stage(job: str) -> str:
+    """A job's stage: the text before its first ``:`` (``proc:v1-0`` → ``proc``; no ``:`` → the
+    empty stage)."""
+    return job.partition(":")[0] if ":" in job else ""
 
 
 def served_note(holder: str) -> str:

@@ -27,6 +27,7 @@ from .claims import NextJobFunc, next_job_spec, take
 from .exceptions import JobStateError
 from .jobbranch import changed_only, merge_job, merged_fast, take_directory
 from .ledger import Ledger
+from .pipeline import FollowUp, queue_follow_ups
 from .protocol import (
     FAILED,
     FINISHED,
@@ -57,20 +58,23 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session: str,
                  reason: Optional[str], note: str = "",
                  hooks: Optional[Callable[[], None]] = None,
-                 answers: Optional[str] = None) -> None:
+                 answers: Optional[str] = None, follow_ups: Sequence[FollowUp] = ()) -> None:
     """Move worker ``name``'s (process ``session``) ``job`` to done (``reason`` is ``None``; a merge
     made just before is amended with the ledger edit) or failed, in one commit of ``txn``; older
-    done records roll into a segment in that commit. ``hooks`` run before the commit; ``answers``
-    is the request part the commit answers (when it is made for a waiter)."""
+    done records roll into a segment in that commit, waiting jobs whose last parent it was are
+    queued (a failure fails them), and a finish queues ``follow_ups``
+    (:func:`~distribute.pipeline.queue_follow_ups`). ``hooks`` run before the commit;
+    ``answers`` is the request part the commit answers (when it is made for a waiter)."""
     ws = txn.workspace
     amend = reason is None and merged_fast(ws.clone)
     queue_before = list(ledger.queued)
     ledger.close(job, name, reason, session)
+    queued = queue_follow_ups(ledger, job, name, follow_ups) if reason is None else 0
     archived = ledger.roll()
     ledger.write(ws.root, queue=ledger.queued != queue_before)
     if hooks is not None:
         hooks()
-    subject = finish_subject(name, job) if reason is None else \
+    subject = finish_subject(name, job, queued) if reason is None else \
         f"{name} failed job {job}: {reason[:200]}"
     txn.commit(commit_message(name, FINISHED if reason is None else FAILED, subject + note, job,
                               answers), amend)
@@ -80,10 +84,12 @@ def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session:
 
 def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: str,
                   reason: Optional[str], claim_head: Optional[str],
-                  hooks: Sequence[Callable[[], None]] = ()) -> None:
+                  hooks: Sequence[Callable[[], None]] = (),
+                  follow_ups: Sequence[FollowUp] = ()) -> None:
     """The holder's own close in ``txn``: merge ``job``'s ``branch`` (claimed on ``claim_head``)
-    unless failing, and move the job to done or failed (:func:`record_close`), running ``hooks``
-    before its commit. Raises :class:`JobStateError` when another worker did the job meanwhile."""
+    unless failing, and move the job to done (queueing ``follow_ups``) or failed
+    (:func:`record_close`), running ``hooks`` before its commit. Raises :class:`JobStateError`
+    when another worker did the job meanwhile."""
     ledger = txn.workspace.ledger()
     entry = ledger.running_entry(job)
     if (entry is None or entry.worker != name) and ledger.is_done(job):
@@ -96,7 +102,8 @@ def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: s
         for hook in hooks:
             hook()
 
-    record_close(txn, ledger, job, name, session, reason, hooks=run_hooks)
+    record_close(txn, ledger, job, name, session, reason, hooks=run_hooks,
+                 follow_ups=follow_ups)
 
 
 def requests_in_line(txn: Transaction) -> list[tuple[str, str, Request]]:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 from .archive import all_done
 from .coordination import Observer, describe_coordination
 from .ledger import Entry, Ledger
-from .protocol import ORIGIN_MASTER, TRACKING_PREFIX, parse_utc, remote_ref
+from .protocol import ORIGIN_MASTER, TRACKING_PREFIX, job_stage, parse_utc, remote_ref
 from .repo import Clone
 
 
@@ -58,7 +58,27 @@ def status_json(snap: dict[str, Any]) -> dict[str, Any]:
         "counts": {"queued": len(ledger.queued), "running": len(ledger.running),
                    "done": len(ledger.done), "failed": len(ledger.failed)},
         "fleet": snap.get("fleet"),
+        "waiting": [{"job": job, "parents": list(ledger.parents[job])}
+                    for job in ledger.waiting()],
+        "stages": stage_counts(ledger),
     }
+
+
+STATES = ("queued", "waiting", "running", "done", "failed")
+
+
+def stage_counts(ledger: Ledger) -> dict[str, dict[str, int]]:
+    """``{stage: {"queued", "waiting", "running", "done", "failed": count}}`` over every job
+    (stage: :func:`~distribute.protocol.job_stage`), stages in the order first seen."""
+    stages: dict[str, dict[str, int]] = {}
+    jobs = {"queued": ledger.queued, "waiting": ledger.waiting(),
+            "running": [e.job for e in ledger.running], "done": [e.job for e in ledger.done],
+            "failed": [e.job for e in ledger.failed]}
+    for state in ("done", "failed", "running", "queued", "waiting"):
+        for job in jobs[state]:
+            counts = stages.setdefault(job_stage(job), dict.fromkeys(STATES, 0))
+            counts[state] += 1
+    return stages
 
 
 def silence_of(entry: Entry, beats: dict[str, float]) -> Optional[float]:

@@ -1,9 +1,6 @@
 """The worker: one process's state machine of a job — claimed, checkpointed on its branch, then
-finished (merged into master), failed or given back — built on the write transaction.
-
-Every change to ``master`` goes through :class:`~distribute.transaction.MasterWriter`; see the
-``docs/protocol.md`` and :mod:`distribute.protocol`.
-"""
+finished (merged into master), failed or given back — built on the write transaction
+(:class:`~distribute.transaction.MasterWriter`); see ``docs/protocol.md``."""
 from __future__ import annotations
 
 import functools
@@ -12,7 +9,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import protocol, settings
 from .answers import Asker
@@ -21,6 +18,7 @@ from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
 from .jobbranch import commit_job_dir, resume_job
 from .ledger import Ledger
+from .pipeline import FollowUps, require_running
 from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path, new_request_id
 from .redact import redact
 from .repo import RefUpdate
@@ -92,6 +90,7 @@ class Worker:
         self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
         self.attempt = 0  #: the running job's attempt, 1 for the first (see jobbranch.resume_job)
         self._close_hooks: list[CloseHook] = []
+        self._pipeline = FollowUps()
         self._asker = Asker(self._writer, self.workspace, self.name, self.session)
         self.workspace.sync()
         check_name_free(self.workspace, self.name, {self.session, *self.dead_sessions},
@@ -109,17 +108,26 @@ class Worker:
         return os.path.join(self.path, JOB_WORKDIR, protocol.job_slug(self.running_job))
 
     def include_paths(self, *paths: str) -> None:
-        """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy.
-
-        A slim copy holds only the top-level files (the ledger) and the running job's directory;
-        other directories are fetched on demand by this call and stay checked out from then on.
-        A full copy (``DISTRIBUTE_SLIM_CLONE=0``) has everything already.
-        """
+        """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy:
+        a slim copy holds only the ledger and the running job's directory; other directories are
+        fetched by this call and stay checked out (a full copy has everything already)."""
         for path in paths:
             if not isinstance(path, str) or not path.strip("/") or path.startswith("-") or any(
                     part in ("..", ".git") for part in path.split("/")):
                 raise ValueError(f"not a path inside the repository: {path!r}")
         self._check_out_paths([p.strip("/") for p in paths])
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """``{parent job: local path of its result directory}`` for the running job: every job
+        it was queued after (``then``, ``add --after``), checked out at its claim."""
+        return dict(self._pipeline.inputs)
+
+    def then(self, job: str, after: Sequence[str] = ()) -> None:
+        """Record follow-up ``job`` of the running job: it is queued in the same commit as this
+        job's finish (nothing if it fails or is given back), waiting until this job and the jobs
+        ``after`` (other follow-ups of this finish, or jobs on the remote) are done."""
+        self._pipeline.then(require_running(self), job, after)
 
     def add_close_hook(self, hook: CloseHook) -> None:
         """Call ``hook(worker, job, reason)`` under the lock whenever a job is finished
@@ -137,11 +145,9 @@ class Worker:
 
         The function sees ``self.path`` checked out at the newest ``master``; whatever it changes
         there is committed together with the claim. Returns the job, or ``None`` when the function
-        returns ``None``. Raises :class:`LockLostError` if the lock was broken meanwhile (then
-        nothing was written and the function's changes are discarded).
-
-        With a :func:`~distribute.claims.combinable` function, whoever holds the lock may claim
-        for it while it waits in line, and it serves the others when it holds the lock itself.
+        returns ``None``. Raises :class:`LockLostError` if the lock was broken meanwhile (nothing
+        written). With a :func:`~distribute.claims.combinable` function, whoever holds the lock
+        may claim for it while it waits in line, and it serves the others when it holds the lock.
         """
         self._require_no_job()
         return self._start(self._asker.claim(lambda txn: self._claim(txn, next_job_func),
@@ -185,14 +191,13 @@ class Worker:
         self._heartbeat.start()
         log.info("%s took job %r", self.name, job)
         self.attempt = resume_job(self)
+        self._pipeline.check_out_inputs(self, job)
         return job
 
     # ---- working on a job ---------------------------------------------------------------------
     def commit_update(self, message: Optional[str] = None) -> bool:
-        """Commit every change in the work tree on the job branch and push that branch.
-
-        Returns ``False`` when there was nothing to commit.
-        """
+        """Commit every change in the work tree on the job branch and push that branch;
+        ``False`` when there was nothing to commit."""
         job, branch = self._require_job()
         if not self._commit_job(message or f"{self.name} update on job {job}"):
             return False
@@ -235,9 +240,7 @@ class Worker:
 
     def fail_job(self, reason: str, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
         """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote.
-
-        ``next_job_func`` works as for :meth:`finish_job`.
-        """
+        ``next_job_func`` works as for :meth:`finish_job`."""
         self._require_job()
         return self._close(" ".join(str(reason).split()) or "failed", next_job_func)
 
@@ -308,15 +311,17 @@ class Worker:
     def _close_edit(self, txn: Transaction, job: str, branch: str, reason: Optional[str]) -> None:
         """Merge the job branch (unless failing) and move the job to done or failed."""
         close_own_job(txn, job, self.name, self.session, branch, reason, self._claim_head,
-                      [functools.partial(hook, self, job, reason) for hook in self._close_hooks])
+                      [functools.partial(hook, self, job, reason) for hook in self._close_hooks],
+                      self._pipeline.jobs)
 
     def _close_request(self, job: str, reason: Optional[str],
                        next_job_func: Optional[NextJobFunc]) -> Optional[Request]:
         """The request a holder may serve for this close, or ``None`` when only we can do it
-        (a close hook must run, the next-job function is not combinable; see
-        :func:`~distribute.serve.close_request`)."""
+        (a close hook must run, follow-ups must be queued, the next-job function is not
+        combinable; see :func:`~distribute.serve.close_request`)."""
         spec = next_job_spec(next_job_func)
-        if self._close_hooks or (next_job_func is not None and spec is None):
+        if self._close_hooks or (next_job_func is not None and spec is None) or (
+                reason is None and self._pipeline.jobs):
             return None
         if reason is not None and self._branch_update().new != self._branch_sha and \
                 not self._push_branch():  # a failed job's branch is kept: on the remote first
@@ -354,10 +359,8 @@ class Worker:
                             self.working_branch, redact(exc))
 
     def give_back_job(self) -> None:
-        """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM).
-
-        Work already committed stays on the job branch; the attempt is not counted.
-        """
+        """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM). Work
+        already committed stays on the job branch; the attempt is not counted."""
         job, _ = self._require_job()
         self._commit_job(f"{self.name} update on job {job}")
 
@@ -401,9 +404,8 @@ class Worker:
         return self._writer.transact(body, extra)
 
     def transact(self, edit: Callable[[Transaction], T]) -> T:
-        """Run ``edit`` as one write transaction on master (see
-        :meth:`distribute.transaction.MasterWriter.transact`): for maintenance code that builds
-        its commits itself; :meth:`update_master` is simpler for ledger edits."""
+        """Run ``edit`` as one write transaction on master (:meth:`MasterWriter.transact`), for
+        code that builds its commits itself; :meth:`update_master` is simpler for ledger edits."""
         self._require_no_job()
         return self._writer.transact(edit)
 
@@ -421,8 +423,7 @@ class Worker:
     # ---- helpers ------------------------------------------------------------------------------
     def _require_no_job(self) -> None:
         if self.running_job is not None:
-            raise JobStateError(f"job {self.running_job!r} is still running: "
-                                "finish or fail it first")
+            raise JobStateError(f"job {self.running_job!r} is still running: finish or fail it")
 
     def _require_job(self) -> tuple[str, str]:
         if self.running_job is None or self.working_branch is None:

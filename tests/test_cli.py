@@ -45,7 +45,9 @@ def test_init_add_status_json(cli: Run, file_remote: str, tmp_path: Path) -> Non
     snap = status(cli, file_remote)
     assert snap == {"queued": ["a", "b", "c", "d", "e", "a"], "running": [], "done": [],
                     "failed": [], "lock": None,
-                    "counts": {"queued": 6, "running": 0, "done": 0, "failed": 0}}
+                    "counts": {"queued": 6, "running": 0, "done": 0, "failed": 0}, "fleet": None,
+                    "waiting": [], "stages": {"": {"queued": 6, "waiting": 0, "running": 0,
+                                                   "done": 0, "failed": 0}}}
     text = cli("status", file_remote).stdout
     assert "6 queued · 0 running · 0 done · 0 failed" in text and "lock:    free" in text
 

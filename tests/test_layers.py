@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("status model (read-only)", ("status",)),
     ("write transaction (the only writer of master)", ("transaction",)),
     ("claims, job branches, serving waiters, sessions, the worker's job state machine",
-     ("answers", "claims", "jobbranch", "serve", "sessions", "worker")),
+     ("answers", "claims", "jobbranch", "pipeline", "serve", "sessions", "worker")),
     ("next-job functions, maintenance", ("next_jobs", "maintenance")),
     ("entry points and settings facade", ("connect", "config")),
     ("the worker loop", ("loop", "supervise")),

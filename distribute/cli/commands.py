@@ -35,6 +35,7 @@ URL = "file:///srv/jobs.git"
 EXAMPLES = {
     "init": f"example:\n  distribute init {URL} --jobs jobs.txt",
     "add": f"examples:\n  distribute add {URL} job-1 job-2\n"
+           f"  distribute add {URL} merge:all --after proc:1 --after proc:2\n"
            f"  seq 100 | distribute add {URL} --file -\n"
            "  DISTRIBUTE_REMOTE=... distribute add job-3   # jobs only, the remote from the "
            "setting",
@@ -63,11 +64,15 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--jobs", metavar="FILE",
                    help="seed jobs.txt with the lines of FILE (- = stdin)")
     p = add("add", "append jobs to the queue (duplicates are reported and skipped)", cmd_add,
-            usage="distribute add [REMOTE] [JOB ...] [--file FILE|-] [--allow-duplicates]")
+            usage="distribute add [REMOTE] [JOB ...] [--file FILE|-] [--after PARENT ...] "
+                  "[--allow-duplicates]")
     p.add_argument("words", nargs="*", help=argparse.SUPPRESS)
     p.add_argument("--file", metavar="FILE", help="add the lines of FILE (- = stdin)")
     p.add_argument("--allow-duplicates", action="store_true",
-                   help="also add jobs that are queued, running or done")
+                   help="also add jobs that are queued, waiting, running or done")
+    p.add_argument("--after", action="append", default=[], metavar="PARENT",
+                   help="the jobs wait until job PARENT is done (repeat for more parents; a "
+                        "failed parent fails them without running)")
     p = add("status", "show queued / running / done / failed jobs, the workers and the lock",
             cmd_status)
     add_remote_argument(p)
@@ -121,8 +126,10 @@ def cmd_add(args: argparse.Namespace) -> int:
         raise UsageError("no jobs given: name them after REMOTE or use --file FILE (- for stdin)")
     jobs = [check_job(j) for j in jobs]
     with cache_worker(url) as worker:
-        added, skipped = add_jobs(worker, jobs, args.allow_duplicates)
-    say(f"added {plural(len(added), 'job')} to {url}")
+        added, skipped = add_jobs(worker, jobs, args.allow_duplicates,
+                                  after=[check_job(p) for p in args.after])
+    say(f"added {plural(len(added), 'job')} to {url}"
+        + (f" after {', '.join(args.after)}" if args.after else ""))
     for job, why in skipped:
         say(f"skipped duplicate job {job} ({why}); --allow-duplicates adds it anyway")
     return 0

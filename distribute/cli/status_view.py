@@ -34,6 +34,8 @@ def progress_line(counts: dict[str, int], rate: Optional[float] = None) -> str:
             f"job{'' if total == 1 else 's'} ended: {counts['done']} done · "
             f"{counts['failed']} failed · {counts['running']} running · "
             f"{counts['queued']} queued")
+    if counts.get("waiting"):
+        line += f" · {counts['waiting']} waiting"
     if rate is not None:
         left = counts["queued"] + counts["running"]
         line += f" · {rate:.2f} jobs/s"
@@ -81,6 +83,11 @@ def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
              "jobs:    " + " · ".join(f"{counts[k]} {k}" for k in
                                       ("queued", "running", "done", "failed")),
              f"         {progress_line(counts)}"]
+    stages = data["stages"]
+    if data["waiting"] or set(stages) - {""}:
+        width = max(len(stage or "(none)") for stage in stages)
+        lines += [f"{'stages:' if i == 0 else '':<9}{stage or '(none)':<{width}}  "
+                  f"{progress_line(c)}" for i, (stage, c) in enumerate(stages.items())]
     lock = snap["lock"]
     lines.append("lock:    free" if lock is None else
                  f"lock:    held by {lock['holder']} for {_fmt_s(lock['held_s'])}"

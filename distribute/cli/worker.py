@@ -7,6 +7,7 @@ from typing import Any, Sequence
 from .. import settings
 from ..connect import create_from_config
 from ..loop import run_worker_loop
+from ..next_jobs import stage_jobs_func
 from .common import (
     UsageError,
     add_command,
@@ -19,7 +20,8 @@ from .common import (
 
 HELP = "take jobs and run a function on each until told to stop"
 EPILOG = ("examples:\n  distribute worker file:///srv/jobs.git --run myjobs:run --idle-exit\n"
-          "  DISTRIBUTE_REMOTE=... DISTRIBUTE_RUN=myjobs:run distribute worker\n\n"
+          "  DISTRIBUTE_REMOTE=... DISTRIBUTE_RUN=myjobs:run distribute worker\n"
+          "  distribute worker URL --run pipe:run --stage embed   # only jobs 'embed:...'\n\n"
           "myjobs.py:\n  def run(job, worker):\n"
           "      Path(worker.job_dir, 'result.txt').write_text(compute(job))")
 
@@ -38,6 +40,10 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--next-job", metavar="MODULE:FUNCTION",
                    help="chooses the next job under the lock (default: DISTRIBUTE_NEXT_JOB, else "
                         f"{_default('DISTRIBUTE_NEXT_JOB')})")
+    p.add_argument("--stage", action="append", metavar="STAGE",
+                   help="take only queued jobs of this stage (the text before a job's first ':'; "
+                        "repeat for more stages; '' = jobs without ':'); with --idle-exit the "
+                        "worker still waits while jobs of any stage are queued, waiting or running")
     p.add_argument("--path", metavar="DIR", help="local copy (default: .distribute/NAME)")
     p.add_argument("--name", help="worker name (default: DISTRIBUTE_NAME, else host-random)")
     p.add_argument("--max-jobs", type=int, metavar="N", help="stop after taking N jobs")
@@ -68,8 +74,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.max_jobs is not None and args.max_jobs < 1:
         raise UsageError("--max-jobs wants a positive number")
     run_func = load_function(spec, "--run")
-    next_spec = settings.text_setting("DISTRIBUTE_NEXT_JOB", args.next_job)
-    next_func = load_function(next_spec or "", "--next-job")
+    if args.stage and args.next_job:
+        raise UsageError("--stage chooses the next job itself: drop --next-job or --stage")
+    if args.stage:
+        try:
+            next_func = stage_jobs_func(*args.stage)
+        except ValueError as exc:
+            raise UsageError(f"--stage: {exc}") from None
+    else:
+        next_spec = settings.text_setting("DISTRIBUTE_NEXT_JOB", args.next_job)
+        next_func = load_function(next_spec or "", "--next-job")
     # (read here too so that a malformed value stops the worker before it clones the remote)
     poll = settings.seconds_setting("DISTRIBUTE_POLL_S", args.poll)
     grace = settings.seconds_setting("DISTRIBUTE_GRACE_S", args.grace)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..protocol import ORIGIN_MASTER, format_utc, parse_utc
 from ..redact import redact
+from ..status import stage_counts
 from .history import History, read_history
 
 if TYPE_CHECKING:  # types only
@@ -121,6 +123,9 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
         "durations": _durations([d for d in done_durations if d is not None]),
         "history": {"commits": len(history.commits), "complete": history.complete},
         "fleet": snap.get("fleet"),
+        "waiting": [{"job": job, "parents": list(ledger.parents[job])}
+                    for job in ledger.waiting()],
+        "stages": stage_counts(ledger),
     }
 
 
@@ -133,10 +138,14 @@ def status_subset(model: dict[str, Any]) -> dict[str, Any]:
     out["lock"] = None if lock is None else {"holder": lock["holder"], "held_s": lock["held_s"]}
     out["counts"] = dict(model["counts"])
     out["fleet"] = model.get("fleet")
+    out["waiting"] = [dict(w, parents=list(w["parents"])) for w in model["waiting"]]
+    out["stages"] = {stage: dict(c) for stage, c in model["stages"].items()}
     return out
 
 
 Span = tuple[Optional[int], Optional[int]]
+#: What a finish that queued follow-up jobs adds to its subject (see ``protocol.finish_subject``).
+_QUEUED_NOTE = re.compile(r" and queued \d+ jobs?$")
 
 
 def _walk(commits: list[tuple[int, str]], ledger: Any
@@ -166,6 +175,8 @@ def _walk(commits: list[tuple[int, str]], ledger: Any
             if first is None:
                 first = t
         elif rest.startswith("finished job "):
+            subject = _QUEUED_NOTE.sub("", subject)
+            rest = subject.partition(" ")[2]
             spans[subject] = (starts.pop(f"{worker} took job {rest[13:]}", None), t)
         elif fails and rest.startswith("failed job ") and fails.get(subject):
             i = fails[subject].pop(0)

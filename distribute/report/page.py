@@ -105,7 +105,7 @@ def render(model: dict[str, Any], refresh_s: Optional[float] = None) -> str:
         f'<header><h1>Jobs report</h1><p class="sub">{text(where)} · generated '
         f"{stamp(model.get('generated_at'))}</p></header>",
     ]
-    body = [_headline(model), _timeline(model), _durations(model), _workers(model),
+    body = [_headline(model), _stages(model), _timeline(model), _durations(model), _workers(model),
             _running(model), _failed(model), _queue_and_lock(model), _recent(model),
             _footer(model)]
     return "\n".join(part for part in head + body if part) + "\n</body></html>\n"
@@ -243,6 +243,25 @@ def _table(table_id: str, headers: Sequence[str], rows: Sequence[str], empty: st
                     for h in headers)
     return f'<table id="{table_id}"><thead><tr>{cells}</tr></thead><tbody>{"".join(rows)}' \
            "</tbody></table>"
+
+
+def _stages(model: dict[str, Any]) -> str:
+    """Progress per stage (the text before a job's first ``:``), when jobs have stages."""
+    stages = model.get("stages") or {}
+    if not model.get("waiting") and not set(stages) - {""}:
+        return ""
+    rows = []
+    for stage, c in stages.items():
+        total = sum(c.values())
+        ended = c["done"] + c["failed"]
+        bar = f'<i class="mini" style="width:{60 * ended / max(total, 1):.0f}px"></i>'
+        rows.append(f'<tr><td class="job">{text(stage or "(none)")}</td>'
+                    f'<td class="n">{bar}{100 * ended / max(total, 1):.0f} %</td>'
+                    + "".join(f'<td class="n">{c[k]}</td>' for k in
+                              ("done", "failed", "running", "queued", "waiting")) + "</tr>")
+    return '<section><h2>Stages</h2>' + _table(
+        "stages", ["stage", "#ended", "#done", "#failed", "#running", "#queued", "#waiting"],
+        rows, "no jobs yet") + "</section>"
 
 
 def _workers(model: dict[str, Any]) -> str:
