@@ -28,7 +28,7 @@ from .protocol import (
     wait_ref,
 )
 from .repo import RefUpdate
-from .transaction import MasterWriter, Workspace
+from .transaction import MasterWriter, Transaction, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,8 @@ class Asker:
         pending until :meth:`settle`."""
         base = self.workspace.master or ""
         self.pending = (request, base) if request is not None else None
+        if request is not None:
+            edit = self._unless_answered(edit, request, base)
         try:
             result = self.writer.transact(edit, refs, request, tip)
         except RequestAnswered:
@@ -94,6 +96,20 @@ class Asker:
             return None, answer
         self.pending = None
         return result, None
+
+    def _unless_answered(self, edit: Callable[..., T], request: Request,
+                         base: str) -> Callable[..., T]:
+        """``edit``, unless master already answers ``request``: a holder may have served it and
+        deleted our wait ref while our join push was being retried, which then put the wait ref
+        back. Holding the lock, we decide by the answer on master, never by our wait ref."""
+        def guarded(txn: Transaction) -> T:
+            if base and parse_answers(self.workspace.clone.first_parent_log(
+                    f"{base}..{txn.base}", ANSWER_LOG_FORMAT), request.id):
+                log.info("%s: request %s was answered while we were back in line", self.name,
+                         request.id)
+                raise RequestAnswered(wait_ref(request.worker))
+            return edit(txn)
+        return guarded
 
     def claim(self, edit: Callable[..., Optional[list[str]]], spec: Optional[str],
               ) -> Optional[list[str]]:

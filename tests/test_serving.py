@@ -145,6 +145,38 @@ def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, s
     assert ledger_file(url, "running.txt", tmp_path) == []
 
 
+def test_a_wait_ref_put_back_by_a_retried_join_after_it_was_served(
+        remote: tuple[Path, str], tmp_path: Path, seam: Any) -> None:
+    """The waiter's join push lands and its answer is lost; before the retry a holder serves the
+    request (finishes J1, claims J3 for it) and deletes the wait ref, which the retried join then
+    puts back. Taking the lock later, the waiter finds its request answered on master: it takes
+    J3; J1 is done once, in its name, not "done by another worker". (Found by the simulation:
+    the waiter failed its served claim again with the old reason.)"""
+    bare, url = remote
+    waiter = patient(url, tmp_path, "waiter")
+    add_jobs(waiter, ["J1", "J2", "J3"])
+    assert waiter.get_next_job(queue_jobs_func) == "J1"
+    Path(waiter.job_dir or "", "result.txt").write_text("done\n")
+    hold_lock_as_dead_holder(bare)
+    holder = server(url, tmp_path)
+
+    def served_meanwhile(run: Callable[[], Any]) -> Any:
+        run()  # the join lands
+        assert holder.get_next_job(queue_jobs_func) == "J2"  # and serves the waiter
+        assert wait_refs(bare) == []
+        return 128, "", HUNG_UP
+
+    shot = seam(OneShot("waiter", pushes("refs/distribute/wait/waiter"), served_meanwhile))
+    assert waiter.finish_job(queue_jobs_func) == "J3"
+    assert shot.fired
+    waiter.finish_job()
+    holder.finish_job()
+    assert sorted(line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)) == [
+        ["J1", "waiter"], ["J2", "holder"], ["J3", "waiter"]]
+    assert ledger_file(url, "running.txt", tmp_path) == []
+    assert subjects(url, tmp_path).count("waiter finished job J1 (served by holder)") == 1
+
+
 def running_j1(url: str, tmp: Path, name: str) -> Worker:
     """A worker running job J1 (the only job), with a result written."""
     worker = patient(url, tmp, name)
