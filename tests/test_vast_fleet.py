@@ -19,8 +19,9 @@ from support.processes import cli_env
 from support.remotes import assert_settled, git_out
 from support.vastserver import FakeVast, make_offer
 
-from distribute import init_remote
+from distribute import init_remote, worker_from_url
 from distribute.protocol import job_path
+from distribute.vast.fleet import Fleet, FleetConfig, Node
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,3 +182,29 @@ def test_a_restarted_fleet_adopts_the_nodes(file_remote: str, tmp_path: Path) ->
         assert out.count("adopted node") >= 1
         assert most[0] <= 2 and fake.instances == {}
     assert_settled(file_remote, jobs, tmp_path)
+
+
+def test_the_budget_arithmetic(file_remote: str, tmp_path: Path) -> None:
+    """What the controller counts: a running (or booting) node costs its price, a stopped one its
+    disk; what the nodes commit is two polls at the current rate; the budget is over before
+    spent plus committed (plus a node about to be rented) would pass it; the projection adds the
+    cost per done job for each job left."""
+    init_remote(file_remote, ["a", "b", "c"])
+    worker = worker_from_url(file_remote, path=tmp_path / "controller", name="controller")
+    config = FleetConfig(file_remote, "me/worker:1", "stepjobs:steps", nodes=2, max_price=1.0,
+                         budget=1.0, poll_s=360.0)
+    fleet = Fleet(config, worker)
+    assert fleet.spent == 0.0 and fleet.burn() == 0.0
+    fleet.nodes = {1: Node(1, 0.5, 0.02, "m1", 0.0, state="running"),
+                   2: Node(2, 0.4, 0.01, "m2", 0.0, state="stopped"),
+                   3: Node(3, 0.3, 0.03, "m3", 0.0, state="loading")}
+    assert fleet.burn() == pytest.approx(0.5 + 0.01 + 0.3)
+    assert fleet.committed() == pytest.approx(0.81 * 2 * 360 / 3600)  # 0.162
+    fleet.spent = 0.8
+    assert not fleet._over_budget(0.0)  # 0.8 + 0.162 <= 1.0
+    assert fleet._over_budget(0.2)  # one more node at 0.2 $/h: 0.8 + 0.202 > 1.0
+    fleet.counts = {"done": 4, "queued": 2, "running": 2}
+    assert fleet.projection() == pytest.approx(0.8 + 0.8 / 4 * 4)
+    fleet.counts = {"done": 0, "queued": 3, "running": 0}
+    assert fleet.projection() is None
+    worker.close()
