@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
-
 from support import SUPPORT_DIR
 from support.processes import cli_env
 from support.remotes import assert_settled, git_out
