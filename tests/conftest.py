@@ -19,6 +19,7 @@ from support.gitservers import GitDaemon, SmartHttpServer, make_bare  # noqa: E4
 from support.processes import Run, cli_env  # noqa: E402
 from support.serving import Chain  # noqa: E402
 
+from distribute import init_remote  # noqa: E402
 from distribute.repo import faults  # noqa: E402
 
 
@@ -56,6 +57,15 @@ def seam() -> Iterator[Callable[[Any], Any]]:
 
     yield install
     faults.install(None)
+
+
+@pytest.fixture
+def ledger_remote(tmp_path: Path) -> tuple[Path, str]:
+    """A bare remote with an empty ledger, reached through ``file://``: ``(its path, its URL)``."""
+    bare = make_bare(tmp_path)
+    url = bare.resolve().as_uri()
+    init_remote(url)
+    return bare, url
 
 
 @pytest.fixture

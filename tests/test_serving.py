@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from support.gitservers import make_bare
 from support.jobfuncs import always_a_job, retry_failed_once
 from support.remotes import git_out, ledger_file
 from support.serving import (
@@ -26,23 +25,15 @@ from support.serving import (
     wait_refs,
 )
 
-from distribute import Worker, add_jobs, init_remote, queue_jobs_func
+from distribute import Worker, add_jobs, queue_jobs_func
 from distribute.protocol import LOCK_REF
 
 
-@pytest.fixture
-def remote(tmp_path: Path) -> tuple[Path, str]:
-    bare = make_bare(tmp_path)
-    url = bare.resolve().as_uri()
-    init_remote(url)
-    return bare, url
-
-
-def test_a_served_fail_then_a_served_claim_of_the_same_job(remote: tuple[Path, str],
+def test_a_served_fail_then_a_served_claim_of_the_same_job(ledger_remote: tuple[Path, str],
                                                            tmp_path: Path) -> None:
     """The holder fails the waiter's job and, since the function retries failed jobs, claims
     the same job for it again: the waiter runs it again (it must not fail the new claim)."""
-    bare, url = remote
+    bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     add_jobs(waiter, ["J1"])
     assert waiter.get_next_job(retry_failed_once) == "J1"
@@ -63,11 +54,11 @@ def test_a_served_fail_then_a_served_claim_of_the_same_job(remote: tuple[Path, s
     assert ledger_file(url, "running.txt", tmp_path) == []
 
 
-def test_a_wait_ref_removed_unserved_means_ask_the_function(remote: tuple[Path, str],
+def test_a_wait_ref_removed_unserved_means_ask_the_function(ledger_remote: tuple[Path, str],
                                                            tmp_path: Path) -> None:
     """A clean-up removes the waiter's request unserved while the queue is empty: the waiter
     runs its next-job function itself, which has a job (``None`` only when it says so)."""
-    bare, url = remote
+    bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     hold_lock_as_dead_holder(bare)
     in_line = InLine(lambda: waiter.get_next_job(always_a_job))
@@ -81,11 +72,11 @@ def test_a_wait_ref_removed_unserved_means_ask_the_function(remote: tuple[Path, 
     waiter.finish_job()
 
 
-def test_a_served_close_without_a_job_for_the_waiter(remote: tuple[Path, str],
+def test_a_served_close_without_a_job_for_the_waiter(ledger_remote: tuple[Path, str],
                                                      tmp_path: Path) -> None:
     """The holder finishes the waiter's job but finds no next job for it: the answer records
     the close only, and the waiter's own call of its function decides that there is none."""
-    bare, url = remote
+    bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     add_jobs(waiter, ["J1"])
     assert waiter.get_next_job(retry_failed_once) == "J1"
@@ -112,17 +103,24 @@ class Interrupted(Exception):
     """The waiter's wait cut short (as Ctrl-C would) while its request was in line."""
 
 
-def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, str],
-                                                           tmp_path: Path, seam: Any) -> None:
-    """The waiter's wait is cut short with its request still in line; a holder serves it later.
-    The waiter's retried finish takes that answer: its job is done in its own name and the job
-    claimed for it is its next one (not "done by another worker", no stray running job)."""
-    bare, url = remote
-    waiter = patient(url, tmp_path, "waiter")
+def waiting_with_j1(bare: Path, url: str, tmp: Path) -> Worker:
+    """A worker running J1 (of J1, J2, J3) with its result written, about to close it behind a
+    dead holder's lock (so it waits in line with its request)."""
+    waiter = patient(url, tmp, "waiter")
     add_jobs(waiter, ["J1", "J2", "J3"])
     assert waiter.get_next_job(queue_jobs_func) == "J1"
     Path(waiter.job_dir or "", "result.txt").write_text("done\n")
     hold_lock_as_dead_holder(bare)
+    return waiter
+
+
+def test_a_request_served_while_its_worker_was_not_looking(ledger_remote: tuple[Path, str],
+                                                           tmp_path: Path, seam: Any) -> None:
+    """The waiter's wait is cut short with its request still in line; a holder serves it later.
+    The waiter's retried finish takes that answer: its job is done in its own name and the job
+    claimed for it is its next one (not "done by another worker", no stray running job)."""
+    bare, url = ledger_remote
+    waiter = waiting_with_j1(bare, url, tmp_path)
 
     def cut_short(run: Callable[[], Any]) -> Any:
         raise Interrupted("waiting cut short")
@@ -146,18 +144,14 @@ def test_a_request_served_while_its_worker_was_not_looking(remote: tuple[Path, s
 
 
 def test_a_wait_ref_put_back_by_a_retried_join_after_it_was_served(
-        remote: tuple[Path, str], tmp_path: Path, seam: Any) -> None:
+        ledger_remote: tuple[Path, str], tmp_path: Path, seam: Any) -> None:
     """The waiter's join push lands and its answer is lost; before the retry a holder serves the
     request (finishes J1, claims J3 for it) and deletes the wait ref, which the retried join then
     puts back. Taking the lock later, the waiter finds its request answered on master: it takes
     J3; J1 is done once, in its name, not "done by another worker". (Found by the simulation:
     the waiter failed its served claim again with the old reason.)"""
-    bare, url = remote
-    waiter = patient(url, tmp_path, "waiter")
-    add_jobs(waiter, ["J1", "J2", "J3"])
-    assert waiter.get_next_job(queue_jobs_func) == "J1"
-    Path(waiter.job_dir or "", "result.txt").write_text("done\n")
-    hold_lock_as_dead_holder(bare)
+    bare, url = ledger_remote
+    waiter = waiting_with_j1(bare, url, tmp_path)
     holder = server(url, tmp_path)
 
     def served_meanwhile(run: Callable[[], Any]) -> Any:
@@ -186,11 +180,11 @@ def running_j1(url: str, tmp: Path, name: str) -> Worker:
     return worker
 
 
-def test_a_holder_push_applied_but_its_answer_lost(remote: tuple[Path, str], tmp_path: Path,
+def test_a_holder_push_applied_but_its_answer_lost(ledger_remote: tuple[Path, str], tmp_path: Path,
                                                    seam: Any) -> None:
     """The finish lands, the answer is lost, and before the retry another worker has taken the
     lock: the push is judged by master's history (it landed), not by the lock's value."""
-    bare, url = remote
+    bare, url = ledger_remote
     worker = running_j1(url, tmp_path, "worker")
 
     def apply_then_drop(run: Callable[[], Any]) -> Any:
@@ -206,11 +200,11 @@ def test_a_holder_push_applied_but_its_answer_lost(remote: tuple[Path, str], tmp
     assert subjects(url, tmp_path).count("worker finished job J1") == 1
 
 
-def test_a_busy_ref_is_no_lost_compare_and_swap(remote: tuple[Path, str], tmp_path: Path,
+def test_a_busy_ref_is_no_lost_compare_and_swap(ledger_remote: tuple[Path, str], tmp_path: Path,
                                                 seam: Any) -> None:
     """A host answers ``(failed)`` for every ref of a checkpoint push (another push held a ref
     lock): nothing changed, the push is tried again, and the job's checkpoint lands."""
-    _, url = remote
+    _, url = ledger_remote
     worker = running_j1(url, tmp_path, "worker")
 
     def busy(run: Callable[[], Any]) -> Any:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
-from support.gitservers import make_bare
 from support.processes import kill_tree, spawn_worker
 from support.remotes import git_out, jobs_in, ledger_file, person_appends
 from support.serving import (
@@ -31,17 +30,9 @@ from support.serving import (
     wait_refs,
 )
 
-from distribute import Worker, add_jobs, combinable, init_remote, queue_jobs_func, worker_from_url
+from distribute import Worker, add_jobs, combinable, queue_jobs_func, worker_from_url
 from distribute.exceptions import LockLostError
 from distribute.protocol import LOCK_REF, wait_ref
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> tuple[Path, str]:
-    bare = make_bare(tmp_path)
-    url = bare.resolve().as_uri()
-    init_remote(url)
-    return bare, url
 
 
 def with_result(worker: Worker, job: Optional[str]) -> str:
@@ -63,13 +54,13 @@ def lock_holder(bare: Path) -> str:
 
 
 # ---- 1. a waiter that left, and a branch name that is taken, in one refusal ----------------------
-def test_a_left_waiter_and_a_taken_branch_in_one_refusal(remote: tuple[Path, str],
+def test_a_left_waiter_and_a_taken_branch_in_one_refusal(ledger_remote: tuple[Path, str],
                                                          tmp_path: Path, seam: Any) -> None:
     """The holder's push is refused for two refs at once: the wait ref of the waiter it served
     (the waiter left the line) and its own new job branch (the name is taken: a kept branch of
     an earlier run). No ``RefRejectedError``: the holder makes its edit again without the waiter,
     then renames its branch, and lands; the waiter, unserved, claims for itself."""
-    bare, url = remote
+    bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     add_jobs(waiter, ["H1", "W1"])
     master = bare_git(bare, "rev-parse", "master")
@@ -102,14 +93,14 @@ def test_a_left_waiter_and_a_taken_branch_in_one_refusal(remote: tuple[Path, str
 
 # ---- 2. a restarted worker and its dead predecessor's request ----------------------------------
 def test_a_restarted_worker_skips_and_outlives_its_predecessors_request(
-        remote: tuple[Path, str], tmp_path: Path) -> None:
+        ledger_remote: tuple[Path, str], tmp_path: Path) -> None:
     """A worker process dies while waiting in line with a request; a new process of the same name
     on the same local copy becomes the lock holder. It does not serve that request (one of its
     own name): the request stays in line, untouched. When another holder serves it later (a job
     claimed for the dead process), the new process's next claim gives that job back at once
     ("restarted without it") and takes it itself: no job stays running under its name
     unknown to it."""
-    bare, url = remote
+    bare, url = ledger_remote
     add_jobs(patient(url, tmp_path, "adder"), ["J1", "J2", "J3"])
     hold_lock_as_dead_holder(bare)
     dead = spawn_worker(url, tmp_path / "w", "w", "one-job", "--lock-lease", "600")
@@ -203,13 +194,13 @@ def renewals_seen(bare: Path, count: int) -> Callable[[], bool]:
     return enough
 
 
-def test_a_serving_hold_longer_than_both_leases(remote: tuple[Path, str], tmp_path: Path,
+def test_a_serving_hold_longer_than_both_leases(ledger_remote: tuple[Path, str], tmp_path: Path,
                                                 seam: Any) -> None:
     """The holder's hold (finish, claim, serve a waiter with a slow next-job call) lasts twelve
     renewals of the lock (4 s): past the lock lease (1 s) and the job lease (3 s) of an idle
     worker waiting in line to claim for itself. The lock is renewed all along, so that worker
     neither breaks it nor requeues anybody's job: every job is claimed once and done once."""
-    bare, url = remote
+    bare, url = ledger_remote
     holder = worker_from_url(url, path=tmp_path / "holder", name="holder", lock_lease_s=1.0,
                              job_lease_s=3.0)
     _gate[0] = renewals_seen(bare, 12)
@@ -229,7 +220,7 @@ def test_a_serving_hold_longer_than_both_leases(remote: tuple[Path, str], tmp_pa
     assert [job for job, _ in done_by(url, tmp_path)] == ["H1", "H2", "W1", "W2", "X1"]
 
 
-def test_a_broken_serving_hold_does_not_give_the_holders_job_away(remote: tuple[Path, str],
+def test_a_broken_serving_hold_does_not_give_the_holders_job_away(ledger_remote: tuple[Path, str],
                                                                   tmp_path: Path,
                                                                   seam: Any) -> None:
     """The next-job call the holder makes for a waiter outlasts its time limit (3 s): renewal
@@ -238,7 +229,7 @@ def test_a_broken_serving_hold_does_not_give_the_holders_job_away(remote: tuple[
     it, and beats for it while it holds the lock) and run it a second time: it takes the next
     queued job. The holder's push is fenced (``LockLostError``); it finishes its job afterwards,
     the waiter does its own finish. Every job runs once."""
-    bare, url = remote
+    bare, url = ledger_remote
     holder = worker_from_url(url, path=tmp_path / "holder", name="holder", lock_lease_s=1.0,
                              job_lease_s=3.0, heartbeat_s=0.2, next_job_timeout_s=3.0)
     _gate[0] = lambda: lock_holder(bare) != "holder"  # once the lock was broken
@@ -258,14 +249,14 @@ def test_a_broken_serving_hold_does_not_give_the_holders_job_away(remote: tuple[
 
 
 # ---- 4. two idle processes of one name in line ---------------------------------------------------
-def test_two_idle_processes_of_one_name_both_get_an_answer(remote: tuple[Path, str],
+def test_two_idle_processes_of_one_name_both_get_an_answer(ledger_remote: tuple[Path, str],
                                                           tmp_path: Path) -> None:
     """Two idle processes named ``twin`` (two local copies) wait in line for a lock nobody
     renews, both on ``refs/distribute/wait/twin``: each push of one replaces the other's wait
     ref (a request, then a plain wait). Once the lock is free, both get their answer after a
     bounded number of polls: one takes the only job, the other's own next-job function says
     "no job". No livelock."""
-    bare, url = remote
+    bare, url = ledger_remote
     add_jobs(patient(url, tmp_path, "adder"), ["J1"])
     hold_lock_as_dead_holder(bare)
     twins = [worker_from_url(url, path=tmp_path / f"copy-{i}", name="twin",
@@ -287,13 +278,13 @@ def test_two_idle_processes_of_one_name_both_get_an_answer(remote: tuple[Path, s
 
 
 # ---- 5. records of a holder's rejections for a waiter --------------------------------------------
-def test_an_invalid_job_rejected_for_a_waiter_names_the_waiter(remote: tuple[Path, str],
+def test_an_invalid_job_rejected_for_a_waiter_names_the_waiter(ledger_remote: tuple[Path, str],
                                                                tmp_path: Path) -> None:
     """A person put a job with a tab into the queue; the holder's next-job function meets it
     while claiming for a waiter. The rejection is the waiter's: its commit and the failed record
     name the waiter, the subject ends "(served by holder)"; the holder's own records stay
     its own."""
-    bare, url = remote
+    bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     add_jobs(waiter, ["H1"])
     person_appends(url, tmp_path / "person", ["bad\tjob", "W1"])
