@@ -158,6 +158,7 @@ class _Run:
         self.raised: set[str] = set()  # jobs that raised once (fail_once)
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.dead: list[distribute.Worker] = []  # killed: their threads must die with them
 
     def violate(self, invariant: str, detail: str) -> None:
         with self.lock:
@@ -244,8 +245,20 @@ def _run_workers(run: _Run, url: str, root: Path) -> None:
                     run.plan.kill(name)
             for thread in threads:
                 thread.join(30)
+        _bury(run)
     finally:
         threading.excepthook = hook
+
+
+def _bury(run: _Run) -> None:
+    """End the heartbeat threads of the workers that died: a dead process's threads die with it,
+    and one left beating would outlive the seed (and its remote) in this process. The plan still
+    marks them killed, so ``close`` stops the thread and its clean-up push never runs."""
+    for worker in run.dead:
+        try:
+            worker.close()
+        except SimulatedKill:
+            pass
 
 
 def _quiet_kills(hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -278,12 +291,14 @@ def _worker_main(run: _Run, url: str, path: Path, name: str) -> None:
     try:
         _work(run, worker)
     except SimulatedKill:
-        return  # died: no clean-up
+        run.dead.append(worker)  # died: no clean-up (its heartbeat thread dies at run's end)
+        return
     except BaseException as exc:  # noqa: BLE001 - a worker that crashes is a finding
         run.violate("worker raised", f"{name}: {type(exc).__name__}: {exc}\n"
                     + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]))
         if run.plan is not None:
             run.plan.kill(name)  # the process ends: its heartbeat stops
+        run.dead.append(worker)
         return
     worker.close()
 
