@@ -18,7 +18,10 @@ from support.hosts import branches_only_bare, no_atomic_bare, size_limited_bare
 from support.processes import Run, cli_env
 from support.remotes import jobs_in, ledger_file
 
-from distribute import init_remote
+from distribute import init_remote, settings
+from distribute.jobbranch import max_file_bytes
+from distribute.repo.refusals import custom_refs_refused, host_limit_mb, too_large
+from distribute.repo.transport import diagnose
 
 
 @pytest.fixture
@@ -161,3 +164,46 @@ def test_a_host_refusing_custom_refs_stops_the_worker_with_one_line(
     assert "only branches and tags" in errors[0] and "retrying" not in proc.stderr
     assert len(http.operations("push")) - pushes <= 2  # the atomic probe, one refused push
     assert _remote_refs(repo) == before
+
+
+# ---- reading the host's words --------------------------------------------------------------------
+def test_host_refusals_are_told_apart_from_network_errors() -> None:
+    """git's no-atomic line is a permanent "no-atomic" failure (not the network, though git adds
+    "the remote end hung up"); GH001 and the custom-ref rule are read from the push's output; a
+    lost compare-and-swap is neither."""
+    no_atomic = diagnose("fatal: the receiving end does not support --atomic push\n"
+                         "fatal: the remote end hung up unexpectedly\n")
+    assert no_atomic.kind == "no-atomic" and not no_atomic.transient
+    assert "atomic" in no_atomic.message("push") and "lock" in no_atomic.message("push")
+    gh = too_large("remote: error: File a/b.bin is 2.00 MB; this exceeds GitHub's file size "
+                   "limit of 1.00 MB\nremote: error: GH001: Large files detected.\n")
+    assert gh is not None and "a/b.bin is 2.00 MB" in gh and host_limit_mb(gh) == 1.0
+    assert too_large("fatal: the remote end hung up unexpectedly") is None
+    hook = {"refs/distribute/lock": "[remote rejected] (pre-receive hook declined)"}
+    assert custom_refs_refused(hook, "") is not None
+    assert custom_refs_refused({"refs/distribute/lock": "stale info"}, "") is None
+    assert custom_refs_refused({**hook, "refs/heads/master": "pre-receive hook declined"},
+                               "") is None
+
+
+@pytest.fixture
+def empty_env_file(tmp_path: Path) -> Iterator[None]:
+    """Settings read from an empty ``.env`` (none of the developer's) while the test runs."""
+    (tmp_path / "empty.env").write_text("")
+    settings.use_env_file(str(tmp_path / "empty.env"))
+    yield
+    settings.use_env_file(None)
+
+
+def test_the_file_limit_defaults_to_50_mb_on_github_only(monkeypatch: pytest.MonkeyPatch,
+                                                         empty_env_file: None) -> None:
+    """Unset: 50 MB for GitHub remotes (ssh or https), no limit elsewhere; 0 means no limit."""
+    monkeypatch.delenv("DISTRIBUTE_MAX_FILE_MB", raising=False)
+    assert max_file_bytes("git@github.com:me/jobs.git") == 50 << 20
+    assert max_file_bytes("https://github.com/me/jobs.git") == 50 << 20
+    assert max_file_bytes("https://gitlab.com/me/jobs.git") is None
+    assert max_file_bytes("file:///srv/notgithub.com/jobs.git") is None
+    monkeypatch.setenv("DISTRIBUTE_MAX_FILE_MB", "0")
+    assert max_file_bytes("git@github.com:me/jobs.git") is None
+    monkeypatch.setenv("DISTRIBUTE_MAX_FILE_MB", "1.5")
+    assert max_file_bytes("https://gitlab.com/me/jobs.git") == int(1.5 * 2**20)
