@@ -15,6 +15,8 @@ from .connect import (
 )
 from .exceptions import (
     DistributeError,
+    FileTooLargeError,
+    HostUnsupportedError,
     InvalidJobError,
     JobStateError,
     LocalCopyError,
@@ -49,7 +51,8 @@ __all__ = [
     # the worker loop
     "run_worker_loop", "LoopResult",
     # exceptions
-    "DistributeError", "SettingError", "RemoteError", "NotARemoteError", "NotInitializedError",
+    "DistributeError", "SettingError", "RemoteError", "NotARemoteError", "HostUnsupportedError",
+    "NotInitializedError", "FileTooLargeError",
     "LocalCopyError", "WorkerNameError", "InvalidJobError", "LockLostError", "JobStateError",
     "MergeConflictError", "MasterRewrittenError", "RefRejectedError",
     # the installed version

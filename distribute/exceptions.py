@@ -18,6 +18,16 @@ class NotARemoteError(RemoteError):
     """The URL does not lead to a git repository."""
 
 
+class HostUnsupportedError(RemoteError):
+    """The host refuses something the protocol needs (atomic pushes, custom refs, a file's size):
+    retrying cannot help; the message says what and what to do."""
+
+
+class FileTooLargeError(DistributeError):
+    """A job's file is over the size limit (``DISTRIBUTE_MAX_FILE_MB``, or the host's own): the
+    job cannot land and is failed; the message names the file, its size and the limit."""
+
+
 class NotInitializedError(DistributeError):
     """The remote exists but has no ledger files on master."""
 

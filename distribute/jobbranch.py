@@ -19,11 +19,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .exceptions import MergeConflictError
+from .exceptions import FileTooLargeError, MergeConflictError
 from .protocol import job_path
 from .redact import redact
 from .repo import Clone
+from .repo.refusals import HOST_REFUSED_SIZE, host_limit_mb
 from .repo.trees import splice, tree_of_directory
+from .settings import number_setting
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker
@@ -39,6 +41,9 @@ def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message
     ref = f"refs/heads/{branch}"
     tip = clone.resolve(ref)
     assert tip is not None
+    too_big = oversized(directory, max_file_bytes(clone.remote_url()))
+    if too_big:
+        raise FileTooLargeError(too_big[0][1])
     base = f"{tip}^{{tree}}"
     # (the index still holds the tree the job was claimed on: entries under ``path`` differ)
     if any(not changed.startswith(path + "/") for changed in clone.uncommitted_paths()):
@@ -50,6 +55,50 @@ def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message
     commit = clone.commit_tree(tree, message, [tip])
     clone.update_ref(ref, commit, tip)
     return True
+
+
+def max_file_bytes(url: Optional[str]) -> Optional[int]:
+    """``DISTRIBUTE_MAX_FILE_MB`` in bytes (unset: 50 MB for a GitHub remote ``url``, else no
+    limit; 0: no limit)."""
+    github = bool(url) and re.search(r"(^|[@/.])github\.com[:/]", url or "") is not None
+    mb = number_setting("DISTRIBUTE_MAX_FILE_MB", fallback=50.0 if github else 0.0)
+    return int(mb * 1024 * 1024) if mb > 0 else None
+
+
+def oversized(directory: str, limit: Optional[int]) -> list[tuple[Path, str]]:
+    """The files of ``directory`` over ``limit`` bytes, each with one line naming it, its size
+    and the limit (none when ``limit`` is ``None``)."""
+    if limit is None or not directory or not os.path.isdir(directory):
+        return []
+    found = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = Path(root, name)
+            size = path.lstat().st_size
+            if size > limit and not path.is_symlink():
+                found.append((path, f"file {path.relative_to(directory)} is {size / 2**20:.2f} "
+                              f"MB, over the limit of {limit / 2**20:.2f} MB "
+                              "(DISTRIBUTE_MAX_FILE_MB): the job cannot be committed"))
+    return sorted(found)
+
+
+def drop_oversized(worker: "Worker", reason: str = "") -> list[str]:
+    """Before failing the running job for ``reason``: delete the files of its directory over the
+    limit (the host's, when ``reason`` is the host's refusal naming one, else
+    ``DISTRIBUTE_MAX_FILE_MB``), so that its branch keeps the rest; after the host's refusal, the
+    branch's commits the host never took are dropped too (failing commits the directory again).
+    Returns the deleted files' one-line descriptions."""
+    limit = max_file_bytes(worker.clone.remote_url())
+    host_mb = host_limit_mb(reason) if HOST_REFUSED_SIZE in reason else None
+    if host_mb is not None:
+        limit = int(host_mb * 2**20) if limit is None else min(limit, int(host_mb * 2**20))
+    found = oversized(worker.job_dir or "", limit)
+    for path, _ in found:
+        path.unlink()
+    pushed = worker._branch_sha or worker._claim_head  # noqa: SLF001 - the job's own state
+    if HOST_REFUSED_SIZE in reason and worker.working_branch and pushed:
+        worker.clone.update_ref(f"refs/heads/{worker.working_branch}", pushed)
+    return [line for _, line in found]
 
 
 def merge_job(clone: Clone, job: str, path: str, base: Optional[str], branch: str) -> None:

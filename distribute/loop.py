@@ -21,6 +21,8 @@ from typing import Any, Callable, Optional
 
 from .exceptions import (
     DistributeError,
+    FileTooLargeError,
+    HostUnsupportedError,
     JobStateError,
     LockLostError,
     MergeConflictError,
@@ -28,6 +30,7 @@ from .exceptions import (
     NotInitializedError,
     RemoteError,
 )
+from .jobbranch import drop_oversized
 from .ledger import Ledger
 from .next_jobs import queue_jobs_func
 from .redact import redact
@@ -67,7 +70,8 @@ def _close(action: Callable[..., Any], *args: Any, chain: Any = None) -> Any:
                 return _UNSET
             return action(*args, next_job_func=chain)
         except DistributeError as exc:  # LockLostError, or a network failure
-            if isinstance(exc, (MergeConflictError, JobStateError)) or attempt == _CLOSE_TRIES:
+            if isinstance(exc, (MergeConflictError, JobStateError, FileTooLargeError)) \
+                    or attempt == _CLOSE_TRIES:
                 raise
             log.warning("%s failed (%s); trying again", action.__name__, redact(exc))
             time.sleep(0.2 * attempt)
@@ -150,7 +154,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                         break
                     errors += 1
                     if not isinstance(exc, (RemoteError, LockLostError)) or errors > _RETRIES \
-                            or isinstance(exc, (NotARemoteError, NotInitializedError)):
+                            or isinstance(exc, (NotARemoteError, NotInitializedError,
+                                            HostUnsupportedError)):
                         raise
                     say(f"{worker.name}: {redact(exc)}; trying again in {poll_s * errors:g}s")
                     signals.sleep(poll_s * errors)
@@ -260,6 +265,7 @@ def _run_one(worker: Worker, job: str, run_func: RunFunc, supervisor: JobSupervi
         raise error
     if outcome.kind == RAISED and error is not None:  # the user's job failed: record it, go on
         reason = redact(f"{type(error).__name__}: {error}")
+        drop_oversized(worker, str(error))  # (files too large could never be committed)
         _write_traceback(worker, "".join(traceback.format_exception(
             type(error), error, error.__traceback__)))
         nxt = _close(worker.fail_job, reason, chain=_chain(chain, signals))
@@ -269,7 +275,8 @@ def _run_one(worker: Worker, job: str, run_func: RunFunc, supervisor: JobSupervi
     took = time.monotonic() - started
     try:
         nxt = _close(worker.finish_job, chain=_chain(chain, signals))
-    except MergeConflictError as exc:
+    except (MergeConflictError, FileTooLargeError) as exc:
+        drop_oversized(worker, str(exc))
         nxt = _close(worker.fail_job, str(exc), chain=_chain(chain, signals))
         result.failed += 1
         say(f"{worker.name} failed job {job}: {redact(exc)}")

@@ -185,6 +185,9 @@ SETTINGS: tuple[Setting, ...] = (
             "polls per second the whole line of lock waiters may send"),
     Setting("DISTRIBUTE_NEXT_JOB_TIMEOUT_S", "300", "seconds",
             "seconds a next-job function may hold the lock"),
+    Setting("DISTRIBUTE_MAX_FILE_MB", None, "number",
+            "largest file a job may commit, in MB: a job with a bigger one fails at once "
+            "(0: no limit)", shown="50 on GitHub, else no limit", zero_ok=True),
     Setting("DISTRIBUTE_NET_RETRIES", "8", "count",
             "retries of a git command that could not reach the remote", zero_ok=True, maximum=100),
     Setting("DISTRIBUTE_SSH_REUSE", "1", "flag",
@@ -291,9 +294,10 @@ def heartbeat_seconds(job_lease_s: float, given: Union[float, str, None] = None)
                            fallback=job_lease_s / HEARTBEATS_PER_JOB_LEASE)
 
 
-def number_setting(name: str, given: Union[float, str, None] = None) -> float:
+def number_setting(name: str, given: Union[float, str, None] = None, *,
+                   fallback: Optional[float] = None) -> float:
     """The number setting ``name``, read like :func:`seconds_setting`."""
-    return _number_of(_typed_row(name, "number"), given, None)
+    return _number_of(_typed_row(name, "number"), given, fallback)
 
 
 def count_setting(name: str, given: Union[int, str, None] = None) -> int:

@@ -27,7 +27,7 @@ __all__ = ["main", "build_parser"]
 COMMAND_MODULES: tuple[str, ...] = (
     "distribute.cli.commands", "distribute.cli.worker", "distribute.cli.vast", "distribute.cli.hub",
     "distribute.cli.maintenance", "distribute.cli.report", "distribute.cli.demo",
-    "distribute.cli.fleet")
+    "distribute.cli.fleet", "distribute.cli.doctor")
 
 
 def _common(top: bool = False) -> argparse.ArgumentParser:

@@ -27,11 +27,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from ..exceptions import NotARemoteError, NotInitializedError, RemoteError
+from ..exceptions import HostUnsupportedError, NotARemoteError, NotInitializedError, RemoteError
 from ..protocol import FETCH_REFSPECS
 from ..redact import redact
 from ..settings import count_setting
 from .process import GitProcess
+from .refusals import raise_host_rule
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ _NOT_A_REMOTE_HINTS = (
 #: (kind, phrases of git, ssh, curl or the server) for failures that retrying cannot fix; the
 #: first kind that matches wins.
 _PERMANENT: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("no-atomic", ("does not support --atomic push",)),
     ("not-found", ("repository not found", "does not appear to be a git repository",
                    "not a git repository", "not exported", "could not be found",
                    "' not found", "' does not exist")),
@@ -78,6 +80,9 @@ _BOILERPLATE = ("could not read from remote repository", "please make sure you h
 _PROGRESS = re.compile(r"^remote: *(counting|compressing|enumerating|total|resolving|"
                        r"processing|writing)\b", re.IGNORECASE)
 _HINTS = {
+    "no-atomic": "this host does not support atomic pushes (git push --atomic), which the lock "
+                 "protocol needs to move the lock, master and a job's refs all or nothing; use a "
+                 "host or git server that supports them",
     "not-found": "no repository there: check the path; a new remote is an empty bare repository "
                  "made with git init --bare, a hosted one must be visible to the key or token",
     "not-allowed": "not a usable git remote",
@@ -93,7 +98,8 @@ class Failure:
     """What a failed git command against the remote says: git's ``cause`` (the most telling
     line or two of its stderr), the ``kind`` of failure, and whether retrying may help."""
 
-    #: "not-found", "not-allowed", "unknown-host", "host-key", "auth", "transient" or "other"
+    #: "no-atomic", "not-found", "not-allowed", "unknown-host", "host-key", "auth", "transient"
+    #: or "other"
     kind: str
     cause: str
 
@@ -193,8 +199,9 @@ class Transport(GitProcess):
     def _worth_retrying(self, err: str) -> bool:
         """Before the first contact: only what :func:`diagnose` calls transient; after it, every
         failure that looks like the network (an outage must not stop a running worker)."""
-        if not self.reached:
-            return diagnose(err).transient
+        failure = diagnose(err)
+        if not self.reached or failure.kind == "no-atomic":
+            return failure.transient
         return _is_transport_error(err)
 
     def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
@@ -337,6 +344,7 @@ class Transport(GitProcess):
             if any(line.startswith("!") for line in out.splitlines()):
                 self.reached = True
                 refused = _refused_refs(out)
+                raise_host_rule(refused, err)
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again
                     log.info("push %s; retrying", _busy_reason(out))
                     time.sleep(delay * random.uniform(0.2, 1.0))
@@ -347,7 +355,7 @@ class Transport(GitProcess):
                 log.debug("push refused: %s", redact(out.strip()))
                 return PushResult(False, refused)
             if not self._worth_retrying(err):
-                raise RemoteError(redact(diagnose(err).message("push")))
+                raise _error_class(err)(redact(diagnose(err).message("push")))
             uncertain = True
             if attempt < self.retries:
                 delay = self._back_off("push", err, delay)
@@ -415,10 +423,15 @@ def _is_transport_error(err: str) -> bool:
     return any(hint in low for hint in _TRANSPORT_HINTS)
 
 
+def _error_class(err: str) -> type[RemoteError]:
+    """:class:`HostUnsupportedError` for what the host can never do, else :class:`RemoteError`."""
+    return HostUnsupportedError if diagnose(err).kind == "no-atomic" else RemoteError
+
+
 def _classify(what: str, err: str) -> RemoteError:
     """The error to raise for a failure that is not retried (any more)."""
     failure = diagnose(err)
     if failure.kind in ("not-found", "not-allowed") or any(
             hint in err.lower() for hint in _NOT_A_REMOTE_HINTS):
         return NotARemoteError(redact(failure.message(what)))
-    return RemoteError(redact(failure.message(what)))
+    return _error_class(err)(redact(failure.message(what)))

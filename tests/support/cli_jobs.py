@@ -62,3 +62,14 @@ def nap(job, worker):
     while time.monotonic() < end:
         time.sleep(0.01)
     Path(worker.job_dir, "result.txt").write_text(f"{job} napped\n")
+
+
+def sized(job, worker):
+    """Write ``result.txt``; a job named ``big-<n>mb`` also writes ``big.bin`` of n MB (at once,
+    or ``ckpt-big-<n>mb``: pushing it as a checkpoint first)."""
+    Path(worker.job_dir, "result.txt").write_text(f"{job} by {worker.name}\n")
+    if "big-" in job:
+        megabytes = int(job.split("big-")[1].removesuffix("mb"))
+        Path(worker.job_dir, "big.bin").write_bytes(b"\1" * (megabytes << 20))
+        if job.startswith("ckpt-"):
+            worker.commit_update("checkpoint with a big file")

@@ -9,7 +9,9 @@ http-backend``) with a seeded draw on every push request (``POST .../git-receive
 - ``busy``: nothing is applied and every ref is answered ``ng <ref> failed``, as a host's failed
   ref transaction is (GitHub's ``[remote rejected] (failed)``);
 - ``unavailable`` (scripted only): nothing is applied, the answer is HTTP 503 (a throttled or
-  overloaded host).
+  overloaded host);
+- ``misreported`` (scripted, or :attr:`PushFaultRates.misreported`): nothing is applied, yet every
+  ref is answered ``ok`` (a host that reports success for a push it failed: gitaly #5991).
 
 The faults sit at the network boundary: the project's real git client talks to it over loopback,
 so what the worker sees is what git prints for such a host, not a made-up text.
@@ -28,7 +30,7 @@ from typing import Any, Optional
 
 from support.gitservers import SmartHttpServer, _GitHandler
 
-KINDS = ("applied-then-dropped", "dropped", "busy", "unavailable")
+KINDS = ("applied-then-dropped", "dropped", "busy", "unavailable", "misreported")
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,13 @@ class PushFaultRates:
     applied_then_dropped: float = 0.10
     dropped: float = 0.05
     busy: float = 0.05
+    misreported: float = 0.0
 
     def draw(self, rng: random.Random) -> Optional[str]:
         """A fault kind, or ``None`` (the push is served as usual)."""
         roll = rng.random()
-        for kind, rate in zip(KINDS, (self.applied_then_dropped, self.dropped, self.busy)):
+        rates = (self.applied_then_dropped, self.dropped, self.busy, 0.0, self.misreported)
+        for kind, rate in zip(KINDS, rates):
             if roll < rate:
                 return kind
             roll -= rate
@@ -71,11 +75,12 @@ def _commands(body: bytes) -> tuple[list[str], set[str]]:
     return refs, caps
 
 
-def busy_report(body: bytes) -> bytes:
+def busy_report(body: bytes, verdict: str = "ng {ref} failed") -> bytes:
     """receive-pack's answer when its ref transaction failed: ``ng <ref> failed`` for every ref
-    of the request ``body`` (in side band 1 when the client asked for one)."""
+    of the request ``body`` (in side band 1 when the client asked for one); ``verdict`` another
+    line per ref (``ok {ref}``: a misreport)."""
     refs, caps = _commands(body)
-    report = _pkt(b"unpack ok\n") + b"".join(_pkt(f"ng {ref} failed\n".encode())
+    report = _pkt(b"unpack ok\n") + b"".join(_pkt(f"{verdict.format(ref=ref)}\n".encode())
                                               for ref in refs) + b"0000"
     if caps & {"side-band-64k", "side-band"}:
         return _pkt(b"\x01" + report) + b"0000"
@@ -107,7 +112,7 @@ class _FaultyHandler(_GitHandler):
             self.send_header("Content-Length", "0")
             self.send_header("Connection", "close")
             return self.end_headers()
-        report = busy_report(body)
+        report = busy_report(body, "ok {ref}" if kind == "misreported" else "ng {ref} failed")
         self.send_response(200)
         for key, value in (("Content-Type", "application/x-git-receive-pack-result"),
                            ("Content-Length", str(len(report))), ("Connection", "close")):

@@ -1,0 +1,90 @@
+"""``distribute doctor REMOTE``: what a host allows, what the project does about the rest, and
+the settings it recommends (issue 25)."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Optional, Sequence
+
+from ..repo.probes import HostReport, probe_host
+from .common import add_command, add_remote_argument, resolve_remote, say
+
+#: The probes whose failure means the project cannot run on the host.
+REQUIRED = ("push", "custom refs", "atomic", "all or nothing")
+_WHAT_WE_DO = {
+    "push": "nothing can work without pushes: check the credentials' write access",
+    "custom refs": "workers stop at their first lock push with one line: allow pushes to "
+                   "refs/distribute/* on the host (a rule allowing only branches and tags "
+                   "forbids them), or use another host",
+    "atomic": "every command and worker refuses this host at first contact (the lock, master "
+              "and a job's refs must move together): use a host that supports git push --atomic",
+    "all or nothing": "the lock protocol is not safe here: use another host",
+    "truthful": "a push answered ok may not have landed: workers read uncertain pushes back, "
+                "but exactly-once is not guaranteed on such a host",
+    "protocol v2": "slim copies cannot fetch single files on demand: they clone without a "
+                   "filter (bigger copies, slower first start)",
+    "file size": "a job with a file over the host's limit fails at once, naming the file; set "
+                 "DISTRIBUTE_MAX_FILE_MB to the limit so the job fails before pushing",
+}
+
+
+def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add the ``doctor`` subcommand to ``subparsers``."""
+    text = "probe a git host once: what it allows, what distribute does about the rest"
+    p = add_command(
+        subparsers, "doctor", text, cmd_doctor, parents, description=text + ". It reads the "
+        "refs, pushes a scratch branch and a ref under refs/distribute/ and deletes them, checks "
+        "atomic pushes (all or nothing), that a push answered ok is there when read back, "
+        "protocol v2 and round-trip times, and with --file-mb whether a file that big is taken. "
+        "Exit 1 when distribute cannot run on the host. Nothing is left on the remote.",
+        epilog="examples:\n  distribute doctor git@github.com:me/jobs.git\n"
+               "  distribute doctor https://dev.azure.com/me/p/_git/jobs --json\n"
+               "  distribute doctor git@github.com:me/jobs.git --file-mb 60")
+    add_remote_argument(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--file-mb", type=float, metavar="MB",
+                   help="also push a file of MB megabytes (deleted again) to learn the host's "
+                        "file size limit")
+
+
+def recommended(report: HostReport) -> dict[str, str]:
+    """The settings to use with this host (``{name: value}``)."""
+    advice: dict[str, str] = {}
+    if report.file_limit_mb is not None:
+        advice["DISTRIBUTE_MAX_FILE_MB"] = f"{report.file_limit_mb:g}"
+    elif "github.com" in report.url:
+        advice["DISTRIBUTE_MAX_FILE_MB"] = "50"
+    trip = report.checks.get("round trip")
+    if trip is not None and trip.ms / 4 > 2000:  # (4 look-ups took that long)
+        advice["DISTRIBUTE_LOCK_LEASE_S"] = f"{max(60, round(trip.ms / 4 / 1000 * 30))}"
+    return advice
+
+
+def verdict(report: HostReport) -> Optional[str]:
+    """Why distribute cannot run on this host, or ``None`` when it can."""
+    missing = [name for name in REQUIRED if report.ok(name) is False]
+    return f"distribute cannot run on this host: {', '.join(missing)}" if missing else None
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Probe the remote's host and print what works, what distribute will do, and settings."""
+    url = resolve_remote(args.remote)
+    report = probe_host(url, args.file_mb)
+    problem = verdict(report)
+    if args.json:
+        say(json.dumps({**report.as_dict(), "usable": problem is None,
+                        "will_do": {n: _WHAT_WE_DO[n] for n, c in report.checks.items()
+                                    if c.ok is False and n in _WHAT_WE_DO},
+                        "recommended": recommended(report)}, sort_keys=True))
+        return 1 if problem else 0
+    say(f"host of {report.url}:")
+    for name, check in report.checks.items():
+        mark = {True: "ok", False: "NO", None: "?"}[check.ok]
+        say(f"  {name:<15} {mark:<3} {check.detail} ({check.ms:.0f} ms)")
+        if check.ok is False and name in _WHAT_WE_DO:
+            say(f"  {'':<15}     -> {_WHAT_WE_DO[name]}")
+    settings = recommended(report)
+    say("recommended settings: " + (" ".join(f"{k}={v}" for k, v in settings.items())
+                                    or "the defaults"))
+    say(problem or "distribute can run on this host")
+    return 1 if problem else 0

@@ -1,0 +1,209 @@
+"""Hosts whose rules differ from a stock git server (issue 25), emulated on loopback with git's
+own mechanisms (:mod:`support.hosts`): no atomic pushes, branches and tags only, files too big.
+
+Each test runs the real ``python -m distribute`` (or real workers) against a real git server; the
+host's refusal must end in one line saying what the host refuses, never in retries.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support.gitservers import GitDaemon, SmartHttpServer
+from support.hosts import branches_only_bare, no_atomic_bare, size_limited_bare
+from support.processes import Run, cli_env
+from support.remotes import jobs_in, ledger_file
+
+from distribute import init_remote, settings
+from distribute.jobbranch import max_file_bytes
+from distribute.repo.refusals import custom_refs_refused, host_limit_mb, too_large
+from distribute.repo.transport import diagnose
+
+
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[SmartHttpServer]:
+    """A smart-HTTP git server over ``tmp_path/hosts``."""
+    root = tmp_path / "hosts"
+    root.mkdir()
+    with SmartHttpServer(root) as server:
+        yield server
+
+
+def _push(tmp_path: Path, url: str, refspec: str, big: int = 0) -> subprocess.CompletedProcess:
+    """Push a one-commit repository (a file of ``big`` bytes) to ``url`` as ``refspec``."""
+    work = tmp_path / "w"
+    if not work.exists():
+        subprocess.run(["git", "init", "-q", str(work)], check=True)
+        (work / "x.bin").write_bytes(b"x" * big)
+        subprocess.run(["git", "-C", str(work), "add", "x.bin"], check=True)
+        subprocess.run(["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t",
+                        "commit", "-qm", "x"], check=True)
+    return subprocess.run(["git", "-C", str(work), "push", "--porcelain", "--atomic", url,
+                           refspec], capture_output=True, text=True)
+
+
+def _remote_refs(repo: Path) -> str:
+    return subprocess.run(["git", "--git-dir", str(repo), "for-each-ref"], capture_output=True,
+                          text=True, check=True).stdout
+
+
+# ---- the emulations ------------------------------------------------------------------------------
+def test_emulated_hosts_refuse_as_the_real_ones_do(tmp_path: Path, http: SmartHttpServer) -> None:
+    """Over smart HTTP: no atomic push, custom refs refused, a 2 MB file refused with GH001."""
+    no_atomic_bare(http.root, "na.git")
+    branches_only_bare(http.root, "bo.git")
+    size_limited_bare(http.root, 1 << 20, "big.git")
+    proc = _push(tmp_path, http.url("na.git"), "HEAD:refs/heads/master", big=2 << 20)
+    assert "the receiving end does not support --atomic push" in proc.stderr
+    proc = _push(tmp_path, http.url("bo.git"), "HEAD:refs/distribute/lock")
+    assert "pre-receive hook declined" in proc.stdout and proc.returncode != 0
+    assert _push(tmp_path, http.url("bo.git"), "HEAD:refs/heads/x").returncode == 0
+    proc = _push(tmp_path, http.url("big.git"), "HEAD:refs/heads/master")
+    assert "GH001: Large files detected" in proc.stderr
+    assert "File x.bin is 2.00 MB; this exceeds GitHub's file size limit of 1.00 MB" in proc.stderr
+    assert _remote_refs(http.root / "big.git") == ""
+
+
+# ---- no atomic push ------------------------------------------------------------------------------
+def test_no_atomic_push_is_refused_at_first_contact_naming_it(cli: Run, tmp_path: Path,
+                                                              http: SmartHttpServer) -> None:
+    """``distribute init`` and ``distribute worker`` stop at once with one line naming "atomic"
+    and why it is needed; nothing is written to the remote, no retry."""
+    repo = no_atomic_bare(http.root)
+    proc = cli("init", http.url(), rc=1)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "atomic" in lines[0] and "lock" in lines[0], proc.stderr
+    assert "retrying" not in proc.stderr
+    assert _remote_refs(repo) == ""
+    # a ledger made while the host still allowed atomic pushes: the worker refuses to start
+    subprocess.run(["git", "--git-dir", str(repo), "config", "receive.advertiseAtomic", "true"],
+                   check=True)
+    init_remote(http.url(), ["J1"])
+    subprocess.run(["git", "--git-dir", str(repo), "config", "receive.advertiseAtomic", "false"],
+                   check=True)
+    before = _remote_refs(repo)
+    proc = cli("worker", http.url(), "--run", "cli_jobs:write", rc=1)
+    assert "atomic" in proc.stderr and "retrying" not in proc.stderr, proc.stderr
+    assert _remote_refs(repo) == before
+
+
+def test_no_atomic_push_over_git_daemon(cli: Run, tmp_path: Path) -> None:
+    """The same over git://: one line naming "atomic"."""
+    root = tmp_path / "d"
+    root.mkdir()
+    no_atomic_bare(root)
+    with GitDaemon(root) as daemon:
+        proc = cli("init", daemon.url(), rc=1)
+    assert "atomic" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ---- big files -----------------------------------------------------------------------------------
+def _run_workers(tmp_path: Path, url: str, count: int, env: dict[str, str]) -> list[
+        subprocess.CompletedProcess]:
+    """Run ``count`` real worker processes until the queue is empty; return them ended."""
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "distribute", "worker", url, "--run", "cli_jobs:sized",
+         "--name", f"w{i}", "--exit-when-queue-empty"], cwd=tmp_path, env=cli_env(tmp_path, env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
+    ended = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        ended.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return ended
+
+
+def test_a_job_file_over_the_limit_fails_the_job_and_the_others_are_done(
+        tmp_path: Path, http: SmartHttpServer) -> None:
+    """A 1 MB GH001 host and ``DISTRIBUTE_MAX_FILE_MB=1``: the job writing 2 MB fails at once
+    with a reason naming the file, its size and the limit; the others are done; workers exit 0."""
+    size_limited_bare(http.root, 1 << 20)
+    jobs = ["a", "big-2mb", "b", "c"]
+    init_remote(http.url(), jobs)
+    ended = _run_workers(tmp_path, http.url(), 2, {"DISTRIBUTE_MAX_FILE_MB": "1"})
+    assert [p.returncode for p in ended] == [0, 0], [p.stderr[-2000:] for p in ended]
+    failed = ledger_file(http.url(), "failed.txt", tmp_path)
+    assert len(failed) == 1 and failed[0].startswith("big-2mb\t"), failed
+    assert "big.bin is 2.00 MB, over the limit of 1.00 MB" in failed[0]
+    assert sorted(jobs_in(http.url(), "done.txt", tmp_path)) == ["a", "b", "c"]
+    assert "refused a file" not in "".join(p.stderr for p in ended)  # caught before any push
+
+
+@pytest.mark.parametrize("job", ["big-2mb", "ckpt-big-2mb"])
+def test_the_hosts_own_size_refusal_fails_the_job_not_the_fleet(
+        tmp_path: Path, http: SmartHttpServer, job: str) -> None:
+    """Without a limit set, the host's GH001 refusal (of the finish, or of a checkpoint) is
+    recognised: the job fails naming the host's message, never "the lock was broken", no retry
+    loop; the other job is done; the worker exits 0."""
+    size_limited_bare(http.root, 1 << 20)
+    init_remote(http.url(), [job, "a"])
+    (ended,) = _run_workers(tmp_path, http.url(), 1, {"DISTRIBUTE_MAX_FILE_MB": "0"})
+    assert ended.returncode == 0, ended.stderr[-3000:]
+    assert "lock was broken" not in ended.stderr + ended.stdout
+    failed = ledger_file(http.url(), "failed.txt", tmp_path)
+    assert len(failed) == 1 and failed[0].startswith(job + "\t"), failed
+    assert "GH001" in failed[0] and "big.bin is 2.00 MB" in failed[0], failed
+    assert jobs_in(http.url(), "done.txt", tmp_path) == ["a"]
+
+
+# ---- branches and tags only ----------------------------------------------------------------------
+def test_a_host_refusing_custom_refs_stops_the_worker_with_one_line(
+        cli: Run, tmp_path: Path, http: SmartHttpServer) -> None:
+    """A host taking only branches and tags: the worker's first push of ``refs/distribute/lock``
+    is refused by the host's rule, and the worker stops with one line saying what the host refuses
+    and what to do, instead of hammering the host; the ledger is untouched."""
+    repo = branches_only_bare(http.root)
+    init_remote(http.url(), ["J1", "J2"])
+    before, pushes = _remote_refs(repo), len(http.operations("push"))
+    proc = cli("worker", http.url(), "--run", "cli_jobs:write", rc=1)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "refs/distribute/" in errors[0], proc.stderr
+    assert "only branches and tags" in errors[0] and "retrying" not in proc.stderr
+    assert len(http.operations("push")) - pushes <= 2  # the atomic probe, one refused push
+    assert _remote_refs(repo) == before
+
+
+# ---- reading the host's words --------------------------------------------------------------------
+def test_host_refusals_are_told_apart_from_network_errors() -> None:
+    """git's no-atomic line is a permanent "no-atomic" failure (not the network, though git adds
+    "the remote end hung up"); GH001 and the custom-ref rule are read from the push's output; a
+    lost compare-and-swap is neither."""
+    no_atomic = diagnose("fatal: the receiving end does not support --atomic push\n"
+                         "fatal: the remote end hung up unexpectedly\n")
+    assert no_atomic.kind == "no-atomic" and not no_atomic.transient
+    assert "atomic" in no_atomic.message("push") and "lock" in no_atomic.message("push")
+    gh = too_large("remote: error: File a/b.bin is 2.00 MB; this exceeds GitHub's file size "
+                   "limit of 1.00 MB\nremote: error: GH001: Large files detected.\n")
+    assert gh is not None and "a/b.bin is 2.00 MB" in gh and host_limit_mb(gh) == 1.0
+    assert too_large("fatal: the remote end hung up unexpectedly") is None
+    hook = {"refs/distribute/lock": "[remote rejected] (pre-receive hook declined)"}
+    assert custom_refs_refused(hook, "") is not None
+    assert custom_refs_refused({"refs/distribute/lock": "stale info"}, "") is None
+    assert custom_refs_refused({**hook, "refs/heads/master": "pre-receive hook declined"},
+                               "") is None
+
+
+@pytest.fixture
+def empty_env_file(tmp_path: Path) -> Iterator[None]:
+    """Settings read from an empty ``.env`` (none of the developer's) while the test runs."""
+    (tmp_path / "empty.env").write_text("")
+    settings.use_env_file(str(tmp_path / "empty.env"))
+    yield
+    settings.use_env_file(None)
+
+
+def test_the_file_limit_defaults_to_50_mb_on_github_only(monkeypatch: pytest.MonkeyPatch,
+                                                         empty_env_file: None) -> None:
+    """Unset: 50 MB for GitHub remotes (ssh or https), no limit elsewhere; 0 means no limit."""
+    monkeypatch.delenv("DISTRIBUTE_MAX_FILE_MB", raising=False)
+    assert max_file_bytes("git@github.com:me/jobs.git") == 50 << 20
+    assert max_file_bytes("https://github.com/me/jobs.git") == 50 << 20
+    assert max_file_bytes("https://gitlab.com/me/jobs.git") is None
+    assert max_file_bytes("file:///srv/notgithub.com/jobs.git") is None
+    monkeypatch.setenv("DISTRIBUTE_MAX_FILE_MB", "0")
+    assert max_file_bytes("git@github.com:me/jobs.git") is None
+    monkeypatch.setenv("DISTRIBUTE_MAX_FILE_MB", "1.5")
+    assert max_file_bytes("https://gitlab.com/me/jobs.git") == int(1.5 * 2**20)
