@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from .. import vast
 from ..vast.fleet import Fleet, FleetConfig
 from .common import add_command, cache_worker, resolve_remote, say
-from .vast import _SPEC, _amount, _check_query, _usage
+from .vast import _SPEC, _amount, _check_query, _env_options, _usage
 
 EXAMPLE = """examples:
   distribute fleet git@github.com:me/jobs.git --image me/distribute-worker:1 --run myjobs:run \\
@@ -71,15 +71,9 @@ def _config(args: argparse.Namespace) -> FleetConfig:
         _usage(args, "--bid goes with --interruptible")
     if args.bid is not None and args.bid > args.max_price:
         _usage(args, f"--bid {args.bid:g} is above --max-price {args.max_price:g}")
-    env: dict[str, str] = {}
-    for item in args.env:
-        try:
-            env.update(vast.parse_env(["-e", item]))
-        except ValueError:
-            _usage(args, f"--env wants KEY=VALUE, not {item!r}")
     return FleetConfig(resolve_remote(args.remote), args.image, args.run, args.nodes,
                        args.max_price, args.interruptible, args.bid, args.budget, args.query,
-                       env, args.poll, args.boot_timeout, args.disk)
+                       _env_options(args), args.poll, args.boot_timeout, args.disk)
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:

@@ -159,6 +159,17 @@ def _save(path: Path, nodes: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+def _env_options(args: argparse.Namespace) -> dict[str, str]:
+    """The nodes' extra environment from ``--env KEY=VALUE`` options (usage error otherwise)."""
+    env: dict[str, str] = {}
+    for item in args.env:
+        try:
+            env.update(vast.parse_env(["-e", item]))
+        except ValueError:
+            _usage(args, f"--env wants KEY=VALUE, not {item!r}")
+    return env
+
+
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
     return {k: "***" if _SECRET_NAME.search(k) else redact(v) for k, v in env.items()}
 
@@ -174,13 +185,7 @@ def cmd_rent(args: argparse.Namespace) -> int:
         _usage(args, "no remote: pass --remote REMOTE or set DISTRIBUTE_REMOTE")
     if not run or not _SPEC.match(run):
         _usage(args, f"--run wants MODULE:FUNCTION (or DISTRIBUTE_RUN), not {run!r}")
-    extra: dict[str, str] = {}
-    for item in args.env:
-        try:
-            extra.update(vast.parse_env(["-e", item]))
-        except ValueError:
-            _usage(args, f"--env wants KEY=VALUE, not {item!r}")
-    env = vast.node_env(remote, run, args.self_destruct, extra=extra)
+    env = vast.node_env(remote, run, args.self_destruct, extra=_env_options(args))
     if _LOCAL.search(remote):
         _say(f"warning: the nodes cannot reach {remote}: it is a local path or address", err=True)
     shown = " ".join(vast.node_command(env))
