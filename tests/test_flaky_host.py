@@ -59,6 +59,7 @@ def test_a_lock_push_of_any_outcome_is_settled(host: FaultyHttpServer, tmp_path:
     assert "breaks the lock" not in caplog.text
     assert [line.split("\t")[:2] for line in ledger_file(url, "running.txt", tmp_path)] == [
         ["J1", "w"]]
+    worker.close()
 
 
 def test_a_checkpoint_whose_answer_was_lost(host: FaultyHttpServer, tmp_path: Path) -> None:
@@ -75,6 +76,7 @@ def test_a_checkpoint_whose_answer_was_lost(host: FaultyHttpServer, tmp_path: Pa
     worker.finish_job()
     assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
         ["J1", "w"]]
+    worker.close()
 
 
 def test_a_finish_whose_answer_was_lost(host: FaultyHttpServer, tmp_path: Path) -> None:
@@ -92,6 +94,7 @@ def test_a_finish_whose_answer_was_lost(host: FaultyHttpServer, tmp_path: Path) 
         ["J1", "w"]]
     add_jobs(worker, ["J3"])
     assert worker.get_next_job(queue_jobs_func) == "J2"
+    worker.close()
 
 
 def test_a_fleet_on_a_flaky_host(tmp_path: Path) -> None:
