@@ -33,8 +33,12 @@ from .transaction import MasterWriter, Transaction, Workspace
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: The parts of a request that were answered: ``{"close": job, "claim": job}`` (either may miss).
-Answer = dict[str, str]
+#: The parts of a request that were answered: ``{"close": [job, …], "claim": [job, …],
+#: "none": [""]}`` (any may miss; ``none``: no job for it after its closes).
+Answer = dict[str, list[str]]
+#: Claimed jobs as the claim edit returns them: ``[job, branch]``, or ``[job, branch, "granted"]``
+#: for one claimed for us by a holder (its branch is not on the remote yet).
+Claimed = list[list[str]]
 
 
 def read_answer(ws: Workspace, request: Request, base: str) -> Answer:
@@ -76,7 +80,7 @@ class Asker:
         self.pending: Optional[tuple[Request, str]] = None
 
     def ask(self, edit: Callable[..., T], request: Optional[Request],
-            refs: Sequence[RefUpdate] = (), tip: Optional[str] = None,
+            refs: Sequence[RefUpdate] = (), tip: Optional[Sequence[str]] = None,
             ) -> tuple[Optional[T], Optional[Answer]]:
         """Run ``edit`` as a write transaction, waiting in line with ``request``: ``(what edit
         returned, None)``, or ``(None, the parts answered)`` when a holder took the request out
@@ -111,16 +115,16 @@ class Asker:
             return edit(txn)
         return guarded
 
-    def claim(self, edit: Callable[..., Optional[list[str]]], spec: Optional[str],
-              ) -> Optional[list[str]]:
-        """Claim a job with ``edit`` (the claim transaction's edit; ``spec``: its combinable
-        next-job function, else ``None``): a job an earlier request got for us, else one a
-        holder claims for us while we wait in line, else ours under the lock (then ``None``
-        always means that our next-job function said so)."""
+    def claim(self, edit: Callable[..., Optional[Claimed]], spec: Optional[str],
+              count: int = 1) -> Optional[Claimed]:
+        """Claim up to ``count`` jobs with ``edit`` (the claim transaction's edit; ``spec``: its
+        combinable next-job function, else ``None``): jobs an earlier request got for us, else
+        ones a holder claims for us while we wait in line, else ours under the lock (then
+        ``None`` always means that our next-job function said so)."""
         claimed = self.granted(self.settle().get("claim"))
         if claimed is None:
-            request = Request(self.name, self.session, spec, id=new_request_id()) if spec \
-                else None
+            request = Request(self.name, self.session, spec, id=new_request_id(),
+                              claims=count) if spec else None
             claimed, answer = self.ask(edit, request)
             if answer is not None:  # taken out of line: claimed for us, or do it ourselves
                 claimed = self.granted(answer.get("claim")) or self.writer.transact(edit)
@@ -135,15 +139,17 @@ class Asker:
         self.pending = None
         if answer:
             log.info("%s: an earlier request was served after all (%s)", self.name,
-                     ", ".join(f"{part} {job}" for part, job in sorted(answer.items())))
+                     ", ".join(f"{part} {' '.join(jobs)}".strip()
+                               for part, jobs in sorted(answer.items())))
         return answer
 
-    def granted(self, job: Optional[str]) -> Optional[list[str]]:
-        """``[job, branch, "granted"]`` when ``job`` was claimed for us and is still ours
-        (``None``: nothing claimed, or requeued since: the answer is stale)."""
-        if job is None:
-            return None
-        entry = self.workspace.ledger().running_entry(job)
-        if entry is None or (entry.worker, entry.session) != (self.name, self.session):
-            return None
-        return [job, job_branch(self.name, job, entry.attempt), "granted"]
+    def granted(self, jobs: Optional[list[str]]) -> Optional[Claimed]:
+        """``[[job, branch, "granted"], …]`` of ``jobs`` claimed for us that are still ours
+        (``None``: nothing claimed, or all requeued since: the answer is stale)."""
+        ledger = self.workspace.ledger()
+        found = []
+        for job in jobs or ():
+            entry = ledger.running_entry(job)
+            if entry is not None and (entry.worker, entry.session) == (self.name, self.session):
+                found.append([job, job_branch(self.name, job, entry.attempt), "granted"])
+        return found or None

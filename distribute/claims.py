@@ -16,6 +16,7 @@ from .protocol import (
     REJECTED,
     REQUEUED,
     TOOK,
+    WAIT_PREFIX,
     check_job,
     commit_message,
     heartbeat_ref,
@@ -23,7 +24,7 @@ from .protocol import (
 )
 from .redact import redact
 from .repo import RefUpdate
-from .transaction import Transaction
+from .transaction import Transaction, Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker
@@ -68,14 +69,37 @@ def call_next_job_func(func: NextJobFunc, worker: "Worker") -> Optional[str]:
     return func(worker) if params else func()
 
 
-def claim(worker: "Worker", txn: Transaction, func: NextJobFunc) -> tuple[Optional[str], int]:
-    """In ``txn``: requeue silent workers' jobs, then ask ``func`` until it yields a claimable job
-    (committed as claimed by ``worker``) or ``None``. Returns ``(job, attempt)``."""
+def claim(worker: "Worker", txn: Transaction, func: NextJobFunc,
+          count: Callable[[], int] = lambda: 1) -> list[tuple[str, int]]:
+    """In ``txn``: requeue silent workers' jobs, then claim up to ``count()`` jobs (asked after
+    the requeue), asking ``func`` until it yields a claimable job (committed as claimed by
+    ``worker``, one commit each) or ``None``. Returns ``[(job, attempt), …]``."""
     requeue_silent(worker, txn, txn.workspace.ledger())
-    job, attempt = take(worker, txn, func, worker.name, worker.session)
-    if job is not None:
-        txn.still_valid = lambda: _still_ours(worker, txn, job)
-    return job, attempt
+    claimed: list[tuple[str, int]] = []
+    for _ in range(max(1, count())):
+        job, attempt = take(worker, txn, func, worker.name, worker.session)
+        if job is None:
+            break
+        claimed.append((job, attempt))
+    if claimed:
+        txn.still_valid = lambda: all(_still_ours(worker, txn, job) for job, _ in claimed)
+    return claimed
+
+
+def fair_share(ws: Workspace, name: str) -> int:
+    """How many jobs one worker may claim at once: the jobs queued and running over the fleet
+    (distinct worker names with a heartbeat or a wait ref on the remote, and ``name``), rounded
+    up, at least one: each worker's share of the work left, so that a fleet starting together
+    splits the queue evenly and, toward its end, no worker takes more than its share while
+    others could run the jobs."""
+    names = {name}
+    for ref in ws.remote_refs:
+        if ref.startswith(HEARTBEAT_PREFIX):
+            names.add(ref[len(HEARTBEAT_PREFIX):].rpartition("@")[0] or ref)
+        elif ref.startswith(WAIT_PREFIX):
+            names.add(ref[len(WAIT_PREFIX):])
+    ledger = ws.ledger()
+    return max(1, -(-(len(ledger.queued) + len(ledger.running)) // len(names)))
 
 
 def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,
@@ -157,7 +181,7 @@ def requeue_silent(worker: "Worker", txn: Transaction, ledger: Ledger) -> None:
     ours = {worker.session, *worker.dead_sessions, ""}
     for entry in list(ledger.running):
         if entry.worker == worker.name and entry.session in ours:
-            if entry.job == worker.running_job:
+            if worker.holds(entry.job):
                 continue
             silent, why = True, f"{worker.name} restarted without it"
         else:

@@ -34,7 +34,7 @@ from .jobbranch import drop_oversized
 from .ledger import Ledger
 from .next_jobs import queue_jobs_func
 from .redact import redact
-from .settings import seconds_setting
+from .settings import count_setting, seconds_setting
 from .supervise import RAISED, STOPPED, JobSupervisor, StopSignals
 from .worker import Worker
 
@@ -84,7 +84,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                     grace_s: Optional[float] = None,
                     report: Optional[Callable[[str], None]] = None,
                     after_finish: Optional[Callable[[Worker, str], Optional[bool]]] = None,
-                    on_idle: Optional[Callable[[Worker], object]] = None) -> LoopResult:
+                    on_idle: Optional[Callable[[Worker], object]] = None,
+                    batch: Optional[int] = None) -> LoopResult:
     """Run jobs on ``worker`` until told to stop; return what was done.
 
     Each job is taken with ``worker.get_next_job(next_job_func)``; ``run_func(job, worker)`` writes
@@ -103,6 +104,10 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     is called as ``after_finish(worker, job)`` once a job's finish has landed (e.g. to mirror its
     results); it must not raise, and a ``False`` return is reported as "not mirrored".
     ``on_idle(worker)`` is called before each idle wait (e.g. to commit a mirror batch that is due).
+    ``batch`` (default: the ``DISTRIBUTE_MAX_BATCH`` setting) is the most jobs claimed at once
+    (:mod:`distribute.batch`): the jobs of a batch run one after another and their finishes land
+    together; ``after_finish`` is called for each job once its finish landed. When the loop ends,
+    jobs of the batch not started go back to the queue (:meth:`Worker.release_batch`).
 
     ``run_func`` runs in a thread of its own. The ``worker`` it gets stands for ``worker``
     (attributes, ``isinstance``), but the worker's methods it calls (``commit_update()``...) are
@@ -115,6 +120,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     are ignored for the rest of the process (it is leaving: its last steps must not be cut short).
     """
     poll_s = seconds_setting("DISTRIBUTE_POLL_S", poll_s)
+    most = count_setting("DISTRIBUTE_MAX_BATCH", batch)
     grace_s = seconds_setting("DISTRIBUTE_GRACE_S", grace_s)
     say = report or log.info
     result = LoopResult()
@@ -126,6 +132,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     claimed: Any = _UNSET  # what the previous finish claimed in the same lock hold
     try:
         while True:
+            worker.max_batch = most if max_jobs is None else max(1, min(most, max_jobs - taken))
             if claimed is not _UNSET:
                 job, claimed = claimed, _UNSET
                 ledger = None if job is not None or exit_when_queue_empty else \
@@ -187,14 +194,29 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 continue
             more = max_jobs is None or taken < max_jobs
             supervisor = JobSupervisor(signals, grace_s, say, worker.name, job)
+            worker.max_batch = most if max_jobs is None else max(1, min(most, max_jobs - taken))
             claimed = _run_one(worker, job, run_func, supervisor, result,
                                next_job_func if more else None, after_finish)
             if claimed is _STOP:
                 result.ended_by = signals.first or "stop"
                 break
+        _release(worker, say, after_finish)
     finally:
         signals.close()
     return result
+
+
+def _release(worker: Worker, say: Callable[[str], None],
+             after_finish: Optional[Callable[[Worker, str], Optional[bool]]]) -> None:
+    """At the loop's end: close the batch's jobs finished here, give back those not started."""
+    try:
+        worker.release_batch()
+    except DistributeError as exc:  # they come back to the queue once our heartbeat is silent
+        say(f"{worker.name} could not release its batch: {redact(exc)}")
+        return
+    for job in worker.landed:
+        if after_finish is not None:
+            after_finish(worker, job)
 
 
 class IdlePolling:
@@ -287,9 +309,10 @@ def _run_one(worker: Worker, job: str, run_func: RunFunc, supervisor: JobSupervi
             worker.give_back_job()  # clears our state; the ledger is left as it is
         return _UNSET
     result.done += 1
-    mirrored = after_finish(worker, job) if after_finish else None
+    mirrored = [after_finish(worker, done) for done in worker.landed] if after_finish else []
     say(f"{worker.name} finished job {job} in {took:.1f}s"
-        + (" (not mirrored)" if mirrored is False else ""))
+        + (" (not mirrored)" if False in mirrored else "")
+        + ("" if job in worker.landed else " (it lands with its batch)"))
     return nxt
 
 

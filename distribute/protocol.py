@@ -262,6 +262,35 @@ BRANCH_TRAILER = "Distribute-Branch"
 TIP_TRAILER = "Distribute-Tip"
 PUSHED_TRAILER = "Distribute-Pushed"
 REASON_TRAILER = "Distribute-Reason"
+#: One more job a batch request closes (finished): ``job⇥branch⇥tip⇥pushed``, one trailer each.
+ALSO_CLOSE_TRAILER = "Distribute-Also-Close"
+#: How many jobs a batch request asks to claim (absent: one).
+CLAIMS_TRAILER = "Distribute-Claims"
+
+
+@dataclass(frozen=True)
+class Close:
+    """One job a request closes: its branch, the branch's ``tip`` (the commit to merge) and the
+    value the branch has on the remote (``pushed``; empty when never pushed); ``reason`` fails
+    it instead."""
+
+    job: str
+    branch: str
+    tip: str = ""
+    pushed: str = ""
+    reason: Optional[str] = None
+
+    def trailer(self) -> str:
+        """The value of its :data:`ALSO_CLOSE_TRAILER` (finishes only)."""
+        return "\t".join((self.job, self.branch, self.tip, self.pushed or "-"))
+
+    @classmethod
+    def parse(cls, value: str) -> Optional["Close"]:
+        """The close an :data:`ALSO_CLOSE_TRAILER` value names (``None``: malformed)."""
+        parts = value.split("\t")
+        if len(parts) != 4 or not all(parts):
+            return None
+        return cls(parts[0], parts[1], parts[2], "" if parts[3] == "-" else parts[3])
 
 
 @dataclass(frozen=True)
@@ -283,6 +312,15 @@ class Request:
     #: Unique per request: whoever serves it records it on master with each part it did
     #: (:data:`ANSWER_TRAILER`), and the waiter decides only from that record.
     id: str = ""
+    #: A batch: more jobs to finish (closed before ``close``), and how many jobs to claim.
+    also: tuple[Close, ...] = ()
+    claims: int = 1
+
+    def closes(self) -> list[Close]:
+        """Every job the request closes, in the order its worker would close them."""
+        main = [Close(self.close, self.branch, self.tip, self.pushed, self.reason)] \
+            if self.close is not None else []
+        return [*self.also, *main]
 
     def message(self) -> str:
         """The marker message carrying this request."""
@@ -290,7 +328,9 @@ class Request:
                   (NEXT_JOB_TRAILER, self.next_job),
                   (CLOSE_TRAILER, self.close), (BRANCH_TRAILER, self.branch or None),
                   (TIP_TRAILER, self.tip or None), (PUSHED_TRAILER, self.pushed or None),
-                  (REASON_TRAILER, self.reason)]
+                  (REASON_TRAILER, self.reason),
+                  (CLAIMS_TRAILER, str(self.claims) if self.claims != 1 else None),
+                  *((ALSO_CLOSE_TRAILER, close.trailer()) for close in self.also)]
         return marker_message("wait", self.worker) + "\n\n" + "".join(
             f"{key}: {value}\n" for key, value in fields if value is not None)
 
@@ -299,16 +339,22 @@ class Request:
         """The request a wait marker's ``message`` carries (``None``: a plain waiter)."""
         head, _, body = message.partition("\n\n")
         fields: dict[str, str] = {}
+        also: list[Optional[Close]] = []
         for line in body.splitlines():
             key, sep, value = line.partition(": ")
-            if sep:
+            if sep and key == ALSO_CLOSE_TRAILER:
+                also.append(Close.parse(value))
+            elif sep:
                 fields[key] = value
-        if SESSION_TRAILER not in fields or head.split()[:1] != ["wait"]:
+        if SESSION_TRAILER not in fields or head.split()[:1] != ["wait"] or None in also:
             return None
+        claims = fields.get(CLAIMS_TRAILER, "1")
         return cls(marker_holder(head), fields[SESSION_TRAILER], fields.get(NEXT_JOB_TRAILER),
                    fields.get(CLOSE_TRAILER), fields.get(BRANCH_TRAILER, ""),
                    fields.get(TIP_TRAILER, ""), fields.get(PUSHED_TRAILER, ""),
-                   fields.get(REASON_TRAILER), fields.get(REQUEST_TRAILER, ""))
+                   fields.get(REASON_TRAILER), fields.get(REQUEST_TRAILER, ""),
+                   tuple(c for c in also if c is not None),
+                   max(1, min(int(claims), 64)) if claims.isdigit() else 1)
 
 
 def new_request_id() -> str:
@@ -340,22 +386,31 @@ def commit_message(worker: str, event: str, subject: str, job: Optional[str] = N
     return f"{subject}\n\n" + "\n".join(trailers) + "\n"
 
 
-#: The trailer of a commit made for a waiter: ``<request id> close`` or ``<request id> claim``.
+#: The trailer of a commit made for a waiter: ``<request id> close`` or ``<request id> claim``
+#: (and ``<request id> none`` on its last close when its next-job function found no job).
 ANSWER_TRAILER = "Distribute-Answer"
+
+
+def with_answer(message: str, answer: str) -> str:
+    """``message`` (one of :func:`commit_message`'s) with one more answer trailer."""
+    return message.rstrip("\n") + f"\n{ANSWER_TRAILER}: {answer}\n"
 #: ``git log --format`` of :func:`parse_answers`: the answer and job trailers of each commit.
 ANSWER_LOG_FORMAT = ("%(trailers:key=Distribute-Answer,valueonly,separator=%x1e)%x1f"
                      "%(trailers:key=Distribute-Job,valueonly,separator=%x1e)%x1d")
 
 
-def parse_answers(log: str, request_id: str) -> dict[str, str]:
-    """``{part: job}`` of the commits in ``log`` (printed with :data:`ANSWER_LOG_FORMAT`) that
-    answer the request ``request_id``: ``close`` and/or ``claim``, each with its job."""
-    found: dict[str, str] = {}
-    for record in log.split("\x1d"):
-        answer, _, job = record.strip().partition("\x1f")
-        rid, _, part = answer.strip().partition(" ")
-        if rid and rid == request_id and part in ("close", "claim"):
-            found[part] = job.strip()
+def parse_answers(log: str, request_id: str) -> dict[str, list[str]]:
+    """``{part: [job, …]}`` of the commits in ``log`` (printed with :data:`ANSWER_LOG_FORMAT`)
+    that answer the request ``request_id``, oldest first: ``close`` and ``claim`` with the jobs
+    closed and claimed, ``none`` when the holder's next-job function (the waiter's) found no job
+    for it after its closes."""
+    found: dict[str, list[str]] = {}
+    for record in reversed(log.split("\x1d")):  # (git log lists the newest first)
+        answers, _, job = record.strip().partition("\x1f")
+        for answer in answers.split("\x1e"):
+            rid, _, part = answer.strip().partition(" ")
+            if rid and rid == request_id and part in ("close", "claim", "none"):
+                found.setdefault(part, []).append(job.strip() if part != "none" else "")
     return found
 
 

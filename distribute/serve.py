@@ -23,7 +23,7 @@ import re
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .archive import roll_into_segment
-from .claims import NextJobFunc, next_job_spec, take
+from .claims import NextJobFunc, fair_share, next_job_spec, take
 from .exceptions import JobStateError
 from .jobbranch import changed_only, merge_job, merged_fast, take_directory
 from .ledger import Ledger
@@ -32,6 +32,7 @@ from .protocol import (
     FAILED,
     FINISHED,
     WAIT_PREFIX,
+    Close,
     Request,
     commit_message,
     finish_subject,
@@ -40,6 +41,7 @@ from .protocol import (
     job_path,
     marker_message,
     served_note,
+    with_answer,
 )
 from .redact import redact
 from .repo import RefUpdate
@@ -126,9 +128,10 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
     """Serve what ``worker`` (the holder) can of the requests in line, after its own edit in
     ``txn``; returns how many were served. Each commit made for a waiter records which part of
     which request it answers (:data:`~distribute.protocol.ANSWER_TRAILER`). A claim that finds no
-    job is not made for the waiter (it runs its next-job function itself, so that ``None`` always
-    comes from its own call). A request whose serving fails is left for its waiter (what was done
-    for it is undone) and serving stops there."""
+    job is not made for the waiter: when the request closed jobs, the last close commit answers
+    ``none`` (the holder ran the waiter's own combinable function on the same master) and the
+    waiter's heartbeat goes; a request that only claims is left in line. A request whose serving
+    fails is left for its waiter (what was done for it is undone) and serving stops there."""
     spec = next_job_spec(func)
     clone = txn.workspace.clone
     beat: Optional[str] = None  # one fresh heartbeat value for every served claim
@@ -140,17 +143,17 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
             break
         head, n_refs, n_optional = txn.head(), len(txn.refs), len(txn.optional)
         try:
-            if request.close is not None and not _close_for(worker, txn, request):
+            closes = request.closes()
+            if closes and not _close_for(worker, txn, request, closes):
                 continue
             if request.next_job is not None and func is not None:
                 closed = txn.head()
-                job, _ = take(worker, txn, func, request.worker, request.session,
-                              answers=f"{request.id} claim")
-                if job is None:  # nothing for it now: the waiter asks its function itself
+                if not _claim_for(worker, txn, func, request):
                     clone.reset_hard(closed)
-                    if request.close is None:
+                    if not closes:  # nothing for it now: the waiter asks its function itself
                         continue
-                elif request.close is None:  # (else its own beats go on)
+                    _answer_none(txn, request)
+                elif not closes:  # (else its own beats go on)
                     beat = beat or clone.make_marker(marker_message("heartbeat", worker.name))
                     txn.refs.append(RefUpdate(heartbeat_ref(request.worker, request.session),
                                               beat, expect=None))
@@ -166,28 +169,54 @@ def serve_waiters(worker: "Worker", txn: Transaction, func: Optional[NextJobFunc
     return len(txn.served)
 
 
-def _close_for(worker: "Worker", txn: Transaction, request: Request) -> bool:
-    """Close the waiter's job as it asked, if that is exactly what it would do itself."""
+def _claim_for(worker: "Worker", txn: Transaction, func: NextJobFunc, request: Request) -> int:
+    """Claim the jobs ``request`` asks for (at most its fair share of the queue, see
+    :func:`~distribute.claims.fair_share`), one commit each; returns how many."""
+    count = min(request.claims, fair_share(txn.workspace, worker.name))
+    for taken in range(count):
+        job, _ = take(worker, txn, func, request.worker, request.session,
+                      answers=f"{request.id} claim")
+        if job is None:
+            return taken
+    return count
+
+
+def _answer_none(txn: Transaction, request: Request) -> None:
+    """Record on the request's last close commit that its next-job function found no job, and
+    delete the waiter's heartbeat (it has no job left; lease: the value seen)."""
     ws = txn.workspace
-    job = request.close or ""
+    head = txn.head()
+    txn.commit(with_answer(ws.clone.messages([head])[head], f"{request.id} none"), amend=True)
+    ref = heartbeat_ref(request.worker, request.session)
+    if ref in ws.remote_refs:
+        txn.optional.append(RefUpdate(ref, None, expect=ws.remote_refs[ref]))
+
+
+def _close_for(worker: "Worker", txn: Transaction, request: Request,
+               closes: list[Close]) -> bool:
+    """Close the waiter's jobs as it asked, if that is exactly what it would do itself (all of
+    them, or none)."""
+    ws = txn.workspace
     ledger = ws.ledger()
-    entry = ledger.running_entry(job)
-    if entry is None or (entry.worker, entry.session) != (request.worker, request.session):
-        return False
-    branch = job_branch(request.worker, job, entry.attempt)
-    if request.branch != branch and not re.fullmatch(re.escape(branch) + r"-[0-9a-f]{6}",
-                                                     request.branch):
-        return False
-    if request.reason is None:
-        path = job_path(job, ws.layout)
-        if not _SHA.match(request.tip) or ws.clone.object_at("HEAD", path) is not None:
+    for close in closes:
+        entry = ledger.running_entry(close.job)
+        if entry is None or (entry.worker, entry.session) != (request.worker, request.session):
             return False
-        take_directory(ws.clone, path, request.tip)
-        if _SHA.match(request.pushed):
-            txn.optional.append(RefUpdate(f"refs/heads/{request.branch}", None,
-                                          expect=request.pushed))
-    record_close(txn, ledger, job, request.worker, request.session, request.reason,
-                 served_note(worker.name), answers=f"{request.id} close")
+        branch = job_branch(request.worker, close.job, entry.attempt)
+        if close.branch != branch and not re.fullmatch(re.escape(branch) + r"-[0-9a-f]{6}",
+                                                       close.branch):
+            return False
+        if close.reason is None and (not _SHA.match(close.tip) or ws.clone.object_at(
+                "HEAD", job_path(close.job, ws.layout)) is not None):
+            return False
+    for close in closes:
+        if close.reason is None:
+            take_directory(ws.clone, job_path(close.job, ws.layout), close.tip)
+            if _SHA.match(close.pushed):
+                txn.optional.append(RefUpdate(f"refs/heads/{close.branch}", None,
+                                              expect=close.pushed))
+        record_close(txn, ledger, close.job, request.worker, request.session, close.reason,
+                     served_note(worker.name), answers=f"{request.id} close")
     return True
 
 

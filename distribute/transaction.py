@@ -220,7 +220,8 @@ class MasterWriter:
         self.clone = workspace.clone
 
     def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = (),
-                 request: Optional[Request] = None, tip: Optional[str] = None) -> T:
+                 request: Optional[Request] = None,
+                 tip: Optional[Sequence[str]] = None) -> T:
         """Hold the lock, sync, run ``edit(txn)`` and push its commits and ``refs`` atomically
         with the lock's release. Returns what ``edit`` returned. When ``edit`` raises, what it
         committed before :meth:`Transaction.checkpoint` still lands, and the exception goes on.
@@ -264,11 +265,17 @@ class MasterWriter:
             updates = [RefUpdate(MASTER, head, expect=txn.base)] if head != txn.base else []
             updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
             release = self.lock.release_update()
-            result = self.clone.push_result(_one_per_ref(
-                [*updates, *txn.refs, *txn.optional, *self.lock.leftovers, release]),
-                landed=functools.partial(self._landed, head) if updates else None)
+            pushed = _one_per_ref([*updates, *txn.refs, *txn.optional, *self.lock.leftovers,
+                                   release])
+            result = self.clone.push_result(
+                pushed, landed=functools.partial(self._landed, head) if updates else None)
             if result.applied:
                 self.lock.forget()
+                for update in pushed:  # (what we know the remote holds now)
+                    if update.new is None:
+                        self.workspace.remote_refs.pop(update.ref, None)
+                    else:
+                        self.workspace.remote_refs[update.ref] = update.new
                 return None
             if LOCK_REF in result.rejected or self._lock_gone(release):
                 self.lock.forget()

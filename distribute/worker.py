@@ -3,7 +3,6 @@ finished (merged into master), failed or given back — built on the write trans
 (:class:`~distribute.transaction.MasterWriter`); see ``docs/protocol.md``."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
@@ -12,19 +11,21 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import protocol, settings
-from .answers import Asker
-from .claims import NextJobFunc, claim, next_job_spec
+from .answers import Asker, Claimed
+from .batch import Finished, Held, JobClock, batch_size
+from .claims import NextJobFunc, claim, fair_share, next_job_spec
+from .closing import close_finished, close_jobs, defer, keep_job_alive, keep_results
 from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
 from .jobbranch import commit_job_dir, resume_job
 from .ledger import Ledger
 from .pipeline import FollowUps, require_running
-from .protocol import GAVE_BACK, MASTER, Request, job_branch, job_path, new_request_id
+from .protocol import GAVE_BACK, MASTER, job_branch, job_path
 from .redact import redact
 from .repo import RefUpdate
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy, prepare_clone
-from .serve import close_own_job, close_request, serve_waiters
+from .serve import serve_waiters
 from .sessions import check_name_free, take_over_copy
 from .status import read_snapshot
 from .transaction import MasterWriter, Transaction, Workspace
@@ -89,6 +90,15 @@ class Worker:
         self._branch_sha: Optional[str] = None
         self._claim_head: Optional[str] = None  # the master commit the running job was claimed on
         self.attempt = 0  #: the running job's attempt, 1 for the first (see jobbranch.resume_job)
+        #: Jobs claimed at once at most (see :mod:`distribute.batch`): 1 unless set; the worker
+        #: loop sets ``DISTRIBUTE_MAX_BATCH``. Use ``finish_job(next_job_func)`` with batches.
+        self.max_batch = 1
+        self.batch_s = settings.seconds_setting("DISTRIBUTE_BATCH_S")
+        self._held: list[Held] = []  # claimed for us, not started
+        self._finished: list[Finished] = []  # finished here, closed with the batch's last job
+        self._clock = JobClock()
+        #: The jobs whose finish landed on master during the last claim or close call.
+        self.landed: list[str] = []
         self._close_hooks: list[CloseHook] = []
         self._pipeline = FollowUps()
         self._asker = Asker(self._writer, self.workspace, self.name, self.session)
@@ -150,49 +160,75 @@ class Worker:
         may claim for it while it waits in line, and it serves the others when it holds the lock.
         """
         self._require_no_job()
+        self.landed = []
+        if self._held:  # the next job of our batch: nothing to ask the remote
+            return self._start_held()
         return self._start(self._asker.claim(lambda txn: self._claim(txn, next_job_func),
-                                             next_job_spec(next_job_func)))
+                                             next_job_spec(next_job_func), self._batch_size()))
 
-    def _claim(self, txn: Transaction, func: Optional[NextJobFunc]) -> Optional[list[str]]:
-        """The claim edit (none without ``func``), then serving the waiters in line. Returns
-        ``[job, branch]`` (the branch may still be renamed during the push, when an earlier run
-        of the same job by this worker kept that name)."""
-        job, attempt = claim(self, txn, func) if func else (None, 0)
+    def holds(self, job: str) -> bool:
+        """Whether ``job`` is this worker's: running, waiting in its batch, or finished here and
+        not closed on the remote yet."""
+        return job == self.running_job or any(job == held.job for held in self._held) or any(
+            job == done.job for done in self._finished)
+
+    def _batch_size(self) -> int:
+        """Jobs to claim now (:func:`distribute.batch.batch_size`; in a hold: after requeues)."""
+        if self.max_batch <= 1:
+            return 1
+        return batch_size(self.max_batch, self.batch_s, self._clock.mean_s,
+                          fair_share(self.workspace, self.name))
+
+    def _claim(self, txn: Transaction, func: Optional[NextJobFunc],
+               own: bool = True) -> Optional[Claimed]:
+        """The claim edit (none without ``func`` or ``own``), then serving the waiters in line.
+        Returns ``[[job, branch], …]`` (a branch may still be renamed during the push, when an
+        earlier run of the same job by this worker kept that name)."""
+        jobs = claim(self, txn, func, self._batch_size) if func and own else []
         serve_waiters(self, txn, func)
-        if job is None:
+        if not jobs:
             return None
-        claimed = [job, job_branch(self.name, job, attempt)]
-        txn.new_branches.append(f"refs/heads/{claimed[1]}")
+        claimed = [[job, job_branch(self.name, job, attempt)] for job, attempt in jobs]
+        first = {f"refs/heads/{branch}" for _, branch in claimed}
+        txn.new_branches.extend(f"refs/heads/{branch}" for _, branch in claimed)
         txn.refs.append(self._heartbeat.update(self._lock.value))
 
-        def rename_taken_branch(refused: dict[str, str]) -> bool:
-            taken = f"refs/heads/{claimed[1]}"
-            if set(refused) != {taken} or claimed[1] != job_branch(self.name, job, attempt):
-                return False
-            claimed[1] += f"-{uuid.uuid4().hex[:6]}"
-            txn.new_branches = [f"refs/heads/{claimed[1]}"]
+        def rename_taken_branches(refused: dict[str, str]) -> bool:
+            ours = {f"refs/heads/{c[1]}": c for c in claimed}
+            if not refused or not set(refused) <= set(ours) & first:
+                return False  # (a name is renamed once at most)
+            for ref in refused:
+                ours[ref][1] += f"-{uuid.uuid4().hex[:6]}"
+            txn.new_branches = [f"refs/heads/{branch}" for _, branch in claimed]
             return True
 
-        txn.fix_refused = rename_taken_branch
+        txn.fix_refused = rename_taken_branches
         return claimed
 
-    def _start(self, claimed: Optional[list[str]]) -> Optional[str]:
-        """After a claim landed: on the job branch, job directory made, heartbeat beating."""
-        if claimed is None:
+    def _start(self, claimed: Optional[Claimed]) -> Optional[str]:
+        """After a claim landed: the batch's jobs are held, and the first one starts."""
+        if not claimed:
             return None
-        job, branch = claimed[:2]
-        self.running_job, self.working_branch = job, branch
-        self._branch_sha = self._claim_head = self.clone.resolve("HEAD")
-        if len(claimed) > 2:
-            self._branch_sha = ""  # claimed for us by a holder: the first push creates the branch
-        self.clone.checkout_branch_at(branch, "HEAD")
+        head = self.clone.resolve("HEAD") or ""
+        self._held = [Held(c[0], c[1], head, len(c) > 2) for c in claimed]
+        return self._start_held()
+
+    def _start_held(self) -> str:
+        """Start the batch's next job: on its branch, job directory made, heartbeat beating."""
+        held = self._held.pop(0)
+        self.running_job, self.working_branch = held.job, held.branch
+        self._claim_head = held.claim_head
+        # (claimed for us by a holder: the first push creates the branch)
+        self._branch_sha = "" if held.granted else held.claim_head
+        self.clone.checkout_branch_at(held.branch, held.claim_head)
         self._drop_job_dir()
         Path(self.job_dir or "").mkdir(parents=True)
         self._heartbeat.start()
-        log.info("%s took job %r", self.name, job)
+        self._clock.started()
+        log.info("%s took job %r", self.name, held.job)
         self.attempt = resume_job(self)
-        self._pipeline.check_out_inputs(self, job)
-        return job
+        self._pipeline.check_out_inputs(self, held.job)
+        return held.job
 
     # ---- working on a job ---------------------------------------------------------------------
     def commit_update(self, message: Optional[str] = None) -> bool:
@@ -234,101 +270,23 @@ class Worker:
         With ``next_job_func``, the next job is claimed in the same lock hold and returned, as
         ``get_next_job`` would (half the round trips of finishing and claiming separately).
         On any failure the job stays running on this worker, so the call can simply be repeated.
+        In a batch (:attr:`max_batch`), a finish with ``next_job_func`` while jobs of the batch
+        wait commits the result on the job branch only and starts the next job at once; the
+        close lands with that of the batch's last job (:attr:`landed` names the jobs whose
+        finish landed in a call).
         """
         self._require_job()
-        return self._close(None, next_job_func)
+        self.landed = []
+        if next_job_func is not None and self._held and not self._close_hooks \
+                and not self._pipeline.jobs:
+            return defer(self)
+        return close_jobs(self, None, next_job_func)
 
     def fail_job(self, reason: str, next_job_func: Optional[NextJobFunc] = None) -> Optional[str]:
         """Move the running job to ``failed.txt`` with ``reason``; its branch is kept on the remote.
         ``next_job_func`` works as for :meth:`finish_job`."""
         self._require_job()
-        return self._close(" ".join(str(reason).split()) or "failed", next_job_func)
-
-    def _close(self, reason: Optional[str], next_job_func: Optional[NextJobFunc],
-               ask: bool = True) -> Optional[str]:
-        job, _ = self._require_job()
-        answer = self._asker.settle()  # an earlier request of this close, whose outcome we missed
-        if "close" in answer:
-            return self._answered(job, reason, next_job_func, answer)
-        self._commit_job(f"{self.name} update on job {job}")
-        request = self._close_request(job, reason, next_job_func) if ask else None
-        job, branch = self._require_job()  # (a branch pushed for the request may be renamed)
-        branch_update = self._branch_update()
-        pending = [branch_update] if branch_update.new != branch_update.expect else []
-        txns: list[Transaction] = []
-
-        def edit(txn: Transaction) -> Optional[list[str]]:
-            txns.append(txn)  # (it beats on: should the lock be broken, the job is not silent)
-            self._close_edit(txn, job, branch, reason)
-            if reason is None and self._branch_sha:  # merged: its commits stay reachable
-                txn.optional.append(
-                    RefUpdate(f"refs/heads/{branch}", None, expect=self._branch_sha))
-            txn.checkpoint()  # the close lands even if the next-job function raises
-            self.running_job = None  # (the next claim must not treat it as ours)
-            try:
-                return self._claim(txn, next_job_func)
-            finally:
-                self.running_job = job
-
-        try:  # (the heartbeat goes on while we wait in line, and for a job claimed for us)
-            claimed, served = self._asker.ask(edit, request, pending if reason is not None else [],
-                                              branch_update.new)
-        except JobStateError:  # done by another worker while we were silent: not ours any more
-            if pending:
-                self.clone.push(pending)  # our result stays on our branch
-            self._job_over()
-            raise
-        except BaseException:
-            if txns and txns[-1].checkpoint_landed:  # closed; only the next claim failed
-                self._job_over()
-            else:
-                self._keep_job_alive(pending)
-            raise
-        if served is not None:  # a holder took our request out of line
-            if "close" not in served:  # not served after all: do it ourselves
-                return self._close(reason, next_job_func, ask=False)
-            return self._answered(job, reason, next_job_func, served)
-        self._drop_job_dir()
-        self.running_job = self.working_branch = self._branch_sha = None
-        if claimed is None:
-            self._heartbeat.stop()
-        log.info("%s %s job %r", self.name, "finished" if reason is None else "failed", job)
-        return self._start(claimed)
-
-    def _answered(self, job: str, reason: Optional[str], next_job_func: Optional[NextJobFunc],
-                  answer: dict[str, str]) -> Optional[str]:
-        """Our job was closed for us as asked; take the job claimed with it, or claim one."""
-        self._drop_job_dir()
-        self.running_job = self.working_branch = self._branch_sha = None
-        log.info("%s closed job %r (served: %s)", self.name, job, reason or "finished")
-        claimed = self._asker.granted(answer.get("claim"))  # (its heartbeat thread goes on)
-        if claimed is None:
-            self._heartbeat.stop()
-            if next_job_func is not None:  # our function says, under the lock
-                claimed = self._writer.transact(lambda txn: self._claim(txn, next_job_func))
-        return self._start(claimed)
-
-    def _close_edit(self, txn: Transaction, job: str, branch: str, reason: Optional[str]) -> None:
-        """Merge the job branch (unless failing) and move the job to done or failed."""
-        close_own_job(txn, job, self.name, self.session, branch, reason, self._claim_head,
-                      [functools.partial(hook, self, job, reason) for hook in self._close_hooks],
-                      self._pipeline.jobs)
-
-    def _close_request(self, job: str, reason: Optional[str],
-                       next_job_func: Optional[NextJobFunc]) -> Optional[Request]:
-        """The request a holder may serve for this close, or ``None`` when only we can do it
-        (a close hook must run, follow-ups must be queued, the next-job function is not
-        combinable; see :func:`~distribute.serve.close_request`)."""
-        spec = next_job_spec(next_job_func)
-        if self._close_hooks or (next_job_func is not None and spec is None) or (
-                reason is None and self._pipeline.jobs):
-            return None
-        if reason is not None and self._branch_update().new != self._branch_sha and \
-                not self._push_branch():  # a failed job's branch is kept: on the remote first
-            return None
-        return close_request(self.workspace, Request(
-            self.name, self.session, spec, job, self.working_branch or "", "",
-            self._branch_sha or "", reason, new_request_id()), self._claim_head)
+        return close_jobs(self, " ".join(str(reason).split()) or "failed", next_job_func)
 
     def _commit_job(self, message: str) -> bool:
         """Commit the job's directory on its branch (see :mod:`distribute.jobbranch`)."""
@@ -344,19 +302,6 @@ class Worker:
         """Remove the running job's working directory (its files are committed, or given up)."""
         if self.job_dir is not None:
             shutil.rmtree(self.job_dir, ignore_errors=True)
-
-    def _keep_job_alive(self, pending: list[RefUpdate]) -> None:
-        """After a finish that did not land: back on the job branch, beating, work pushed."""
-        self.clone.force_checkout(self.working_branch or "HEAD")
-        Path(self.job_dir or self.path).mkdir(parents=True, exist_ok=True)
-        self._heartbeat.start()
-        if pending:
-            try:
-                if self.clone.push(pending):
-                    self._branch_sha = pending[0].new
-            except Exception as exc:  # noqa: BLE001 - the next finish pushes it again
-                log.warning("%s could not push job branch %s: %s", self.name,
-                            self.working_branch, redact(exc))
 
     def give_back_job(self) -> None:
         """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM). Work
@@ -376,10 +321,40 @@ class Worker:
         try:
             self._update_master(edit, extra)
         except BaseException:
-            self._keep_job_alive(extra)
+            keep_job_alive(self, extra)
             raise
         self._drop_job_dir()
         self._job_over()
+
+    def release_batch(self) -> None:
+        """Close the jobs of the batch finished here and give back the ones not started, in one
+        hold (the worker loop does this when it stops, :meth:`close` too). Work of a job done
+        meanwhile by another worker stays on its branch."""
+        finished, held, lost = list(self._finished), list(self._held), list[Finished]()
+        if not finished and not held:
+            return
+
+        def edit(txn: Transaction) -> None:
+            lost[:] = [done for done in finished if not close_finished(self, txn, done)]
+            for job in reversed(held):  # (they go back to the head of the queue in their order)
+                ledger = self.workspace.ledger()
+                if ledger.give_back(job.job, self.name):
+                    ledger.write(self.workspace.root, queue=True)
+                    txn.commit(protocol.commit_message(
+                        self.name, GAVE_BACK, f"{self.name} gave back job {job.job} (not started)",
+                        job.job))
+                if not job.granted:  # (created by our claim, never pushed since)
+                    txn.optional.append(RefUpdate(f"refs/heads/{job.branch}", None,
+                                                  expect=job.claim_head))
+
+        self._writer.transact(edit)
+        self._finished, self._held = [], []
+        self.landed = [done.job for done in finished if done not in lost]
+        keep_results(self, lost)
+        if self.running_job is None:
+            self._heartbeat.stop()
+        log.info("%s closed %d finished job(s) of its batch and gave back %d", self.name,
+                 len(finished) - len(lost), len(held))
 
     def update_master(self, edit: Callable[[Ledger, Path], Optional[str]],
                       extra: Optional[list[RefUpdate]] = None) -> Optional[str]:
@@ -438,7 +413,13 @@ class Worker:
 
     def close(self) -> None:
         """Stop background threads and release the local copy (the running job stays running).
-        Without a running job, the heartbeat ref is deleted (best effort)."""
+        Without a running job, the heartbeat ref is deleted (best effort). Jobs of a batch
+        finished here are closed and those not started given back first (:meth:`release_batch`;
+        if that fails they come back to the queue once the heartbeat has been silent)."""
+        try:
+            self.release_batch()
+        except Exception as exc:  # noqa: BLE001 - others requeue them after a job lease
+            log.warning("%s could not release its batch: %s", self.name, redact(exc))
         self._heartbeat.stop()
         try:
             if self.running_job is None and self._heartbeat.ref in self.workspace.remote_refs:

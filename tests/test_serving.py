@@ -74,8 +74,9 @@ def test_a_wait_ref_removed_unserved_means_ask_the_function(ledger_remote: tuple
 
 def test_a_served_close_without_a_job_for_the_waiter(ledger_remote: tuple[Path, str],
                                                      tmp_path: Path) -> None:
-    """The holder finishes the waiter's job but finds no next job for it: the answer records
-    the close only, and the waiter's own call of its function decides that there is none."""
+    """The holder finishes the waiter's job but finds no next job for it with the waiter's own
+    (combinable) function: the close commit answers ``none`` as well, the waiter takes that for
+    its function's word (no hold of its own) and the holder's push deleted its heartbeat."""
     bare, url = ledger_remote
     waiter = patient(url, tmp_path, "waiter")
     add_jobs(waiter, ["J1"])
@@ -92,7 +93,10 @@ def test_a_served_close_without_a_job_for_the_waiter(ledger_remote: tuple[Path, 
     assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [
         ["J1", "waiter"]]
     served = git_out(url, "log", "-1", "--format=%B", "master", tmp=tmp_path)
-    assert "Distribute-Answer: " in served and served.rstrip().endswith(" close")
+    answers = [line.split()[1:] for line in served.splitlines()
+               if line.startswith("Distribute-Answer: ")]
+    assert [part for _, part in answers] == ["close", "none"] and answers[0][0] == answers[1][0]
+    assert "refs/distribute/hb/" not in git_out(url, "ls-remote", url, tmp=tmp_path)
 
 
 # ---- faults at a chosen call, through the fault seam (distribute/repo/faults.py) ---------------

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..exceptions import LockLostError, RemoteError
 from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
@@ -63,7 +63,8 @@ class RemoteLock:
     def _marker(self) -> str:
         return self.clone.make_marker(marker_message("lock", self.holder))
 
-    def acquire(self, request: Optional[Request] = None, tip: Optional[str] = None) -> None:
+    def acquire(self, request: Optional[Request] = None,
+                tip: Optional[Sequence[str]] = None) -> None:
         """Block until we hold the lock, breaking it once its value has been stale for the lease.
 
         Waiting is first come, first served: a waiter announces itself with a wait ref and takes

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from ..exceptions import NotARemoteError, NotInitializedError
 from ..protocol import ORIGIN_MASTER
@@ -164,12 +164,15 @@ class Clone(Plumbing, Transport):
         status, out, _ = self._run(["cat-file", "-p", f"{rev}:{path}"])
         return out if status == 0 else None
 
-    def make_marker(self, message: str, parent: Optional[str] = None) -> str:
+    def make_marker(self, message: str, parent: Union[str, Sequence[str], None] = None) -> str:
         """Create a commit with an empty tree (used as lock and heartbeat values); parentless
-        unless ``parent`` is given (a commit whose history the marker should carry along)."""
+        unless ``parent`` is given: a commit (or several) whose history the marker should carry
+        along."""
         if self._empty_tree is None:
             self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
-        return self.commit_tree(self._empty_tree, message, [parent] if parent else [])
+        parents = [parent] if isinstance(parent, str) else list(parent or ())
+        return self.commit_tree(self._empty_tree, message,
+                                list(dict.fromkeys(p for p in parents if p)))
 
     def messages(self, commits: list[str]) -> dict[str, str]:
         """``{sha: full message}`` of ``commits`` (one git process; missing ones are left out)."""

@@ -49,11 +49,15 @@ RETRIED_FILE = "retried.txt"
 #: Per thread: whether a next-job function said "no job" in this thread since the flag was reset
 #: (a holder's thread runs the function for itself and for the waiters it serves).
 _said = threading.local()
+#: How many times any thread's next-job function said "no job": a holder that serves a waiter's
+#: batch request runs the waiter's (combinable) function and may answer "none" for it.
+_nones = [0]
 
 
 def _saying(job: Optional[str]) -> Optional[str]:
     if job is None:
         _said.none = True
+        _nones[0] += 1
     return job
 
 
@@ -94,6 +98,7 @@ class Config:
     chain: bool = False
     retrying: bool = False
     checkpoint: float = 0.0
+    batch: int = 1  #: the workers' max_batch (see distribute.batch)
     fail_once: set[str] = field(default_factory=set)
     rates: Rates = field(default_factory=Rates)
 
@@ -105,6 +110,7 @@ class Config:
         self.retrying = rng.random() < 0.3
         self.checkpoint = rng.choice([0.0, 0.3, 1.0])
         self.fail_once = {job for job in job_names(self.jobs) if rng.random() < 0.15}
+        self.batch = rng.choice([1, 2, 3])
         if self.faults:
             self.rates = Rates.for_seed(self.seed, worker_names(self.workers), self.lock_lease_s,
                                         kills=self.kills)
@@ -286,6 +292,7 @@ def _worker_main(run: _Run, url: str, path: Path, name: str) -> None:
             job_lease_s=config.job_lease_s, poll_max_s=0.2)
     except SimulatedKill:
         return
+    worker.max_batch = config.batch
     if run.plan is not None:
         run.plan.arm(name)
     try:
@@ -311,7 +318,7 @@ def _work(run: _Run, worker: distribute.Worker) -> None:
     chained, errors = False, 0
     while not run.stop.is_set():
         if not chained:
-            _said.none = False
+            _said.none, nones = False, _nones[0]
             try:
                 job = worker.get_next_job(func)
                 errors = 0
@@ -324,7 +331,7 @@ def _work(run: _Run, worker: distribute.Worker) -> None:
                 continue
         chained = False
         if job is None:
-            if not getattr(_said, "none", False):
+            if not getattr(_said, "none", False) and _nones[0] == nones:
                 run.violate("told no job without its function saying so",
                             f"{worker.name} got None, but no next-job function returned None "
                             "in its thread during that call")
@@ -333,7 +340,7 @@ def _work(run: _Run, worker: distribute.Worker) -> None:
                 return
             time.sleep(0.2)
             continue
-        _said.none = False
+        _said.none, nones = False, _nones[0]
         chained, job = _run_job(run, worker, job, func if config.chain else None)
 
 
