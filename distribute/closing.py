@@ -35,16 +35,20 @@ def defer(w: "Worker") -> str:
     servable = close_request(w.workspace, Request(
         w.name, w.session, None, job, branch, "", "", None, ""),
         w._claim_head) is not None
-    w._finished.append(Finished(job, branch, w._branch_sha or "",
-                                   w._claim_head or "", tip, servable))
+    w._finished.append(Finished(job, branch, w._branch_sha or "", w._claim_head or "", tip,
+                                servable))
     w._clock.ended()
     w._drop_job_dir()
     w.running_job = w.working_branch = w._branch_sha = None
     log.info("%s finished job %r (it lands with the batch's last)", w.name, job)
     return w._start_held()
 
+
 def close_jobs(w: "Worker", reason: Optional[str], next_job_func: Optional[NextJobFunc],
-           ask: bool = True) -> Optional[str]:
+               ask: bool = True) -> Optional[str]:
+    """Finish (``reason`` is ``None``) or fail the running job, closing the batch's jobs
+    finished before it in the same hold or request, then claim with ``next_job_func`` (unless
+    jobs of the batch wait); ``ask``: wait in line with a request when a holder may serve it."""
     job, _ = w._require_job()
     w._clock.ended()
     answer = w._asker.settle()  # an earlier request of this close, whose outcome we missed
@@ -79,7 +83,7 @@ def close_jobs(w: "Worker", reason: Optional[str], next_job_func: Optional[NextJ
     tips = [tip for tip in (branch_update.new, *(done.tip for done in finished)) if tip]
     try:  # (the heartbeat goes on while we wait in line, and for a job claimed for us)
         claimed, served = w._asker.ask(edit, request, pending if reason is not None else [],
-                                          tips)
+                                       tips)
     except JobStateError:  # done by another worker while we were silent: not ours any more
         if pending:
             w.clone.push(pending)  # our result stays on our branch
@@ -112,12 +116,14 @@ def close_jobs(w: "Worker", reason: Optional[str], next_job_func: Optional[NextJ
     log.info("%s %s job %r", w.name, "finished" if reason is None else "failed", job)
     return _next(w, claimed, next_job_func)
 
+
 def _next(w: "Worker", claimed: Optional[Claimed], next_job_func: Optional[NextJobFunc],
           ) -> Optional[str]:
     """After a close: start the jobs just claimed, else the batch's next one if asked to."""
     if claimed:
         return w._start(claimed)
     return w._start_held() if w._held and next_job_func is not None else None
+
 
 def _answered(w: "Worker", job: str, reason: Optional[str],
               next_job_func: Optional[NextJobFunc],
@@ -130,13 +136,14 @@ def _answered(w: "Worker", job: str, reason: Optional[str],
     w._finished = [done for done in w._finished if done.job not in closed]
     log.info("%s closed job %r (served: %s)", w.name, job, reason or "finished")
     if w._finished:  # (a request closes all or none: only if it was not ours)
-        w.release_batch()
+        w.release_batch(give_back=False)
     claimed = w._asker.granted(answer.get("claim"))  # (its heartbeat thread goes on)
     if claimed is None and not w._held:
         w._heartbeat.stop()
         if next_job_func is not None and "none" not in answer:  # our function says
             claimed = w._writer.transact(lambda txn: w._claim(txn, next_job_func))
     return _next(w, claimed, next_job_func)
+
 
 def close_finished(w: "Worker", txn: Transaction, done: Finished) -> bool:
     """In our close's hold: close a job of the batch finished earlier; ``False`` when another
@@ -151,6 +158,7 @@ def close_finished(w: "Worker", txn: Transaction, done: Finished) -> bool:
         txn.optional.append(RefUpdate(f"refs/heads/{done.branch}", None, expect=done.pushed))
     return True
 
+
 def _fail_refused(w: "Worker", message: str) -> bool:
     """The host refused a file of a job of the batch finished earlier (its size): that job fails
     with the host's message instead, its branch back where the remote has it (the files are
@@ -163,6 +171,7 @@ def _fail_refused(w: "Worker", message: str) -> bool:
     return named
 
 
+
 def keep_results(w: "Worker", lost: list[Finished]) -> None:
     """Push the branches of batch jobs another worker did meanwhile (best effort)."""
     for done in lost:
@@ -173,12 +182,14 @@ def keep_results(w: "Worker", lost: list[Finished]) -> None:
             log.warning("%s could not push branch %s: %s", w.name, done.branch,
                         redact(exc))
 
+
 def _close_edit(w: "Worker", txn: Transaction, job: str, branch: str,
                 reason: Optional[str]) -> None:
     """Merge the job branch (unless failing) and move the job to done or failed."""
     close_own_job(txn, job, w.name, w.session, branch, reason, w._claim_head,
                   [functools.partial(hook, w, job, reason) for hook in w._close_hooks],
                   w._pipeline.jobs)
+
 
 def _close_request(w: "Worker", job: str, reason: Optional[str],
                    next_job_func: Optional[NextJobFunc]) -> Optional[Request]:
@@ -199,6 +210,7 @@ def _close_request(w: "Worker", job: str, reason: Optional[str],
         w._branch_sha or "", reason, new_request_id(),
         tuple(done.close() for done in w._finished),
         w._batch_size() if spec else 1), w._claim_head)
+
 
 def keep_job_alive(w: "Worker", pending: list[RefUpdate]) -> None:
     """After a finish that did not land: back on the job branch, beating, work pushed."""

@@ -305,9 +305,11 @@ class Worker:
 
     def give_back_job(self) -> None:
         """Put the running job back at the head of ``jobs.txt`` at once (e.g. on SIGTERM). Work
-        already committed stays on the job branch; the attempt is not counted."""
+        already committed stays on the job branch; the attempt is not counted. Jobs of its
+        batch go back too, behind it (those finished here are closed first)."""
         job, _ = self._require_job()
         self._commit_job(f"{self.name} update on job {job}")
+        self.release_batch()
 
         def edit(ledger: Ledger, root: Path) -> str:
             if ledger.give_back(job, self.name, self._require_job()[1]):
@@ -326,11 +328,13 @@ class Worker:
         self._drop_job_dir()
         self._job_over()
 
-    def release_batch(self) -> None:
-        """Close the jobs of the batch finished here and give back the ones not started, in one
-        hold (the worker loop does this when it stops, :meth:`close` too). Work of a job done
-        meanwhile by another worker stays on its branch."""
-        finished, held, lost = list(self._finished), list(self._held), list[Finished]()
+    def release_batch(self, give_back: bool = True) -> None:
+        """Close the jobs of the batch finished here and give back the ones not started (unless
+        ``give_back`` is false), in one hold (the worker loop does this when it stops,
+        :meth:`close` too). Work of a job done meanwhile by another worker stays on its
+        branch."""
+        finished, lost = list(self._finished), list[Finished]()
+        held = list(self._held) if give_back else []
         if not finished and not held:
             return
 
@@ -348,7 +352,8 @@ class Worker:
                                                   expect=job.claim_head))
 
         self._writer.transact(edit)
-        self._finished, self._held = [], []
+        self._finished = []
+        self._held = [job for job in self._held if job not in held]
         self.landed = [done.job for done in finished if done not in lost]
         keep_results(self, lost)
         if self.running_job is None:

@@ -120,7 +120,8 @@ def test_sigterm_mid_job_gives_the_job_back(cli: Run, file_remote: str, tmp_path
                  *grace, env=slow)
     assert wait_line(proc, "RUNNING") == "RUNNING first"
     snap = status(cli, file_remote)
-    [running] = snap["running"]
+    running, *held = snap["running"]  # (the worker loop claims a batch: its share of the queue)
+    assert [(job["job"], job["worker"]) for job in held] == [("second", "w")]
     assert set(running) == {"job", "worker", "since", "heartbeat_age_s", "attempt"}
     assert (running["job"], running["worker"], running["attempt"]) == ("first", "w", 1)
     assert isinstance(running["heartbeat_age_s"], float)
