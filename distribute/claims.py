@@ -179,7 +179,7 @@ def requeue_silent(worker: "Worker", txn: Transaction, ledger: Ledger) -> None:
     heartbeat refs of processes gone for two job leases."""
     refs = txn.workspace.remote_refs
     ours = {worker.session, *worker.dead_sessions, ""}
-    for entry in list(ledger.running):
+    for entry in reversed(ledger.running):  # (back at the queue's head in their order)
         if entry.worker == worker.name and entry.session in ours:
             if worker.holds(entry.job):
                 continue

@@ -273,12 +273,12 @@ def _requeue_stale(worker: Worker, wait: bool) -> Requeued:
         back.clear()
         gave_up.clear()
         silences = _heartbeat_silences(worker, ledger)
-        for entry in list(ledger.running):
+        for entry in reversed(ledger.running):  # (back at the queue's head in their order)
             if silences.get(entry.job, 0.0) < lease:
                 continue
             why = f"{entry.worker} silent for {silences[entry.job]:.0f}s"
-            (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).append(
-                entry.job)
+            (back if ledger.requeue(entry.job, worker.max_attempts, why) else gave_up).insert(
+                0, entry.job)
         if not back and not gave_up:
             return None
         ledger.write(root, queue=True)

@@ -148,7 +148,8 @@ def test_cli_worker_with_mirror_hf_drains_the_queue(fake: FakeHub, file_remote: 
                          check=False, capture_output=True, text=True, timeout=120, env=env)
     assert run.returncode == 0, run.stderr
     assert results(fake) == expected_files(JOBS)
-    assert len(fake.commits(REPO)) == len(JOBS)
+    # a commit slot after each landing: one per finish, or fewer when finishes land as a batch
+    assert 1 <= len(fake.commits(REPO)) <= len(JOBS)
 
 
 def test_distribute_mirror_runs_through_the_main_cli(fake: FakeHub, file_remote: str, tmp_path: Path) -> None:

@@ -118,8 +118,8 @@ def test_repeated_lines_ahead_of_new_jobs_drain(file_remote: str, tmp_path: Path
 
 
 def test_a_finish_that_fails_keeps_the_job(file_remote: str, tmp_path: Path) -> None:
-    """The server refuses the first finish push; the job stays the worker's, the retried finish
-    lands, and the job runs once."""
+    """The server refuses the first finish push (after the claim of both jobs, a batch); the
+    job stays the worker's, the retried finish lands, and the job runs once."""
     bare = Path(file_remote.removeprefix("file://"))
     init_remote(file_remote, ["only", "next"])
     flag = tmp_path / "refuse-once"
@@ -127,7 +127,7 @@ def test_a_finish_that_fails_keeps_the_job(file_remote: str, tmp_path: Path) -> 
     hook = bare / "hooks" / "pre-receive"
     hook.write_text(f"""#!/bin/sh
 if grep -q ' refs/heads/master$' && [ -n "$(git log -1 --format=%s $(git rev-parse --verify -q \\
-    refs/heads/master) 2>/dev/null | grep 'took job only')" ] && mv {flag} {flag}.used 2>/dev/null
+    refs/heads/master) 2>/dev/null | grep 'took job')" ] && mv {flag} {flag}.used 2>/dev/null
 then echo "refused once by the test" >&2; exit 1; fi
 """)
     hook.chmod(0o755)
