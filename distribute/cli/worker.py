@@ -47,6 +47,9 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     p.add_argument("--path", metavar="DIR", help="local copy (default: .distribute/NAME)")
     p.add_argument("--name", help="worker name (default: DISTRIBUTE_NAME, else host-random)")
     p.add_argument("--max-jobs", type=int, metavar="N", help="stop after taking N jobs")
+    p.add_argument("--batch", type=int, metavar="N",
+                   help="claim up to N jobs at once, finishing them in one push (default: "
+                        "DISTRIBUTE_MAX_BATCH, 4; 1: one at a time)")
     p.add_argument("--idle-exit", action="store_true",
                    help="exit 0 once nothing is queued and nothing is running anywhere")
     p.add_argument("--exit-when-queue-empty", action="store_true",
@@ -109,7 +112,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                                  exit_when_queue_empty=args.exit_when_queue_empty,
                                  poll_s=poll, grace_s=grace, report=say_anyway,
                                  after_finish=after_finish,
-                                 on_idle=hub_idle)
+                                 on_idle=hub_idle, batch=args.batch)
         if after_finish is not None:  # what this worker mirrored goes to the Hub before it leaves
             from .. import hub
 
