@@ -27,19 +27,30 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    """Move a flat remote's results to the sharded layout."""
-    from ..maintenance import upgrade_layout
+    """Move a flat remote's results to the sharded layout and roll ``done.txt`` into segments;
+    say what ``prune`` would do when the remote keeps many job branches."""
+    from ..maintenance import prune_hint, upgrade_layout
 
     url = resolve_remote(args.remote)
     with cache_worker(url) as worker:
-        moved = upgrade_layout(worker)
-    say(f"{url} already has the sharded layout; nothing changed" if moved is None else
-        f"moved {plural(moved, 'job directory')} of {url} to the sharded layout")
+        done = upgrade_layout(worker)
+        hint = prune_hint(worker, url)
+    if done is None:
+        say(f"{url} already has the sharded layout and a short done.txt; nothing changed")
+    else:
+        what = [] if done.moved is None else \
+            [f"moved {plural(done.moved, 'job directory')} to the sharded layout"]
+        if done.segments:
+            what.append(f"put {plural(done.archived, 'done record')} into "
+                        f"{plural(done.segments, 'done segment')}")
+        say(f"{' and '.join(what)} on {url}")
+    if hint:
+        say(hint)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Delete idle heartbeat refs, old wait refs and merged job branches."""
+    """Delete idle heartbeat refs, old wait refs and spent job branches."""
     from ..maintenance import prune
 
     url = resolve_remote(args.remote)
