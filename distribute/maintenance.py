@@ -129,12 +129,12 @@ def _rolled_tree(worker: Worker, tree: str, base: str, chunks: list[list[str]],
         line + "\n" for line in recent)), blob=True)
 
 
-def prune(worker: Worker, branches: bool = True,
+def prune(worker: Worker, branches: bool = True, batch: int = 5000,
           progress: Optional[Callable[[int, int], None]] = None) -> dict[str, list[str]]:
     """Delete refs nobody needs; returns ``{"heartbeats": [...], "waits": [...], "branches":
     [...]}`` (the refs deleted). Deleting a live worker's heartbeat or wait ref is harmless: it
     pushes it again. A job branch goes only when it is spent (:func:`spent_branches`), in pushes
-    of a few thousand refs each (:func:`~distribute.repo.bulkdelete.delete_refs`);
+    covering at most ``batch`` refs each (:func:`~distribute.repo.bulkdelete.delete_refs`);
     ``progress(deleted, total)`` follows them."""
     snap = worker.snapshot()
     ledger = snap["ledger"]
@@ -150,17 +150,18 @@ def prune(worker: Worker, branches: bool = True,
             if age >= worker.lock_lease_s:
                 updates["waits"].append(RefUpdate(ref, None, expect=sha))
     deleted: dict[str, list[str]] = {"heartbeats": [], "waits": [], "branches": []}
-    for kind, batch in updates.items():
-        if batch and worker.clone.push(batch):  # (a few refs: one atomic push)
-            deleted[kind] = [u.ref for u in batch]
-        elif batch:
+    for kind, few in updates.items():
+        if few and worker.clone.push(few):  # (a few refs: one atomic push)
+            deleted[kind] = [u.ref for u in few]
+        elif few:
             log.warning("some %s changed while pruning; run prune again", kind)
     if branches:
         listed = worker.clone.ls_remote("refs/heads/*")
         spent = spent_branches(worker, listed, ledger.done, snap["master"])
         if spent:
             log.info("deleting %d spent job branches of %d", len(spent), len(listed) - 1)
-            deleted["branches"] = delete_refs(worker.clone, listed, spent, progress=progress)
+            deleted["branches"] = delete_refs(worker.clone, listed, spent, batch,
+                                              progress=progress)
     return deleted
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,10 @@ from support import bigremote
 from support.remotes import person_appends
 
 from distribute import init_remote, queue_jobs_func, worker_from_url
+from distribute.maintenance import prune
 from distribute.protocol import DONE_RECENT, FLAT, LAYOUT_FILE, job_path
+from distribute.repo import faults
+from distribute.repo.bulkdelete import plan
 from distribute.repo.faults import command_of
 
 
@@ -63,8 +67,10 @@ def cli(url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def bare_git(bare: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "p", "GIT_AUTHOR_EMAIL": "p@x",
+           "GIT_COMMITTER_NAME": "p", "GIT_COMMITTER_EMAIL": "p@x"}
     return subprocess.run(["git", "--git-dir", str(bare), *args], capture_output=True, text=True,
-                          check=True).stdout
+                          check=True, env=env).stdout
 
 
 def test_upgrade_rolls_done_into_segments_in_the_layout_commit(tmp_path: Path) -> None:
@@ -116,3 +122,106 @@ def test_upgrade_of_a_sharded_remote_with_a_long_done_file_only_rolls_it(tmp_pat
     assert out.returncode == 0 and "moved" not in out.stdout, out.stdout + out.stderr
     assert "put 1000 done records into 1 done segment" in out.stdout
     assert len(bare_git(bare, "show", "master:done.txt").splitlines()) == DONE_RECENT + 10
+
+
+# ---- prune ------------------------------------------------------------------------------------
+def legacy_remote(tmp: Path, done: int) -> tuple[Path, str, str]:
+    """A first-layout remote with a branch per done job, plus branches prune must keep; returns
+    (bare, URL, a commit master lacks)."""
+    bare = tmp / "old.git"
+    bigremote.build(bare, done, queued=2, layout=FLAT, segmented=False, branches=True)
+    extra = bare_git(bare, "commit-tree", "-p", "master", "-m", "more work",
+                     "master^{tree}").strip()
+    for ref, sha in (("w1/job0000002", extra),  # w1 finished it, but this tip is not in master
+                     ("w5/job0000001", "master"),  # w0 finished job0000001, not w5
+                     ("w0/job0000001@2", "master"),  # another attempt, merged: spent
+                     ("w0/unknown", "master"), ("feature/x", "master")):
+        bare_git(bare, "update-ref", f"refs/heads/{ref}", sha)
+    return bare, f"file://{bare}", extra
+
+
+def heads(bare: Path) -> dict[str, str]:
+    out = bare_git(bare, "for-each-ref", "--format=%(refname) %(objectname)", "refs/heads/")
+    return dict(line.split() for line in out.splitlines())
+
+
+KEPT = ["refs/heads/feature/x", "refs/heads/master", "refs/heads/w0/unknown",
+        "refs/heads/w1/job0000002", "refs/heads/w5/job0000001"]
+
+
+def test_prune_deletes_spent_branches_in_batches_and_nothing_else(tmp_path: Path) -> None:
+    bare, url, extra = legacy_remote(tmp_path, 700)
+    worker = worker_from_url(url, tmp_path / "copy", "pruner")
+    recorder = Recorder(worker.clone)
+    faults.install(recorder)
+    try:
+        deleted = prune(worker, batch=60)
+    finally:
+        faults.install(None)
+    assert sorted(heads(bare)) == KEPT
+    assert heads(bare)["refs/heads/w1/job0000002"] == extra
+    assert len(deleted["branches"]) == 700 - 1 + 1 and "refs/heads/w0/job0000001@2" in \
+        deleted["branches"]
+    pushes = [c for c in recorder.commands if command_of(c) == "push"]
+    assert 700 / 60 <= len(pushes) <= 3 * 700 / 60  # batches of at most 60 refs, none tiny
+    assert all("--force-with-lease" in c and "--atomic" in c for c in pushes)
+    assert not worker.clone.local_refs("refs/distribute-prune/")  # nothing left behind
+    worker.close()
+
+
+class Meddler:
+    """Before the first pattern push: moves one ref the push will delete and creates one under
+    the same pattern, as a late worker might."""
+
+    def __init__(self, bare: Path, commit: str) -> None:
+        self.bare, self.commit, self.done = bare, commit, False
+        self.moved = self.created = ""
+
+    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
+        if not self.done and command_of(args) == "push" and "--prune" in args:
+            self.done = True
+            prefix = next(a.split(":", 1)[1][:-1] for a in args if a.endswith("*")
+                          and a.startswith("refs/"))
+            covered = bare_git(self.bare, "for-each-ref", "--format=%(refname)",
+                               f"{prefix}*").split()
+            self.moved, self.created = covered[0], prefix + "new"
+            bare_git(self.bare, "update-ref", self.moved, self.commit)
+            bare_git(self.bare, "update-ref", self.created, "master")
+        return run()
+
+
+def test_a_branch_that_moves_or_appears_while_prune_pushes_stays(tmp_path: Path) -> None:
+    bare, url, extra = legacy_remote(tmp_path, 300)
+    worker = worker_from_url(url, tmp_path / "copy", "pruner")
+    meddler = Meddler(bare, extra)
+    faults.install(meddler)
+    try:
+        deleted = prune(worker, batch=100)
+    finally:
+        faults.install(None)
+    left = heads(bare)
+    assert left[meddler.moved] == extra and meddler.created in left  # both untouched
+    assert sorted(set(left) - {meddler.moved, meddler.created}) == KEPT  # the rest went
+    assert meddler.moved not in deleted["branches"] and len(deleted["branches"]) == 300 - 1
+    worker.close()
+
+
+def test_plan_covers_every_doomed_ref_once_and_names_every_other_ref_it_covers() -> None:
+    rng = random.Random(7)
+    names = {f"refs/heads/w{rng.randrange(3)}/job{rng.randrange(10**5):05d}"
+             + rng.choice(["", "@2", "-x"]) for _ in range(3000)}
+    names |= {"refs/heads/master", "refs/heads/w0/job", "refs/heads/w0/job1", "refs/tags/v1"}
+    listed = {ref: f"{i:040x}" for i, ref in enumerate(sorted(names))}
+    doomed = {ref for ref in listed if rng.random() < 0.9 and ref.count("/") == 3}
+    doomed.add("refs/heads/w0/job")
+    batches = plan(listed, doomed, limit=100, keep_limit=3)
+    seen: list[str] = []
+    for batch in batches:
+        covered = {ref for ref in listed
+                   if any(ref.startswith(p) for p in batch.patterns) or ref in batch.exact}
+        assert covered == set(batch.delete) | set(batch.keep)  # no ref is covered unnamed
+        assert not set(batch.keep) & doomed and set(batch.delete) <= doomed
+        assert batch.size() <= 100
+        seen += batch.delete
+    assert sorted(seen) == sorted(doomed)  # each doomed ref in exactly one batch
+    assert len(batches) <= 2 * len(doomed) / 100 + 3

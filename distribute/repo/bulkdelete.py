@@ -22,6 +22,7 @@ transaction per push.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -188,7 +189,7 @@ def _push(transport: Transport, config: list[str], batch: Batch) -> Optional[lis
             *(f":{ref}" for ref in batch.exact),
             *(f"{sha}:{ref}" for ref, sha in batch.keep.items())]
     try:
-        status, out, err = transport._network(args, what="push")  # noqa: SLF001 - same layer
+        out = _answer(transport, args)
     finally:
         _clear_seen(transport)
     removed = [line.split("\t")[1].lstrip(":") for line in out.splitlines()
@@ -196,8 +197,26 @@ def _push(transport: Transport, config: list[str], batch: Batch) -> Optional[lis
     refused = [line for line in out.splitlines() if line.startswith("!")]
     if removed and not refused:
         return removed
-    log.debug("prune push refused: %s", redact((out + err).strip()[-2000:]))
+    log.debug("prune push refused: %s", redact(out.strip()[-2000:]))
     return None
+
+
+def _answer(transport: Transport, args: list[str]) -> str:
+    """The porcelain answer to the push ``git *args``, retrying while the remote cannot be
+    reached (an atomic refusal ends with "the remote end hung up": an answer all the same)."""
+    delay = transport.backoff_s
+    for attempt in range(transport.retries + 1):
+        transport.network_calls += 1
+        status, out, err = transport.run(*args)
+        if status == 0 or any(line[:2] in ("!\t", "-\t", "=\t") for line in out.splitlines()):
+            transport.reached = True
+            return out
+        if attempt == transport.retries or not transport._worth_retrying(err):  # noqa: SLF001
+            break
+        log.warning("prune push failed (%s); retrying in %.1fs", redact(err.strip()[-300:]), delay)
+        time.sleep(delay)
+        delay = min(delay * 2, transport.backoff_max_s)
+    raise RemoteError(redact(f"push failed: {err.strip()[-500:]}"))
 
 
 def _relist(transport: Transport, batch: Batch) -> dict[str, str]:
