@@ -37,6 +37,7 @@ from .protocol import (
 )
 from .repo import RefUpdate
 from .repo.bulkdelete import delete_refs, merged_into
+from .repo.localcopy import MANY_BRANCHES
 from .repo.plumbing import IndexEntry
 from .repo.trees import add_files, splice
 from .transaction import Transaction
@@ -182,9 +183,6 @@ def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
     return {ref for ref, sha in candidates.items() if sha in merged}
 
 
-#: From how many branches a remote's ref advertisement is worth a word: every request of every
-#: worker carries it (at 100 000, a cycle over smart HTTP cost 84 × an empty remote's).
-MANY_BRANCHES = 10_000
 #: Branches ``prune`` deletes per second, measured (``benchmarks/prune.py``, smart HTTP on
 #: loopback, a 2-core machine): what its time estimate assumes.
 PRUNE_RATE = 500.0

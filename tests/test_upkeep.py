@@ -8,6 +8,7 @@ is measured in ``benchmarks/prune.py``, never asserted here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import subprocess
@@ -15,13 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
 from support import bigremote
 from support.remotes import person_appends
 
-from distribute import init_remote, queue_jobs_func, worker_from_url
+from distribute import init_remote, maintenance, queue_jobs_func, worker_from_url
 from distribute.maintenance import prune
 from distribute.protocol import DONE_RECENT, FLAT, LAYOUT_FILE, job_path
-from distribute.repo import faults
+from distribute.repo import faults, localcopy
 from distribute.repo.bulkdelete import plan
 from distribute.repo.faults import command_of
 
@@ -225,3 +227,24 @@ def test_plan_covers_every_doomed_ref_once_and_names_every_other_ref_it_covers()
         seen += batch.delete
     assert sorted(seen) == sorted(doomed)  # each doomed ref in exactly one batch
     assert len(batches) <= 2 * len(doomed) / 100 + 3
+
+
+def test_many_branches_are_named_once_with_what_to_run(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A new copy of a remote keeping many branches says so in one line (what it costs, what to
+    run); a reused copy says nothing more; ``upgrade`` says what ``prune`` would do."""
+    _, url, _ = legacy_remote(tmp_path, 120)
+    monkeypatch.setattr(localcopy, "MANY_BRANCHES", 100)
+    monkeypatch.setattr(maintenance, "MANY_BRANCHES", 100)
+    with caplog.at_level(logging.WARNING):
+        worker_from_url(url, tmp_path / "w", "w").close()
+        worker = worker_from_url(url, tmp_path / "w", "w")  # (the same copy again)
+    said = [r.getMessage() for r in caplog.records if "branches" in r.getMessage()]
+    assert len(said) == 1 and "keeps 125 branches" in said[0], said
+    assert f"distribute prune {url}" in said[0] and "MB" in said[0]
+    hint = maintenance.prune_hint(worker, url)
+    assert hint is not None and "keeps 124 branches" in hint and "distribute prune" in hint
+    monkeypatch.setattr(maintenance, "MANY_BRANCHES", 1000)
+    assert maintenance.prune_hint(worker, url) is None
+    worker.close()
