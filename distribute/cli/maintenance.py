@@ -9,17 +9,22 @@ from .common import add_command, add_remote_argument, cache_worker, plural, reso
 
 def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
     """Add the ``upgrade`` and ``prune`` subcommands to ``subparsers``."""
-    text = "move results to the sharded layout updates/<ab>/<cd>/<slug>/ (one commit)"
+    text = ("leave a remote made by an older version as a fresh one of its size would be "
+            "(one commit)")
     p = add_command(
-        subparsers, "upgrade", text, cmd_upgrade, parents, description=text + ". Remotes made by "
-        "older versions keep working without it, but every commit then rewrites one big updates/ "
-        "tree. Run it when no job is running.",
+        subparsers, "upgrade", text, cmd_upgrade, parents, description=text + ": results move to "
+        "the sharded layout updates/<ab>/<cd>/<slug>/ and the older records of done.txt into "
+        "segments done/<seq>.txt. Remotes made by older versions keep working without it, but "
+        "every commit then rewrites one big updates/ tree and done.txt. Moving results is "
+        "refused while jobs run. Says what `prune` would do when the remote keeps many branches.",
         epilog="example:\n  distribute upgrade file:///srv/jobs.git")
     add_remote_argument(p)
     text = "delete refs nobody needs: idle heartbeats, old wait refs, branches of done jobs"
     p = add_command(
         subparsers, "prune", text, cmd_prune, parents, description=text + ". Safe while workers "
-        "run (a live worker pushes its heartbeat again); failed jobs keep their branches.",
+        "run (a live worker pushes its heartbeat again). A branch goes only when the worker it "
+        "names finished its job and its tip is in master's history, and only if unchanged; "
+        "failed, running and unmerged branches stay. Thousands of branches per push.",
         epilog="examples:\n  distribute prune file:///srv/jobs.git\n"
                "  distribute prune file:///srv/jobs.git --keep-branches")
     add_remote_argument(p)
