@@ -144,6 +144,7 @@ def delete_refs(transport: Transport, listed: dict[str, str], doomed: set[str],
         else:
             log.warning("%d refs were left: they kept changing while pruning; run prune again",
                         len(batch.delete))
+        log.info("deleted %d of %d refs", len(deleted), total)
         if progress is not None:
             progress(len(deleted), total)
     _clear_seen(transport)
