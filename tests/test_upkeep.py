@@ -172,16 +172,21 @@ def test_prune_deletes_spent_branches_in_batches_and_nothing_else(tmp_path: Path
 
 
 class Meddler:
-    """Before the first pattern push: moves one ref the push will delete and creates one under
-    the same pattern, as a late worker might."""
+    """Before the first pattern push, as late workers might: ``move`` moves one ref the push will
+    delete and creates one under the same pattern; ``drop`` deletes a ref the push keeps."""
 
-    def __init__(self, bare: Path, commit: str) -> None:
-        self.bare, self.commit, self.done = bare, commit, False
-        self.moved = self.created = ""
+    def __init__(self, bare: Path, commit: str, mode: str) -> None:
+        self.bare, self.commit, self.mode, self.done = bare, commit, mode, False
+        self.moved = self.created = self.removed = ""
 
     def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
         if not self.done and command_of(args) == "push" and "--prune" in args:
             self.done = True
+            if self.mode == "drop":  # (a finish deleting its branch): it must not come back
+                self.removed = next(a.split(":", 1)[1] for a in args
+                                    if a[:40].isalnum() and a[40:41] == ":")
+                bare_git(self.bare, "update-ref", "-d", self.removed)
+                return run()
             prefix = next(a.split(":", 1)[1][:-1] for a in args if a.endswith("*")
                           and a.startswith("refs/"))
             covered = bare_git(self.bare, "for-each-ref", "--format=%(refname)",
@@ -192,19 +197,26 @@ class Meddler:
         return run()
 
 
-def test_a_branch_that_moves_or_appears_while_prune_pushes_stays(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["move", "drop"])
+def test_a_branch_that_changes_while_prune_pushes_stays_as_it_is(tmp_path: Path,
+                                                                  mode: str) -> None:
     bare, url, extra = legacy_remote(tmp_path, 300)
     worker = worker_from_url(url, tmp_path / "copy", "pruner")
-    meddler = Meddler(bare, extra)
+    meddler = Meddler(bare, extra, mode)
     faults.install(meddler)
     try:
         deleted = prune(worker, batch=100)
     finally:
         faults.install(None)
     left = heads(bare)
-    assert left[meddler.moved] == extra and meddler.created in left  # both untouched
-    assert sorted(set(left) - {meddler.moved, meddler.created}) == KEPT  # the rest went
-    assert meddler.moved not in deleted["branches"] and len(deleted["branches"]) == 300 - 1
+    if mode == "move":
+        assert left[meddler.moved] == extra and meddler.created in left  # both untouched
+        assert meddler.moved not in deleted["branches"]
+    else:
+        assert meddler.removed in KEPT and meddler.removed not in left  # not made again
+    assert sorted(set(left) - {meddler.moved, meddler.created}) == sorted(
+        set(KEPT) - {meddler.removed})  # the rest went
+    assert len(deleted["branches"]) == 300 - (mode == "move")
     worker.close()
 
 

@@ -9,7 +9,8 @@ makes the git client match every name against every ref the remote advertises: o
   pattern covers at most ``limit`` listed refs (:func:`plan`); a push ``--prune``\\ s each pattern
   from an empty local namespace, so git deletes every remote ref the pattern covers;
 * the listed refs a pattern covers that must stay are named with their listed value (``<sha>:ref``,
-  "up to date": the push leaves them alone);
+  "up to date": the push leaves them alone) and a lease on it (so that one deleted meanwhile is
+  not made again);
 * every deletion is a lease (``--force-with-lease`` without a value) against the value listed,
   which git reads from a tracking ref written for the push (``refs/distribute-prune/seen/``); a
   ref that moved since it was listed, or a ref that appeared under a pattern (no tracking ref:
@@ -58,10 +59,11 @@ class Batch:
 
 
 def plan(listed: dict[str, str], doomed: set[str], limit: int = 5000, keep_limit: int = 20,
-         max_patterns: int = 100) -> list[Batch]:
+         max_patterns: int = 100, max_keep: int = 200) -> list[Batch]:
     """Batches deleting the ``doomed`` refs of ``listed`` (``{ref: sha}``, every remote ref the
     patterns may cover as listed), each covering at most ``limit`` listed refs, naming at most
-    ``keep_limit`` refs to keep per pattern and ``max_patterns`` patterns."""
+    ``keep_limit`` refs to keep per pattern, ``max_keep`` per batch and ``max_patterns``
+    patterns (each ref a push names costs the client a pass over the advertisement)."""
     pieces: list[tuple[str, list[str]]] = []  # (prefix, covered refs) or ("", [exact ref])
     roots: dict[str, list[str]] = {}
     for ref in sorted(listed):
@@ -75,7 +77,9 @@ def plan(listed: dict[str, str], doomed: set[str], limit: int = 5000, keep_limit
     batches: list[Batch] = []
     batch = Batch()
     for prefix, names in pieces:
-        if batch.size() + len(names) > limit or len(batch.patterns) >= max_patterns:
+        keep = sum(1 for ref in names if ref not in doomed)
+        if (batch.size() + len(names) > limit or len(batch.patterns) >= max_patterns
+                or len(batch.keep) + keep > max_keep):
             batches.append(batch)
             batch = Batch()
         (batch.patterns if prefix else batch.exact).append(prefix or names[0])
@@ -186,6 +190,7 @@ def _push(transport: Transport, config: list[str], batch: Batch) -> Optional[lis
         raise RemoteError(f"cannot write the values to expect: {err.strip()}")
     args = [*config, "push", "--porcelain", "--atomic", "--prune", "--force-with-lease",
             "--no-verify", "--no-thin", _REMOTE,
+            *(f"--force-with-lease={ref}:{sha}" for ref, sha in batch.keep.items()),
             *(f"{NOTHING}*:{prefix}*" for prefix in batch.patterns),
             *(f":{ref}" for ref in batch.exact),
             *(f"{sha}:{ref}" for ref, sha in batch.keep.items())]
