@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import pytest
 from support import bigremote
+from support.gitservers import SmartHttpServer
 from support.remotes import person_appends
 
 from distribute import init_remote, maintenance, queue_jobs_func, worker_from_url
@@ -260,3 +261,87 @@ def test_many_branches_are_named_once_with_what_to_run(tmp_path: Path,
     monkeypatch.setattr(maintenance, "MANY_BRANCHES", 1000)
     assert maintenance.prune_hint(worker, url) is None
     worker.close()
+
+
+# ---- prune over smart HTTP --------------------------------------------------------------------
+def served_legacy_remote(tmp: Path, done: int, **auth: str) -> tuple[Path, SmartHttpServer, str]:
+    root = tmp / "srv"
+    root.mkdir()
+    bare, _, extra = legacy_remote(root, done)
+    bare_git(bare, "config", "http.receivepack", "true")
+    return bare, SmartHttpServer(root, **auth), extra  # type: ignore[arg-type]
+
+
+def test_prune_over_http_posts_its_batches_and_keeps_what_it_must(tmp_path: Path) -> None:
+    bare, server, extra = served_legacy_remote(tmp_path, 700, username="u", password="p:w@")
+    with server:
+        url = server.url("old.git")  # (the credentials in the URL)
+        worker = worker_from_url(url, tmp_path / "copy", "pruner")
+        recorder = Recorder(worker.clone)
+        faults.install(recorder)
+        try:
+            deleted = prune(worker, batch=60)
+        finally:
+            faults.install(None)
+        worker.close()
+    assert sorted(heads(bare)) == KEPT and heads(bare)["refs/heads/w1/job0000002"] == extra
+    assert len(deleted["branches"]) == 700
+    assert not [c for c in recorder.commands if command_of(c) == "push"]  # (no git push)
+
+
+class MoveBeforePost:
+    """Moves a branch prune is about to delete, and creates one beside it, once the deletions
+    are planned (at the first look at the copy's http settings)."""
+
+    def __init__(self, bare: Path, commit: str) -> None:
+        self.bare, self.commit, self.done = bare, commit, False
+
+    def around(self, process: Any, args: list[str], run: Callable[[], Any]) -> Any:
+        if not self.done and command_of(args) == "config" and r"^http\." in args:
+            self.done = True
+            bare_git(self.bare, "update-ref", "refs/heads/w2/job0000003", self.commit)
+            bare_git(self.bare, "update-ref", "refs/heads/w2/job0000003x", "master")
+        return run()
+
+
+def test_over_http_a_branch_that_moves_while_prune_deletes_stays(tmp_path: Path) -> None:
+    bare, server, extra = served_legacy_remote(tmp_path, 300)
+    with server:
+        worker = worker_from_url(server.url("old.git"), tmp_path / "copy", "pruner")
+        faults.install(MoveBeforePost(bare, extra))
+        try:
+            deleted = prune(worker, batch=100)
+        finally:
+            faults.install(None)
+        worker.close()
+    left = heads(bare)
+    assert left.pop("refs/heads/w2/job0000003") == extra and left.pop("refs/heads/w2/job0000003x")
+    assert sorted(left) == KEPT and len(deleted["branches"]) == 299
+
+
+def test_over_http_credentials_come_from_git_and_unknown_settings_mean_git_push(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bare, server, _ = served_legacy_remote(tmp_path, 200, username="u", password="pw")
+    helper = "!f() { echo username=u; echo password=pw; }; f"
+    for key, value in {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper",
+                       "GIT_CONFIG_VALUE_0": helper}.items():
+        monkeypatch.setenv(key, value)
+    with server:
+        url = server.url("old.git", with_credentials=False)
+        worker = worker_from_url(url, tmp_path / "copy", "pruner")
+        assert len(prune(worker, batch=80)["branches"]) == 200  # (asked git for them)
+        assert sorted(heads(bare)) == KEPT
+        worker.close()
+        for ref in ("w0/job0000009", "w1/job0000010"):  # two more spent branches
+            bare_git(bare, "update-ref", f"refs/heads/{ref}", "master")
+        worker = worker_from_url(url, tmp_path / "copy", "pruner")
+        worker.clone.git("config", "http.extraHeader", "X-Test: 1")  # not honoured: git push
+        recorder = Recorder(worker.clone)
+        faults.install(recorder)
+        try:
+            assert len(prune(worker)["branches"]) == 2
+        finally:
+            faults.install(None)
+        worker.close()
+    assert [c for c in recorder.commands if command_of(c) == "push" and "--prune" in c]
+    assert sorted(heads(bare)) == KEPT

@@ -18,7 +18,9 @@ makes the git client match every name against every ref the remote advertises: o
   is deleted. The batch is then listed again and pushed again without the refs that changed.
 
 The client's work per push is then one pass over the advertisement, and the server's one ref
-transaction per push.
+transaction per push. Over smart HTTP, where ``git push`` cannot avoid comparing each ref it
+deletes with every ref advertised, the batches are posted by :mod:`.smarthttp` instead (each
+deletion a compare-and-swap on the server against the listed value).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Callable, Optional
 
 from ..exceptions import RemoteError
 from ..redact import redact
+from .smarthttp import RefDeleter
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -125,13 +128,16 @@ def delete_refs(transport: Transport, listed: dict[str, str], doomed: set[str],
     url = transport.remote_url()
     if url is None:
         raise RemoteError("the copy has no origin")
-    config = _push_config(transport, url)
-    _clear_seen(transport)
+    deleter = RefDeleter.open(transport, url)
+    config: list[str] = []
+    if deleter is None:
+        config = _push_config(transport, url)
+        _clear_seen(transport)
     deleted: list[str] = []
     total = len(doomed)
-    for batch in plan(listed, doomed, limit):
+    for batch in plan(listed, doomed, limit) if deleter is None else _chunks(doomed, listed, limit):
         for attempt in range(attempts):
-            gone = _push(transport, config, batch)
+            gone = _push(transport, config, batch) if deleter is None else _post(deleter, batch)
             if gone is not None:
                 deleted += gone
                 break
@@ -151,8 +157,37 @@ def delete_refs(transport: Transport, listed: dict[str, str], doomed: set[str],
         log.info("deleted %d of %d refs", len(deleted), total)
         if progress is not None:
             progress(len(deleted), total)
-    _clear_seen(transport)
+    if deleter is None:
+        _clear_seen(transport)
     return deleted
+
+
+def _chunks(doomed: set[str], listed: dict[str, str], limit: int) -> list[Batch]:
+    """Batches of at most ``limit`` refs named one by one (smart HTTP: no patterns needed);
+    ``patterns`` name the prefixes to list again when a batch is refused."""
+    names = sorted(doomed)
+    batches = []
+    for start in range(0, len(names), limit):
+        chunk = names[start:start + limit]
+        roots = sorted({"/".join(ref.split("/", 3)[:3]) + "/" for ref in chunk
+                        if len(ref.split("/", 3)) == 4})
+        batches.append(Batch(roots, [r for r in chunk if not any(r.startswith(p) for p in roots)],
+                             {ref: listed[ref] for ref in chunk}))
+    return batches
+
+
+def _post(deleter: RefDeleter, batch: Batch) -> Optional[list[str]]:
+    """Delete ``batch`` in one request; the refs deleted, or ``None`` if it was refused (or its
+    answer lost: the caller lists the refs again)."""
+    try:
+        verdicts = deleter.delete(batch.delete)
+    except RemoteError as exc:
+        log.warning("deleting %d refs: %s; listing them again", len(batch.delete), exc)
+        return None
+    if all(verdict == "ok" for verdict in verdicts.values()):
+        return list(batch.delete)
+    log.debug("deletions refused: %s", {r: v for r, v in verdicts.items() if v != "ok"})
+    return None
 
 
 def merged_into(transport: Transport, rev: str, shas: set[str]) -> set[str]:
