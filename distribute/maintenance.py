@@ -183,9 +183,10 @@ def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
     return {ref for ref, sha in candidates.items() if sha in merged}
 
 
-#: Branches ``prune`` deletes per second, measured (``benchmarks/prune.py``, smart HTTP on
-#: loopback, a 2-core machine): what its time estimate assumes.
-PRUNE_RATE = 500.0
+#: Branches ``prune`` deletes per second, measured (``benchmarks/prune.py``, 20 000 branches, a
+#: 2-core machine): over smart HTTP (batches posted) and over the other transports (pattern
+#: pushes): what its time estimate assumes.
+PRUNE_RATE = {"http": 5000.0, "git": 600.0}
 
 
 def prune_hint(worker: Worker, url: str) -> Optional[str]:
@@ -194,6 +195,9 @@ def prune_hint(worker: Worker, url: str) -> Optional[str]:
     count = len(worker.clone.ls_remote("refs/heads/*")) - 1
     if count < MANY_BRANCHES:
         return None
-    return (f"{url} keeps {count} branches, which every request of every worker lists: "
+    rate = PRUNE_RATE["http" if url.lower().startswith(("http://", "https://")) else "git"]
+    seconds = 10 + count / rate  # (plus reading the refs and master's history)
+    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return (f"{url} keeps {count} branches, which every push of every worker lists: "
             f"`distribute prune {url}` deletes those of done jobs whose commits master holds, "
-            f"in about {max(1, round(count / PRUNE_RATE / 60))} min")
+            f"in about {took}")
