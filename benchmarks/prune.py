@@ -1,6 +1,6 @@
 """Prune: a remote the original design left behind, with a kept branch per done job, made lean.
 
-    python benchmarks/prune.py [--transport file,http] [--branches 10000,20000] [--before 10000,20000]
+    python benchmarks/prune.py [--transport file,http] [--branches 10000,20000] [--before N,...]
 
 For each size, a remote in the first layout (flat ``updates/<slug>/``, one big ``done.txt``, a
 branch per done job) is built in seconds with ``tests/support/bigremote.py``, then:
@@ -31,8 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
-from support import bigremote  # noqa: E402
 from common import Servers, machine_line, table  # noqa: E402
+from support import bigremote  # noqa: E402
 
 from distribute.protocol import DONE_RECENT  # noqa: E402
 
