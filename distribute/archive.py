@@ -13,7 +13,7 @@ import logging
 from typing import Optional
 
 from .ledger import Entry, split_lines
-from .protocol import DONE_DIR, segment_path
+from .protocol import DONE_DIR, DONE_RECENT, segment_path
 from .repo import Clone
 from .repo.trees import splice
 
@@ -84,14 +84,28 @@ class DoneIndex:
         return job in self._jobs
 
 
+def next_segment(listed: list[tuple[str, str]]) -> int:
+    """The number of the next segment after those ``listed`` (:func:`segments`)."""
+    return 1 + max((int(p.rsplit("/", 1)[1][:-4]) for p, _ in listed if p[-10:-4].isdigit()),
+                   default=0)
+
+
+def split_recent(lines: list[str]) -> tuple[list[list[str]], list[str]]:
+    """Split the records of a ``done.txt`` (its lines, oldest first) as finishes would have over
+    time: ``(segments, recent)``, segments of :data:`~distribute.protocol.DONE_RECENT` records
+    each, oldest first, and the most recent ``DONE_RECENT`` to ``2 * DONE_RECENT - 1`` records
+    left in ``done.txt`` (all of them when there are fewer than ``2 * DONE_RECENT``)."""
+    count = max(0, (len(lines) - DONE_RECENT) // DONE_RECENT)
+    cut = count * DONE_RECENT
+    return [lines[i:i + DONE_RECENT] for i in range(0, cut, DONE_RECENT)], lines[cut:]
+
+
 def roll_into_segment(clone: Clone, old: list[Entry]) -> Optional[str]:
     """Put ``old`` records into a new segment, amending the commit just made at ``HEAD`` (same
     message and parents) without the index; returns the new commit, checked out."""
     if not old:
         return None
-    listed = segments(clone, "HEAD")
-    seq = 1 + max((int(p.rsplit("/", 1)[1][:-4]) for p, _ in listed if p[-10:-4].isdigit()),
-                  default=0)
+    seq = next_segment(segments(clone, "HEAD"))
     blob = clone.write_blob("".join(e.line() + "\n" for e in old))
     tree = splice(clone, "HEAD", segment_path(seq), blob, blob=True)
     commit = clone.commit_tree(tree, clone.commit_message("HEAD"), clone.parents_of("HEAD"))

@@ -1,19 +1,25 @@
 """Keeping a big remote lean: moving results to the sharded layout, pruning refs nobody needs.
 
 * :func:`upgrade_layout` moves every ``updates/<slug>/`` of a remote in the first, flat layout
-  to ``updates/<ab>/<cd>/<slug>/`` in one commit under the lock (``distribute upgrade``);
+  to ``updates/<ab>/<cd>/<slug>/`` and rolls the older records of ``done.txt`` into done segments,
+  in one commit under the lock (``distribute upgrade``);
 * :func:`prune` deletes heartbeat refs of workers without running jobs, wait refs older than the
-  lock lease, and the branches of jobs that are done (their commits stay reachable through the
-  merge on master; failed jobs keep theirs) (``distribute prune``).
+  lock lease, and the spent branches of jobs that are done (their tips are in master's history;
+  failed jobs keep theirs) in few pushes (``distribute prune``).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
+from .archive import next_segment, segments, split_recent
 from .exceptions import DistributeError, RemoteError
+from .ledger import Entry, split_lines
 from .protocol import (
+    DONE_DIR,
+    DONE_FILE,
     HEARTBEAT_PREFIX,
     LAYOUT_FILE,
     QUEUE,
@@ -26,35 +32,60 @@ from .protocol import (
     job_slug,
     layout_text,
     remote_ref,
+    segment_path,
     slug_path,
 )
 from .repo import RefUpdate
+from .repo.bulkdelete import delete_refs, merged_into
+from .repo.localcopy import MANY_BRANCHES
 from .repo.plumbing import IndexEntry
+from .repo.trees import add_files, splice
 from .transaction import Transaction
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 
-def upgrade_layout(worker: Worker) -> Optional[int]:
-    """Move the remote's results to the sharded layout in one commit; return the number of job
-    directories moved, or ``None`` if the remote already has that layout. Refused while jobs run
-    (their branches still use the old paths)."""
+@dataclass(frozen=True)
+class Upgrade:
+    """What :func:`upgrade_layout` changed: job directories ``moved`` to the sharded layout
+    (``None``: the remote had it already), done records put into ``segments`` new segments
+    (``archived`` records in all)."""
 
-    def edit(txn: Transaction) -> Optional[int]:
-        if txn.workspace.layout >= SHARDED:
+    moved: Optional[int]
+    segments: int = 0
+    archived: int = 0
+
+
+def upgrade_layout(worker: Worker) -> Optional[Upgrade]:
+    """Leave the remote as a fresh remote of its size would be, in one commit under the lock:
+    results moved to the sharded layout, and the older records of ``done.txt`` in done segments
+    (:func:`~distribute.archive.split_recent`). Returns what changed, or ``None`` if nothing
+    needed to. Moving results is refused while jobs run (their branches still use the old
+    paths); rolling ``done.txt`` alone is not."""
+
+    def edit(txn: Transaction) -> Optional[Upgrade]:
+        flat = txn.workspace.layout < SHARDED
+        done_text = worker.clone.show(txn.base, DONE_FILE) or ""
+        chunks, recent = split_recent(split_lines(done_text))
+        if not flat and not chunks:
             return None
         running = txn.workspace.ledger().running
-        if running:
+        if flat and running:
             raise DistributeError(
                 f"{len(running)} job(s) are running ({', '.join(e.job for e in running[:5])}); "
                 "upgrade when no job runs (stop the workers, or wait for an idle moment)")
-        moved, tree = _sharded_tree(worker, txn.base)
+        moved, tree = _sharded_tree(worker, txn.base) if flat else (0, txn.base)
+        if chunks:
+            tree = _rolled_tree(worker, tree, txn.base, chunks, recent)
+        what = [f"moved {moved} job directories to the sharded layout "
+                f"({UPDATES_DIR}/<ab>/<cd>/<slug>)"] if flat else []
+        if chunks:
+            what.append(f"put {sum(map(len, chunks))} done records into {len(chunks)} segments")
         commit = worker.clone.commit_tree(tree, commit_message(
-            worker.name, QUEUE, f"{worker.name} moved {moved} job directories to the sharded "
-                                f"layout ({UPDATES_DIR}/<ab>/<cd>/<slug>)"), [txn.base])
+            worker.name, QUEUE, f"{worker.name} {' and '.join(what)}"), [txn.base])
         txn.workspace.checkout(commit)
-        return moved
+        return Upgrade(moved if flat else None, len(chunks), sum(map(len, chunks)))
 
     return worker.transact(edit)
 
@@ -86,16 +117,32 @@ def _sharded_tree(worker: Worker, base: str) -> tuple[int, str]:
         return len(slugs), index.write_tree()
 
 
-def prune(worker: Worker, branches: bool = True) -> dict[str, list[str]]:
+def _rolled_tree(worker: Worker, tree: str, base: str, chunks: list[list[str]],
+                 recent: list[str]) -> str:
+    """``tree`` with ``chunks`` of done records in new segments after those of ``base``, and
+    ``recent`` left in ``done.txt`` (trees edited without an index: cheap on any remote)."""
+    clone = worker.clone
+    seq = next_segment(segments(clone, base))
+    files = {segment_path(number).rsplit("/", 1)[1]: clone.write_blob(
+        "".join(line + "\n" for line in chunk)) for number, chunk in enumerate(chunks, seq)}
+    tree = add_files(clone, tree, DONE_DIR, files)
+    return splice(clone, tree, DONE_FILE, clone.write_blob("".join(
+        line + "\n" for line in recent)), blob=True)
+
+
+def prune(worker: Worker, branches: bool = True, batch: int = 5000,
+          progress: Optional[Callable[[int, int], None]] = None) -> dict[str, list[str]]:
     """Delete refs nobody needs; returns ``{"heartbeats": [...], "waits": [...], "branches":
     [...]}`` (the refs deleted). Deleting a live worker's heartbeat or wait ref is harmless: it
-    pushes it again."""
+    pushes it again. A job branch goes only when it is spent (:func:`spent_branches`), in pushes
+    covering at most ``batch`` refs each (:func:`~distribute.repo.bulkdelete.delete_refs`);
+    ``progress(deleted, total)`` follows them."""
     snap = worker.snapshot()
     ledger = snap["ledger"]
     refs = {remote_ref(r): sha for r, sha in worker.clone.local_refs(TRACKING_PREFIX).items()}
     busy = {heartbeat_ref(e.worker, e.session) for e in ledger.running}
     now = time.time()
-    updates: dict[str, list[RefUpdate]] = {"heartbeats": [], "waits": [], "branches": []}
+    updates: dict[str, list[RefUpdate]] = {"heartbeats": [], "waits": []}
     for ref, sha in refs.items():
         if ref.startswith(HEARTBEAT_PREFIX) and ref not in busy:
             updates["heartbeats"].append(RefUpdate(ref, None, expect=sha))
@@ -103,19 +150,54 @@ def prune(worker: Worker, branches: bool = True) -> dict[str, list[str]]:
             age = now - (worker.clone.commit_time(sha) or now)
             if age >= worker.lock_lease_s:
                 updates["waits"].append(RefUpdate(ref, None, expect=sha))
+    deleted: dict[str, list[str]] = {"heartbeats": [], "waits": [], "branches": []}
+    for kind, few in updates.items():
+        if few and worker.clone.push(few):  # (a few refs: one atomic push)
+            deleted[kind] = [u.ref for u in few]
+        elif few:
+            log.warning("some %s changed while pruning; run prune again", kind)
     if branches:
-        done = {(e.worker, job_slug(e.job)) for e in ledger.done}
-        for ref, sha in worker.clone.ls_remote("refs/heads/*").items():
-            name = ref[len("refs/heads/"):]
-            owner, _, rest = name.partition("/")
-            if (owner, rest.partition("@")[0]) in done:
-                updates["branches"].append(RefUpdate(ref, None, expect=sha))
-    deleted: dict[str, list[str]] = {kind: [] for kind in updates}
-    for kind, batch in updates.items():
-        for start in range(0, len(batch), 4000):  # one atomic push per 4 000 refs
-            chunk = batch[start:start + 4000]
-            if worker.clone.push(chunk):
-                deleted[kind] += [u.ref for u in chunk]
-            else:
-                log.warning("some %s changed while pruning; run prune again", kind)
+        listed = worker.clone.ls_remote("refs/heads/*")
+        spent = spent_branches(worker, listed, ledger.done, snap["master"])
+        if spent:
+            log.info("deleting %d spent job branches of %d", len(spent), len(listed) - 1)
+            deleted["branches"] = delete_refs(worker.clone, listed, spent, batch,
+                                              progress=progress)
     return deleted
+
+
+def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
+                   master: str) -> set[str]:
+    """The job branches of ``listed`` (``{ref: sha}``, the remote's ``refs/heads/*``) that are
+    spent: ``<owner>/<slug>`` or ``<owner>/<slug>@<attempt>`` of a job that ``owner`` finished
+    (a record of ``done``, in ``done.txt`` or a segment), whose tip is in ``master``'s history, so
+    that deleting it loses no commit. Any other branch stays: a failed or running job's, one
+    whose job another worker finished, one holding commits master lacks."""
+    finished = {(e.worker, job_slug(e.job)) for e in done}
+    candidates = {}
+    for ref, sha in listed.items():
+        owner, _, rest = ref[len("refs/heads/"):].partition("/")
+        if (owner, rest.partition("@")[0]) in finished:
+            candidates[ref] = sha
+    merged = merged_into(worker.clone, master, set(candidates.values()))
+    return {ref for ref, sha in candidates.items() if sha in merged}
+
+
+#: Branches ``prune`` deletes per second, measured (``benchmarks/prune.py``, 20 000 branches, a
+#: 2-core machine): over smart HTTP (batches posted) and over the other transports (pattern
+#: pushes): what its time estimate assumes.
+PRUNE_RATE = {"http": 5000.0, "git": 600.0}
+
+
+def prune_hint(worker: Worker, url: str) -> Optional[str]:
+    """One line on what ``distribute prune`` would do and about how long it would take, when the
+    remote keeps :data:`MANY_BRANCHES` branches or more; ``None`` otherwise."""
+    count = len(worker.clone.ls_remote("refs/heads/*")) - 1
+    if count < MANY_BRANCHES:
+        return None
+    rate = PRUNE_RATE["http" if url.lower().startswith(("http://", "https://")) else "git"]
+    seconds = 10 + count / rate  # (plus reading the refs and master's history)
+    took = f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+    return (f"{url} keeps {count} branches, which every push of every worker lists: "
+            f"`distribute prune {url}` deletes those of done jobs whose commits master holds, "
+            f"in about {took}")

@@ -14,6 +14,8 @@
 * :mod:`.hostrules` asks a new copy's host whether it supports atomic pushes, :mod:`.refusals`
   reads a host's refusals (a file too large, only branches and tags), :mod:`.probes` is
   ``distribute doctor``'s probing of a host.
+* :mod:`.bulkdelete` deletes many refs of the remote in few pushes, each deletion a
+  compare-and-swap (``distribute prune``); over smart HTTP :mod:`.smarthttp` posts its batches.
 """
 from .clone import Clone
 from .transport import PushResult, RefUpdate

@@ -1,15 +1,22 @@
 """A worker's copy on disk: its exclusive file lock, and cloning or reusing it."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import filelock
 
-from ..exceptions import LocalCopyError
+from ..exceptions import LocalCopyError, RemoteError
 from ..redact import redact
 from ..settings import flag_setting
 from .clone import Clone
+
+log = logging.getLogger(__name__)
+
+#: From how many branches a remote's list of refs is worth a word: every push of every worker
+#: downloads it (pushes cannot ask for less), and every push is checked against it.
+MANY_BRANCHES = 10_000
 
 
 def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
@@ -30,7 +37,25 @@ def prepare_clone(url: Optional[str], path: Path, name: str) -> Clone:
         raise LocalCopyError(f"{path} is not a clone of a distribute remote")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise LocalCopyError(f"{path} exists and is not a git clone; choose another path")
-    return Clone.clone(url, path, name=name, slim=flag_setting("DISTRIBUTE_SLIM_CLONE"))
+    clone = Clone.clone(url, path, name=name, slim=flag_setting("DISTRIBUTE_SLIM_CLONE"))
+    note_many_branches(clone, url)
+    return clone
+
+
+def note_many_branches(clone: Clone, url: str) -> Optional[int]:
+    """Say in one log line what a remote keeping :data:`MANY_BRANCHES` branches or more costs and
+    what to run; returns the number of branches (``None`` if the remote could not be asked). One
+    request (the list of refs as a push gets it), once per new copy."""
+    try:
+        heads = clone.ls_remote("refs/heads/*", cheap=True)
+    except RemoteError:
+        return None
+    if len(heads) >= MANY_BRANCHES:
+        log.warning("%s keeps %d branches: every push of every worker downloads their list "
+                    "(%.1f MB) and waits for the server's checks over it; `distribute prune %s` "
+                    "deletes those of done jobs (see docs/cli.md)", redact(url), len(heads),
+                    sum(len(ref) + 42 for ref in heads) / 1e6, redact(url))
+    return len(heads)
 
 
 def lock_local_copy(path: Path) -> filelock.BaseFileLock:

@@ -83,6 +83,9 @@ class GitProcess:
         })
         self._git = git.Git(str(self.path))
         self._protocol: list[str] = []
+        #: ``origin``'s URL once read (a checkpoint and a finish ask for it: no git process each
+        #: time); forgotten when a command of this runner changes the copy's remotes.
+        self._origin_url: Optional[str] = None
         if (self.path / ".git").is_dir() and (self.remote_url() or "").startswith("git://"):
             # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not.
             # (Only for our own round trips: the fetches git makes on its own for a partial
@@ -130,6 +133,8 @@ class GitProcess:
     def _run(self, args: list[str], index: Optional[str] = None,
              stdin: Optional[str] = None) -> tuple[int, str, str]:
         self.processes += 1
+        if self._origin_url is not None and _changes_remotes(args):
+            self._origin_url = None
         injector = faults.installed()
         if injector is None:
             return self._execute(args, index, stdin)
@@ -149,9 +154,22 @@ class GitProcess:
         return int(status or 0), str(out), str(err)
 
     def remote_url(self) -> Optional[str]:
-        """The URL of ``origin``, or ``None`` when the copy has no such remote."""
-        status, out, _ = self._run(["config", "--get", "remote.origin.url"])
-        return out.strip() if status == 0 else None
+        """The URL of ``origin``, or ``None`` when the copy has no such remote. Read once: later
+        calls cost no git process until a command of this runner changes the copy's remotes
+        (``git remote ...``, ``git config remote.origin.url ...``)."""
+        if self._origin_url is None:
+            status, out, _ = self._run(["config", "--get", "remote.origin.url"])
+            if status != 0:
+                return None
+            self._origin_url = out.strip()
+        return self._origin_url
+
+
+def _changes_remotes(args: list[str]) -> bool:
+    """Whether ``git *args`` may change the copy's remotes (and so origin's URL)."""
+    command = faults.command_of(args)
+    return command == "remote" or (command == "config" and "--get" not in args and any(
+        a.lower() == "remote.origin.url" or a.endswith("-section") for a in args))
 
 
 def _text_stream(text: str) -> BinaryIO:

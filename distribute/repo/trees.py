@@ -118,3 +118,15 @@ def tree_of_directory(git: GitProcess, directory: str) -> Optional[str]:
             raise RemoteError(f"git add failed: {err.strip()}")
         status, out, _ = git.run("write-tree", f"--prefix={name}/", index=index)
         return out.strip() if status == 0 and out.strip() else None
+
+
+def add_files(git: GitProcess, rev: str, directory: str, files: dict[str, str]) -> str:
+    """The root tree of ``rev`` (a commit or a tree) with the blobs ``files`` (``{name: hex}``)
+    put into ``directory`` (created if absent) beside what it holds. The new trees are written."""
+    level = read_levels(git, rev, f"{directory}/-")[-1]
+    entries = _parse(level) if level is not None else {}
+    for name, blob in files.items():
+        entries[name.encode("utf-8")] = (b"100644", bytes.fromhex(blob))
+    content = _serialise(entries)
+    _write_trees(git, [content])
+    return splice(git, rev, directory, _tree_sha(content).hex())
