@@ -33,6 +33,7 @@ from .exceptions import (
 from .jobbranch import drop_oversized
 from .ledger import Ledger
 from .next_jobs import queue_jobs_func
+from .protocol import MASTER
 from .redact import redact
 from .settings import count_setting, seconds_setting
 from .supervise import RAISED, STOPPED, JobSupervisor, StopSignals
@@ -144,7 +145,12 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 if max_jobs is not None and taken >= max_jobs:
                     result.ended_by = "max jobs"
                     break
-                if idle.quiet(worker, ledger):
+                if idle.quiet(worker, ledger, next_job_func is queue_jobs_func):
+                    ledger = idle.ledger or ledger
+                    if idle_exit and ledger is not None and not ledger.queued \
+                            and not ledger.running and not ledger.waiting():
+                        result.ended_by = "idle"
+                        break
                     if on_idle is not None:
                         on_idle(worker)
                     signals.sleep(idle.next_wait())
@@ -229,6 +235,9 @@ class IdlePolling:
         self.poll_s = poll_s
         self.wait = min(1.0, poll_s)
         self.last_hold = time.monotonic()
+        #: The ledger of the last look without the lock, and the master it was read from.
+        self.ledger: Optional[Ledger] = None
+        self._read_at: Optional[str] = None
 
     def reset(self) -> None:
         """Work was found: the next idle period starts with short waits again."""
@@ -243,13 +252,23 @@ class IdlePolling:
         wait, self.wait = self.wait, min(self.wait * 2, self.poll_s)
         return wait
 
-    def quiet(self, worker: Worker, ledger: Optional[Ledger]) -> bool:
-        """Whether nothing can have changed for this idle worker since its last lock hold."""
+    def quiet(self, worker: Worker, ledger: Optional[Ledger], queue: bool = False) -> bool:
+        """Whether nothing can have changed for this idle worker since its last lock hold.
+        With ``queue`` (the next-job function takes the queue's head, nothing else), a moved
+        master is read without the lock (one fetch, no push): still quiet while nothing is
+        queued (:attr:`ledger` is then what was read)."""
+        self.ledger = None
         if ledger is None or (ledger.running and
                               time.monotonic() - self.last_hold >= worker.job_lease_s / 3):
             return False
         try:
-            return not worker.master_moved()
+            head = worker.clone.ls_remote(MASTER, cheap=True).get(MASTER)
+            if head in (worker.workspace.master, self._read_at):
+                return True
+            if not queue:
+                return False
+            self.ledger, self._read_at = worker.snapshot()["ledger"], head
+            return not self.ledger.queued
         except DistributeError:
             return False  # the full look reports the problem
 
