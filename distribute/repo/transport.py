@@ -24,14 +24,16 @@ import logging
 import random
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from ..exceptions import NotInitializedError, RemoteError
-from ..protocol import FETCH_REFSPECS
+from ..protocol import FETCH_REFSPECS, TRACKING_PREFIX
 from ..redact import redact
 from ..settings import count_setting
 from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
+from .pacer import PUSH, READ, Pacer, pacer_for
 from .process import GitProcess
 from .refusals import raise_host_rule
 
@@ -84,6 +86,35 @@ class Transport(GitProcess):
         self.reached = False
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self._pacer: Optional[Pacer] = None
+
+    def pacer(self, url: Optional[str] = None) -> Pacer:
+        """This worker's :class:`~.pacer.Pacer` on the remote (``url``: that remote's, for a
+        clone not made yet): its share of the fleet's budget, the lock it holds, when each ref
+        was pushed."""
+        if url is not None:
+            return pacer_for(url, self.name)
+        if self._pacer is None:
+            url = self.origin_url or self.remote_url() or str(self.path)
+            self._pacer = pacer_for(url, self.name)
+        return self._pacer
+
+    @contextmanager
+    def _paced(self, kind: str, pacer: Pacer, urgent: bool = False,
+               within_s: Optional[float] = None, reserve: int = 0) -> Iterator[None]:
+        """Run one operation of ``kind`` on the remote when it fits the worker's share
+        (reads while it holds the lock are urgent: they are part of the hold)."""
+        urgent = urgent or (kind == READ and pacer.holding is not None)
+        ticket = pacer.begin(kind, urgent=urgent, within_s=within_s, reserve=reserve)
+        try:
+            yield
+        finally:
+            pacer.end(ticket)
+
+    def pushed_at(self, ref: str) -> Optional[float]:
+        """When (``time.monotonic()``) a push of this worker (any of its copies of the remote)
+        last moved ``ref``; ``None`` if none did."""
+        return self.pacer().pushed_at(ref)
 
     def _worth_retrying(self, err: str) -> bool:
         """Before the first contact: only what :func:`diagnose` calls transient; after it, every
@@ -96,9 +127,12 @@ class Transport(GitProcess):
     def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
         """Run a command that talks to the remote, retrying transport failures with back-off."""
         delay = self.backoff_s
+        pacer = self.pacer(args[args.index("--") + 1] if "clone" in args else None)
+        kind = PUSH if "push" in args else READ  # (the atomic probe: a push's advertisement)
         for attempt in range(self.retries + 1):
             self.network_calls += 1
-            status, out, err = self._run(args)
+            with self._paced(kind, pacer):
+                status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
                 return status, out, err
@@ -139,6 +173,7 @@ class Transport(GitProcess):
                 *refspecs]
         try:
             self._network(args, what="fetch")
+            self._see_fleet()
         except RemoteError as exc:
             if self._protocol and "unadvertised object" in str(exc):
                 # a thin pack's delta base is a file this partial copy never had (one outside its
@@ -193,15 +228,39 @@ class Transport(GitProcess):
             sha, _, ref = line.partition("\t")
             if _SHA.match(sha):
                 refs[ref] = sha
+        if self.pacer().budget.limited:
+            self.pacer().see(refs)
         return refs
 
-    def push(self, updates: Sequence[RefUpdate]) -> bool:
+    def _see_fleet(self) -> None:
+        """Feed the fleet estimate from the coordination refs a fetch brought (only when a
+        budget is set: it costs one local git process)."""
+        if self.pacer().budget.limited:
+            self.pacer().see(self.run("for-each-ref", "--format=%(refname)",
+                                      TRACKING_PREFIX)[1].split())
+
+    def push(self, updates: Sequence[RefUpdate], within_s: Optional[float] = None) -> bool:
         """Apply ``updates`` atomically; ``True`` if applied, ``False`` if any lease or ref was
         refused (see :meth:`push_result` for which)."""
-        return self.push_result(updates).applied
+        return self.push_result(updates, within_s=within_s).applied
 
     def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True,
-                    landed: Optional[Callable[[], bool]] = None) -> PushResult:
+                    landed: Optional[Callable[[], bool]] = None,
+                    within_s: Optional[float] = None) -> PushResult:
+        """Apply ``updates`` on the remote atomically and say which refs were refused, if any
+        (see :meth:`_push_attempts`), each attempt paced to the worker's share of the budget
+        (:mod:`.pacer`): never delayed when it renews or releases the lock this worker holds,
+        at most ``within_s`` seconds if given (0: urgent)."""
+        pacer = self.pacer()
+        urgent, reserve = pacer.push_priority(updates)
+        result = self._push_attempts(updates, atomic, landed, pacer,
+                                     urgent or within_s == 0, within_s, reserve)
+        pacer.pushed(updates, result.applied, result.rejected, self._sha_of)
+        return result
+
+    def _push_attempts(self, updates: Sequence[RefUpdate], atomic: bool,
+                       landed: Optional[Callable[[], bool]], pacer: Pacer, urgent: bool,
+                       within_s: Optional[float], reserve: int) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any.
         Not ``atomic``: each ref is applied or refused on its own (``applied`` means all were).
 
@@ -225,7 +284,8 @@ class Transport(GitProcess):
         err = ""
         for attempt in range(self.retries + 1):
             self.network_calls += 1
-            status, out, err = self._run(args)
+            with self._paced(PUSH, pacer, urgent, within_s, reserve if attempt == 0 else 0):
+                status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
                 return PushResult(True)
