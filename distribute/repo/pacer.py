@@ -8,8 +8,9 @@ refs it sees anyway and paces its own git operations to its share. The rule (wri
 minute, ``W`` = ``DISTRIBUTE_BUDGET_WINDOW_S``; reads: per second, ``W`` a sixth of that):
 
 * the fleet ``N`` is the number of distinct worker names in the heartbeat and wait refs seen in
-  the last two push windows, itself included; the worker takes the share of ``n = N + 1``
-  workers (one share stays free for a newcomer nobody has seen yet);
+  the last ten push windows, itself included (idle workers have no such ref: they count as
+  long); the worker takes the share of ``n = N + 1 + new`` workers, ``new`` of them first seen
+  within the last window: the spare shares are for workers that join before they are seen;
 * with ``s = B / n >= 1`` it makes at most ``floor(s)`` operations in any ``W`` seconds, else at
   most one in any ``W / s`` seconds; an operation counts from its start (in flight: counted) until
   ``W`` after it ended, so that the host, which sees it in between, sees the same spacing;
@@ -26,10 +27,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
 from ..protocol import LOCK_REF
@@ -46,6 +49,9 @@ _GITHUB = re.compile(r"(^|[@/.])github\.com[:/]")
 _NAMED = re.compile(r"(?:^|/)distribute/(?:hb|wait)/([^@/]+)")
 #: How often a waiting operation looks again (the fleet may have shrunk, a flight may have ended).
 _RECHECK_S = 0.5
+#: A worker seen once counts for this many push windows after it was last seen: an idle worker
+#: (no job, not in line) has no ref to be seen by, and neither has one that left.
+FORGET_AFTER_WINDOWS = 10
 
 
 class _Update(Protocol):
@@ -164,7 +170,7 @@ class Pacer:
         """Note the worker names of the heartbeat and wait refs among ``refs`` (remote or
         tracking names) as seen now."""
         now = self.clock()
-        forgotten = now - 2 * self.budget.window_s
+        forgotten = now - FORGET_AFTER_WINDOWS * self.budget.window_s
         with self._mutex:
             for ref in refs:
                 match = _NAMED.search(ref)
@@ -175,12 +181,12 @@ class Pacer:
                     self._seen[name] = now
 
     def fleet(self) -> tuple[int, int, int]:
-        """``(workers, newcomers, rank)``: the distinct workers seen in the last two push
-        windows, this one included, how many of them were first seen within the last one, and
-        this worker's place among their names, sorted."""
+        """``(workers, newcomers, rank)``: the distinct workers seen in the last
+        :data:`FORGET_AFTER_WINDOWS` push windows, this one included, how many of them were
+        first seen within the last one, and this worker's place among their names, sorted."""
         now = self.clock()
         with self._mutex:
-            horizon = now - 2 * self.budget.window_s
+            horizon = now - FORGET_AFTER_WINDOWS * self.budget.window_s
             names = [name for name, at in self._seen.items() if at >= horizon]
             new = sum(1 for name in names if self._first_seen[name] >= now - self.budget.window_s)
         return len(names) + 1, new, sorted([*names, self.me]).index(self.me)
@@ -222,6 +228,14 @@ class Pacer:
                     self.waited_s[kind] += now - started
                     return ticket
             self.sleep(max(0.001, min(wait, deadline - now, _RECHECK_S)))
+
+    def note(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` operations of ``kind`` that already happened unpaced (git's own
+        on-demand fetches in a partial copy): the next paced ones wait for them."""
+        if self.budget.limit(kind)[0] > 0:
+            now = self.clock()
+            with self._mutex:
+                self._ops[kind] += [[now, now] for _ in range(count)]
 
     def end(self, ticket: list[Optional[float]]) -> None:
         """Mark the operation of ``ticket`` ended (it counts for a window from now)."""
@@ -294,6 +308,16 @@ def pacer_for(url: str, name: str) -> Pacer:
         if pacer is None:
             budget = budget_for(url)
             if not any(known == url for known, _ in _registry):
-                log.info("git host budget of %s: %s", redact(url), budget.describe())
+                log.debug("git host budget of %s: %s", redact(url), budget.describe())
             pacer = _registry[key] = Pacer(budget, name)
         return pacer
+
+
+def promisor_packs(path: Path) -> int:
+    """How many packs git fetched into the partial copy at ``path`` (each on-demand fetch of a
+    missing object adds one ``.promisor`` file; a repack merges them)."""
+    try:
+        return sum(1 for entry in os.scandir(path / ".git" / "objects" / "pack")
+                   if entry.name.endswith(".promisor"))
+    except OSError:
+        return 0

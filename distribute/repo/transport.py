@@ -24,17 +24,16 @@ import logging
 import random
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..exceptions import NotInitializedError, RemoteError
-from ..protocol import FETCH_REFSPECS, TRACKING_PREFIX
+from ..protocol import FETCH_REFSPECS
 from ..redact import redact
 from ..settings import count_setting
 from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
-from .pacer import PUSH, READ, Pacer, pacer_for
-from .process import GitProcess
+from .pacer import PUSH, READ, Pacer
+from .pacing import PacedProcess
 from .refusals import raise_host_rule
 
 __all__ = ["Failure", "PushResult", "RefUpdate", "Transport", "diagnose", "net_retries"]
@@ -72,12 +71,13 @@ def net_retries() -> int:
     return count_setting("DISTRIBUTE_NET_RETRIES")
 
 
-class Transport(GitProcess):
-    """A :class:`GitProcess` in a local copy whose ``origin`` is the shared remote."""
+class Transport(PacedProcess):
+    """A :class:`GitProcess` in a local copy whose ``origin`` is the shared remote, its
+    operations there paced to the worker's share of the fleet's budget (:class:`PacedProcess`)."""
 
     def __init__(self, path: object, name: str = "distribute", retries: Optional[int] = None,
                  backoff_s: float = 0.25, backoff_max_s: float = 20.0) -> None:
-        super().__init__(path, name)  # type: ignore[arg-type]
+        super().__init__(path, name)
         self.retries = retries if retries is not None else net_retries()
         #: When (monotonic) the remote last could not be reached; 0.0 if never.
         self.unreachable_at = 0.0
@@ -86,35 +86,6 @@ class Transport(GitProcess):
         self.reached = False
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
-        self._pacer: Optional[Pacer] = None
-
-    def pacer(self, url: Optional[str] = None) -> Pacer:
-        """This worker's :class:`~.pacer.Pacer` on the remote (``url``: that remote's, for a
-        clone not made yet): its share of the fleet's budget, the lock it holds, when each ref
-        was pushed."""
-        if url is not None:
-            return pacer_for(url, self.name)
-        if self._pacer is None:
-            url = self.origin_url or self.remote_url() or str(self.path)
-            self._pacer = pacer_for(url, self.name)
-        return self._pacer
-
-    @contextmanager
-    def _paced(self, kind: str, pacer: Pacer, urgent: bool = False,
-               within_s: Optional[float] = None, reserve: int = 0) -> Iterator[None]:
-        """Run one operation of ``kind`` on the remote when it fits the worker's share
-        (reads while it holds the lock are urgent: they are part of the hold)."""
-        urgent = urgent or (kind == READ and pacer.holding is not None)
-        ticket = pacer.begin(kind, urgent=urgent, within_s=within_s, reserve=reserve)
-        try:
-            yield
-        finally:
-            pacer.end(ticket)
-
-    def pushed_at(self, ref: str) -> Optional[float]:
-        """When (``time.monotonic()``) a push of this worker (any of its copies of the remote)
-        last moved ``ref``; ``None`` if none did."""
-        return self.pacer().pushed_at(ref)
 
     def _worth_retrying(self, err: str) -> bool:
         """Before the first contact: only what :func:`diagnose` calls transient; after it, every
@@ -125,10 +96,19 @@ class Transport(GitProcess):
         return _is_transport_error(err)
 
     def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
-        """Run a command that talks to the remote, retrying transport failures with back-off."""
-        delay = self.backoff_s
+        """Run a command that talks to the remote, retrying transport failures with back-off,
+        each attempt paced to the worker's share of the budget (:mod:`.pacer`)."""
         pacer = self.pacer(args[args.index("--") + 1] if "clone" in args else None)
         kind = PUSH if "push" in args else READ  # (the atomic probe: a push's advertisement)
+        self._fetching.now = kind == READ
+        try:
+            return self._attempts(args, what, pacer, kind)
+        finally:
+            self._fetching.now = False
+
+    def _attempts(self, args: list[str], what: str, pacer: Pacer,
+                  kind: str) -> tuple[int, str, str]:
+        delay = self.backoff_s
         for attempt in range(self.retries + 1):
             self.network_calls += 1
             with self._paced(kind, pacer):
@@ -231,13 +211,6 @@ class Transport(GitProcess):
         if self.pacer().budget.limited:
             self.pacer().see(refs)
         return refs
-
-    def _see_fleet(self) -> None:
-        """Feed the fleet estimate from the coordination refs a fetch brought (only when a
-        budget is set: it costs one local git process)."""
-        if self.pacer().budget.limited:
-            self.pacer().see(self.run("for-each-ref", "--format=%(refname)",
-                                      TRACKING_PREFIX)[1].split())
 
     def push(self, updates: Sequence[RefUpdate], within_s: Optional[float] = None) -> bool:
         """Apply ``updates`` atomically; ``True`` if applied, ``False`` if any lease or ref was

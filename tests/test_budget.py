@@ -1,0 +1,96 @@
+"""The fleet-wide budget, end to end: worker processes against a smart-HTTP server on loopback.
+
+Time-compressed (``DISTRIBUTE_BUDGET_WINDOW_S=3``: pushes counted over 3 s, reads over 0.5 s):
+workers join and leave while the queue drains, and the server's own count of git operations
+(one ref advertisement per operation, as a host counts them) never exceeds the budget in any
+window. Also: a heartbeat rides on the worker's other pushes and is pushed alone only when
+nothing carried it.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.gitservers import SmartHttpServer, make_bare
+from support.processes import cli_env
+from support.remotes import assert_settled
+
+from distribute import init_remote
+
+WINDOW_S = 3.0
+PUSHES_PER_MIN = 300  # 15 per 3-s window
+READS_PER_S = 30  # 15 per 0.5-s window
+
+
+def busiest(times: list[float], window_s: float) -> int:
+    """The most events in any ``window_s`` seconds (as ``benchmarks/common.py`` counts)."""
+    ordered, most, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def done_count(bare: Path) -> int:
+    out = subprocess.run(["git", "--git-dir", str(bare), "show", "master:done.txt"],
+                         capture_output=True, text=True).stdout
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def wait_until(what: str, check, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_the_budget_holds_while_workers_join_and_leave(tmp_path: Path) -> None:
+    bare = make_bare(tmp_path / "srv")
+    jobs = [f"j{i:02d}-150" for i in range(16)]  # cli_jobs:nap: 150 ms each
+    with SmartHttpServer(bare.parent) as server:
+        url = server.url(bare.name)
+        init_remote(url, jobs)
+        env = cli_env(tmp_path, {"DISTRIBUTE_BUDGET_WINDOW_S": str(WINDOW_S),
+                                 "DISTRIBUTE_PUSHES_PER_MIN": str(PUSHES_PER_MIN),
+                                 "DISTRIBUTE_READS_PER_S": str(READS_PER_S),
+                                 "DISTRIBUTE_JOB_LEASE_S": "20", "DISTRIBUTE_GRACE_S": "0"})
+        pushes0, reads0 = len(server.operations("push")), len(server.operations("read"))
+        procs: dict[str, subprocess.Popen[str]] = {}
+
+        def start(name: str) -> None:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "distribute", "worker", url, "--run", "cli_jobs:nap",
+                 "--name", name, "--path", str(tmp_path / name), "--idle-exit"],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True)
+
+        try:
+            start("w0")
+            start("w1")
+            wait_until("4 jobs done", lambda: done_count(bare) >= 4)
+            start("w2")  # joins mid-run
+            wait_until("8 jobs done", lambda: done_count(bare) >= 8)
+            procs["w0"].send_signal(signal.SIGTERM)  # leaves mid-run (gives its job back)
+            start("w3")
+            wait_until("every job done", lambda: done_count(bare) >= len(jobs))
+            outputs = {name: proc.communicate(timeout=60)[0] for name, proc in procs.items()}
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+        pushes = server.operations("push")[pushes0:]
+        reads = server.operations("read")[reads0:]
+    assert_settled(str(bare), jobs, tmp_path)
+    print(f"pushes {len(pushes)}, busiest {busiest(pushes, WINDOW_S)}; reads {len(reads)}, "
+          f"busiest {busiest(reads, WINDOW_S / 6)}")
+    for name, out in outputs.items():  # (the workers ran this tree: the line is new with it)
+        assert f"{name} paces itself to a budget of 300 pushes/min and 30 reads/s" in out, out
+        assert "DISTRIBUTE_PUSHES_PER_MIN from environment" in out
+    assert busiest(pushes, WINDOW_S) <= PUSHES_PER_MIN * WINDOW_S / 60
+    assert busiest(reads, WINDOW_S / 6) <= READS_PER_S * WINDOW_S / 6
+    # the budget was what limited the fleet, not idleness: some window used most of it
+    assert busiest(pushes, WINDOW_S) >= 0.5 * PUSHES_PER_MIN * WINDOW_S / 60
