@@ -18,7 +18,8 @@ from support.gitservers import SmartHttpServer, make_bare
 from support.processes import cli_env
 from support.remotes import assert_settled
 
-from distribute import init_remote
+from distribute import init_remote, queue_jobs_func, worker_from_url
+from distribute.protocol import heartbeat_ref
 
 WINDOW_S = 3.0
 PUSHES_PER_MIN = 300  # 15 per 3-s window
@@ -94,3 +95,36 @@ def test_the_budget_holds_while_workers_join_and_leave(tmp_path: Path) -> None:
     assert busiest(reads, WINDOW_S / 6) <= READS_PER_S * WINDOW_S / 6
     # the budget was what limited the fleet, not idleness: some window used most of it
     assert busiest(pushes, WINDOW_S) >= 0.5 * PUSHES_PER_MIN * WINDOW_S / 60
+
+
+def hb_moves(bare: Path, ref: str) -> int:
+    """How many times the remote's ``ref`` was moved (its reflog on the bare repository)."""
+    out = subprocess.run(["git", "--git-dir", str(bare), "reflog", "show", "--format=%H", ref],
+                         capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def test_a_heartbeat_rides_on_checkpoints_and_beats_alone_only_when_nothing_carried_it(
+        tmp_path: Path) -> None:
+    """Checkpoints every quarter of the heartbeat interval carry every beat: the thread pushes
+    none of its own (before, it pushed one every interval whatever else went out); once the job
+    stops pushing, the thread beats alone again."""
+    bare = make_bare(tmp_path / "srv")
+    subprocess.run(["git", "--git-dir", str(bare), "config", "core.logAllRefUpdates", "always"],
+                   check=True)
+    url = bare.resolve().as_uri()
+    init_remote(url, ["long"])
+    worker = worker_from_url(url, tmp_path / "w", "w", job_lease_s=30, heartbeat_s=2.0)
+    try:
+        assert worker.get_next_job(queue_jobs_func) == "long"
+        ref = heartbeat_ref(worker.name, worker.session)
+        claimed = hb_moves(bare, ref)
+        assert claimed >= 1  # the claim's push moved it
+        for i in range(8):  # four seconds: two intervals
+            Path(worker.job_dir, f"step{i}.txt").write_text(str(i))
+            assert worker.commit_update(f"step {i}")
+            time.sleep(0.5)
+        assert hb_moves(bare, ref) == claimed + 8  # one per checkpoint, none alone
+        wait_until("a lone beat", lambda: hb_moves(bare, ref) == claimed + 9, timeout=30)
+    finally:
+        worker.close()
