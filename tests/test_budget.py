@@ -8,6 +8,7 @@ nothing carried it.
 """
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -85,6 +86,9 @@ def test_the_budget_holds_while_workers_join_and_leave(tmp_path: Path) -> None:
                     proc.kill()
         pushes = server.operations("push")[pushes0:]
         reads = server.operations("read")[reads0:]
+        shown = json.loads(subprocess.run(
+            [sys.executable, "-m", "distribute", "status", url, "--json"], env=env,
+            capture_output=True, text=True, check=True).stdout)["host"]
     assert_settled(str(bare), jobs, tmp_path)
     print(f"pushes {len(pushes)}, busiest {busiest(pushes, WINDOW_S)}; reads {len(reads)}, "
           f"busiest {busiest(reads, WINDOW_S / 6)}")
@@ -92,6 +96,9 @@ def test_the_budget_holds_while_workers_join_and_leave(tmp_path: Path) -> None:
         assert f"{name} paces itself to a budget of 300 pushes/min and 30 reads/s" in out, out
         assert "DISTRIBUTE_PUSHES_PER_MIN from environment" in out
     assert busiest(pushes, WINDOW_S) <= PUSHES_PER_MIN * WINDOW_S / 60
+    # status: the budget, and a lower bound of what was pushed in the last minute (all of it)
+    assert shown["budget"]["pushes_per_min"] == PUSHES_PER_MIN and shown["reads"] is None
+    assert len(jobs) <= shown["pushes_at_least"] <= len(pushes)
     assert busiest(reads, WINDOW_S / 6) <= READS_PER_S * WINDOW_S / 6
     # the budget was what limited the fleet, not idleness: some window used most of it
     assert busiest(pushes, WINDOW_S) >= 0.5 * PUSHES_PER_MIN * WINDOW_S / 60
