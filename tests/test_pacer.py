@@ -144,8 +144,8 @@ def test_a_share_below_one_keeps_the_average() -> None:
 def test_the_rule() -> None:
     """q = B // n per window, the first B % n ranks one more: the fleet's shares sum to at most
     B, with room for a newcomer that sees the fleet (and is not yet seen by it)."""
-    for budget in (6, 60, 66, 150):
-        for fleet in range(1, 40):
+    for budget in range(1, 201):
+        for fleet in range(1, 61):
             for newcomers in (0, 1, 3):
                 ks = [share(budget, 60, fleet, newcomers, rank) for rank in range(fleet)]
                 if budget < fleet + 1 + newcomers:
@@ -153,7 +153,8 @@ def test_the_rule() -> None:
                         60 * (fleet + 1 + newcomers)) for k, span in ks)
                     continue
                 assert all(span == 60 for _, span in ks)
-                newcomer = share(budget, 60, fleet + 1, newcomers, fleet)[0]
+                # a newcomer sees them all for the first time (all new to it), first by name
+                newcomer = share(budget, 60, fleet + 1, fleet, 0)[0]
                 assert sum(k for k, _ in ks) + newcomer <= budget
                 if newcomers == 0:  # (the spare share is what a steady fleet leaves unused)
                     assert sum(k for k, _ in ks) >= budget * fleet / (fleet + 1) - fleet
