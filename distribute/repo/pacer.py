@@ -246,8 +246,10 @@ class Pacer:
         """Seconds until one more operation (and ``reserve`` after it) fits ``allowance``."""
         k, span = allowance
         ops = self._ops[kind]
-        ops[:] = [op for op in ops if op[1] is None or op[1] > now - span]
-        ends = sorted(math.inf if op[1] is None else op[1] for op in ops)
+        keep = 2 * max(span, self.budget.limit(kind)[1])  # (the span may grow with the fleet)
+        ops[:] = [op for op in ops if op[1] is None or op[1] > now - keep]
+        ends = sorted(math.inf if op[1] is None else op[1] for op in ops
+                      if op[1] is None or op[1] > now - span)
         room = k - 1 - min(reserve, k - 1)  # operations that may still count when it starts
         wait = 0.0
         if len(ends) > room:
