@@ -15,7 +15,9 @@ One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` process
 * what the fleet asks of the host as a host counts it (one git operation: one ref advertisement):
   pushes per job, pushes per minute on average and in the busiest 60 s, reads (fetch, clone,
   ls-remote) per second on average and in the busiest 10 s (GitHub asks for at most 6 pushes a
-  minute and 15 reads a second per repository);
+  minute and 15 reads a second per repository); "later": the busiest windows of pushes and reads
+  after the first push window (the workers start at once and cannot see one another before they
+  push);
 * CPU seconds per job of the workers and of the server's git processes (children's rusage);
 * an idle fleet: the same workers with nothing queued or running (without ``--idle-exit``),
   after a start-up of 2 s per worker and ``--settle-s`` more (the idle back-off reaching its
@@ -109,7 +111,7 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path, delay_ms: floa
         init_remote(server.url("remote.git"), [f"job{i:04d}" for i in range(jobs)])  # direct
         req0, adv0, cpu0 = server.requests, server.advertisements, children_cpu()
         ops0 = {kind: len(server.operations(kind)) for kind in ("push", "read")}
-        started, wall = time.perf_counter(), time.time()
+        started, wall, begun = time.perf_counter(), time.time(), time.monotonic()
         procs = start(url, tmp / f"run{tag}", workers, job_s, "--idle-exit",
                       env_extra=budget_env(budget, window_s))
         for proc in procs:
@@ -128,7 +130,9 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path, delay_ms: floa
                 f"{ideal / drained:.2f}", f"{jobs / drained:.2f}", f"{ads / jobs:.1f}",
                 f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}", f"{len(pushes) / jobs:.2f}",
                 f"{len(pushes) * 60 / took:.0f}", busiest(pushes, window_s),
-                f"{len(reads) / took:.1f}", busiest(reads, window_s / 6)]
+                f"{len(reads) / took:.1f}", busiest(reads, window_s / 6),
+                busiest([at for at in pushes if at >= begun + window_s], window_s),
+                busiest([at for at in reads if at >= begun + window_s], window_s / 6)]
 
 
 def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0,
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                         + ["workers", "jobs", "job s", "drained s", "exit s", "ideal s",
                            "efficiency", "jobs/s", "ref ads/job", "requests/job", "CPU s/job",
                            "pushes/job", "pushes/min", f"busiest {window:g} s", "reads/s",
-                           f"busiest {window / 6:g} s"], rows),
+                           f"busiest {window / 6:g} s", "later: pushes", "reads"], rows),
                   flush=True)
         if args.idle_s > 0:
             print(table(first + ["idle workers", "window s", "requests", "requests/s"],
