@@ -70,7 +70,8 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
     Keys: the ``status --json`` ones (``queued``, ``running``, ``done``, ``failed``, ``lock``,
     ``counts``; entries carry a few more fields) plus ``schema``, ``generated_at``, ``remote``,
     ``master``, ``leases``, ``progress``, ``throughput``, ``workers``, ``timeline``,
-    ``durations``, ``history`` and ``fleet`` (the spend ``distribute fleet`` recorded). See
+    ``durations``, ``history``, ``fleet`` (the spend ``distribute fleet`` recorded) and
+    ``host`` (the git host's budget, the fleet's recent pushes: ``status``'s). See
     ``docs/report.md`` for each field.
     """
     now = time.time() if now is None else now
@@ -126,6 +127,7 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
         "waiting": [{"job": job, "parents": list(ledger.parents[job])}
                     for job in ledger.waiting()],
         "stages": stage_counts(ledger),
+        "host": snap.get("host"),
     }
 
 
@@ -140,6 +142,7 @@ def status_subset(model: dict[str, Any]) -> dict[str, Any]:
     out["fleet"] = model.get("fleet")
     out["waiting"] = [dict(w, parents=list(w["parents"])) for w in model["waiting"]]
     out["stages"] = {stage: dict(c) for stage, c in model["stages"].items()}
+    out["host"] = model.get("host")
     return out
 
 
