@@ -48,8 +48,7 @@ def read_snapshot(clone: Clone, observer: Optional[Observer] = None) -> dict[str
     master = clone.resolve(ORIGIN_MASTER) or ORIGIN_MASTER
     ledger = Ledger.parse(lambda name: clone.show(master, name))
     ledger.done = all_done(clone, master, ledger.done)  # (the segments of done/ as well)
-    return {"ledger": ledger, "master": master, **describe_coordination(clone),
-            "host": host_activity(clone, master)}
+    return {"ledger": ledger, "master": master, **describe_coordination(clone)}
 
 
 def host_activity(clone: Clone, master: str, now: Optional[float] = None,

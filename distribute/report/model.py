@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..protocol import ORIGIN_MASTER, format_utc, parse_utc
 from ..redact import redact
-from ..status import stage_counts
+from ..status import host_activity, stage_counts
 from .history import History, read_history
 
 if TYPE_CHECKING:  # types only
@@ -50,6 +50,7 @@ MAX_DURATION_BINS = 30
 def collect(worker: "Worker", remote: str = "", now: Optional[float] = None) -> dict[str, Any]:
     """Fetch once and build the model: :meth:`Worker.snapshot` plus :func:`read_history`."""
     snap = worker.snapshot()
+    snap["host"] = host_activity(worker.clone, snap["master"])
     tip = worker.clone.resolve(ORIGIN_MASTER)
     history = read_history(worker.clone, tip)
     return build_model(snap, history, job_lease_s=worker.job_lease_s,
