@@ -1,7 +1,7 @@
 """Fleet: how a whole fleet of workers drains a queue, and what it asks of the git host.
 
     python benchmarks/fleet.py [--workers 8,32] [--jobs-per-worker 4] [--job-s 8] [--idle-s 60]
-                               [--delay-ms 0,25]
+                               [--delay-ms 0,25] [--budget none,60/15] [--budget-window-s 60]
 
 One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` processes of
 ``distribute worker --run fleet_jobs:sleep --idle-exit`` started at once on a queue of
@@ -15,11 +15,20 @@ One smart-HTTP server on 127.0.0.1 (``git http-backend``), ``--workers`` process
 * what the fleet asks of the host as a host counts it (one git operation: one ref advertisement):
   pushes per job, pushes per minute on average and in the busiest 60 s, reads (fetch, clone,
   ls-remote) per second on average and in the busiest 10 s (GitHub asks for at most 6 pushes a
-  minute and 15 reads a second per repository);
+  minute and 15 reads a second per repository); "later": the busiest windows of pushes and reads
+  after the first push window (the workers start at once and cannot see one another before they
+  push);
 * CPU seconds per job of the workers and of the server's git processes (children's rusage);
 * an idle fleet: the same workers with nothing queued or running (without ``--idle-exit``),
   after a start-up of 2 s per worker and ``--settle-s`` more (the idle back-off reaching its
   cap), left alone ``--idle-s`` seconds: HTTP requests per second.
+
+``--budget P/R`` runs the workers with ``DISTRIBUTE_PUSHES_PER_MIN=P`` and
+``DISTRIBUTE_READS_PER_S=R`` (the fleet-wide budget, see docs/protocol.md "Pacing"); ``none``
+sets both to 0 (unlimited, what a loopback remote gets by default). With a list (``none,60/15``)
+every row is measured once per budget, and a ``budget`` column comes first. The busiest windows
+are those of the budget (``--budget-window-s``, 60 by default: pushes over 60 s, reads over 10 s;
+a shorter one, passed on as ``DISTRIBUTE_BUDGET_WINDOW_S``, time-compresses the budget).
 
 ``--delay-ms N`` puts the workers behind ``DelayProxy`` (``tests/support/``), which delays
 every chunk of data N ms in each direction (a round trip 2 x N ms longer: 25 gives the 50 ms of a
@@ -62,9 +71,18 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start(url: str, tmp: Path, n: int, job_s: float, *opts: str) -> list[subprocess.Popen[bytes]]:
+def budget_env(budget: str, window_s: float) -> dict[str, str]:
+    """The settings of ``--budget`` ``P/R`` (``none``: 0/0, unlimited) over ``window_s``."""
+    pushes, _, reads = ("0/0" if budget == "none" else budget).partition("/")
+    return {"DISTRIBUTE_PUSHES_PER_MIN": pushes, "DISTRIBUTE_READS_PER_S": reads or "0",
+            "DISTRIBUTE_BUDGET_WINDOW_S": f"{window_s:g}"}
+
+
+def start(url: str, tmp: Path, n: int, job_s: float, *opts: str,
+          env_extra: dict[str, str] | None = None) -> list[subprocess.Popen[bytes]]:
     env = dict(os.environ, DISTRIBUTE_FLEET_JOB_S=str(job_s),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+               **(env_extra or {}))
     return [subprocess.Popen([sys.executable, "-m", "distribute", "worker", url, "--run",
                               "fleet_jobs:sleep", "--name", f"f{i}", "--path", str(tmp / f"f{i}"),
                               *opts], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -82,9 +100,10 @@ def served(root: Path, delay_ms: float) -> Iterator[tuple[SmartHttpServer, str]]
         yield server, url
 
 
-def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
-          delay_ms: float = 0) -> list[object]:
-    tag = f"{workers}" + (f"-d{delay_ms:g}" if delay_ms else "")
+def drain(workers: int, per_worker: int, job_s: float, tmp: Path, delay_ms: float = 0,
+          budget: str = "none", window_s: float = 60.0) -> list[object]:
+    tag = f"{workers}" + (f"-d{delay_ms:g}" if delay_ms else "") + \
+        ("" if budget == "none" else "-b" + budget.replace("/", "-"))
     root = tmp / f"srv{tag}"
     root.mkdir()
     with served(root, delay_ms) as (server, url):
@@ -92,8 +111,9 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
         init_remote(server.url("remote.git"), [f"job{i:04d}" for i in range(jobs)])  # direct
         req0, adv0, cpu0 = server.requests, server.advertisements, children_cpu()
         ops0 = {kind: len(server.operations(kind)) for kind in ("push", "read")}
-        started, wall = time.perf_counter(), time.time()
-        procs = start(url, tmp / f"run{tag}", workers, job_s, "--idle-exit")
+        started, wall, begun = time.perf_counter(), time.time(), time.monotonic()
+        procs = start(url, tmp / f"run{tag}", workers, job_s, "--idle-exit",
+                      env_extra=budget_env(budget, window_s))
         for proc in procs:
             _, err = proc.communicate(timeout=3600)
             if proc.returncode != 0:
@@ -109,8 +129,10 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path,
         return [workers, jobs, f"{job_s:g}", f"{drained:.1f}", f"{took:.1f}", f"{ideal:g}",
                 f"{ideal / drained:.2f}", f"{jobs / drained:.2f}", f"{ads / jobs:.1f}",
                 f"{requests / jobs:.1f}", f"{cpu / jobs:.2f}", f"{len(pushes) / jobs:.2f}",
-                f"{len(pushes) * 60 / took:.0f}", busiest(pushes, 60.0),
-                f"{len(reads) / took:.1f}", busiest(reads, 10.0)]
+                f"{len(pushes) * 60 / took:.0f}", busiest(pushes, window_s),
+                f"{len(reads) / took:.1f}", busiest(reads, window_s / 6),
+                busiest([at for at in pushes if at >= begun + window_s], window_s),
+                busiest([at for at in reads if at >= begun + window_s], window_s / 6)]
 
 
 def idle(workers: int, idle_s: float, tmp: Path, delay_ms: float = 0,
@@ -145,7 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle-only", action="store_true", help="measure the idle fleet only")
     p.add_argument("--delay-ms", default="0",
                    help="added latency each way, ms; a list measures each (0; e.g. 0,25)")
+    p.add_argument("--budget", default="none",
+                   help="PUSHES_PER_MIN/READS_PER_S for the fleet, or none; a list measures "
+                        "each (none; e.g. none,60/15)")
+    p.add_argument("--budget-window-s", type=float, default=60.0,
+                   help="the budget's window (60: pushes over 60 s, reads over 10 s)")
     args = p.parse_args(argv)
+    budgets = args.budget.split(",")
     sizes = [int(x) for x in args.workers.split(",")]
     lengths = [float(x) for x in args.job_s.split(",")]
     lengths += [lengths[-1]] * (len(sizes) - len(lengths))
@@ -155,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     # as in common.py: Python's backlog of 5 overflows when many workers connect at once
     gitservers.ThreadingHTTPServer.request_queue_size = HTTP_BACKLOG
     shown = delays != [0]  # the "delay ms" column, unless only the default 0 is measured
+    budgeted = budgets != ["none"]  # the "budget" column, likewise
     first = ["delay ms"] if shown else []
+    window = args.budget_window_s
 
     def lead(delay: float) -> list[object]:
         return [f"{delay:g}"] if shown else []
@@ -164,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="distribute-fleet-") as d:
         tmp = Path(d)
         if not args.idle_only:
-            rows = [lead(delay) + drain(n, args.jobs_per_worker, s, tmp, delay)
-                    for delay in delays for n, s in zip(sizes, lengths)]
-            print(table(first + ["workers", "jobs", "job s", "drained s", "exit s", "ideal s",
-                                 "efficiency", "jobs/s", "ref ads/job", "requests/job",
-                                 "CPU s/job", "pushes/job", "pushes/min", "busiest 60 s",
-                                 "reads/s", "busiest 10 s"], rows),
+            rows = [lead(delay) + ([budget] if budgeted else [])
+                    + drain(n, args.jobs_per_worker, s, tmp, delay, budget, window)
+                    for delay in delays for budget in budgets for n, s in zip(sizes, lengths)]
+            print(table(first + (["budget"] if budgeted else [])
+                        + ["workers", "jobs", "job s", "drained s", "exit s", "ideal s",
+                           "efficiency", "jobs/s", "ref ads/job", "requests/job", "CPU s/job",
+                           "pushes/job", "pushes/min", f"busiest {window:g} s", "reads/s",
+                           f"busiest {window / 6:g} s", "later: pushes", "reads"], rows),
                   flush=True)
         if args.idle_s > 0:
             print(table(first + ["idle workers", "window s", "requests", "requests/s"],

@@ -192,6 +192,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DISTRIBUTE_MAX_FILE_MB", None, "number",
             "largest file a job may commit, in MB: a job with a bigger one fails at once "
             "(0: no limit)", shown="50 on GitHub, else no limit", zero_ok=True),
+    Setting("DISTRIBUTE_PUSHES_PER_MIN", None, "number",
+            "the fleet's push budget per repository, per minute (0: unlimited)",
+            shown="6 on GitHub, else unlimited", zero_ok=True),
+    Setting("DISTRIBUTE_READS_PER_S", None, "number",
+            "the fleet's read budget (fetch, ls-remote, clone) per repository, per second "
+            "(0: unlimited)", shown="15 on GitHub, else unlimited", zero_ok=True),
+    Setting("DISTRIBUTE_BUDGET_WINDOW_S", "60", "seconds",
+            "pushes are counted over windows this long, reads over a sixth of it "
+            "(shorter: time-compressed tests)"),
     Setting("DISTRIBUTE_NET_RETRIES", "8", "count",
             "retries of a git command that could not reach the remote", zero_ok=True, maximum=100),
     Setting("DISTRIBUTE_SSH_REUSE", "1", "flag",

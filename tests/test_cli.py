@@ -43,6 +43,9 @@ def test_init_add_status_json(cli: Run, file_remote: str, tmp_path: Path) -> Non
     story = git_out(file_remote, "log", "--format=%s", "master", tmp=tmp_path).splitlines()
     assert story[2].startswith("cli-") and story[2].endswith(" added 2 jobs")
     snap = status(cli, file_remote)
+    host = snap.pop("host")  # (no budget on a file remote; what was pushed lately: a bound)
+    assert host["budget"]["pushes_per_min"] is None and host["reads"] is None
+    assert host["pushes_at_least"] >= 1
     assert snap == {"queued": ["a", "b", "c", "d", "e", "a"], "running": [], "done": [],
                     "failed": [], "lock": None,
                     "counts": {"queued": 6, "running": 0, "done": 0, "failed": 0}, "fleet": None,

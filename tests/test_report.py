@@ -203,7 +203,7 @@ def test_json_is_the_model_and_status_is_derived_from_it(cli: Run, remote: str,
     data = json.loads(cli("report", remote, "--json").stdout)
     assert data.keys() == model.keys()
     assert set(status_subset(data)) == {"queued", "running", "done", "failed", "lock", "counts",
-                                        "fleet", "waiting", "stages"}
+                                        "fleet", "waiting", "stages", "host"}
     assert data["counts"] == {"queued": 3, "running": 2, "done": 4, "failed": 1}
     durations = {d["job"]: d["duration_s"] for d in data["done"]}
     assert durations["planted"] is None  # no claim commit for it in the history

@@ -16,7 +16,7 @@ from ..coordination import break_lock
 from ..exceptions import DistributeError
 from ..protocol import ORIGIN_MASTER, check_job
 from ..redact import redact
-from ..status import status_json
+from ..status import host_activity, status_json
 from ..worker import Worker
 from .common import (
     UsageError,
@@ -160,6 +160,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def _show_status(worker: Worker, url: str, as_json: bool, meter: Optional[RateMeter] = None
                  ) -> None:
     snap = worker.snapshot()
+    snap["host"] = host_activity(worker.clone, snap["master"])
     if as_json:
         print(redact(json.dumps(status_json(snap), ensure_ascii=False)), flush=True)
         return

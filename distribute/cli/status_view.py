@@ -74,6 +74,18 @@ def cost_line(fleet: dict[str, Any]) -> str:
             f"{fleet.get('at', '?')})")
 
 
+def host_line(host: dict[str, Any]) -> str:
+    """``>= 14 pushes in the last 60 s (of 6 a minute) · 3 workers seen · reads: no trace on the
+    remote (budget 15/s) · GitHub's published limits``: what the fleet asked of the git host
+    lately (a lower bound, see :func:`distribute.status.host_activity`) against its budget."""
+    budget = host["budget"]
+    pushes, reads = budget["pushes_per_min"], budget["reads_per_s"]
+    per_window = f"{pushes * host['window_s'] / 60:g} allowed" if pushes else "no push budget"
+    return (f">= {host['pushes_at_least']} pushes in the last {host['window_s']:g} s "
+            f"({per_window}) · {host['workers_seen']} workers seen · reads: no trace on the "
+            f"remote ({f'budget {reads:g}/s' if reads else 'no read budget'}) · {budget['source']}")
+
+
 def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
                 lock_lease_s: float) -> str:
     """The human-readable status report."""
@@ -93,6 +105,8 @@ def status_text(snap: dict[str, Any], remote: str, job_lease_s: float,
                  f"lock:    held by {lock['holder']} for {_fmt_s(lock['held_s'])}"
                  + (" (older than the lock lease: `distribute unlock --force` breaks it)"
                     if lock["held_s"] >= lock_lease_s else ""))
+    if snap.get("host"):
+        lines.append("host:    " + host_line(snap["host"]))
     if snap.get("fleet"):
         lines.append("cost:    " + cost_line(snap["fleet"]))
     done_by = Counter(e.worker for e in ledger.done)

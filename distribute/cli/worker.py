@@ -107,6 +107,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = create_from_config(url, args.path, args.name)
     try:  # progress lines: a worker whose reader went away goes on without them
         say_anyway(f"{worker.name} started on {url} (local copy {worker.path})")
+        say_anyway(f"{worker.name} paces itself to a budget of "
+                   f"{worker.clone.pacer().budget.describe()}")
         result = run_worker_loop(worker, run_func, next_func, max_jobs=args.max_jobs,
                                  idle_exit=args.idle_exit,
                                  exit_when_queue_empty=args.exit_when_queue_empty,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Optional
 
 from ..protocol import heartbeat_ref, marker_message
@@ -12,9 +13,10 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    """Pushes ``refs/distribute/hb/<worker>@<session>`` every ``interval_s`` seconds in a
-    background thread. A beat that cannot reach the remote is not retried (the next beat is due
-    soon anyway), so that beats resume as soon as the remote is back."""
+    """Keeps ``refs/distribute/hb/<worker>@<session>`` moving: every push the worker makes
+    anyway carries a beat (:meth:`update`), and a background thread pushes one alone only when
+    none did for ``interval_s`` seconds. A beat that cannot reach the remote is not retried (the
+    next beat is due soon anyway), so that beats resume as soon as the remote is back."""
 
     def __init__(self, clone: Clone, worker: str, interval_s: float, session: str = "") -> None:
         self.clone = clone
@@ -50,9 +52,20 @@ class Heartbeat:
             self._thread = None
 
     def _loop(self) -> None:
+        """Beat alone only when no push of this worker moved the heartbeat (a claim's or a
+        checkpoint's, with :meth:`update`) within the interval: the timer restarts with every
+        push that carried a beat. A lone beat waits at most one interval for its turn in the
+        fleet's push budget (:mod:`distribute.repo.pacer`): a job lease is five intervals."""
         beater = Clone(self.clone.path, self.worker, retries=0)
-        while not self._stop.wait(self.interval_s):
+        last = time.monotonic()  # (start() follows the push that moved the heartbeat)
+        while True:
+            last = max(last, self.clone.pushed_at(self.ref) or last)
+            if self._stop.wait(max(0.0, last + self.interval_s - time.monotonic())):
+                return
+            if (self.clone.pushed_at(self.ref) or last) > last:
+                continue  # a beat rode on another push meanwhile
             try:
-                beater.push([self.update()])
+                beater.push([self.update()], within_s=self.interval_s)
             except Exception as exc:  # a missed beat is not fatal; the next one may get through
                 log.warning("heartbeat of %s failed: %s", self.worker, exc)
+            last = time.monotonic()

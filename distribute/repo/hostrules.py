@@ -12,7 +12,8 @@ from __future__ import annotations
 from ..exceptions import HostUnsupportedError, RemoteError
 from ..protocol import COORD_PREFIX
 from ..redact import redact
-from .transport import Transport, diagnose
+from .diagnosis import diagnose
+from .transport import Transport
 
 #: git's well-known empty tree: a probe commit needs no object of the copy.
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"

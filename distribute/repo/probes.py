@@ -19,8 +19,9 @@ from typing import Any, Optional
 from ..exceptions import DistributeError
 from ..protocol import COORD_PREFIX
 from ..redact import redact
+from .diagnosis import diagnose
 from .refusals import host_limit_mb, too_large
-from .transport import RefUpdate, Transport, diagnose
+from .transport import RefUpdate, Transport
 
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 

@@ -86,7 +86,9 @@ class GitProcess:
         #: ``origin``'s URL once read (a checkpoint and a finish ask for it: no git process each
         #: time); forgotten when a command of this runner changes the copy's remotes.
         self._origin_url: Optional[str] = None
-        if (self.path / ".git").is_dir() and (self.remote_url() or "").startswith("git://"):
+        #: ``origin``'s URL when this runner was made (``None``: no copy or no remote yet).
+        self.origin_url = self.remote_url() if (self.path / ".git").is_dir() else None
+        if (self.origin_url or "").startswith("git://"):
             # git:// with protocol v2 loses ~40 ms per request to small-packet delays; v0 does not.
             # (Only for our own round trips: the fetches git makes on its own for a partial
             # clone's missing files need v2, which lets them ask for any object.)

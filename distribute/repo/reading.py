@@ -51,6 +51,20 @@ class ObjectReader(GitProcess):
         subject, _, when = self.git("log", "-1", "--format=%s%x00%ct", rev).partition("\0")
         return subject, float(when)
 
+    def times_and_subjects(self, revs: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """``{sha: (committer time, subject)}`` of the commits ``revs``, from one git process
+        (those it cannot read are left out)."""
+        if not revs:
+            return {}
+        status, out, _ = self.run("log", "--no-walk=unsorted", "--format=%H%x1f%ct%x1f%s",
+                                  *revs)
+        found = {}
+        for line in out.splitlines() if status == 0 else []:
+            sha, _, rest = line.partition("\x1f")
+            when, _, subject = rest.partition("\x1f")
+            found[sha] = (float(when), subject)
+        return found
+
     def first_parent_log(self, rev: str, fmt: str, *, limit: Optional[int] = None,
                          reverse: bool = False, nul: bool = False) -> str:
         """The raw output of ``git log --first-parent --format=<fmt> rev``: newest first unless
@@ -138,6 +152,10 @@ class ObjectReader(GitProcess):
         out = self.run("rev-list", "--objects", "--missing=print", *kinds, "--no-walk", rev,
                        "--", *paths)[1]
         return [line[1:41] for line in out.splitlines() if line.startswith("?")]
+
+    def is_shallow(self) -> bool:
+        """Whether the copy's history is cut short (a slim clone's: ``master``'s last commits)."""
+        return (self.path / ".git" / "shallow").exists()
 
     def is_partial(self) -> bool:
         """Whether the copy is a partial clone (git fetches missing files from ``origin``)."""

@@ -27,129 +27,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
-from ..exceptions import HostUnsupportedError, NotARemoteError, NotInitializedError, RemoteError
+from ..exceptions import NotInitializedError, RemoteError
 from ..protocol import FETCH_REFSPECS
 from ..redact import redact
 from ..settings import count_setting
-from .process import GitProcess
+from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
+from .pacer import PUSH, READ, Pacer
+from .pacing import PacedProcess
 from .refusals import raise_host_rule
 
+__all__ = ["Failure", "PushResult", "RefUpdate", "Transport", "diagnose", "net_retries"]
 log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-#: Today's test for "the network, not the remote, failed": used once the remote was reached.
-_TRANSPORT_HINTS = (
-    "could not read from remote", "unable to access", "connection refused", "connection reset",
-    "early eof", "the remote end hung up", "timed out", "could not resolve", "failed to connect",
-    "unable to connect", "broken pipe", "unexpected disconnect", "protocol error",
-)
-_NOT_A_REMOTE_HINTS = (
-    "does not appear to be a git repository", "not found", "not exported", "unsupported protocol",
-    "not allowed", "not a git repository", "does not exist", "no such remote",
-    "repository not found", "no such file",
-)
-#: (kind, phrases of git, ssh, curl or the server) for failures that retrying cannot fix; the
-#: first kind that matches wins.
-_PERMANENT: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("no-atomic", ("does not support --atomic push",)),
-    ("not-found", ("repository not found", "does not appear to be a git repository",
-                   "not a git repository", "not exported", "could not be found",
-                   "' not found", "' does not exist")),
-    ("not-allowed", ("not allowed", "unsupported protocol")),
-    ("unknown-host", ("could not resolve hostname", "could not resolve host:", "unable to look up",
-                      "name or service not known", "nodename nor servname",
-                      "no address associated with hostname")),
-    ("host-key", ("host key verification failed", "remote host identification has changed")),
-    ("auth", ("permission denied (", "permission denied, please", "authentication failed",
-              "could not read username", "could not read password", "access denied", "denied to ",
-              "not authorized", "invalid username or password",
-              "write access to repository not granted")),
-)
-#: Failures worth retrying: the network or the server had a bad moment.
-_TRANSIENT = _TRANSPORT_HINTS + (
-    "temporary failure in name resolution", "try again", "couldn't connect",
-    "network is unreachable", "no route to host", "connection closed",
-    "kex_exchange_identification", "rpc failed",
-    "gnutls", "openssl", "ssl_error", "ssl connect", "tls connect", "handshake", "http/2",
-    "operation too slow", "transfer closed",
-)
-_FATAL = re.compile(r"^(fatal|error): ")
-_HTTP_STATUS = re.compile(r"(?:returned error: |RPC failed; HTTP )(\d{3})")
-_BOILERPLATE = ("could not read from remote repository", "please make sure you have the correct",
-                "and the repository exists")
-_PROGRESS = re.compile(r"^remote: *(counting|compressing|enumerating|total|resolving|"
-                       r"processing|writing)\b", re.IGNORECASE)
-_HINTS = {
-    "no-atomic": "this host does not support atomic pushes (git push --atomic), which the lock "
-                 "protocol needs to move the lock, master and a job's refs all or nothing; use a "
-                 "host or git server that supports them",
-    "not-found": "no repository there: check the path; a new remote is an empty bare repository "
-                 "made with git init --bare, a hosted one must be visible to the key or token",
-    "not-allowed": "not a usable git remote",
-    "unknown-host": "unknown host: check the host name, and that this machine is online",
-    "host-key": "the host's ssh key is unknown or changed: check it, then add it to "
-                "~/.ssh/known_hosts",
-    "auth": "access refused: check the ssh key or token and its access to this repository",
-}
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a failed git command against the remote says: git's ``cause`` (the most telling
-    line or two of its stderr), the ``kind`` of failure, and whether retrying may help."""
-
-    #: "no-atomic", "not-found", "not-allowed", "unknown-host", "host-key", "auth", "transient"
-    #: or "other"
-    kind: str
-    cause: str
-
-    @property
-    def permanent(self) -> bool:
-        """Retrying cannot fix it: an unknown host, refused credentials, no repository there."""
-        return self.kind in _HINTS
-
-    @property
-    def transient(self) -> bool:
-        """The network or the server had a bad moment (refused, reset, timeout, 5xx, 429)."""
-        return self.kind == "transient"
-
-    def message(self, what: str) -> str:
-        """One sentence for the user: what failed, git's cause, and what to do."""
-        if self.permanent:
-            return f"{what} failed: {self.cause} ({_HINTS[self.kind]})"
-        return f"{what} failed: {self.cause}"
-
-
-def diagnose(err: str) -> Failure:
-    """Classify git's stderr of a failed command against the remote (see :class:`Failure`)."""
-    low = err.lower()
-    cause = _cause(err)
-    status = _HTTP_STATUS.search(err)
-    code = int(status.group(1)) if status else 0
-    if code in (401, 403, 407):
-        return Failure("auth", cause)
-    if code == 404:
-        return Failure("not-found", cause)
-    for kind, phrases in _PERMANENT:
-        if any(p in low for p in phrases) and "temporary failure" not in low:
-            return Failure(kind, cause)
-    if code in (408, 429) or code >= 500 or any(hint in low for hint in _TRANSIENT):
-        return Failure("transient", cause)
-    return Failure("other", cause)
-
-
-def _cause(err: str) -> str:
-    """The lines of git's stderr that say why: the specific ones (ssh's, curl's, the server's
-    ``remote:`` explanation), not git's closing "Could not read from remote repository"."""
-    lines = [line.strip() for line in err.splitlines() if line.strip()]
-    useful = [line for line in lines if not any(b in line.lower() for b in _BOILERPLATE)]
-    phrases = [p for _, group in _PERMANENT for p in group] + list(_TRANSIENT) + ["returned error"]
-    telling = [line for line in useful
-               if any(p in line.lower() for p in phrases)
-               or (line.startswith("remote:") and not _PROGRESS.match(line))]
-    fatal = [line for line in useful if line.startswith(("fatal:", "error:"))]
-    chosen = telling[:2] or fatal[:1] or useful[:1] or lines[:1] or ["(no message)"]
-    return " / ".join(dict.fromkeys(_FATAL.sub("", line)[:300] for line in chosen))
 
 
 @dataclass(frozen=True)
@@ -181,12 +71,13 @@ def net_retries() -> int:
     return count_setting("DISTRIBUTE_NET_RETRIES")
 
 
-class Transport(GitProcess):
-    """A :class:`GitProcess` in a local copy whose ``origin`` is the shared remote."""
+class Transport(PacedProcess):
+    """A :class:`GitProcess` in a local copy whose ``origin`` is the shared remote, its
+    operations there paced to the worker's share of the fleet's budget (:class:`PacedProcess`)."""
 
     def __init__(self, path: object, name: str = "distribute", retries: Optional[int] = None,
                  backoff_s: float = 0.25, backoff_max_s: float = 20.0) -> None:
-        super().__init__(path, name)  # type: ignore[arg-type]
+        super().__init__(path, name)
         self.retries = retries if retries is not None else net_retries()
         #: When (monotonic) the remote last could not be reached; 0.0 if never.
         self.unreachable_at = 0.0
@@ -205,11 +96,23 @@ class Transport(GitProcess):
         return _is_transport_error(err)
 
     def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
-        """Run a command that talks to the remote, retrying transport failures with back-off."""
+        """Run a command that talks to the remote, retrying transport failures with back-off,
+        each attempt paced to the worker's share of the budget (:mod:`.pacer`)."""
+        pacer = self.pacer(args[args.index("--") + 1] if "clone" in args else None)
+        kind = PUSH if "push" in args else READ  # (the atomic probe: a push's advertisement)
+        self._fetching.now = kind == READ
+        try:
+            return self._attempts(args, what, pacer, kind)
+        finally:
+            self._fetching.now = False
+
+    def _attempts(self, args: list[str], what: str, pacer: Pacer,
+                  kind: str) -> tuple[int, str, str]:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             self.network_calls += 1
-            status, out, err = self._run(args)
+            with self._paced(kind, pacer):
+                status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
                 return status, out, err
@@ -250,6 +153,7 @@ class Transport(GitProcess):
                 *refspecs]
         try:
             self._network(args, what="fetch")
+            self._see_fleet()
         except RemoteError as exc:
             if self._protocol and "unadvertised object" in str(exc):
                 # a thin pack's delta base is a file this partial copy never had (one outside its
@@ -304,15 +208,34 @@ class Transport(GitProcess):
             sha, _, ref = line.partition("\t")
             if _SHA.match(sha):
                 refs[ref] = sha
+        if self.pacer().budget.limited:
+            self.pacer().see(refs)
         return refs
 
-    def push(self, updates: Sequence[RefUpdate]) -> bool:
+    def push(self, updates: Sequence[RefUpdate], within_s: Optional[float] = None) -> bool:
         """Apply ``updates`` atomically; ``True`` if applied, ``False`` if any lease or ref was
         refused (see :meth:`push_result` for which)."""
-        return self.push_result(updates).applied
+        if within_s is None:  # (as before: benchmarks wrap push_result(updates, atomic))
+            return self.push_result(updates).applied
+        return self.push_result(updates, within_s=within_s).applied
 
     def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True,
-                    landed: Optional[Callable[[], bool]] = None) -> PushResult:
+                    landed: Optional[Callable[[], bool]] = None,
+                    within_s: Optional[float] = None) -> PushResult:
+        """Apply ``updates`` on the remote atomically and say which refs were refused, if any
+        (see :meth:`_push_attempts`), each attempt paced to the worker's share of the budget
+        (:mod:`.pacer`): never delayed when it renews or releases the lock this worker holds,
+        at most ``within_s`` seconds if given (0: urgent)."""
+        pacer = self.pacer()
+        urgent, reserve = pacer.push_priority(updates)
+        result = self._push_attempts(updates, atomic, landed, pacer,
+                                     urgent or within_s == 0, within_s, reserve)
+        pacer.pushed(updates, result.applied, result.rejected, self._sha_of)
+        return result
+
+    def _push_attempts(self, updates: Sequence[RefUpdate], atomic: bool,
+                       landed: Optional[Callable[[], bool]], pacer: Pacer, urgent: bool,
+                       within_s: Optional[float], reserve: int) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any.
         Not ``atomic``: each ref is applied or refused on its own (``applied`` means all were).
 
@@ -336,7 +259,8 @@ class Transport(GitProcess):
         err = ""
         for attempt in range(self.retries + 1):
             self.network_calls += 1
-            status, out, err = self._run(args)
+            with self._paced(PUSH, pacer, urgent, within_s, reserve if attempt == 0 else 0):
+                status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
                 return PushResult(True)
@@ -412,26 +336,3 @@ def _refused_refs(porcelain: str) -> dict[str, str]:
         if len(parts) >= 3 and not any(whole in parts[2] for whole in _WHOLE_PUSH_FAILED):
             refused[parts[1].rpartition(":")[2]] = parts[2].strip()
     return refused
-
-
-def _is_transport_error(err: str) -> bool:
-    """A failure worth retrying once the remote was reached: the remote could not be reached,
-    rather than answered "no" (a running worker's outage rule)."""
-    low = err.lower()
-    if any(hint in low for hint in _NOT_A_REMOTE_HINTS) or "authentication failed" in low:
-        return False
-    return any(hint in low for hint in _TRANSPORT_HINTS)
-
-
-def _error_class(err: str) -> type[RemoteError]:
-    """:class:`HostUnsupportedError` for what the host can never do, else :class:`RemoteError`."""
-    return HostUnsupportedError if diagnose(err).kind == "no-atomic" else RemoteError
-
-
-def _classify(what: str, err: str) -> RemoteError:
-    """The error to raise for a failure that is not retried (any more)."""
-    failure = diagnose(err)
-    if failure.kind in ("not-found", "not-allowed") or any(
-            hint in err.lower() for hint in _NOT_A_REMOTE_HINTS):
-        return NotARemoteError(redact(failure.message(what)))
-    return _error_class(err)(redact(failure.message(what)))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..protocol import ORIGIN_MASTER, format_utc, parse_utc
 from ..redact import redact
-from ..status import stage_counts
+from ..status import host_activity, stage_counts
 from .history import History, read_history
 
 if TYPE_CHECKING:  # types only
@@ -50,6 +50,7 @@ MAX_DURATION_BINS = 30
 def collect(worker: "Worker", remote: str = "", now: Optional[float] = None) -> dict[str, Any]:
     """Fetch once and build the model: :meth:`Worker.snapshot` plus :func:`read_history`."""
     snap = worker.snapshot()
+    snap["host"] = host_activity(worker.clone, snap["master"])
     tip = worker.clone.resolve(ORIGIN_MASTER)
     history = read_history(worker.clone, tip)
     return build_model(snap, history, job_lease_s=worker.job_lease_s,
@@ -70,7 +71,8 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
     Keys: the ``status --json`` ones (``queued``, ``running``, ``done``, ``failed``, ``lock``,
     ``counts``; entries carry a few more fields) plus ``schema``, ``generated_at``, ``remote``,
     ``master``, ``leases``, ``progress``, ``throughput``, ``workers``, ``timeline``,
-    ``durations``, ``history`` and ``fleet`` (the spend ``distribute fleet`` recorded). See
+    ``durations``, ``history``, ``fleet`` (the spend ``distribute fleet`` recorded) and
+    ``host`` (the git host's budget, the fleet's recent pushes: ``status``'s). See
     ``docs/report.md`` for each field.
     """
     now = time.time() if now is None else now
@@ -126,6 +128,7 @@ def build_model(snap: dict[str, Any], history: Optional[History] = None, *,
         "waiting": [{"job": job, "parents": list(ledger.parents[job])}
                     for job in ledger.waiting()],
         "stages": stage_counts(ledger),
+        "host": snap.get("host"),
     }
 
 
@@ -140,6 +143,7 @@ def status_subset(model: dict[str, Any]) -> dict[str, Any]:
     out["fleet"] = model.get("fleet")
     out["waiting"] = [dict(w, parents=list(w["parents"])) for w in model["waiting"]]
     out["stages"] = {stage: dict(c) for stage, c in model["stages"].items()}
+    out["host"] = model.get("host")
     return out
 
 

@@ -137,7 +137,21 @@ def _headline(model: dict[str, Any]) -> str:
             "claim to the last finish; the ETA divides what is queued or running by the rate "
             "now.</p>" if total else "")
     return (f'<section class="cards">{cards}</section><div class="bar">{segments}</div>'
-            f"{stats}{note}{_cost(model.get('fleet'))}")
+            f"{stats}{note}{_cost(model.get('fleet'))}{_host(model.get('host'))}")
+
+
+def _host(host: Any) -> str:
+    """What the fleet pushed lately (a lower bound) against the git host's budget."""
+    if not isinstance(host, dict) or not isinstance(host.get("budget"), dict):
+        return ""
+    budget = host["budget"]
+    pushes, reads = budget.get("pushes_per_min"), budget.get("reads_per_s")
+    return (f'<div class="stats" id="host"><span>git host: at least '
+            f'<b>{text(host.get("pushes_at_least"))}</b> pushes in the last '
+            f'{text(host.get("window_s"))} s</span><span>budget <b>'
+            f'{text(f"{pushes:g}/min" if pushes else "unlimited")}</b> pushes, <b>'
+            f'{text(f"{reads:g}/s" if reads else "unlimited")}</b> reads '
+            f'({text(budget.get("source"))})</span></div>')
 
 
 def _cost(fleet: Any) -> str:
