@@ -93,11 +93,9 @@ def host_activity(clone: Clone, master: str, now: Optional[float] = None,
             "workers_seen": len(workers), "reads": None}
 
 
-#: Events that begin a hold of their own (a close; a claim may follow in the same hold).
-_CLOSES = ("finished", "failed", "gave-back")
-#: Events a claim's hold makes before its claim (requeues of silent workers' jobs, rejections).
-_IN_A_CLAIM = ("requeued", "gave-up", "rejected", "took")
-_BEFORE_A_CLAIM = (*_CLOSES, "requeued", "gave-up", "rejected")
+#: Events of one hold: closes (a batch's several), then maybe claims (a batch's several), with
+#: what a claim does first (requeues of silent workers' jobs, rejections).
+_IN_A_HOLD = ("finished", "failed", "gave-back", "requeued", "gave-up", "rejected", "took")
 
 
 def _recent_holds(clone: Clone, master: str, since: float) -> tuple[float, int, bool]:
@@ -116,7 +114,9 @@ def _recent_holds(clone: Clone, master: str, since: float) -> tuple[float, int, 
             requests.update(a.split()[0] for a in answers.split("\x1d") if a.strip())
             continue  # made for a waiter, in the hold of its committer
         event = event.strip()
-        joins = committer == last[0] and event in _IN_A_CLAIM and last[1] in _BEFORE_A_CLAIM
+        # (a batch: several closes, then several claims, in one hold; one committer's run of
+        # ledger events counts once, which may merge two holds: still a lower bound)
+        joins = committer == last[0] and event in _IN_A_HOLD and last[1] in _IN_A_HOLD
         holds += 0 if joins else 0.5 if event == "init" else 1  # (the first commit: no lock)
         last = (committer, event)
     return holds, len(requests), len(recent) < len(records) or len(records) >= 2000

@@ -98,7 +98,7 @@ def test_the_budget_holds_while_workers_join_and_leave(tmp_path: Path) -> None:
     assert busiest(pushes, WINDOW_S) <= PUSHES_PER_MIN * WINDOW_S / 60
     # status: the budget, and a lower bound of what was pushed in the last minute (all of it)
     assert shown["budget"]["pushes_per_min"] == PUSHES_PER_MIN and shown["reads"] is None
-    assert len(jobs) <= shown["pushes_at_least"] <= len(pushes)
+    assert 0 < shown["pushes_at_least"] <= len(pushes)  # (batches: fewer pushes than jobs)
     assert busiest(reads, WINDOW_S / 6) <= READS_PER_S * WINDOW_S / 6
     # the budget was what limited the fleet, not idleness: some window used most of it
     assert busiest(pushes, WINDOW_S) >= 0.5 * PUSHES_PER_MIN * WINDOW_S / 60
