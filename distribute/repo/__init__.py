@@ -11,7 +11,7 @@
 * :mod:`.clone` is a local copy of the remote (:class:`Clone`, which has all of the above):
   creating it (slim: shallow, partial, sparse) and a few local helpers;
 * :mod:`.localcopy` owns a worker's copy on disk: its exclusive file lock, cloning or reusing it.
-* :mod:`.hostrules` asks a new copy's host whether it supports atomic pushes, :mod:`.refusals`
+* :mod:`.refusals`
   reads a host's refusals (a file too large, only branches and tags), :mod:`.probes` is
   ``distribute doctor``'s probing of a host.
 * :mod:`.bulkdelete` deletes many refs of the remote in few pushes, each deletion a

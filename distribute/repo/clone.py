@@ -15,7 +15,6 @@ from typing import Optional, Sequence, Union
 from ..exceptions import NotARemoteError, NotInitializedError
 from ..protocol import ORIGIN_MASTER
 from ..redact import redact
-from .hostrules import require_atomic
 from .plumbing import Plumbing
 from .process import GitProcess
 from .transport import Transport
@@ -83,15 +82,12 @@ class Clone(Plumbing, Transport):
             probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
             probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
                             str(target)], what="clone")
-            full = cls(target, **kwargs)  # type: ignore[arg-type]
-            require_atomic(full)
-            return full
+            return cls(target, **kwargs)  # type: ignore[arg-type]
         clone = cls._slim(url, target, partial=True, **kwargs)
         if clone is None:  # the server cannot send single files later: take them all now
             shutil.rmtree(target)
             clone = cls._slim(url, target, partial=False, **kwargs)
         assert clone is not None
-        require_atomic(clone)
         return clone
 
     @staticmethod
