@@ -17,13 +17,7 @@ from typing import Optional
 
 from .protocol import Close
 
-__all__ = ["Held", "Finished", "JobClock", "batch_size", "budget_batch_s"]
-
-#: Pushes one batch costs the fleet, about: its request (or a hold's two pushes, shared by the
-#: requests it serves), a lone heartbeat now and then, and the fleet's start and end.
-PUSHES_PER_BATCH = 2.0
-#: The most jobs a batch takes under a push budget (``max_batch`` if that is more).
-BUDGET_MAX_BATCH = 16
+__all__ = ["Held", "Finished", "JobClock", "batch_size"]
 
 
 @dataclass
@@ -83,10 +77,3 @@ def batch_size(max_batch: int, batch_s: float, mean_job_s: Optional[float],
     before the first job ended: then the other two decide); at least one."""
     by_time = max_batch if not mean_job_s else max(1, math.floor(batch_s / mean_job_s))
     return max(1, min(max_batch, fair_share, by_time))
-
-
-def budget_batch_s(pushes_per_min: float, fleet: int) -> float:
-    """The work one batch of each of ``fleet`` workers must hold so that the fleet's pushes stay
-    within ``pushes_per_min``: each worker may push ``pushes_per_min / fleet`` times a minute, a
-    batch costs about :data:`PUSHES_PER_BATCH`."""
-    return PUSHES_PER_BATCH * 60.0 * max(1, fleet) / pushes_per_min

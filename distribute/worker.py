@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from . import protocol, settings
 from .answers import Asker, Claimed
-from .batch import BUDGET_MAX_BATCH, Finished, Held, JobClock, batch_size, budget_batch_s
+from .batch import Finished, Held, JobClock, batch_size
 from .claims import NextJobFunc, claim, fair_share, next_job_spec
 from .closing import close_finished, close_jobs, defer, keep_job_alive, keep_results
 from .coordination import Heartbeat, Observer, RemoteLock
@@ -173,17 +173,11 @@ class Worker:
             job == done.job for done in self._finished)
 
     def _batch_size(self) -> int:
-        """Jobs to claim now (:func:`distribute.batch.batch_size`; in a hold: after requeues).
-        Under a push budget, a batch holds at least the work that keeps the fleet within it
-        (:func:`distribute.batch.budget_batch_s`)."""
+        """Jobs to claim now (:func:`distribute.batch.batch_size`; in a hold: after requeues)."""
         if self.max_batch <= 1:
             return 1
-        most, batch_s = self.max_batch, self.batch_s
-        pacer = self.clone.pacer()
-        if pacer.budget.pushes_per_min > 0:
-            most = max(most, BUDGET_MAX_BATCH)
-            batch_s = max(batch_s, budget_batch_s(pacer.budget.pushes_per_min, pacer.fleet()[0]))
-        return batch_size(most, batch_s, self._clock.mean_s, fair_share(self.workspace, self.name))
+        return batch_size(self.max_batch, self.batch_s, self._clock.mean_s,
+                          fair_share(self.workspace, self.name))
 
     def _claim(self, txn: Transaction, func: Optional[NextJobFunc],
                own: bool = True) -> Optional[Claimed]:
