@@ -38,7 +38,14 @@ if os.environ.get("PYTHONPATH"):
 else:
     sys.path.insert(0, str(ROOT))
 from support import gitservers
-from support.gitservers import GitDaemon, SmartHttpServer, SshServer, make_bare, ssh_available
+from support.gitservers import (  # noqa: F401 - busiest: for the benchmarks
+    GitDaemon,
+    SmartHttpServer,
+    SshServer,
+    busiest,
+    make_bare,
+    ssh_available,
+)
 
 HTTP_BACKLOG = 128  # listen backlog of the smart HTTP server (Python's default is 5)
 TRANSPORTS = ("file", "daemon", "daemon-v0", "http", "ssh", "ssh-reuse")
@@ -149,14 +156,6 @@ def ms(s: float) -> str:
     return "-" if math.isnan(s) else f"{s * 1000:.1f}"
 
 
-def busiest(times: Sequence[float], window_s: float) -> int:
-    """The most events of ``times`` (seconds, any order) in any ``window_s`` seconds."""
-    ordered, most, first = sorted(times), 0, 0
-    for last, at in enumerate(ordered):
-        while at - ordered[first] >= window_s:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

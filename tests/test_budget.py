@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from support.gitservers import SmartHttpServer, make_bare
+from support.gitservers import SmartHttpServer, busiest, make_bare
 from support.processes import cli_env
 from support.remotes import assert_settled
 
@@ -25,16 +25,6 @@ from distribute.protocol import heartbeat_ref
 WINDOW_S = 3.0
 PUSHES_PER_MIN = 300  # 15 per 3-s window
 READS_PER_S = 30  # 15 per 0.5-s window
-
-
-def busiest(times: list[float], window_s: float) -> int:
-    """The most events in any ``window_s`` seconds (as ``benchmarks/common.py`` counts)."""
-    ordered, most, first = sorted(times), 0, 0
-    for last, at in enumerate(ordered):
-        while at - ordered[first] >= window_s:
-            first += 1
-        most = max(most, last - first + 1)
-    return most
 
 
 def done_count(bare: Path) -> int:

@@ -43,6 +43,16 @@ class Recorder:
         return run()
 
 
+def recorded_prune(worker: Any, batch: int) -> tuple[Any, Recorder]:
+    """``prune(worker, batch=batch)`` with the git command lines of the worker's copy recorded."""
+    recorder = Recorder(worker.clone)
+    faults.install(recorder)
+    try:
+        return prune(worker, batch=batch), recorder
+    finally:
+        faults.install(None)
+
+
 def test_a_checkpoint_and_a_finish_do_not_ask_git_for_the_remote_url(
         file_remote: str, tmp_path: Path, seam: Callable[[Any], Any]) -> None:
     init_remote(file_remote, ["a"])
@@ -155,12 +165,7 @@ KEPT = ["refs/heads/feature/x", "refs/heads/master", "refs/heads/w0/unknown",
 def test_prune_deletes_spent_branches_in_batches_and_nothing_else(tmp_path: Path) -> None:
     bare, url, extra = legacy_remote(tmp_path, 700)
     worker = worker_from_url(url, tmp_path / "copy", "pruner")
-    recorder = Recorder(worker.clone)
-    faults.install(recorder)
-    try:
-        deleted = prune(worker, batch=60)
-    finally:
-        faults.install(None)
+    deleted, recorder = recorded_prune(worker, 60)
     assert sorted(heads(bare)) == KEPT
     assert heads(bare)["refs/heads/w1/job0000002"] == extra
     assert len(deleted["branches"]) == 700 - 1 + 1 and "refs/heads/w0/job0000001@2" in \
@@ -277,12 +282,7 @@ def test_prune_over_http_posts_its_batches_and_keeps_what_it_must(tmp_path: Path
     with server:
         url = server.url("old.git")  # (the credentials in the URL)
         worker = worker_from_url(url, tmp_path / "copy", "pruner")
-        recorder = Recorder(worker.clone)
-        faults.install(recorder)
-        try:
-            deleted = prune(worker, batch=60)
-        finally:
-            faults.install(None)
+        deleted, recorder = recorded_prune(worker, 60)
         worker.close()
     assert sorted(heads(bare)) == KEPT and heads(bare)["refs/heads/w1/job0000002"] == extra
     assert len(deleted["branches"]) == 700

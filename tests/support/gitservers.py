@@ -24,7 +24,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, Sequence, cast
 from urllib.parse import quote, unquote, urlsplit
 
 
@@ -577,3 +577,13 @@ def _whoami() -> str:
     import pwd
 
     return pwd.getpwuid(os.getuid()).pw_name
+
+
+def busiest(times: Sequence[float], window_s: float) -> int:
+    """The most events of ``times`` (seconds, any order) in any ``window_s`` seconds."""
+    ordered, most, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
