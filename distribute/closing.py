@@ -31,12 +31,11 @@ def defer(w: "Worker") -> str:
     batch's next job."""
     job, branch = w._require_job()
     w._commit_job(f"{w.name} update on job {job}")
-    tip = w.clone.resolve(f"refs/heads/{branch}") or ""
-    servable = close_request(w.workspace, Request(
-        w.name, w.session, None, job, branch, "", "", None, ""),
-        w._claim_head) is not None
+    request = close_request(w.workspace, Request(
+        w.name, w.session, None, job, branch, "", "", None, ""), w._claim_head)
+    tip = request.tip if request else w.clone.resolve(f"refs/heads/{branch}") or ""
     w._finished.append(Finished(job, branch, w._branch_sha or "", w._claim_head or "", tip,
-                                servable))
+                                request is not None))
     w._clock.ended()
     w._drop_job_dir()
     w.running_job = w.working_branch = w._branch_sha = None

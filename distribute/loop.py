@@ -133,7 +133,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     claimed: Any = _UNSET  # what the previous finish claimed in the same lock hold
     try:
         while True:
-            worker.max_batch = most if max_jobs is None else max(1, min(most, max_jobs - taken))
+            worker.max_batch = _batch_cap(most, max_jobs, taken)
             if claimed is not _UNSET:
                 job, claimed = claimed, _UNSET
                 ledger = None if job is not None or exit_when_queue_empty else \
@@ -200,7 +200,7 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
                 continue
             more = max_jobs is None or taken < max_jobs
             supervisor = JobSupervisor(signals, grace_s, say, worker.name, job)
-            worker.max_batch = most if max_jobs is None else max(1, min(most, max_jobs - taken))
+            worker.max_batch = _batch_cap(most, max_jobs, taken)
             claimed = _run_one(worker, job, run_func, supervisor, result,
                                next_job_func if more else None, after_finish)
             if claimed is _STOP:
@@ -210,6 +210,11 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     finally:
         signals.close()
     return result
+
+
+def _batch_cap(most: int, max_jobs: Optional[int], taken: int) -> int:
+    """The batch a claim may take now: ``most``, and no more than ``max_jobs`` leaves."""
+    return most if max_jobs is None else max(1, min(most, max_jobs - taken))
 
 
 def _release(worker: Worker, say: Callable[[str], None],
