@@ -83,9 +83,15 @@ def start(url: str, tmp: Path, n: int, job_s: float, *opts: str,
     env = dict(os.environ, DISTRIBUTE_FLEET_JOB_S=str(job_s),
                PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
                **(env_extra or {}))
+    logs = os.environ.get("FLEET_LOGS")  # a folder: each worker's --debug log kept there
+    if logs:
+        Path(logs).mkdir(parents=True, exist_ok=True)
+        opts = ("--debug", *opts)
     return [subprocess.Popen([sys.executable, "-m", "distribute", "worker", url, "--run",
                               "fleet_jobs:sleep", "--name", f"f{i}", "--path", str(tmp / f"f{i}"),
-                              *opts], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              *opts], env=env, stdout=subprocess.DEVNULL,
+                             stderr=open(Path(logs) / f"f{i}.log", "wb") if logs  # noqa: SIM115
+                             else subprocess.PIPE)
             for i in range(n)]
 
 
@@ -117,7 +123,7 @@ def drain(workers: int, per_worker: int, job_s: float, tmp: Path, delay_ms: floa
         for proc in procs:
             _, err = proc.communicate(timeout=3600)
             if proc.returncode != 0:
-                raise SystemExit(f"a worker failed: {err.decode()[-2000:]}")
+                raise SystemExit(f"a worker failed: {(err or b'').decode()[-2000:]}")
         took = time.perf_counter() - started
         last = subprocess.run(["git", "--git-dir", str(root / "remote.git"), "log", "-1",
                                "--format=%ct", "master"], capture_output=True, text=True)

@@ -14,11 +14,12 @@ import logging
 import random
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ..exceptions import LockLostError, RemoteError
 from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
 from ..repo import Clone, RefUpdate
+from ..repo.pacer import PUSH
 from .observer import Observer
 from .waitqueue import POLL_BY_POSITION_S, WaitQueue
 
@@ -57,6 +58,9 @@ class RemoteLock:
         self._typical_hold_s = 0.0
         self._took_at = 0.0
         self._renew_limit: tuple[Optional[float], str] = (None, "")
+        #: Ref updates that ride on our pushes into line or onto the lock, given the marker
+        #: pushed (the worker's heartbeat while it has a job: no beat of its own is then due).
+        self.riders: Callable[[str], list[RefUpdate]] = lambda marker: []
         #: Clean-ups for the push that releases the lock: the wait refs of dead waiters.
         self.leftovers: list[RefUpdate] = []
 
@@ -75,7 +79,8 @@ class RemoteLock:
         marker = self._marker()
         wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
                          else marker, answerable=request is not None)
-        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")]):
+        if self._may_take_at_once(wait) and self.clone.push(
+                [RefUpdate(LOCK_REF, marker, expect=""), *self.riders(marker)]):
             self._took(marker)  # the usual case without contention: one round trip
             return
         try:
@@ -83,6 +88,21 @@ class RemoteLock:
         except BaseException:
             wait.leave()
             raise
+
+    def _may_take_at_once(self, wait: "WaitQueue") -> bool:
+        """Whether to push for the free lock before joining the line: when our last look showed
+        nobody waiting; under a push budget only when a fresh look (a read, cheap next to a
+        push) shows the lock free and nobody waiting: a refused take costs a push of the
+        worker's few, and a fleet starting together would spend them all racing for the lock."""
+        pacer = self.clone.pacer()
+        if not pacer.budget.limit(PUSH)[0]:
+            return not wait.others_known()
+        try:
+            refs = self.clone.ls_remote(COORD_PREFIX + "*", cheap=True)
+        except RemoteError:
+            return False  # (waiting in line deals with an unreachable remote)
+        self.observer.update(refs, self.clone.unreachable_at)
+        return LOCK_REF not in refs and not wait.others_known()
 
     def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s

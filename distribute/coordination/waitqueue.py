@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ..protocol import WAIT_PREFIX, wait_ref
 from ..repo import RefUpdate
+from ..repo.pacer import PUSH
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lock import RemoteLock
@@ -53,7 +54,8 @@ class WaitQueue:
     def join(self) -> None:
         """Announce that we wait (once; again if our wait ref was deleted as stale)."""
         if not self.joined:
-            self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None)])
+            self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None),
+                                  *self.lock.riders(self.marker)])
             self.joined = True
 
     def leave(self) -> None:
@@ -93,8 +95,11 @@ class WaitQueue:
 
     def _patience(self) -> float:
         """How long the first in line may leave the lock untaken: ``STALE_WAITER_S``, more when
-        polls are slow (a busy machine) or waiters sleep long (``poll_max_s``)."""
-        return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s)
+        polls are slow (a busy machine) or waiters sleep long (``poll_max_s``), and under a push
+        budget the span its take may wait for its share (see :mod:`distribute.repo.pacer`)."""
+        allowance = self.lock.clone.pacer().allowance(PUSH)
+        return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s,
+                   allowance[1] + 4 * self.poll_s if allowance else 0.0)
 
     def take_updates(self) -> list[RefUpdate]:
         """Ref updates for the push that takes the lock: leave the queue."""

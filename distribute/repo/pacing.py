@@ -10,6 +10,7 @@ be delayed, as reads the next paced ones pay for.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -17,6 +18,8 @@ from typing import Iterator, Optional
 from ..protocol import TRACKING_PREFIX
 from .pacer import READ, Pacer, pacer_for, promisor_packs
 from .process import GitProcess
+
+log = logging.getLogger(__name__)
 
 
 class PacedProcess(GitProcess):
@@ -45,7 +48,11 @@ class PacedProcess(GitProcess):
         """Run one operation of ``kind`` on the remote when it fits the worker's share
         (reads while it holds the lock are urgent: they are part of the hold)."""
         urgent = urgent or (kind == READ and pacer.holding is not None)
+        waited = pacer.waited_s[kind]
         ticket = pacer.begin(kind, urgent=urgent, within_s=within_s, reserve=reserve)
+        if pacer.waited_s[kind] - waited >= 1.0:
+            log.debug("a %s waited %.1fs for this worker's share of the budget (fleet %s)",
+                      kind, pacer.waited_s[kind] - waited, pacer.fleet())
         try:
             yield
         finally:

@@ -231,6 +231,8 @@ class Transport(PacedProcess):
         result = self._push_attempts(updates, atomic, landed, pacer,
                                      urgent or within_s == 0, within_s, reserve)
         pacer.pushed(updates, result.applied, result.rejected, self._sha_of)
+        log.debug("push of %s: %s", " ".join(u.ref.rpartition("/")[2] if u.ref.startswith(
+            "refs/heads/") else u.ref for u in updates), "applied" if result.applied else "refused")
         return result
 
     def _push_attempts(self, updates: Sequence[RefUpdate], atomic: bool,
