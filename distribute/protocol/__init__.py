@@ -1,5 +1,6 @@
 """The remote's protocol, written down once: every ref name, branch name, file name, commit-message
-format and marker format that workers exchange through the remote, and their parsers.
+format and marker format that workers exchange through the remote, and their parsers (the ref
+names in :mod:`.refs`, re-exported here).
 
 Nothing here runs git or does I/O. ``docs/protocol.md`` ("Remote layout and lock protocol") explains
 what these names mean together; this module is what the code uses.
@@ -24,56 +25,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from .exceptions import InvalidJobError, WorkerNameError
-
-# ---- refs ---------------------------------------------------------------------------------------
-MASTER = "refs/heads/master"
-ORIGIN_MASTER = "refs/remotes/origin/master"
-COORD_PREFIX = "refs/distribute/"
-LOCK_REF = COORD_PREFIX + "lock"
-HEARTBEAT_PREFIX = COORD_PREFIX + "hb/"
-WAIT_PREFIX = COORD_PREFIX + "wait/"
-#: ``distribute fleet``'s spend: a parentless commit whose message is ``fleet`` and a JSON object.
-FLEET_REF = COORD_PREFIX + "fleet"
-#: Where a local copy keeps the coordination refs it fetched.
-TRACKING_PREFIX = "refs/remotes/origin/distribute/"
-#: What every fetch of a worker brings: master and the coordination refs.
-FETCH_REFSPECS = ("+refs/heads/master:refs/remotes/origin/master",
-                  "+refs/distribute/*:refs/remotes/origin/distribute/*")
-ZERO_SHA = "0" * 40
+from ..exceptions import InvalidJobError, WorkerNameError
+from .refs import *  # noqa: F403  (the ref names, re-exported)
 
 
-def heartbeat_ref(worker: str, session: str = "") -> str:
-    """The remote ref the heartbeat of ``worker``'s process ``session`` lives on
-    (``hb/<worker>@<session>``; ``hb/<worker>`` for records written before sessions existed)."""
-    return HEARTBEAT_PREFIX + worker + (f"@{session}" if session else "")
-
-
-def heartbeat_owner(ref: str) -> tuple[str, str]:
-    """``(worker, session)`` of a heartbeat ref (inverse of :func:`heartbeat_ref`)."""
-    worker, _, session = ref[len(HEARTBEAT_PREFIX):].partition("@")
-    return worker, session
-
-
+# ---- sessions ------------------------------------------------------------------------------------
 def new_session() -> str:
     """A fresh session id: one per worker process, recorded with its claims and heartbeat, so
     that two processes with the same worker name are never taken for each other."""
     return uuid.uuid4().hex[:10]
-
-
-def wait_ref(worker: str) -> str:
-    """The remote ref a worker pushes while it waits for the lock."""
-    return WAIT_PREFIX + worker
-
-
-def tracking_ref(remote_ref: str) -> str:
-    """The local tracking ref of a coordination ref (``refs/distribute/x`` → its fetched copy)."""
-    return TRACKING_PREFIX + remote_ref[len(COORD_PREFIX):]
-
-
-def remote_ref(tracking: str) -> str:
-    """The coordination ref a local tracking ref mirrors (inverse of :func:`tracking_ref`)."""
-    return COORD_PREFIX + tracking[len(TRACKING_PREFIX):]
 
 
 # ---- files on master ----------------------------------------------------------------------------
