@@ -25,8 +25,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from ..exceptions import InvalidJobError, WorkerNameError
+from ..exceptions import DistributeError, InvalidJobError, WorkerNameError
 from .refs import *  # noqa: F403  (the ref names, re-exported)
+from .refs import COORD_PREFIX, NAMESPACES, RESERVED_NAME
 
 
 # ---- sessions ------------------------------------------------------------------------------------
@@ -53,7 +54,8 @@ UPDATES_DIR = "updates"
 #: keeps the most recent ones, between DONE_RECENT and twice that many.
 DONE_DIR = "done"
 DONE_RECENT = 1000
-#: A top-level file naming the layout of results on master (absent: the first, flat layout).
+#: A top-level file naming the layout of results on master (absent: the first, flat layout), and
+#: where the remote keeps its coordination refs (:func:`parse_namespace`).
 LAYOUT_FILE = ".distribute"
 #: ``updates/<slug>/`` — remotes made before results were sharded.
 FLAT = 1
@@ -155,9 +157,26 @@ def segment_path(seq: int) -> str:
     return f"{DONE_DIR}/{seq:06d}.txt"
 
 
-def layout_text(layout: int) -> str:
-    """The content of :data:`LAYOUT_FILE` for ``layout``."""
-    return f"layout {layout}\n"
+def layout_text(layout: int, namespace: str = COORD_PREFIX) -> str:
+    """The content of :data:`LAYOUT_FILE` for ``layout``, on a remote keeping its coordination
+    refs under ``namespace`` (a line ``refs <namespace>`` when not the default)."""
+    return f"layout {layout}\n" + (f"refs {namespace}\n" if namespace != COORD_PREFIX else "")
+
+
+def parse_namespace(text: Optional[str]) -> str:
+    """Where the remote whose :data:`LAYOUT_FILE` says ``text`` keeps its coordination refs (no
+    ``refs`` line, or no file: :data:`COORD_PREFIX`); :class:`DistributeError` for one this
+    version does not know (a newer one chose it)."""
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "refs":
+            if value.strip() not in NAMESPACES:
+                raise DistributeError(
+                    f"the remote keeps its coordination refs under {value.strip()[:80]!r} "
+                    f"({LAYOUT_FILE} on master), which this version of distribute does not know: "
+                    "upgrade distribute")
+            return value.strip()
+    return COORD_PREFIX
 
 
 def parse_layout(text: Optional[str]) -> int:
@@ -179,7 +198,8 @@ def job_branch(worker: str, job: str, attempt: int) -> str:
 def check_worker_name(name: str) -> str:
     """Return ``name`` if it is usable as a path component and a ref component, else raise."""
     if (not isinstance(name, str) or not _NAME.match(name) or ".." in name
-            or name.endswith((".", ".lock")) or name in ("master", "HEAD")):
+            or name.endswith((".", ".lock")) or name in ("master", "HEAD")
+            or name.lower() == RESERVED_NAME):
         raise WorkerNameError(
             f"worker name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'")
