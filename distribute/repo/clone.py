@@ -82,7 +82,9 @@ class Clone(Plumbing, Transport):
             probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
             probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
                             str(target)], what="clone")
-            return cls(target, **kwargs)  # type: ignore[arg-type]
+            full = cls(target, **kwargs)  # type: ignore[arg-type]
+            full.drop_cloned_copies()
+            return full
         clone = cls._slim(url, target, partial=True, **kwargs)
         if clone is None:  # the server cannot send single files later: take them all now
             shutil.rmtree(target)
