@@ -21,10 +21,13 @@ from support.invariants import master_file
 from support.processes import Run, cli_env
 from support.remotes import assert_settled, jobs_in, ledger_file
 
-from distribute import init_remote, settings, worker_from_url
+from distribute import DistributeError, WorkerNameError, init_remote, settings, worker_from_url
 from distribute.jobbranch import max_file_bytes
 from distribute.maintenance import prune
-from distribute.protocol import BRANCH_COORD_PREFIX
+from distribute.protocol import (BRANCH_COORD_PREFIX, COORD_PREFIX, check_worker_name,
+                                 fetch_refspecs, from_remote, layout_text, on_remote,
+                                 parse_layout, parse_namespace)
+from distribute.report.publish import is_page_branch
 from distribute.repo.refusals import custom_refs_refused, host_limit_mb, too_large
 from distribute.repo.transport import diagnose
 
@@ -249,6 +252,47 @@ def test_a_ledger_made_before_the_record_gets_it_from_init(
     assert master_file(repo, ".distribute") == "layout 2\nrefs refs/heads/_distribute/\n"
     cli("worker", http.url(), "--run", "cli_jobs:write", "--exit-when-queue-empty")
     assert sorted(jobs_in(http.url(), "done.txt", tmp_path)) == ["J1", "J2"]
+
+
+@pytest.mark.parametrize("transport", ["file", "git"])
+def test_two_workers_on_a_branches_only_host_over_file_and_git_daemon(
+        tmp_path: Path, transport: str) -> None:
+    """The same host served over ``file://`` and ``git://``: init records the namespace, two
+    workers drain 6 jobs, each done once, and exit 0."""
+    root = tmp_path / "d"
+    root.mkdir()
+    repo = branches_only_bare(root)
+    jobs = [f"k{i}" for i in range(6)]
+    with GitDaemon(root) as daemon:
+        url = daemon.url() if transport == "git" else repo.as_uri()
+        init_remote(url, jobs)
+        ended = _run_workers(tmp_path, url, 2, {}, run="cli_jobs:write")
+        assert [p.returncode for p in ended] == [0, 0], [p.stderr[-2000:] for p in ended]
+        assert_settled(url, jobs, tmp_path)
+    assert "refs/heads/_distribute/" in master_file(repo, ".distribute")
+
+
+def test_coordination_ref_names_map_to_the_remotes_namespace() -> None:
+    """The code's names (``refs/distribute/…``) and the remote's, both ways; the record on
+    master; the name no worker (and no report branch) may take."""
+    ns = BRANCH_COORD_PREFIX
+    assert on_remote("refs/distribute/lock", ns) == "refs/heads/_distribute/lock"
+    assert on_remote("refs/distribute/*", ns) == "refs/heads/_distribute/*"
+    assert on_remote("refs/heads/w0/job", ns) == "refs/heads/w0/job"
+    assert on_remote("refs/distribute/lock", COORD_PREFIX) == "refs/distribute/lock"
+    assert from_remote("refs/heads/_distribute/hb/w0@s", ns) == "refs/distribute/hb/w0@s"
+    assert from_remote("refs/distribute/lock", ns) is None  # (nobody's, on such a remote)
+    assert from_remote("refs/heads/master", ns) == "refs/heads/master"
+    assert fetch_refspecs(ns)[1] == "+refs/heads/_distribute/*:refs/remotes/origin/distribute/*"
+    assert parse_namespace(None) == parse_namespace("layout 2\n") == COORD_PREFIX
+    assert parse_namespace(layout_text(2, ns)) == ns and parse_layout(layout_text(2, ns)) == 2
+    with pytest.raises(DistributeError, match="upgrade distribute"):
+        parse_namespace("layout 2\nrefs refs/elsewhere/\n")
+    for name in ("_distribute", "_Distribute"):
+        with pytest.raises(WorkerNameError):
+            check_worker_name(name)
+    assert check_worker_name("_distributed") == "_distributed"
+    assert not is_page_branch("_distribute/page") and is_page_branch("_distributed")
 
 
 # ---- reading the host's words --------------------------------------------------------------------
