@@ -16,11 +16,10 @@ import sys
 import tempfile
 import time
 import traceback
-import uuid
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence, Union
 
-from .exceptions import DistributeError, HostUnsupportedError, LocalCopyError
+from .exceptions import DistributeError, LocalCopyError
 from .ledger import Ledger
 from .protocol import (
     ADDED,
@@ -40,14 +39,12 @@ from .protocol import (
     default_worker_name,
     heartbeat_ref,
     layout_text,
-    marker_message,
     parse_layout,
     parse_namespace,
     remote_ref,
 )
-from .redact import redact
-from .repo import Clone, RefUpdate
-from .repo.clone import normalize_url
+from .repo import Clone
+from .repo.clone import normalize_url, takes_custom_refs
 from .repo.localcopy import lock_local_copy
 from .settings import get_env
 from .transaction import create_master
@@ -178,14 +175,14 @@ def initialise(remote_url: str, jobs: Optional[Iterable[str]] = None) -> Initial
             record = clone.show(master, LAYOUT_FILE)
             recorded = parse_namespace(record)
             if all(clone.show(master, f) is not None for f in LEDGER_FILES):
-                if recorded != COORD_PREFIX or _takes_custom_refs(clone):
+                if recorded != COORD_PREFIX or takes_custom_refs(clone):
                     return Initialised(False, recorded)
                 return Initialised(False, BRANCH_COORD_PREFIX,
                                    _record_namespace(clone, master, record))
             clone.checkout_detached(master, force=True)
         else:
             clone.checkout_orphan("distribute-init")
-        namespace = COORD_PREFIX if _takes_custom_refs(clone) else BRANCH_COORD_PREFIX
+        namespace = COORD_PREFIX if takes_custom_refs(clone) else BRANCH_COORD_PREFIX
         root = Path(clone.path)
         if master is None or namespace != COORD_PREFIX:  # (a new remote: sharded results)
             layout = SHARDED if master is None else parse_layout(record)
@@ -199,24 +196,6 @@ def initialise(remote_url: str, jobs: Optional[Iterable[str]] = None) -> Initial
         clone.add_paths(*LEDGER_FILES)
         message = commit_message("distribute-init", INIT, "initialise the distribute job ledger")
         return Initialised(create_master(clone, message, master), namespace)
-
-
-def _takes_custom_refs(clone: Clone) -> bool:
-    """Whether the host takes a ref under ``refs/distribute/``: push a marker to a new one and
-    delete it again. ``False`` when the push is refused (a host's rule allowing only branches
-    and tags)."""
-    ref = f"{COORD_PREFIX}init-{uuid.uuid4().hex[:10]}"
-    marker = clone.make_marker(marker_message("init", "distribute-init"))
-    clone.namespace = COORD_PREFIX  # (this very name, wherever master may say they live)
-    try:
-        applied = clone.push_result([RefUpdate(ref, marker, expect="")]).applied
-    except HostUnsupportedError:
-        applied = False
-    if applied:
-        clone.push_result([RefUpdate(ref, None, expect=marker)])
-    log.info("%s takes refs under %s: %s", redact(clone.remote_url() or ""), COORD_PREFIX,
-             "yes" if applied else "no (its coordination refs go to a branch namespace)")
-    return applied
 
 
 def _record_namespace(clone: Clone, master: str, record: Optional[str]) -> bool:
