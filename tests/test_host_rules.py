@@ -257,8 +257,9 @@ def test_a_ledger_made_before_the_record_gets_it_from_init(
 @pytest.mark.parametrize("transport", ["file", "git"])
 def test_two_workers_on_a_branches_only_host_over_file_and_git_daemon(
         tmp_path: Path, transport: str) -> None:
-    """The same host served over ``file://`` and ``git://``: init records the namespace, two
-    workers drain 6 jobs, each done once, and exit 0."""
+    """The same host served over ``file://`` (full copies: ``DISTRIBUTE_SLIM_CLONE=0``, whose
+    ``git clone`` brings the branch namespace too) and ``git://``: init records the namespace,
+    two workers drain 6 jobs, each done once, and exit 0."""
     root = tmp_path / "d"
     root.mkdir()
     repo = branches_only_bare(root)
@@ -266,7 +267,8 @@ def test_two_workers_on_a_branches_only_host_over_file_and_git_daemon(
     with GitDaemon(root) as daemon:
         url = daemon.url() if transport == "git" else repo.as_uri()
         init_remote(url, jobs)
-        ended = _run_workers(tmp_path, url, 2, {}, run="cli_jobs:write")
+        env = {"DISTRIBUTE_SLIM_CLONE": "0"} if transport == "file" else {}
+        ended = _run_workers(tmp_path, url, 2, env, run="cli_jobs:write")
         assert [p.returncode for p in ended] == [0, 0], [p.stderr[-2000:] for p in ended]
         assert_settled(url, jobs, tmp_path)
     assert "refs/heads/_distribute/" in master_file(repo, ".distribute")
