@@ -7,7 +7,9 @@ what these names mean together; this module is what the code uses.
 
 ``master`` holds the ledger (:data:`LEDGER_FILES`) and the merged results (``updates/<slug>/``).
 Coordination refs live under :data:`COORD_PREFIX`, outside any branch: the lock
-(:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``). Their values
+(:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``); so the code
+names them, and so a remote keeps them unless its host takes only branches and tags (then under
+:data:`BRANCH_COORD_PREFIX`, as master records: :func:`parse_namespace`). Their values
 are *markers*: commits with the empty tree whose message says who made them and when; a waiter's
 marker may carry a :class:`Request` for the holder to serve.
 Every commit the library puts on ``master`` has trailers (:func:`commit_message`) that say what
