@@ -23,6 +23,8 @@ from .exceptions import DistributeError, LocalCopyError
 from .ledger import Ledger
 from .protocol import (
     ADDED,
+    BRANCH_COORD_PREFIX,
+    COORD_PREFIX,
     INIT,
     LAYOUT_FILE,
     LEDGER_FILES,
@@ -37,17 +39,19 @@ from .protocol import (
     default_worker_name,
     heartbeat_ref,
     layout_text,
+    parse_layout,
+    parse_namespace,
     remote_ref,
 )
 from .repo import Clone
-from .repo.clone import normalize_url
+from .repo.clone import normalize_url, takes_custom_refs
 from .repo.localcopy import lock_local_copy
 from .settings import get_env
 from .transaction import create_master
 from .worker import Worker
 
-__all__ = ["Worker", "worker_from_url", "init_remote", "create_from_config", "add_jobs",
-           "requeue_jobs", "Requeued", "normalize_url"]
+__all__ = ["Worker", "worker_from_url", "init_remote", "initialise", "Initialised",
+           "create_from_config", "add_jobs", "requeue_jobs", "Requeued", "normalize_url"]
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +140,53 @@ def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
     """Create the ledger files on the remote's ``master`` (an empty bare repo is fine).
 
     ``jobs`` seed ``jobs.txt`` of a new ledger. Returns ``True`` if the ledger was created,
-    ``False`` if it already existed (then nothing is changed: queue jobs with :func:`add_jobs`).
+    ``False`` if it already existed (then nothing is changed: queue jobs with :func:`add_jobs`),
+    but for one thing: on a host that takes only branches and tags, a ledger made before the
+    remote recorded where its coordination refs live gets that record (see :func:`initialise`).
     """
+    return initialise(remote_url, jobs).created
+
+
+class Initialised(NamedTuple):
+    """What :func:`initialise` did."""
+
+    #: Whether the ledger was created (``False``: it existed).
+    created: bool
+    #: Where the remote keeps its coordination refs (``refs/distribute/``, or
+    #: ``refs/heads/_distribute/`` on a host that takes only branches and tags).
+    namespace: str
+    #: Whether this call recorded a branch namespace on an existing ledger's master.
+    recorded: bool = False
+
+
+def initialise(remote_url: str, jobs: Optional[Iterable[str]] = None) -> Initialised:
+    """:func:`init_remote`, saying what it did. The first time, it pushes a ref under
+    ``refs/distribute/`` and deletes it: a host that refuses it (a rule allowing only branches
+    and tags) gets its coordination refs under ``refs/heads/_distribute/``, recorded on master
+    (``.distribute``) for every worker; a ledger that exists without a record is given one."""
     seed = [check_job(j) for j in jobs or []]
     with tempfile.TemporaryDirectory(prefix="distribute-init-") as tmp:
         clone = Clone.clone(normalize_url(remote_url), Path(tmp) / "remote",
                             name="distribute-init")
         master = clone.ls_remote(MASTER).get(MASTER)
+        record: Optional[str] = None
         if master is not None:
             clone.fetch_branch(MASTER)
+            record = clone.show(master, LAYOUT_FILE)
+            recorded = parse_namespace(record)
             if all(clone.show(master, f) is not None for f in LEDGER_FILES):
-                return False
+                if recorded != COORD_PREFIX or takes_custom_refs(clone):
+                    return Initialised(False, recorded)
+                return Initialised(False, BRANCH_COORD_PREFIX,
+                                   _record_namespace(clone, master, record))
             clone.checkout_detached(master, force=True)
         else:
             clone.checkout_orphan("distribute-init")
+        namespace = COORD_PREFIX if takes_custom_refs(clone) else BRANCH_COORD_PREFIX
         root = Path(clone.path)
-        if master is None:  # a new remote gets the sharded layout of results
-            (root / LAYOUT_FILE).write_text(layout_text(SHARDED), encoding="utf-8")
+        if master is None or namespace != COORD_PREFIX:  # (a new remote: sharded results)
+            layout = SHARDED if master is None else parse_layout(record)
+            (root / LAYOUT_FILE).write_text(layout_text(layout, namespace), encoding="utf-8")
             clone.add_paths(LAYOUT_FILE)
         for name in LEDGER_FILES:
             target = root / name
@@ -161,7 +195,20 @@ def init_remote(remote_url: str, jobs: Optional[Iterable[str]] = None) -> bool:
                 target.write_text("".join(j + "\n" for j in lines), encoding="utf-8")
         clone.add_paths(*LEDGER_FILES)
         message = commit_message("distribute-init", INIT, "initialise the distribute job ledger")
-        return create_master(clone, message, master)
+        return Initialised(create_master(clone, message, master), namespace)
+
+
+def _record_namespace(clone: Clone, master: str, record: Optional[str]) -> bool:
+    """Record on ``master`` (compare-and-swap, no lock: no worker can have run on a host that
+    refuses ``refs/distribute/``) that the coordination refs live under
+    ``refs/heads/_distribute/``; ``False`` if master moved meanwhile."""
+    clone.checkout_detached(master, force=True)
+    (Path(clone.path) / LAYOUT_FILE).write_text(
+        layout_text(parse_layout(record), BRANCH_COORD_PREFIX), encoding="utf-8")
+    clone.add_paths(LAYOUT_FILE)
+    message = commit_message("distribute-init", INIT, "record where the coordination refs live: "
+                             f"{BRANCH_COORD_PREFIX} (the host takes only branches and tags)")
+    return create_master(clone, message, master)
 
 
 def add_jobs(worker: Worker, jobs: Iterable[str], allow_duplicates: bool = False,

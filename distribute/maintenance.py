@@ -31,6 +31,7 @@ from .protocol import (
     heartbeat_ref,
     job_slug,
     layout_text,
+    parse_namespace,
     remote_ref,
     segment_path,
     slug_path,
@@ -109,7 +110,9 @@ def _sharded_tree(worker: Worker, base: str) -> tuple[int, str]:
             slugs.add(slug)
             entries.append(IndexEntry("0", "0" * 40, entry.path))  # remove the old path
             entries.append(entry._replace(path=f"{slug_path(slug)}/{'/'.join(parts[2:])}"))
-        entries.append(IndexEntry("100644", clone.write_blob(layout_text(SHARDED)), LAYOUT_FILE))
+        namespace = parse_namespace(clone.show(base, LAYOUT_FILE))  # (kept as recorded)
+        entries.append(IndexEntry("100644", clone.write_blob(layout_text(SHARDED, namespace)),
+                                  LAYOUT_FILE))
         try:
             index.update(entries)
         except RemoteError as exc:
@@ -160,10 +163,16 @@ def prune(worker: Worker, branches: bool = True, batch: int = 5000,
         listed = worker.clone.ls_remote("refs/heads/*")
         spent = spent_branches(worker, listed, ledger.done, snap["master"])
         if spent:
-            log.info("deleting %d spent job branches of %d", len(spent), len(listed) - 1)
+            log.info("deleting %d spent job branches of %d", len(spent), len(_branches(listed)) - 1)
             deleted["branches"] = delete_refs(worker.clone, listed, spent, batch,
                                               progress=progress)
     return deleted
+
+
+def _branches(listed: dict[str, str]) -> dict[str, str]:
+    """The branches of a listing of ``refs/heads/*``: not the coordination refs a remote keeps
+    in a branch namespace (the transport names them ``refs/distribute/…``)."""
+    return {ref: sha for ref, sha in listed.items() if ref.startswith("refs/heads/")}
 
 
 def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
@@ -175,7 +184,7 @@ def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
     whose job another worker finished, one holding commits master lacks."""
     finished = {(e.worker, job_slug(e.job)) for e in done}
     candidates = {}
-    for ref, sha in listed.items():
+    for ref, sha in _branches(listed).items():
         owner, _, rest = ref[len("refs/heads/"):].partition("/")
         if (owner, rest.partition("@")[0]) in finished:
             candidates[ref] = sha
@@ -192,7 +201,7 @@ PRUNE_RATE = {"http": 5000.0, "git": 600.0}
 def prune_hint(worker: Worker, url: str) -> Optional[str]:
     """One line on what ``distribute prune`` would do and about how long it would take, when the
     remote keeps :data:`MANY_BRANCHES` branches or more; ``None`` otherwise."""
-    count = len(worker.clone.ls_remote("refs/heads/*")) - 1
+    count = len(_branches(worker.clone.ls_remote("refs/heads/*"))) - 1
     if count < MANY_BRANCHES:
         return None
     rate = PRUNE_RATE["http" if url.lower().startswith(("http://", "https://")) else "git"]

@@ -51,9 +51,12 @@ def test_doctor_names_each_hosts_rules(cli: Run, http: SmartHttpServer) -> None:
     no_atomic = _doctor(cli, http.url("na.git"), 1)
     assert _verdicts(no_atomic)["atomic"] is False and no_atomic["usable"] is False
     assert "atomic" in no_atomic["will_do"]
-    branches = _doctor(cli, http.url("bo.git"), 1)
+    branches = _doctor(cli, http.url("bo.git"), 0)  # (the coordination refs go to a namespace)
     assert [n for n, ok in _verdicts(branches).items() if not ok] == ["custom refs"]
-    assert "refs/distribute" in branches["will_do"]["custom refs"]
+    assert _verdicts(branches)["branch refs"] is True and branches["usable"] is True
+    assert "refs/heads/_distribute/" in branches["will_do"]["custom refs"]
+    assert "distribute init" in branches["will_do"]["custom refs"]
+    assert "branch refs" not in _verdicts(plain)
     big = _doctor(cli, http.url("big.git"), 0, "--file-mb", "1.5")
     assert [n for n, ok in _verdicts(big).items() if not ok] == ["file size"]
     assert "GH001" in big["checks"]["file size"]["detail"]

@@ -2,24 +2,32 @@
 own mechanisms (:mod:`support.hosts`): no atomic pushes, branches and tags only, files too big.
 
 Each test runs the real ``python -m distribute`` (or real workers) against a real git server; the
-host's refusal must end in one line saying what the host refuses, never in retries.
+host's refusal must end in one line saying what the host refuses, never in retries. A host taking
+only branches and tags is no refusal any more: its coordination refs live in a branch namespace.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from support.gitservers import GitDaemon, SmartHttpServer
+from support.gitservers import GitDaemon, SmartHttpServer, make_bare
 from support.hosts import branches_only_bare, no_atomic_bare, size_limited_bare
+from support.invariants import master_file
 from support.processes import Run, cli_env
-from support.remotes import jobs_in, ledger_file
+from support.remotes import assert_settled, jobs_in, ledger_file
 
-from distribute import init_remote, settings
+from distribute import DistributeError, WorkerNameError, init_remote, settings, worker_from_url
 from distribute.jobbranch import max_file_bytes
+from distribute.maintenance import prune
+from distribute.protocol import (BRANCH_COORD_PREFIX, COORD_PREFIX, check_worker_name,
+                                 fetch_refspecs, from_remote, layout_text, on_remote,
+                                 parse_layout, parse_namespace)
+from distribute.report.publish import is_page_branch
 from distribute.repo.refusals import custom_refs_refused, host_limit_mb, too_large
 from distribute.repo.transport import diagnose
 
@@ -47,8 +55,18 @@ def _push(tmp_path: Path, url: str, refspec: str, big: int = 0) -> subprocess.Co
 
 
 def _remote_refs(repo: Path) -> str:
-    return subprocess.run(["git", "--git-dir", str(repo), "for-each-ref"], capture_output=True,
+    return _git(repo, "for-each-ref")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "--git-dir", str(repo), *args], capture_output=True,
                           text=True, check=True).stdout
+
+
+def _job_file(tmp_path: Path, jobs: list[str]) -> str:
+    path = tmp_path / "jobs.txt"
+    path.write_text("".join(job + "\n" for job in jobs))
+    return str(path)
 
 
 # ---- the emulations ------------------------------------------------------------------------------
@@ -102,11 +120,11 @@ def test_no_atomic_push_over_git_daemon(cli: Run, tmp_path: Path) -> None:
 
 
 # ---- big files -----------------------------------------------------------------------------------
-def _run_workers(tmp_path: Path, url: str, count: int, env: dict[str, str]) -> list[
-        subprocess.CompletedProcess]:
+def _run_workers(tmp_path: Path, url: str, count: int, env: dict[str, str],
+                 run: str = "cli_jobs:sized") -> list[subprocess.CompletedProcess]:
     """Run ``count`` real worker processes until the queue is empty; return them ended."""
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "distribute", "worker", url, "--run", "cli_jobs:sized",
+        [sys.executable, "-m", "distribute", "worker", url, "--run", run,
          "--name", f"w{i}", "--exit-when-queue-empty"], cwd=tmp_path, env=cli_env(tmp_path, env),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(count)]
     ended = []
@@ -150,20 +168,133 @@ def test_the_hosts_own_size_refusal_fails_the_job_not_the_fleet(
 
 
 # ---- branches and tags only ----------------------------------------------------------------------
-def test_a_host_refusing_custom_refs_stops_the_worker_with_one_line(
-        cli: Run, tmp_path: Path, http: SmartHttpServer) -> None:
-    """A host taking only branches and tags: the worker's first push of ``refs/distribute/lock``
-    is refused by the host's rule, and the worker stops with one line saying what the host refuses
-    and what to do, instead of hammering the host; the ledger is untouched."""
+def _branches_only_remote(http: SmartHttpServer, jobs: list[str]) -> tuple[Path, str]:
+    """A branches-and-tags-only host over smart HTTP, initialised with ``jobs``."""
     repo = branches_only_bare(http.root)
+    init_remote(http.url(), jobs)
+    return repo, http.url()
+
+
+def test_init_records_a_branch_namespace_on_a_host_taking_only_branches_and_tags(
+        cli: Run, tmp_path: Path, http: SmartHttpServer) -> None:
+    """``distribute init`` finds that the host refuses ``refs/distribute/*`` and records
+    ``refs/heads/_distribute/`` on master (``.distribute``), saying so; a plain host records
+    nothing and keeps ``refs/distribute/``; neither keeps the probe's ref."""
+    repo = branches_only_bare(http.root)
+    out = cli("init", http.url(), "--jobs", _job_file(tmp_path, ["J1"])).stdout
+    assert "refs/heads/_distribute/" in out and "only branches and tags" in out, out
+    assert master_file(repo, ".distribute") == "layout 2\nrefs refs/heads/_distribute/\n"
+    assert _remote_refs(repo).split()[-1] == "refs/heads/master"
+    assert "nothing changed" in cli("init", http.url()).stdout  # (recorded once)
+    plain = make_bare(http.root, "plain.git")
+    out = cli("init", http.url("plain.git")).stdout
+    assert "_distribute" not in out and master_file(plain, ".distribute") == "layout 2\n"
+    assert _remote_refs(plain).split()[-1] == "refs/heads/master"
+
+
+def test_four_workers_drain_twenty_jobs_on_a_host_taking_only_branches_and_tags(
+        tmp_path: Path, http: SmartHttpServer) -> None:
+    """4 ``distribute worker`` processes drain 20 jobs over smart HTTP on a host refusing every
+    ref outside branches and tags: each job done exactly once, every worker exits 0, the
+    coordination refs lived under ``refs/heads/_distribute/`` and nothing under
+    ``refs/distribute/``; ``prune`` deletes a spent job branch and a dead heartbeat there, and
+    takes no coordination ref for a job branch."""
+    jobs = [f"j{i:02d}" for i in range(20)]
+    repo, url = _branches_only_remote(http, jobs)
+    ended = _run_workers(tmp_path, url, 4, {}, run="cli_jobs:write")
+    assert [p.returncode for p in ended] == [0] * 4, [p.stderr[-2000:] for p in ended]
+    assert "refuses" not in "".join(p.stderr for p in ended)
+    assert_settled(url, jobs, tmp_path)
+    assert Counter(jobs_in(url, "done.txt", tmp_path)) == Counter(jobs)  # exactly once
+    refs = _remote_refs(repo)
+    assert "refs/distribute/" not in refs and "refs/heads/_distribute/lock" not in refs
+    # left behind: a done job's branch, a dead worker's heartbeat, a live waiter's wait ref
+    job, owner = ledger_file(url, "done.txt", tmp_path)[0].split("\t")[:2]
+    _git(repo, "update-ref", f"refs/heads/{owner}/{job}", "master")
+    empty = _git(repo, "hash-object", "-t", "tree", "-w", "/dev/null").strip()
+    for kind, ref in (("heartbeat", "hb/ghost@s1"), ("wait", "wait/ghost")):
+        marker = _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", empty,
+                      "-m", f"{kind} ghost").strip()
+        _git(repo, "update-ref", f"refs/heads/_distribute/{ref}", marker)
+    worker = worker_from_url(url, tmp_path / "pruner", name="pruner", lock_lease_s=600.0)
+    try:
+        assert worker.clone.namespace == BRANCH_COORD_PREFIX
+        deleted = prune(worker)
+    finally:
+        worker.close()
+    assert deleted == {"heartbeats": ["refs/distribute/hb/ghost@s1"], "waits": [],
+                       "branches": [f"refs/heads/{owner}/{job}"]}
+    left = _remote_refs(repo).split()[2::3]
+    assert left == ["refs/heads/_distribute/wait/ghost", "refs/heads/master"], left
+
+
+def test_a_ledger_made_before_the_record_gets_it_from_init(
+        cli: Run, tmp_path: Path, http: SmartHttpServer) -> None:
+    """A ledger made while the host still took ``refs/distribute/*`` (so nothing was recorded),
+    then a rule allowing only branches and tags: the worker stops at its first lock push with one
+    line naming what the host refuses and what to run, no retry, the ledger untouched; running
+    ``distribute init`` again records the branch namespace, and then the worker works."""
+    repo = branches_only_bare(http.root)
+    hook = repo / "hooks" / "pre-receive"
+    hook.rename(repo / "rule")  # (the rule comes after the ledger)
     init_remote(http.url(), ["J1", "J2"])
+    (repo / "rule").rename(hook)
     before, pushes = _remote_refs(repo), len(http.operations("push"))
     proc = cli("worker", http.url(), "--run", "cli_jobs:write", rc=1)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "refs/distribute/" in errors[0], proc.stderr
-    assert "only branches and tags" in errors[0] and "retrying" not in proc.stderr
+    assert "only branches and tags" in errors[0] and "distribute init" in errors[0]
+    assert "retrying" not in proc.stderr
     assert len(http.operations("push")) - pushes <= 2  # the atomic probe, one refused push
     assert _remote_refs(repo) == before
+    out = cli("init", http.url()).stdout
+    assert "refs/heads/_distribute/" in out and "already has a job ledger" in out, out
+    assert master_file(repo, ".distribute") == "layout 2\nrefs refs/heads/_distribute/\n"
+    cli("worker", http.url(), "--run", "cli_jobs:write", "--exit-when-queue-empty")
+    assert sorted(jobs_in(http.url(), "done.txt", tmp_path)) == ["J1", "J2"]
+
+
+@pytest.mark.parametrize("transport", ["file", "git"])
+def test_two_workers_on_a_branches_only_host_over_file_and_git_daemon(
+        tmp_path: Path, transport: str) -> None:
+    """The same host served over ``file://`` (full copies: ``DISTRIBUTE_SLIM_CLONE=0``, whose
+    ``git clone`` brings the branch namespace too) and ``git://``: init records the namespace,
+    two workers drain 6 jobs, each done once, and exit 0."""
+    root = tmp_path / "d"
+    root.mkdir()
+    repo = branches_only_bare(root)
+    jobs = [f"k{i}" for i in range(6)]
+    with GitDaemon(root) as daemon:
+        url = daemon.url() if transport == "git" else repo.as_uri()
+        init_remote(url, jobs)
+        env = {"DISTRIBUTE_SLIM_CLONE": "0"} if transport == "file" else {}
+        ended = _run_workers(tmp_path, url, 2, env, run="cli_jobs:write")
+        assert [p.returncode for p in ended] == [0, 0], [p.stderr[-2000:] for p in ended]
+        assert_settled(url, jobs, tmp_path)
+    assert "refs/heads/_distribute/" in master_file(repo, ".distribute")
+
+
+def test_coordination_ref_names_map_to_the_remotes_namespace() -> None:
+    """The code's names (``refs/distribute/…``) and the remote's, both ways; the record on
+    master; the name no worker (and no report branch) may take."""
+    ns = BRANCH_COORD_PREFIX
+    assert on_remote("refs/distribute/lock", ns) == "refs/heads/_distribute/lock"
+    assert on_remote("refs/distribute/*", ns) == "refs/heads/_distribute/*"
+    assert on_remote("refs/heads/w0/job", ns) == "refs/heads/w0/job"
+    assert on_remote("refs/distribute/lock", COORD_PREFIX) == "refs/distribute/lock"
+    assert from_remote("refs/heads/_distribute/hb/w0@s", ns) == "refs/distribute/hb/w0@s"
+    assert from_remote("refs/distribute/lock", ns) is None  # (nobody's, on such a remote)
+    assert from_remote("refs/heads/master", ns) == "refs/heads/master"
+    assert fetch_refspecs(ns)[1] == "+refs/heads/_distribute/*:refs/remotes/origin/distribute/*"
+    assert parse_namespace(None) == parse_namespace("layout 2\n") == COORD_PREFIX
+    assert parse_namespace(layout_text(2, ns)) == ns and parse_layout(layout_text(2, ns)) == 2
+    with pytest.raises(DistributeError, match="upgrade distribute"):
+        parse_namespace("layout 2\nrefs refs/elsewhere/\n")
+    for name in ("_distribute", "_Distribute"):
+        with pytest.raises(WorkerNameError):
+            check_worker_name(name)
+    assert check_worker_name("_distributed") == "_distributed"
+    assert not is_page_branch("_distribute/page") and is_page_branch("_distributed")
 
 
 # ---- reading the host's words --------------------------------------------------------------------

@@ -11,10 +11,10 @@ import time
 from typing import Any, Optional, Sequence
 
 from .. import config
-from ..connect import add_jobs, init_remote, requeue_jobs
+from ..connect import add_jobs, initialise, requeue_jobs
 from ..coordination import break_lock
 from ..exceptions import DistributeError
-from ..protocol import ORIGIN_MASTER, check_job
+from ..protocol import COORD_PREFIX, ORIGIN_MASTER, check_job
 from ..redact import redact
 from ..status import host_activity, status_json
 from ..worker import Worker
@@ -106,14 +106,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     """Create the ledger on the remote's master, optionally seeding jobs.txt."""
     url = resolve_remote(args.remote)
     jobs = [check_job(j) for j in read_job_file(args.jobs)] if args.jobs else []
-    if init_remote(url, jobs):
+    done = initialise(url, jobs)
+    where = ("" if done.namespace == COORD_PREFIX else f"; the host takes only branches and tags, "
+             f"so its coordination refs live under {done.namespace} (recorded on master)")
+    if done.created:
         say(f"initialised the job ledger on {url}" + (f" with {plural(len(jobs), 'job')}"
-                                                       if jobs else ""))
+                                                       if jobs else "") + where)
         return 0
     if jobs:
         raise DistributeError(f"{redact(url)} already has a job ledger, so the {len(jobs)} jobs "
                               "were not added; use `distribute add` to queue them")
-    say(f"{url} already has a job ledger; nothing changed")
+    say(f"{url} already has a job ledger" + (where if done.recorded else "; nothing changed"))
     return 0
 
 

@@ -6,16 +6,21 @@ import argparse
 import json
 from typing import Any, Optional, Sequence
 
+from ..protocol import BRANCH_COORD_PREFIX
 from ..repo.probes import HostReport, probe_host
 from .common import add_command, add_remote_argument, resolve_remote, say
 
 #: The probes whose failure means the project cannot run on the host.
-REQUIRED = ("push", "custom refs", "atomic", "all or nothing")
+REQUIRED = ("push", "atomic", "all or nothing")
 _WHAT_WE_DO = {
     "push": "nothing can work without pushes: check the credentials' write access",
-    "custom refs": "workers stop at their first lock push with one line: allow pushes to "
-                   "refs/distribute/* on the host (a rule allowing only branches and tags "
-                   "forbids them), or use another host",
+    "custom refs": f"the coordination refs live under {BRANCH_COORD_PREFIX} instead (one branch "
+                   "namespace; docs/protocol.md): `distribute init` chooses it on this host and "
+                   "records it on master, where every worker reads it; a remote initialised "
+                   "before this rule came: run `distribute init` once more",
+    "branch refs": f"neither refs/distribute/* nor {BRANCH_COORD_PREFIX}* can be pushed: "
+                        "the coordination refs have nowhere to live; allow one of them or use "
+                        "another host",
     "atomic": "every command and worker refuses this host at first contact (the lock, master "
               "and a job's refs must move together): use a host that supports git push --atomic",
     "all or nothing": "the lock protocol is not safe here: use another host",
@@ -33,7 +38,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
     text = "probe a git host once: what it allows, what distribute does about the rest"
     p = add_command(
         subparsers, "doctor", text, cmd_doctor, parents, description=text + ". It reads the "
-        "refs, pushes a scratch branch and a ref under refs/distribute/ and deletes them, checks "
+        "refs, pushes a scratch branch and a ref under refs/distribute/ (where refused, one "
+        f"under {BRANCH_COORD_PREFIX}) and deletes them, checks "
         "atomic pushes (all or nothing), that a push answered ok is there when read back, "
         "protocol v2 and round-trip times, and with --file-mb whether a file that big is taken. "
         "Exit 1 when distribute cannot run on the host. Nothing is left on the remote.",
@@ -60,9 +66,20 @@ def recommended(report: HostReport) -> dict[str, str]:
     return advice
 
 
+def will_do(report: HostReport) -> dict[str, str]:
+    """What distribute does about each failed probe (``{probe: text}``)."""
+    out = {name: _WHAT_WE_DO[name] for name, check in report.checks.items()
+           if check.ok is False and name in _WHAT_WE_DO}
+    if "branch refs" in out:  # (nowhere to go: that probe says it all)
+        out.pop("custom refs", None)
+    return out
+
+
 def verdict(report: HostReport) -> Optional[str]:
     """Why distribute cannot run on this host, or ``None`` when it can."""
     missing = [name for name in REQUIRED if report.ok(name) is False]
+    if report.ok("custom refs") is False and report.ok("branch refs") is not True:
+        missing.insert(1, "custom refs")  # (nowhere for the coordination refs)
     return f"distribute cannot run on this host: {', '.join(missing)}" if missing else None
 
 
@@ -73,16 +90,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     problem = verdict(report)
     if args.json:
         say(json.dumps({**report.as_dict(), "usable": problem is None,
-                        "will_do": {n: _WHAT_WE_DO[n] for n, c in report.checks.items()
-                                    if c.ok is False and n in _WHAT_WE_DO},
+                        "will_do": will_do(report),
                         "recommended": recommended(report)}, sort_keys=True))
         return 1 if problem else 0
     say(f"host of {report.url}:")
+    consequences = will_do(report)
     for name, check in report.checks.items():
         mark = {True: "ok", False: "NO", None: "?"}[check.ok]
         say(f"  {name:<15} {mark:<3} {check.detail} ({check.ms:.0f} ms)")
-        if check.ok is False and name in _WHAT_WE_DO:
-            say(f"  {'':<15}     -> {_WHAT_WE_DO[name]}")
+        if name in consequences:
+            say(f"  {'':<15}     -> {consequences[name]}")
     settings = recommended(report)
     say("recommended settings: " + (" ".join(f"{k}={v}" for k, v in settings.items())
                                     or "the defaults"))

@@ -73,6 +73,7 @@ class Heartbeat:
         push that carried a beat. A lone beat waits at most one interval for its turn in the
         fleet's push budget (:mod:`distribute.repo.pacer`): a job lease is five intervals."""
         beater = Clone(self.clone.path, self.worker, retries=0)
+        beater.namespace = self.clone.namespace  # (where the remote keeps the heartbeat)
         last = time.monotonic()  # (start() follows the push that moved the heartbeat)
         while True:
             last = max(last, self.clone.pushed_at(self.ref) or last)

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
-from ..protocol import COORD_PREFIX, marker_message, tracking_ref
+from ..protocol import MIRROR_REF, marker_message, tracking_ref
 from ..repo import Clone, RefUpdate
 from .hubsettings import HubSettings
 from .layout import HubLayout
@@ -42,8 +42,6 @@ __all__ = ["MIRROR_REF", "COMMIT_LEASE_S", "MirrorState", "read_state", "claim",
 
 log = logging.getLogger(__name__)
 
-#: The ref holding the fleet's mirror state (to move into ``distribute.protocol``).
-MIRROR_REF = COORD_PREFIX + "mirror"
 #: The first word of its markers' messages.
 MARKER_KIND = "mirror"
 #: How long a holder may take to commit one batch before another worker replaces it.

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..exceptions import NotARemoteError, NotInitializedError
-from ..protocol import ORIGIN_MASTER
+from ..exceptions import HostUnsupportedError, NotARemoteError, NotInitializedError
+from ..protocol import COORD_PREFIX, ORIGIN_MASTER, marker_message
 from ..redact import redact
 from .plumbing import Plumbing
 from .process import GitProcess
-from .transport import Transport
+from .transport import RefUpdate, Transport
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,9 @@ class Clone(Plumbing, Transport):
             probe = cls(target.parent, **kwargs)  # type: ignore[arg-type]
             probe._network(["clone", "--quiet", "--no-checkout", "--origin", "origin", "--", url,
                             str(target)], what="clone")
-            return cls(target, **kwargs)  # type: ignore[arg-type]
+            full = cls(target, **kwargs)  # type: ignore[arg-type]
+            full.drop_cloned_copies()
+            return full
         clone = cls._slim(url, target, partial=True, **kwargs)
         if clone is None:  # the server cannot send single files later: take them all now
             shutil.rmtree(target)
@@ -235,3 +238,21 @@ class Clone(Plumbing, Transport):
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{commit}:{path}"])
         return out.strip() if status == 0 and out.strip() else None
+
+
+def takes_custom_refs(clone: Clone) -> bool:
+    """Whether the host takes a ref under ``refs/distribute/``: push a marker to a new one and
+    delete it again (``distribute init``'s choice of namespace). ``False`` when the push is
+    refused (a host's rule allowing only branches and tags)."""
+    ref = f"{COORD_PREFIX}init-{uuid.uuid4().hex[:10]}"
+    marker = clone.make_marker(marker_message("init", "distribute-init"))
+    clone.namespace = COORD_PREFIX  # (this very name, wherever master may say they live)
+    try:
+        applied = clone.push_result([RefUpdate(ref, marker, expect="")]).applied
+    except HostUnsupportedError:
+        applied = False
+    if applied:
+        clone.push_result([RefUpdate(ref, None, expect=marker)])
+    log.info("%s takes refs under %s: %s", redact(clone.remote_url() or ""), COORD_PREFIX,
+             "yes" if applied else "no (its coordination refs go to a branch namespace)")
+    return applied

@@ -47,7 +47,8 @@ def note_many_branches(clone: Clone, url: str) -> Optional[int]:
     what to run; returns the number of branches (``None`` if the remote could not be asked). One
     request (the list of refs as a push gets it), once per new copy."""
     try:
-        heads = clone.ls_remote("refs/heads/*", cheap=True)
+        heads = {ref: sha for ref, sha in clone.ls_remote("refs/heads/*", cheap=True).items()
+                 if ref.startswith("refs/heads/")}  # (not coordination refs kept as branches)
     except RemoteError:
         return None
     if len(heads) >= MANY_BRANCHES:

@@ -2,7 +2,8 @@
 
 :func:`probe_host` asks the host once for each thing, in a scratch directory (no clone of the
 remote: only refs and tiny commits travel) and cleans up after itself: it reads the refs, pushes
-a scratch branch and deletes it, pushes a ref under ``refs/distribute/`` and deletes it, checks
+a scratch branch and deletes it, pushes a ref under ``refs/distribute/`` and deletes it (where it
+is refused, one under ``refs/heads/_distribute/``, where such a remote keeps them), checks
 that ``--atomic`` is supported and applied all or nothing, that a push answered "ok" is there when
 read back, whether the host speaks protocol v2, and optionally whether it takes a file of a given
 size. Each answer is a :class:`Check`; the advice built on them is in :mod:`distribute.cli.doctor`.
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..exceptions import DistributeError
-from ..protocol import COORD_PREFIX
+from ..protocol import BRANCH_COORD_PREFIX, COORD_PREFIX
 from ..redact import redact
 from .diagnosis import diagnose
 from .refusals import host_limit_mb, too_large
@@ -179,7 +180,10 @@ def probe_host(url: str, file_mb: Optional[float] = None) -> HostReport:
         prober = _Prober(url, Path(tmp))
         prober.read()
         for name, ref in (("push", f"refs/heads/distribute-doctor-{prober.tag}"),
-                          ("custom refs", f"{COORD_PREFIX}doctor-{prober.tag}")):
+                          ("custom refs", f"{COORD_PREFIX}doctor-{prober.tag}"),
+                          ("branch refs", f"{BRANCH_COORD_PREFIX}doctor-{prober.tag}")):
+            if name == "branch refs" and prober.report.ok("custom refs") is not False:
+                continue  # (asked only where the coordination refs would go there)
             try:
                 prober.scratch_ref(name, ref)
             except DistributeError as exc:

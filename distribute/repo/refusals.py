@@ -6,7 +6,7 @@ import re
 from typing import Optional
 
 from ..exceptions import FileTooLargeError, HostUnsupportedError
-from ..protocol import COORD_PREFIX
+from ..protocol import BRANCH_COORD_PREFIX, COORD_PREFIX
 from ..redact import redact
 
 _TOO_LARGE = re.compile(r"GH001|exceeds .{0,40}file size limit|file too large|"
@@ -32,9 +32,10 @@ def too_large(err: str) -> Optional[str]:
 
 
 def custom_refs_refused(refused: dict[str, str], err: str) -> Optional[str]:
-    """One line saying that the host refuses the coordination refs (``refs/distribute/*``) when
-    a push of only such refs was refused by the host's rule (not by a lost compare-and-swap);
-    ``None`` otherwise."""
+    """One line saying that the host refuses the coordination refs (``refs/distribute/*``, where
+    a remote keeps them unless master records a branch namespace) and what to run, when a push of
+    only such refs was refused by the host's rule (not by a lost compare-and-swap); ``None``
+    otherwise."""
     ours = [ref for ref in refused if ref.startswith(COORD_PREFIX)]
     if not ours or len(ours) != len(refused):
         return None
@@ -45,8 +46,10 @@ def custom_refs_refused(refused: dict[str, str], err: str) -> Optional[str]:
         return None
     return (f"the host refuses pushes to {COORD_PREFIX}* ({ours[0]}: "
             f"{redact(refused[ours[0]])}), which the lock protocol keeps its lock and wait "
-            "queue in: allow these refs on the host (a push rule allowing only branches and tags "
-            "forbids them) or use another host")
+            "queue in (a push rule allowing only branches and tags forbids them), and the "
+            "remote's master records no other place for them: run `distribute init` with this "
+            f"remote once more, which records {BRANCH_COORD_PREFIX} on master for every worker "
+            "(docs/protocol.md)")
 
 
 def host_limit_mb(refusal: str) -> Optional[float]:

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from ..exceptions import NotInitializedError, RemoteError
-from ..protocol import FETCH_REFSPECS
+from ..protocol import fetch_refspecs
 from ..redact import redact
 from ..settings import count_setting
 from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
+from .namespace import Namespaced
 from .pacer import PUSH, READ, Pacer
-from .pacing import PacedProcess
 from .refusals import raise_host_rule
 
 __all__ = ["Failure", "PushResult", "RefUpdate", "Transport", "diagnose", "net_retries"]
@@ -71,9 +71,11 @@ def net_retries() -> int:
     return count_setting("DISTRIBUTE_NET_RETRIES")
 
 
-class Transport(PacedProcess):
+class Transport(Namespaced):
     """A :class:`GitProcess` in a local copy whose ``origin`` is the shared remote, its
-    operations there paced to the worker's share of the fleet's budget (:class:`PacedProcess`)."""
+    operations there paced to the worker's share of the fleet's budget (:class:`PacedProcess`),
+    the coordination refs named as the code names them wherever the remote keeps them
+    (:class:`~.namespace.Namespaced`)."""
 
     def __init__(self, path: object, name: str = "distribute", retries: Optional[int] = None,
                  backoff_s: float = 0.25, backoff_max_s: float = 20.0) -> None:
@@ -149,11 +151,15 @@ class Transport(PacedProcess):
         limit = [f"--depth={depth}"] if depth else []
         if deepen and (self.path / ".git" / "shallow").exists():
             limit = [f"--deepen={deepen}"]
-        args = ["fetch", "--quiet", "--prune", "--no-tags", *limit, "origin", *FETCH_REFSPECS,
-                *refspecs]
+        # --refmap=: the refspecs given are all that is fetched (nothing lands in the places the
+        # copy's configured refspec names, e.g. a branch namespace's coordination refs)
+        args = ["fetch", "--quiet", "--prune", "--no-tags", "--refmap=", *limit, "origin",
+                *fetch_refspecs(self.namespace), *(self.on_remote(r) for r in refspecs)]
         try:
             self._network(args, what="fetch")
-            self._see_fleet()
+            if not self.read_record():
+                self._see_fleet()
+                return
         except RemoteError as exc:
             if self._protocol and "unadvertised object" in str(exc):
                 # a thin pack's delta base is a file this partial copy never had (one outside its
@@ -170,6 +176,7 @@ class Transport(PacedProcess):
                     "the remote has no master branch with a job ledger; initialise it with "
                     "`distribute init URL` or distribute.init_remote(url)") from None
             raise
+        self.fetch(*refspecs, depth=depth, deepen=deepen)  # (from where master's record says)
 
     def fetch_branch(self, branch: str) -> None:
         """Fetch the remote's ``branch`` (into ``FETCH_HEAD``, and its tracking ref)."""
@@ -202,11 +209,13 @@ class Transport(PacedProcess):
         """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
         ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks."""
         v0 = ["-c", "protocol.version=0"] if cheap and not self._protocol else []
-        _, out, _ = self._network([*v0, "ls-remote", "origin", *patterns], what="ls-remote")
+        _, out, _ = self._network([*v0, "ls-remote", "origin", *map(self.on_remote, patterns)],
+                                  what="ls-remote")
         refs: dict[str, str] = {}
         for line in out.splitlines():
-            sha, _, ref = line.partition("\t")
-            if _SHA.match(sha):
+            sha, _, wire = line.partition("\t")
+            ref = self.from_remote(wire)
+            if _SHA.match(sha) and ref is not None:
                 refs[ref] = sha
         if self.pacer().budget.limited:
             self.pacer().see(refs)
@@ -252,9 +261,10 @@ class Transport(PacedProcess):
         # bases, a cost that grows with the repository; our pushes carry a few small objects
         args = ["push", "--porcelain", "--atomic" if atomic else "--no-atomic", "--no-verify",
                 "--no-thin"]
-        args += [f"--force-with-lease={u.ref}:{u.expect}" for u in updates if u.expect is not None]
+        args += [f"--force-with-lease={self.on_remote(u.ref)}:{u.expect}" for u in updates
+                 if u.expect is not None]
         args.append("origin")
-        args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{u.ref}"
+        args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{self.on_remote(u.ref)}"
                  for u in updates]
         uncertain = False
         delay = self.backoff_s
@@ -271,6 +281,7 @@ class Transport(PacedProcess):
                 self.reached = True
                 refused = _refused_refs(out)
                 raise_host_rule(refused, err)
+                refused = {self.from_remote(ref) or ref: why for ref, why in refused.items()}
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again
                     log.info("push %s; retrying", _busy_reason(out))
                     time.sleep(delay * random.uniform(0.2, 1.0))

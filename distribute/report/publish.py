@@ -13,7 +13,7 @@ import re
 import tempfile
 
 from ..exceptions import DistributeError, RemoteError
-from ..protocol import utc_now
+from ..protocol import RESERVED_NAME, utc_now
 from ..repo import Clone, RefUpdate
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ def is_page_branch(name: str) -> bool:
     """Whether ``name`` can be the page's branch: a plain branch name that is not ``master``."""
     return not (not _BRANCH.match(name) or ".." in name or "//" in name or "/." in name
                 or "@{" in name or name.endswith(("/", ".", ".lock"))
-                or name in ("master", "HEAD"))
+                or name in ("master", "HEAD")
+                or name.split("/")[0] == RESERVED_NAME)  # (where coordination refs may live)
 
 
 def publish_page(clone: Clone, branch: str, page: str, source: str, tries: int = 3) -> str:

@@ -1,12 +1,15 @@
 """The remote's protocol, written down once: every ref name, branch name, file name, commit-message
-format and marker format that workers exchange through the remote, and their parsers.
+format and marker format that workers exchange through the remote, and their parsers (the ref
+names in :mod:`.refs`, re-exported here).
 
 Nothing here runs git or does I/O. ``docs/protocol.md`` ("Remote layout and lock protocol") explains
 what these names mean together; this module is what the code uses.
 
 ``master`` holds the ledger (:data:`LEDGER_FILES`) and the merged results (``updates/<slug>/``).
 Coordination refs live under :data:`COORD_PREFIX`, outside any branch: the lock
-(:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``). Their values
+(:data:`LOCK_REF`), heartbeats (``hb/<worker>``) and lock waiters (``wait/<worker>``); so the code
+names them, and so a remote keeps them unless its host takes only branches and tags (then under
+:data:`BRANCH_COORD_PREFIX`, as master records: :func:`parse_namespace`). Their values
 are *markers*: commits with the empty tree whose message says who made them and when; a waiter's
 marker may carry a :class:`Request` for the holder to serve.
 Every commit the library puts on ``master`` has trailers (:func:`commit_message`) that say what
@@ -24,56 +27,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Optional
 
-from .exceptions import InvalidJobError, WorkerNameError
-
-# ---- refs ---------------------------------------------------------------------------------------
-MASTER = "refs/heads/master"
-ORIGIN_MASTER = "refs/remotes/origin/master"
-COORD_PREFIX = "refs/distribute/"
-LOCK_REF = COORD_PREFIX + "lock"
-HEARTBEAT_PREFIX = COORD_PREFIX + "hb/"
-WAIT_PREFIX = COORD_PREFIX + "wait/"
-#: ``distribute fleet``'s spend: a parentless commit whose message is ``fleet`` and a JSON object.
-FLEET_REF = COORD_PREFIX + "fleet"
-#: Where a local copy keeps the coordination refs it fetched.
-TRACKING_PREFIX = "refs/remotes/origin/distribute/"
-#: What every fetch of a worker brings: master and the coordination refs.
-FETCH_REFSPECS = ("+refs/heads/master:refs/remotes/origin/master",
-                  "+refs/distribute/*:refs/remotes/origin/distribute/*")
-ZERO_SHA = "0" * 40
+from ..exceptions import DistributeError, InvalidJobError, WorkerNameError
+from .refs import *  # noqa: F403  (the ref names, re-exported)
+from .refs import COORD_PREFIX, NAMESPACES, RESERVED_NAME
 
 
-def heartbeat_ref(worker: str, session: str = "") -> str:
-    """The remote ref the heartbeat of ``worker``'s process ``session`` lives on
-    (``hb/<worker>@<session>``; ``hb/<worker>`` for records written before sessions existed)."""
-    return HEARTBEAT_PREFIX + worker + (f"@{session}" if session else "")
-
-
-def heartbeat_owner(ref: str) -> tuple[str, str]:
-    """``(worker, session)`` of a heartbeat ref (inverse of :func:`heartbeat_ref`)."""
-    worker, _, session = ref[len(HEARTBEAT_PREFIX):].partition("@")
-    return worker, session
-
-
+# ---- sessions ------------------------------------------------------------------------------------
 def new_session() -> str:
     """A fresh session id: one per worker process, recorded with its claims and heartbeat, so
     that two processes with the same worker name are never taken for each other."""
     return uuid.uuid4().hex[:10]
-
-
-def wait_ref(worker: str) -> str:
-    """The remote ref a worker pushes while it waits for the lock."""
-    return WAIT_PREFIX + worker
-
-
-def tracking_ref(remote_ref: str) -> str:
-    """The local tracking ref of a coordination ref (``refs/distribute/x`` → its fetched copy)."""
-    return TRACKING_PREFIX + remote_ref[len(COORD_PREFIX):]
-
-
-def remote_ref(tracking: str) -> str:
-    """The coordination ref a local tracking ref mirrors (inverse of :func:`tracking_ref`)."""
-    return COORD_PREFIX + tracking[len(TRACKING_PREFIX):]
 
 
 # ---- files on master ----------------------------------------------------------------------------
@@ -93,7 +56,8 @@ UPDATES_DIR = "updates"
 #: keeps the most recent ones, between DONE_RECENT and twice that many.
 DONE_DIR = "done"
 DONE_RECENT = 1000
-#: A top-level file naming the layout of results on master (absent: the first, flat layout).
+#: A top-level file naming the layout of results on master (absent: the first, flat layout), and
+#: where the remote keeps its coordination refs (:func:`parse_namespace`).
 LAYOUT_FILE = ".distribute"
 #: ``updates/<slug>/`` — remotes made before results were sharded.
 FLAT = 1
@@ -195,9 +159,26 @@ def segment_path(seq: int) -> str:
     return f"{DONE_DIR}/{seq:06d}.txt"
 
 
-def layout_text(layout: int) -> str:
-    """The content of :data:`LAYOUT_FILE` for ``layout``."""
-    return f"layout {layout}\n"
+def layout_text(layout: int, namespace: str = COORD_PREFIX) -> str:
+    """The content of :data:`LAYOUT_FILE` for ``layout``, on a remote keeping its coordination
+    refs under ``namespace`` (a line ``refs <namespace>`` when not the default)."""
+    return f"layout {layout}\n" + (f"refs {namespace}\n" if namespace != COORD_PREFIX else "")
+
+
+def parse_namespace(text: Optional[str]) -> str:
+    """Where the remote whose :data:`LAYOUT_FILE` says ``text`` keeps its coordination refs (no
+    ``refs`` line, or no file: :data:`COORD_PREFIX`); :class:`DistributeError` for one this
+    version does not know (a newer one chose it)."""
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "refs":
+            if value.strip() not in NAMESPACES:
+                raise DistributeError(
+                    f"the remote keeps its coordination refs under {value.strip()[:80]!r} "
+                    f"({LAYOUT_FILE} on master), which this version of distribute does not know: "
+                    "upgrade distribute")
+            return value.strip()
+    return COORD_PREFIX
 
 
 def parse_layout(text: Optional[str]) -> int:
@@ -219,7 +200,8 @@ def job_branch(worker: str, job: str, attempt: int) -> str:
 def check_worker_name(name: str) -> str:
     """Return ``name`` if it is usable as a path component and a ref component, else raise."""
     if (not isinstance(name, str) or not _NAME.match(name) or ".." in name
-            or name.endswith((".", ".lock")) or name in ("master", "HEAD")):
+            or name.endswith((".", ".lock")) or name in ("master", "HEAD")
+            or name.lower() == RESERVED_NAME):
         raise WorkerNameError(
             f"worker name {name!r} is not allowed: use 1-64 letters, digits, '_', '.' or '-', "
             "not starting with '.' or '-'")
