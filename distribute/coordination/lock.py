@@ -17,13 +17,24 @@ import time
 from typing import Callable, Optional, Sequence
 
 from ..exceptions import LockLostError, RemoteError
-from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
+from ..protocol import (
+    COORD_PREFIX,
+    LOCK_REF,
+    TRACKING_PREFIX,
+    WAIT_PREFIX,
+    Request,
+    marker_message,
+    remote_ref,
+)
 from ..repo import Clone, RefUpdate
 from ..repo.pacer import PUSH
 from .observer import Observer
 from .waitqueue import POLL_BY_POSITION_S, WaitQueue
 
 log = logging.getLogger(__name__)
+
+#: A fetch this recent is view enough of the lock and the line to decide to push for the lock.
+FRESH_VIEW_S = 5.0
 
 
 class RequestAnswered(Exception):
@@ -91,14 +102,19 @@ class RemoteLock:
 
     def _may_take_at_once(self, wait: "WaitQueue") -> bool:
         """Whether to push for the free lock before joining the line: when our last look showed
-        nobody waiting; under a push budget only when a fresh look (a read, cheap next to a
-        push) shows the lock free and nobody waiting: a refused take costs a push of the
-        worker's few, and a fleet starting together would spend them all racing for the lock."""
+        nobody waiting; under a push budget only when a fresh view of the coordination refs (a
+        fetch of the last few seconds, else a look: a read, cheap next to a push) shows the lock
+        free and nobody waiting: a refused take costs a push of the worker's few, and a fleet
+        starting together would spend them all racing for the lock."""
         pacer = self.clone.pacer()
         if not pacer.budget.limit(PUSH)[0]:
             return not wait.others_known()
         try:
-            refs = self.clone.ls_remote(COORD_PREFIX + "*", cheap=True)
+            if pacer.clock() - pacer.fetched_at < FRESH_VIEW_S:
+                refs = {remote_ref(ref): sha for ref, sha in
+                        self.clone.local_refs(TRACKING_PREFIX).items()}
+            else:
+                refs = self.clone.ls_remote(COORD_PREFIX + "*", cheap=True)
         except RemoteError:
             return False  # (waiting in line deals with an unreachable remote)
         self.observer.update(refs, self.clone.unreachable_at)

@@ -165,6 +165,8 @@ class Pacer:
         self._first_seen: dict[str, float] = {}
         self._pushed: dict[str, float] = {}
         self._born = clock()
+        #: When (this clock) a fetch of this worker last brought the coordination refs.
+        self.fetched_at = -math.inf
 
     # ---- the fleet -----------------------------------------------------------------------------
     def see(self, refs: Iterable[str]) -> None:
