@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
 from support.faultyhttp import FaultyHttpServer, PushFaultRates
 from support.gitservers import make_bare
 from support.invariants import check_remote

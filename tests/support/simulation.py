@@ -9,9 +9,10 @@ thousands of seeds; ``tests/test_simulation.py`` runs a few hundred.
 Each worker loops as ``run_worker_loop(idle_exit=True)`` does: take a job, write ``result.txt``
 (its name and the job) into ``worker.job_dir``, maybe checkpoint it (``commit_update``), finish
 it (on some seeds claiming the next job in the same hold); a few jobs raise on their first run and
-are failed. On a seed whose plan misreports pushes (answered applied, never run) the workers read
-their pushes back (``DISTRIBUTE_VERIFY_PUSHES=always``), as they do on a host not known truthful. A worker leaves when it is told "no job" and the ledger shows nothing queued or
-running; a killed one just ends (no clean-up: as after SIGKILL).
+are failed. A worker leaves when it is told "no job" and the ledger shows nothing queued or
+running; a killed one just ends (no clean-up: as after SIGKILL). On a seed whose plan misreports
+pushes (answered applied, never run) the workers read their pushes back
+(``DISTRIBUTE_VERIFY_PUSHES=always``), as they do on a host not known to report truthfully.
 """
 from __future__ import annotations
 
