@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 from ..exceptions import NotInitializedError, RemoteError
-from ..protocol import FETCH_REFSPECS
+from ..protocol import FETCH_REFSPECS, LOCK_REF
 from ..redact import redact
 from ..settings import count_setting
 from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
@@ -103,23 +103,25 @@ class Transport(PacedProcess):
             return failure.transient
         return _is_transport_error(err)
 
-    def _network(self, args: list[str], what: str) -> tuple[int, str, str]:
+    def _network(self, args: list[str], what: str,
+                 urgent: bool = False) -> tuple[int, str, str]:
         """Run a command that talks to the remote, retrying transport failures with back-off,
-        each attempt paced to the worker's share of the budget (:mod:`.pacer`)."""
+        each attempt paced to the worker's share of the budget (:mod:`.pacer`; ``urgent``: never
+        delayed, e.g. part of a lock hold)."""
         pacer = self.pacer(args[args.index("--") + 1] if "clone" in args else None)
         kind = PUSH if "push" in args else READ  # (the atomic probe: a push's advertisement)
         self._fetching.now = kind == READ
         try:
-            return self._attempts(args, what, pacer, kind)
+            return self._attempts(args, what, pacer, kind, urgent)
         finally:
             self._fetching.now = False
 
     def _attempts(self, args: list[str], what: str, pacer: Pacer,
-                  kind: str) -> tuple[int, str, str]:
+                  kind: str, urgent: bool = False) -> tuple[int, str, str]:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             self.network_calls += 1
-            with self._paced(kind, pacer):
+            with self._paced(kind, pacer, urgent):
                 status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
@@ -206,11 +208,14 @@ class Transport(PacedProcess):
                 "--no-write-fetch-head", "--filter=blob:none", "origin", *shas]
         return self._network(args, what="fetch of missing objects")[0] == 0
 
-    def ls_remote(self, *patterns: str, cheap: bool = False) -> dict[str, str]:
+    def ls_remote(self, *patterns: str, cheap: bool = False,
+                  urgent: bool = False) -> dict[str, str]:
         """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
-        ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks."""
+        ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks;
+        ``urgent``: never delayed by the pacer (part of a lock hold)."""
         v0 = ["-c", "protocol.version=0"] if cheap and not self._protocol else []
-        _, out, _ = self._network([*v0, "ls-remote", "origin", *patterns], what="ls-remote")
+        _, out, _ = self._network([*v0, "ls-remote", "origin", *patterns], what="ls-remote",
+                                  urgent=urgent)
         refs: dict[str, str] = {}
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
@@ -272,7 +277,7 @@ class Transport(PacedProcess):
                 status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
-                if self._seen_landed(updates, atomic, landed):
+                if self._seen_landed(updates, atomic, landed, urgent):
                     return PushResult(True)
                 uncertain, err = True, _NOT_SEEN
                 if attempt < self.retries:
@@ -322,15 +327,17 @@ class Transport(PacedProcess):
         return seen_landed(updates, self._values(updates), current, atomic)
 
     def _seen_landed(self, updates: Sequence[RefUpdate], atomic: bool,
-                     landed: Optional[Callable[[], bool]]) -> bool:
+                     landed: Optional[Callable[[], bool]], urgent: bool) -> bool:
         """Whether a push the host answered "ok" landed: at once where the host is trusted
         (:func:`~.verify.verifies`); else when the refs read back show it
-        (:func:`~.verify.seen_landed`) or, failing that, ``landed()`` does."""
+        (:func:`~.verify.seen_landed`) or, failing that, ``landed()`` does. The read is part
+        of the push: never delayed when the push was not, nor when it took the lock."""
         if not verifies(self.remote_url()):
             return True
         self.verified_pushes += 1
         try:
-            current = self.ls_remote(*(u.ref for u in updates))
+            current = self.ls_remote(*(u.ref for u in updates),
+                                     urgent=urgent or any(u.ref == LOCK_REF for u in updates))
             if seen_landed(updates, self._values(updates), current, atomic) or (
                     landed is not None and landed()):
                 return True
