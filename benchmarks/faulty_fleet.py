@@ -20,15 +20,18 @@ or running, every worker exited 0 without a traceback, ``git fsck`` clean). Issu
 the faulted drain within 4x the fault-free one.
 
 ``--verify`` runs both drains once per ``DISTRIBUTE_VERIFY_PUSHES`` mode given (``never``: trust
-every "ok", as before pushes were read back; ``auto``: read back, over HTTP), side by side: the
-cost of the read-backs is the difference in drain time and in reads per job (the host's count of
-fetches and ls-remotes, as it would bill them).
+every "ok", as before pushes were read back; ``auto``: read back, over HTTP), side by side (the
+fault-free drain alone when every rate is 0), after timing one compare-and-swap push in each mode
+(median of 20, and the reads it cost): the cost of the read-backs is the difference in push time,
+in drain time and in reads per job (the host's count of fetches and ls-remotes, as it would bill
+them).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +47,7 @@ from support.invariants import check_remote  # noqa: E402
 from support.simulation import Config  # noqa: E402
 
 from distribute import init_remote  # noqa: E402
+from distribute.repo import Clone, RefUpdate  # noqa: E402
 
 
 def job(job: str, worker: Any) -> None:
@@ -55,9 +59,7 @@ def job(job: str, worker: Any) -> None:
 def run(tmp: Path, workers: int, jobs: int, seed: int, rates: PushFaultRates,
         timeout: float = 1800, verify: str = "auto") -> dict[str, Any]:
     """One drain; its figures and the invariants that failed."""
-    root = tmp / (f"srv-{rates.applied_then_dropped}-{rates.dropped}-{rates.busy}-"
-                  f"{rates.misreported}-{verify}")
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(dir=tmp, prefix=f"srv-{verify}-"))
     bare = make_bare(root)
     names = [f"job{i:03d}" for i in range(jobs)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -98,6 +100,32 @@ def run(tmp: Path, workers: int, jobs: int, seed: int, rates: PushFaultRates,
     return {"took": took, "injected": injected, "violations": violations, "reads": reads}
 
 
+def push_cost(tmp: Path, modes: list[str], pushes: int = 20) -> None:
+    """Time one compare-and-swap push of a scratch ref (created, then deleted: ``pushes`` in all)
+    in each verification mode, against a fault-free smart-HTTP server; print the median and the
+    reads each push cost the host."""
+    root = Path(tempfile.mkdtemp(dir=tmp, prefix="push-cost-"))
+    make_bare(root)
+    with FaultyHttpServer(root, PushFaultRates(0, 0, 0)) as server:
+        init_remote(server.url("remote.git"), ["j"])
+        clone = Clone.clone(server.url("remote.git"), root / "copy")
+        head = clone.resolve("origin/master") or ""
+        for mode in dict.fromkeys(modes):
+            os.environ["DISTRIBUTE_VERIFY_PUSHES"] = mode
+            reads, times = len(server.operations("read")), []
+            for i in range(pushes):
+                update = RefUpdate("refs/heads/scratch", None if i % 2 else head,
+                                   expect=head if i % 2 else "")
+                started = time.perf_counter()
+                assert clone.push([update])
+                times.append((time.perf_counter() - started) * 1000)
+            print(f"DISTRIBUTE_VERIFY_PUSHES={mode}: one push over loopback HTTP "
+                  f"{statistics.median(times):.0f} ms (median of {pushes}), "
+                  f"{(len(server.operations('read')) - reads) / pushes:.1f} reads per push",
+                  flush=True)
+        os.environ.pop("DISTRIBUTE_VERIFY_PUSHES", None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -118,10 +146,12 @@ def main() -> int:
     args = p.parse_args()
     faulted = PushFaultRates(args.applied_then_dropped, args.dropped, args.busy, args.misreported)
     ok = True
+    drains = [PushFaultRates(0, 0, 0)] + ([faulted] if faulted != PushFaultRates(0, 0, 0) else [])
     with tempfile.TemporaryDirectory(prefix="faulty-fleet-") as tmp:
+        push_cost(Path(tmp), args.verify.split(","))
         for verify in args.verify.split(","):
             base = None
-            for rates in (PushFaultRates(0, 0, 0), faulted):
+            for rates in drains:
                 result = run(Path(tmp), args.workers, args.jobs, args.seed, rates, args.timeout,
                              verify)
                 base = base or result["took"]
