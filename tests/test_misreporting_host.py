@@ -8,6 +8,7 @@ pushed refs back and pushes again what is not there (``DISTRIBUTE_VERIFY_PUSHES`
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -157,3 +158,20 @@ def test_a_fleet_on_a_host_that_misreports(tmp_path: Path) -> None:
     for proc, err in zip(procs, errors):
         assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
     assert check_remote(bare, Config(5, workers=3, jobs=12, faults=False), jobs) == []
+
+
+def test_a_misreport_is_logged_without_the_token(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """The warning about a push not seen to land names the refs, never the credentials of the
+    remote's URL."""
+    make_bare(tmp_path)
+    with FaultyHttpServer(tmp_path, NO_FAULTS, username="u", password="s3cr3t-t0ken") as server:
+        url = server.url()
+        init_remote(url, ["J1"])
+        clone = Clone.clone(url, tmp_path / "c")
+        host_head = clone.resolve("origin/master") or ""
+        server.next_pushes("misreported")
+        with caplog.at_level(logging.INFO, logger="distribute"):
+            assert clone.push([RefUpdate("refs/heads/a", host_head, expect="")])
+    assert "not there when read back" in caplog.text and "refs/heads/a" in caplog.text
+    assert "s3cr3t-t0ken" not in caplog.text

@@ -342,7 +342,8 @@ class Transport(PacedProcess):
                     landed is not None and landed()):
                 return True
         except RemoteError as exc:
-            log.warning("could not read back a push answered ok (%s); pushing again", exc)
+            log.warning("could not read back a push answered ok (%s); pushing again",
+                        redact(str(exc)))
             return False
         self.misreported_pushes += 1
         log.warning("%s; pushing again (%s)", _NOT_SEEN,
