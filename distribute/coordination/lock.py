@@ -75,7 +75,8 @@ class RemoteLock:
         marker = self._marker()
         wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
                          else marker, answerable=request is not None)
-        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")]):
+        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")],
+                                                       read_back=False):
             self._took(marker)  # the usual case without contention: one round trip
             return
         try:
@@ -117,7 +118,7 @@ class RemoteLock:
                     log.warning("%s breaks the lock: unchanged for %.0fs (lease %.0fs)",
                                 self.holder, held_for, self.lease_s)
                 if self.clone.push([RefUpdate(LOCK_REF, marker, expect=current or ""),
-                                    *wait.take_updates()]):
+                                    *wait.take_updates()], read_back=False):
                     self.leftovers = wait.dead_waiters()
                     self._took(marker)
                     return
@@ -185,6 +186,24 @@ class RemoteLock:
         with self._mutex:
             self.value = marker
         log.debug("%s took the lock", self.holder)
+
+    def seen(self, refs: dict[str, str]) -> bool:
+        """Whether our lock is on the remote in ``refs`` (its coordination refs, as the fetch
+        that follows taking the lock brought them). A take is pushed without a read-back of its
+        own (:meth:`~distribute.repo.transport.Transport.push_result`): a host may answer ok
+        for a take it never applied, and this read is what shows it landed. If it did not, the
+        lock is not ours: forgotten, to be waited for again (``False``)."""
+        with self._mutex:
+            value = self.value
+        if value is not None and refs.get(LOCK_REF) == value:
+            return True
+        log.warning("%s: the host answered ok for taking the lock, but the lock is not there "
+                    "(%s); waiting for it again", self.holder, (refs.get(LOCK_REF) or "free")[:12])
+        self.stop_renewing()
+        self.clone.pacer().not_holding(value)
+        with self._mutex:
+            self.value = None
+        return False
 
     def renew(self) -> bool:
         """Move the lock to a fresh value (resets everyone's lease clock); ``False`` if it was
