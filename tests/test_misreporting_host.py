@@ -12,8 +12,10 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 from support.faultyhttp import FaultyHttpServer, PushFaultRates
@@ -24,7 +26,7 @@ from support.simulation import Config
 
 from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.exceptions import SettingError
-from distribute.protocol import LOCK_REF, job_path
+from distribute.protocol import LOCK_REF, job_path, marker_message
 from distribute.repo import Clone, RefUpdate
 from distribute.repo.verify import local_remote, verifies
 
@@ -96,6 +98,35 @@ def test_a_misreported_checkpoint_is_pushed_again(host: FaultyHttpServer,
     branch = f"refs/heads/{worker.working_branch}"
     assert remote_ref(url, branch, tmp_path).split("\t")[0] == worker.clone.resolve("HEAD")
     worker.finish_job()
+    worker.close()
+
+
+def test_a_misreported_join_is_joined_again(host: FaultyHttpServer, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """Another holds the lock; the worker's push joining the line with its request is answered
+    ok and not applied (its take, refused by the lease, never reaches the host): its next look
+    (the join's read) does not show its wait ref, which it takes for its request answered; it
+    finds no answer on master, so it waits for the lock itself, and takes it once free."""
+    url = host.url()
+    other = Clone.clone(url, tmp_path / "other")
+    held = other.make_marker(marker_message("lock", "other"))
+    assert other.push([RefUpdate(LOCK_REF, held, expect="")])
+    worker = worker_from_url(url, path=tmp_path / "w", name="w")
+    host.next_pushes("misreported")  # the join
+    claimed: list[Optional[str]] = []
+    thread = threading.Thread(target=lambda: claimed.append(worker.get_next_job(queue_jobs_func)),
+                              daemon=True)
+    with caplog.at_level(logging.DEBUG, logger="distribute"):
+        thread.start()
+        deadline = time.monotonic() + 30
+        while "refs/distribute/wait/w" not in remote_ref(url, "refs/distribute/wait/w", tmp_path):
+            assert time.monotonic() < deadline, "the worker never joined again"
+            time.sleep(0.1)
+        assert other.push([RefUpdate(LOCK_REF, None, expect=held)])
+        thread.join(60)
+    assert host.injected["misreported"] == 1 and claimed == ["J1"]
+    assert "answered nothing" in caplog.text  # (the join's look found no wait ref, no answer)
+    assert remote_ref(url, "refs/distribute/[lw]*", tmp_path) == ""  # (no lock, no wait ref)
     worker.close()
 
 
