@@ -28,7 +28,7 @@ from distribute import init_remote, queue_jobs_func, worker_from_url
 from distribute.exceptions import SettingError
 from distribute.protocol import LOCK_REF, job_path, marker_message
 from distribute.repo import Clone, RefUpdate
-from distribute.repo.verify import local_remote, verifies
+from distribute.repo.verify import local_remote, seen_landed, verifies
 
 HERE = Path(__file__).resolve().parent
 NO_FAULTS = PushFaultRates(0, 0, 0)
@@ -210,3 +210,19 @@ def test_a_misreport_is_logged_without_the_token(tmp_path: Path,
             assert clone.push([RefUpdate("refs/heads/a", host_head, expect="")])
     assert "not there when read back" in caplog.text and "refs/heads/a" in caplog.text
     assert "s3cr3t-t0ken" not in caplog.text
+
+
+def test_what_counts_as_seen_landed() -> None:
+    """Every ref at its pushed value (a deleted one gone); or, atomic, one ref at a value only
+    this push could have put there (created, or changed from the value it expected): the
+    others may have moved on since. A deletion or an unconditional write proves nothing alone."""
+    a, b, c = "a" * 40, "b" * 40, "c" * 40
+    take = [RefUpdate("refs/x", a, expect=""), RefUpdate("refs/lock", None, expect=b)]
+    assert seen_landed(take, [a, None], {"refs/x": a}, atomic=True)
+    assert seen_landed(take, [a, None], {"refs/x": a, "refs/lock": c}, atomic=True)
+    assert not seen_landed(take, [a, None], {"refs/x": a, "refs/lock": c}, atomic=False)
+    assert not seen_landed(take, [a, None], {"refs/lock": b}, atomic=True)
+    assert not seen_landed(take, [a, None], {"refs/x": c}, atomic=True)
+    blind = [RefUpdate("refs/w", a, expect=None), RefUpdate("refs/lock", None, expect=b)]
+    assert not seen_landed(blind, [a, None], {"refs/w": a, "refs/lock": c}, atomic=True)
+    assert seen_landed(blind, [a, None], {"refs/w": a}, atomic=True)
