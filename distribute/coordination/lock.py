@@ -56,6 +56,8 @@ class RemoteLock:
         self.dead_waiters: dict[str, str] = {}
         self._typical_hold_s = 0.0
         self._took_at = 0.0
+        #: The values our lock has had since we took it (a fetch may show one renewed since).
+        self._values: set[str] = set()
         self._renew_limit: tuple[Optional[float], str] = (None, "")
         #: Clean-ups for the push that releases the lock: the wait refs of dead waiters.
         self.leftovers: list[RefUpdate] = []
@@ -185,6 +187,7 @@ class RemoteLock:
         self._took_at = time.monotonic()
         with self._mutex:
             self.value = marker
+            self._values = {marker}
         log.debug("%s took the lock", self.holder)
 
     def seen(self, refs: dict[str, str]) -> bool:
@@ -194,8 +197,8 @@ class RemoteLock:
         for a take it never applied, and this read is what shows it landed. If it did not, the
         lock is not ours: forgotten, to be waited for again (``False``)."""
         with self._mutex:
-            value = self.value
-        if value is not None and refs.get(LOCK_REF) == value:
+            value, ours = self.value, self._values
+        if value is not None and refs.get(LOCK_REF) in ours:  # (renewed since the fetch: ours)
             return True
         log.warning("%s: the host answered ok for taking the lock, but the lock is not there "
                     "(%s); waiting for it again", self.holder, (refs.get(LOCK_REF) or "free")[:12])
@@ -217,6 +220,7 @@ class RemoteLock:
             with self._mutex:
                 if self.value == old:
                     self.value = marker
+                    self._values.add(marker)
             return True
         log.error("%s lost the lock while holding it (it was broken by another worker)",
                   self.holder)
