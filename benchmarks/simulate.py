@@ -6,7 +6,8 @@
 
 Each seed makes a bare ``file://`` remote, queues ``--jobs`` jobs and runs ``--workers`` in-process
 workers on it to the end, while a fault plan drawn from the seed refuses, drops, answers "failed"
-to, stalls and kills their git calls behind the fault seam (``distribute/repo/faults.py``). Then
+to, answers "ok" without running (misreports: on such a seed the workers read their pushes back),
+stalls and kills their git calls behind the fault seam (``distribute/repo/faults.py``). Then
 the invariants are checked on the remote: each job done exactly once or failed as designed, each
 result on master by the worker its record names, nothing queued or running, no worker told "no
 job" unless its next-job function said so, no worker crashed or hung, ``git fsck`` clean. See

@@ -26,8 +26,9 @@ _dotenv_cache: Optional[dict[str, Optional[str]]] = None
 _env_file: Optional[str] = None
 _ON = ("1", "true", "yes", "on")
 _OFF = ("0", "false", "no", "off")
-__all__ = ["HEARTBEATS_PER_JOB_LEASE", "KINDS", "SETTINGS", "Setting", "SettingError", "count",
-           "count_setting", "flag", "flag_setting", "get_env", "heartbeat_seconds", "loaded_dotenv",
+__all__ = ["HEARTBEATS_PER_JOB_LEASE", "KINDS", "SETTINGS", "Setting", "SettingError",
+           "choice_setting", "count", "count_setting", "flag", "flag_setting", "get_env",
+           "heartbeat_seconds", "loaded_dotenv",
            "number", "number_setting", "seconds", "seconds_setting", "setting_row",
            "setting_source", "table_default", "text_setting", "use_env_file"]
 
@@ -154,6 +155,8 @@ class Setting:
     zero_ok: bool = False
     minimum: float = 0.0
     maximum: Optional[float] = None
+    #: Text: the only values allowed (empty: any).
+    choices: tuple[str, ...] = ()
 
     @property
     def shown_default(self) -> Optional[str]:
@@ -203,6 +206,9 @@ SETTINGS: tuple[Setting, ...] = (
             "(shorter: time-compressed tests)"),
     Setting("DISTRIBUTE_NET_RETRIES", "8", "count",
             "retries of a git command that could not reach the remote", zero_ok=True, maximum=100),
+    Setting("DISTRIBUTE_VERIFY_PUSHES", "auto", "text",
+            "read back the refs of a push the host answered ok (auto: unless the remote is a "
+            "local path or file://)", choices=("auto", "always", "never")),
     Setting("DISTRIBUTE_SSH_REUSE", "1", "flag",
             "0: a new ssh connection per git command (no ControlMaster)"),
     Setting("DISTRIBUTE_SSH_CONTROL_DIR", None, "text", "ssh ControlMaster sockets",
@@ -329,6 +335,17 @@ def text_setting(name: str, given: Optional[str] = None) -> Optional[str]:
     the table's default (``None`` when it has none)."""
     row = _typed_row(name, "text", "secret")
     return given or get_env(name, row.default)
+
+
+def choice_setting(name: str, given: Optional[str] = None) -> str:
+    """The text setting ``name`` that must be one of its row's ``choices`` (any case), read like
+    :func:`text_setting`; anything else is a :class:`SettingError` naming ``name``."""
+    row = _typed_row(name, "text")
+    value = (text_setting(name, given) or "").strip().lower()
+    if value not in row.choices:
+        raise SettingError(f"{name} must be one of {'/'.join(row.choices)}, not "
+                           f"{text_setting(name, given)!r}")
+    return value
 
 
 def _main(argv: list[str]) -> int:

@@ -45,6 +45,7 @@ from .exceptions import (
     MasterRewrittenError,
     NotInitializedError,
     RefRejectedError,
+    RemoteError,
 )
 from .ledger import Ledger
 from .protocol import (
@@ -232,8 +233,7 @@ class MasterWriter:
         unservable: set[str] = set()
         took = time.monotonic()
         try:
-            self.lock.start_renewing()
-            base = self.workspace.sync()
+            base = self._sync_holding(request, tip)
             for _ in range(MAX_MOVES):
                 self.lock.start_renewing()  # (again after a master that moved)
                 txn = Transaction(self.workspace, base, refs, self.lock)
@@ -256,6 +256,19 @@ class MasterWriter:
             self.lock.stop_renewing()
             if self.lock.value is not None:
                 self.lock.release()
+
+    def _sync_holding(self, request: Optional[Request], tip: Optional[Sequence[str]]) -> str:
+        """Sync once the lock is taken, and return master; the fetch shows whether the take
+        landed (a host may answer ok for one it never applied): if not, wait for the lock again
+        (:meth:`RemoteLock.seen`)."""
+        for _ in range(MAX_MOVES):
+            self.lock.start_renewing()
+            base = self.workspace.sync()
+            if self.lock.seen(self.workspace.remote_refs):
+                return base
+            self.lock.acquire(request, tip)
+        raise RemoteError(f"the host answered ok for taking the lock {MAX_MOVES} times, yet the "
+                          "lock was never there")
 
     def _push(self, txn: Transaction) -> Optional[str]:
         """Push ``txn``; ``None`` once applied, or the moved master to make the edit again on."""

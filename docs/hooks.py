@@ -56,6 +56,8 @@ def _settings_table() -> str:
         if kind in ("seconds", "number", "count"):
             kind += f" {'≥' if row.zero_ok else '>'} {row.minimum:g}"
             kind += f", ≤ {row.maximum:g}" if row.maximum is not None else ""
+        if row.choices:
+            kind = "one of " + " / ".join(f"`{choice}`" for choice in row.choices)
         rows.append(f"| `{row.name}` | {shown} | {kind} | {row.help.replace('|', '/')} |")
     return "\n".join(rows)
 

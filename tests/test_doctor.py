@@ -79,3 +79,5 @@ def test_doctor_finds_a_host_that_answers_ok_without_applying(cli: Run, tmp_path
         report = _doctor(cli, server.url(), 0)
     assert _verdicts(report)["truthful"] is False
     assert _verdicts(report)["push"] is True
+    assert "push again what is not there" in report["will_do"]["truthful"]
+    assert report["recommended"] == {}  # (the default reads an HTTP host's pushes back)

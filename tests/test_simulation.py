@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support.faultplan import FaultPlan, Rates, busy_answer
+from support.faultplan import FaultPlan, Rates, busy_answer, ok_answer
 from support.invariants import check_remote, done_records
 from support.simulation import Config, job_names, run_seed, run_seeds
 
@@ -39,6 +39,21 @@ def test_fault_texts_are_what_the_transport_expects() -> None:
             "origin", "abc:refs/distribute/lock", "+def:refs/heads/master", ":refs/heads/w/j"]
     answer = busy_answer(args)
     assert answer.count("(failed)") == 3 and _refused_refs(answer) == {}
+    assert "!" not in ok_answer(args) and ok_answer(args).count("refs/") == 3
+
+
+def test_pushes_answered_ok_yet_never_applied_are_caught() -> None:
+    """A plan that misreports a third of the pushes (answered ok, never run): the workers read
+    their pushes back (the simulation turns that on for such a plan), every invariant holds, and
+    no worker ever waits out a lease: no lock left on the remote by a release taken for done, no
+    job left running by a finish taken for done. (Trusting those answers, the same seed breaks
+    the lock about ten times and requeues jobs: right in the end, but only through the leases.)"""
+    config = Config(11, workers=2, jobs=4, faults=True, kills=False)
+    config.rates = Rates(misreport=0.33)
+    result = run_seed(11, config=config)
+    assert result.ok, result.message()
+    assert result.faults.get("misreport", 0) > 0
+    assert "breaks the lock" not in result.log and "requeue" not in result.log.lower()
 
 
 def test_seam_is_inert_by_default() -> None:

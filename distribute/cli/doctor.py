@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 
 from ..protocol import BRANCH_COORD_PREFIX
 from ..repo.probes import HostReport, probe_host
+from ..repo.verify import local_remote, verify_mode
 from .common import add_command, add_remote_argument, resolve_remote, say
 
 #: The probes whose failure means the project cannot run on the host.
@@ -24,8 +25,10 @@ _WHAT_WE_DO = {
     "atomic": "every command and worker refuses this host at first contact (the lock, master "
               "and a job's refs must move together): use a host that supports git push --atomic",
     "all or nothing": "the lock protocol is not safe here: use another host",
-    "truthful": "a push answered ok may not have landed: workers read uncertain pushes back, "
-                "but exactly-once is not guaranteed on such a host",
+    "truthful": "a push answered ok may not have landed: workers read every push back after "
+                "its ok and push again what is not there, so each job stays done exactly once "
+                "(DISTRIBUTE_VERIFY_PUSHES: auto, the default, does so on every remote but a "
+                "local path or file://; never would trust this host's answers)",
     "protocol v2": "slim copies cannot fetch single files on demand: they clone without a "
                    "filter (bigger copies, slower first start)",
     "file size": "a job with a file over the host's limit fails at once, naming the file; set "
@@ -60,6 +63,10 @@ def recommended(report: HostReport) -> dict[str, str]:
         advice["DISTRIBUTE_MAX_FILE_MB"] = f"{report.file_limit_mb:g}"
     elif "github.com" in report.url:
         advice["DISTRIBUTE_MAX_FILE_MB"] = "50"
+    if report.ok("truthful") is False and verify_mode() == "never":
+        advice["DISTRIBUTE_VERIFY_PUSHES"] = "auto"
+    elif report.ok("truthful") is False and local_remote(report.url):
+        advice["DISTRIBUTE_VERIFY_PUSHES"] = "always"
     trip = report.checks.get("round trip")
     if trip is not None and trip.ms / 4 > 2000:  # (4 look-ups took that long)
         advice["DISTRIBUTE_LOCK_LEASE_S"] = f"{max(60, round(trip.ms / 4 / 1000 * 30))}"

@@ -68,6 +68,8 @@ class RemoteLock:
         self.dead_waiters: dict[str, str] = {}
         self._typical_hold_s = 0.0
         self._took_at = 0.0
+        #: The values our lock has had since we took it (a fetch may show one renewed since).
+        self._values: set[str] = set()
         self._renew_limit: tuple[Optional[float], str] = (None, "")
         #: Ref updates that ride on our pushes into line or onto the lock, given the marker
         #: pushed (the worker's heartbeat while it has a job: no beat of its own is then due).
@@ -91,7 +93,7 @@ class RemoteLock:
         wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
                          else marker, answerable=request is not None)
         if self._may_take_at_once(wait) and self.clone.push(
-                [RefUpdate(LOCK_REF, marker, expect=""), *self.riders(marker)]):
+                [RefUpdate(LOCK_REF, marker, expect=""), *self.riders(marker)], read_back=False):
             self._took(marker)  # the usual case without contention: one round trip
             return
         try:
@@ -153,7 +155,7 @@ class RemoteLock:
                     log.warning("%s breaks the lock: unchanged for %.0fs (lease %.0fs)",
                                 self.holder, held_for, self.lease_s)
                 if self.clone.push([RefUpdate(LOCK_REF, marker, expect=current or ""),
-                                    *wait.take_updates()]):
+                                    *wait.take_updates()], read_back=False):
                     self.leftovers = wait.dead_waiters()
                     self._took(marker)
                     return
@@ -220,7 +222,26 @@ class RemoteLock:
         self._took_at = time.monotonic()
         with self._mutex:
             self.value = marker
+            self._values = {marker}
         log.debug("%s took the lock", self.holder)
+
+    def seen(self, refs: dict[str, str]) -> bool:
+        """Whether our lock is on the remote in ``refs`` (its coordination refs, as the fetch
+        that follows taking the lock brought them). A take is pushed without a read-back of its
+        own (:meth:`~distribute.repo.transport.Transport.push_result`): a host may answer ok
+        for a take it never applied, and this read is what shows it landed. If it did not, the
+        lock is not ours: forgotten, to be waited for again (``False``)."""
+        with self._mutex:
+            value, ours = self.value, self._values
+        if value is not None and refs.get(LOCK_REF) in ours:  # (renewed since the fetch: ours)
+            return True
+        log.warning("%s: the host answered ok for taking the lock, but the lock is not there "
+                    "(%s); waiting for it again", self.holder, (refs.get(LOCK_REF) or "free")[:12])
+        self.stop_renewing()
+        self.clone.pacer().not_holding(value)
+        with self._mutex:
+            self.value = None
+        return False
 
     def renew(self) -> bool:
         """Move the lock to a fresh value (resets everyone's lease clock); ``False`` if it was
@@ -234,6 +255,7 @@ class RemoteLock:
             with self._mutex:
                 if self.value == old:
                     self.value = marker
+                    self._values.add(marker)
             return True
         log.error("%s lost the lock while holding it (it was broken by another worker)",
                   self.holder)

@@ -52,10 +52,14 @@ class WaitQueue:
         return any(ref != self.ref for ref in self.lock.observer.present(WAIT_PREFIX))
 
     def join(self) -> None:
-        """Announce that we wait (once; again if our wait ref was deleted as stale)."""
+        """Announce that we wait (once; again if our wait ref was deleted as stale). The push
+        is not read back (:meth:`~distribute.repo.transport.Transport.push_result`): the look
+        that follows at once reads our wait ref, and one not there (a host that answered ok for
+        a push it never applied) is taken as one deleted (:meth:`ahead_of_us`; a request's, as
+        answered: its worker reads master for the answer and finds none)."""
         if not self.joined:
             self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None),
-                                  *self.lock.riders(self.marker)])
+                                  *self.lock.riders(self.marker)], read_back=False)
             self.joined = True
 
     def leave(self) -> None:

@@ -3,7 +3,8 @@
 * :mod:`.process` starts git processes with a safe environment (no prompts, no command-running
   transports, ssh connection reuse);
 * :mod:`.transport` talks to the remote: fetch, ls-remote and compare-and-swap ``--atomic`` pushes,
-  retrying transport failures and classifying errors;
+  retrying transport failures and classifying errors; :mod:`.verify` decides where a push answered
+  "ok" is read back before it counts as applied (a host may misreport);
 * :mod:`.reading` reads the copy's commits, trees and objects by name (``commit_time``,
   ``first_parent_log``, ``changed_paths``…), :mod:`.plumbing` writes objects and refs and changes
   the index and the work tree (``commit_tree``, ``write_tree``, ``checkout_detached``,

@@ -296,6 +296,13 @@ class Pacer:
                 elif u.ref in refused and u.expect and u.expect == self.holding:
                     self.holding = None  # broken while we held it
 
+    def not_holding(self, value: Optional[str]) -> None:
+        """The lock value ``value`` turned out not to be ours (a take answered ok that never
+        landed): reads are no longer part of a hold."""
+        with self._mutex:
+            if self.holding == value:
+                self.holding = None
+
     def pushed_at(self, ref: str) -> Optional[float]:
         """When (this clock) a push of this worker last moved ``ref``; ``None``: not yet."""
         with self._mutex:

@@ -9,7 +9,9 @@ These are the atomic operations everything else is built on:
 
 Transport failures are retried with jittered exponential back-off (``DISTRIBUTE_NET_RETRIES``). A
 push whose outcome is unknown (the connection broke after the server may have applied it) is
-settled by reading the refs back.
+settled by reading the refs back. A push the host answered "ok" counts as applied only once seen
+to land (read back) wherever the host is not known to report truthfully (:mod:`.verify`,
+``DISTRIBUTE_VERIFY_PUSHES``): one not seen is pushed again, as one whose answer was lost.
 
 Until a :class:`Transport` has once reached the remote (its *first contact*: every command-line
 command, and a worker's clone or first fetch), failures that retrying cannot fix — an unknown
@@ -35,11 +37,14 @@ from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_e
 from .namespace import Namespaced
 from .pacer import PUSH, READ, Pacer
 from .refusals import raise_host_rule
+from .verify import seen_landed, verifies
 
 __all__ = ["Failure", "PushResult", "RefUpdate", "Transport", "diagnose", "net_retries"]
 log = logging.getLogger(__name__)
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Why a push answered "ok" is pushed again (and, when that goes on, why it failed).
+_NOT_SEEN = "the host answered ok, but the push was not there when read back"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class Transport(Namespaced):
         self.reached = False
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        #: Pushes answered "ok" that were read back (:mod:`.verify`), and those not seen landed.
+        self.verified_pushes = 0
+        self.misreported_pushes = 0
 
     def _worth_retrying(self, err: str) -> bool:
         """Before the first contact: only what :func:`diagnose` calls transient; after it, every
@@ -222,24 +230,30 @@ class Transport(Namespaced):
             self.pacer().see(refs)
         return refs
 
-    def push(self, updates: Sequence[RefUpdate], within_s: Optional[float] = None) -> bool:
+    def push(self, updates: Sequence[RefUpdate], within_s: Optional[float] = None,
+             read_back: bool = True) -> bool:
         """Apply ``updates`` atomically; ``True`` if applied, ``False`` if any lease or ref was
         refused (see :meth:`push_result` for which)."""
-        if within_s is None:  # (as before: benchmarks wrap push_result(updates, atomic))
+        if within_s is None and read_back:  # (as before: benchmarks wrap push_result)
             return self.push_result(updates).applied
-        return self.push_result(updates, within_s=within_s).applied
+        return self.push_result(updates, within_s=within_s, read_back=read_back).applied
 
     def push_result(self, updates: Sequence[RefUpdate], atomic: bool = True,
                     landed: Optional[Callable[[], bool]] = None,
-                    within_s: Optional[float] = None) -> PushResult:
+                    within_s: Optional[float] = None, read_back: bool = True) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any
         (see :meth:`_push_attempts`), each attempt paced to the worker's share of the budget
         (:mod:`.pacer`): never delayed when it renews or releases the lock this worker holds,
-        at most ``within_s`` seconds if given (0: urgent)."""
+        at most ``within_s`` seconds if given (0: urgent).
+
+        ``read_back=False``: an "ok" is taken as it is, even where the host may misreport
+        (:mod:`.verify`), because the caller sees the refs land itself with the read it makes
+        next (the lock's take: the hold's fetch; a wait ref's join: the waiter's next look),
+        before it acts on the push: one read per push saved, and the fleet's read budget."""
         pacer = self.pacer()
         urgent, reserve = pacer.push_priority(updates)
-        result = self._push_attempts(updates, atomic, landed, pacer,
-                                     urgent or within_s == 0, within_s, reserve)
+        result = self._push_attempts(updates, atomic, landed, pacer, urgent or within_s == 0,
+                                     within_s, reserve, read_back)
         pacer.pushed(updates, result.applied, result.rejected, self._sha_of)
         log.debug("push of %s: %s", " ".join(u.ref.rpartition("/")[2] if u.ref.startswith(
             "refs/heads/") else u.ref for u in updates), "applied" if result.applied else "refused")
@@ -247,7 +261,8 @@ class Transport(Namespaced):
 
     def _push_attempts(self, updates: Sequence[RefUpdate], atomic: bool,
                        landed: Optional[Callable[[], bool]], pacer: Pacer, urgent: bool,
-                       within_s: Optional[float], reserve: int) -> PushResult:
+                       within_s: Optional[float], reserve: int,
+                       read_back: bool = True) -> PushResult:
         """Apply ``updates`` on the remote atomically and say which refs were refused, if any.
         Not ``atomic``: each ref is applied or refused on its own (``applied`` means all were).
 
@@ -256,7 +271,8 @@ class Transport(Namespaced):
         compare-and-swap. When a retry is refused (or the retries run out) after an earlier
         attempt may have landed, ``landed()`` settles it (e.g. "our commit is in master's
         history", which others cannot undo); without it, the refs are read back: if they hold
-        our values, the push counts as applied.
+        our values, the push counts as applied. An "ok" counts only once seen to land where the
+        host may misreport (:meth:`_seen_landed`); one not seen is pushed again, as uncertain.
         """
         # --no-thin: a thin pack makes git walk every tree of the remote's master to find delta
         # bases, a cost that grows with the repository; our pushes carry a few small objects
@@ -276,7 +292,13 @@ class Transport(Namespaced):
                 status, out, err = self._run(args)
             if status == 0:
                 self.reached = True
-                return PushResult(True)
+                if not read_back or self._seen_landed(updates, atomic, landed):
+                    return PushResult(True)
+                uncertain, err = True, _NOT_SEEN
+                if attempt < self.retries:
+                    time.sleep(delay * random.uniform(0.2, 1.0))
+                    delay = min(delay * 2, self.backoff_max_s)
+                continue
             # refs reported refused: an answer. (Over HTTP a lost answer prints "Done" too.)
             if any(line.startswith("!") for line in out.splitlines()):
                 self.reached = True
@@ -288,7 +310,7 @@ class Transport(Namespaced):
                     time.sleep(delay * random.uniform(0.2, 1.0))
                     delay = min(delay * 2, self.backoff_max_s)
                     continue
-                if uncertain and self._landed(updates, landed):
+                if uncertain and self._landed(updates, landed, atomic):
                     return PushResult(True)
                 log.debug("push refused: %s", redact(out.strip()))
                 return PushResult(False, refused)
@@ -297,27 +319,56 @@ class Transport(Namespaced):
             uncertain = True
             if attempt < self.retries:
                 delay = self._back_off("push", err, delay)
-        self.unreachable_at = time.monotonic()
-        if self._landed(updates, landed):
+        if err != _NOT_SEEN:
+            self.unreachable_at = time.monotonic()
+        if self._landed(updates, landed, atomic):
             return PushResult(True)
         raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_cause(err)}"))
 
-    def _landed(self, updates: Sequence[RefUpdate], landed: Optional[Callable[[], bool]]) -> bool:
+    def _landed(self, updates: Sequence[RefUpdate], landed: Optional[Callable[[], bool]],
+                atomic: bool = True) -> bool:
         """Whether a push whose answer was lost was applied after all."""
         if landed is None:
-            return self._already_applied(updates)
+            return self._already_applied(updates, atomic)
         try:
             return landed()
         except RemoteError as exc:
             raise RemoteError(f"the outcome of a push is unknown: {exc}") from None
 
-    def _already_applied(self, updates: Sequence[RefUpdate]) -> bool:
+    def _already_applied(self, updates: Sequence[RefUpdate], atomic: bool = True) -> bool:
         try:
             current = self.ls_remote(*(u.ref for u in updates))
         except RemoteError:
             return False
-        return all(current.get(u.ref) == self._sha_of(u.new) if u.new else u.ref not in current
-                   for u in updates)
+        return seen_landed(updates, self._values(updates), current, atomic)
+
+    def _seen_landed(self, updates: Sequence[RefUpdate], atomic: bool,
+                     landed: Optional[Callable[[], bool]]) -> bool:
+        """Whether a push the host answered "ok" landed: at once where the host is trusted
+        (:func:`~.verify.verifies`); else when the refs read back show it
+        (:func:`~.verify.seen_landed`) or, failing that, ``landed()`` does. The read is paced
+        as any (part of the hold while the worker holds the lock)."""
+        if not verifies(self.remote_url()):
+            return True
+        self.verified_pushes += 1
+        try:
+            current = self.ls_remote(*(u.ref for u in updates))
+            if seen_landed(updates, self._values(updates), current, atomic) or (
+                    landed is not None and landed()):
+                return True
+        except RemoteError as exc:
+            log.warning("could not read back a push answered ok (%s); pushing again",
+                        redact(str(exc)))
+            return False
+        self.misreported_pushes += 1
+        log.warning("%s; pushing again (%s)", _NOT_SEEN,
+                    redact(", ".join(u.ref for u in updates))[:300])
+        return False
+
+    def _values(self, updates: Sequence[RefUpdate]) -> list[Optional[str]]:
+        """The shas ``updates`` put (``None``: a deletion)."""
+        return [None if not u.new else u.new if _SHA.match(u.new) else self._sha_of(u.new)
+                for u in updates]
 
     def _sha_of(self, rev: str) -> Optional[str]:
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",

@@ -8,6 +8,10 @@ remote (push, fetch, ls-remote):
 * ``drop``: the command runs (a push lands), then the answer is lost: a broken connection;
 * ``busy``: a push is not run and is answered ``[remote rejected] (failed)`` for every ref, as a
   host answers ``git push --porcelain --atomic`` when its ref transaction fails (a busy ref);
+* ``misreport``: a push is not run, yet answered as applied (every ref ``ok``, exit 0), as a host
+  that misreports answers it (GitLab/Gitaly has reported failed atomic pushes as successful); the
+  simulation then has the workers verify pushes (``DISTRIBUTE_VERIFY_PUSHES=always``: its
+  ``file://`` remote is otherwise trusted);
 * ``stall``: the command waits before running (a few seeds: past the lock lease).
 
 And for any git call of the workers that may die: ``kill`` (before the call, or after it ran):
@@ -54,6 +58,7 @@ class Rates:
     busy: float = 0.0
     stall: float = 0.0
     stall_max_s: float = 0.0
+    misreport: float = 0.0
     #: ``{worker: n}``: the worker dies at its n-th git call (counted from when it is armed).
     kills: dict[str, int] = field(default_factory=dict)
     #: Whether a killed worker dies after its last call ran (else before running it).
@@ -79,6 +84,8 @@ class Rates:
                 if rng.random() < 0.3:
                     rates.kills[name] = rng.randrange(5, 400)
                     rates.kill_after[name] = rng.random() < 0.5
+        # (drawn last: the other choices of a seed stay what they were before misreports)
+        rates.misreport = rng.uniform(0, 0.08) if rng.random() < 0.5 else 0.0
         return rates
 
 
@@ -164,6 +171,10 @@ class FaultPlan:
         if command == "push" and roll < rates.busy:
             self._count("busy", *where, args)
             return 1, busy_answer(args), "error: failed to push some refs to 'origin'\n"
+        roll -= rates.busy
+        if command == "push" and roll < rates.misreport:
+            self._count("misreport", *where, args)
+            return 0, ok_answer(args), ""
         return run()
 
     def _count(self, kind: str, worker: str, index: int, args: list[str]) -> None:
@@ -175,13 +186,25 @@ class FaultPlan:
                  " ".join(shown)[:400])
 
 
+def _refspecs(args: list[str]) -> list[tuple[str, str]]:
+    """``(source, destination)`` of each refspec of ``git push ... origin <refspec>...``."""
+    return [(src, dst) for src, _, dst in (spec.lstrip("+").partition(":")
+                                           for spec in args[args.index("origin") + 1:])]
+
+
+def ok_answer(args: list[str]) -> str:
+    """What ``git push --porcelain`` prints when the host answers every ref ``ok`` (applied or
+    not: a misreport)."""
+    lines = ["To origin"] + [f"{' ' if src else '-'}\t{src or '(delete)'}:{dst}\t"
+                             f"{'[deleted]' if not src else 'ok'}" for src, dst in _refspecs(args)]
+    return "\n".join(lines + ["Done"]) + "\n"
+
+
 def busy_answer(args: list[str]) -> str:
     """What ``git push --porcelain --atomic`` prints when the server's ref transaction fails:
     every ref ``[remote rejected] (failed)`` (as it does against
     :class:`support.faultyhttp.FaultyHttpServer`)."""
-    refspecs = args[args.index("origin") + 1:]
     lines = ["To origin"]
-    for spec in refspecs:
-        src, _, dst = spec.lstrip("+").partition(":")
+    for src, dst in _refspecs(args):
         lines.append(f"!\t{src or '(delete)'}:{dst}\t[remote rejected] (failed)")
     return "\n".join(lines + ["Done"]) + "\n"

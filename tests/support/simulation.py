@@ -10,14 +10,18 @@ Each worker loops as ``run_worker_loop(idle_exit=True)`` does: take a job, write
 (its name and the job) into ``worker.job_dir``, maybe checkpoint it (``commit_update``), finish
 it (on some seeds claiming the next job in the same hold); a few jobs raise on their first run and
 are failed. A worker leaves when it is told "no job" and the ledger shows nothing queued or
-running; a killed one just ends (no clean-up: as after SIGKILL).
+running; a killed one just ends (no clean-up: as after SIGKILL). On a seed whose plan misreports
+pushes (answered applied, never run) the workers read their pushes back
+(``DISTRIBUTE_VERIFY_PUSHES=always``), as they do on a host not known to report truthfully.
 """
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
+import os
 import random
 import shutil
 import sys
@@ -195,7 +199,7 @@ def run_seed(seed: int, workers: int = 4, jobs: int = 12, *, faults_on: bool = T
         Clone.init_bare(bare)
         url = f"file://{bare}"
         distribute.init_remote(url, job_names(config.jobs))
-        with records.attached():
+        with records.attached(), _verifying(config.faults and config.rates.misreport > 0):
             previous = faults.install(plan)
             try:
                 _run_workers(run, url, root)
@@ -212,6 +216,24 @@ def run_seed(seed: int, workers: int = 4, jobs: int = 12, *, faults_on: bool = T
     return SeedResult(seed, not run.violations, run.violations,
                       dict(plan.counts) if plan else {}, plan.calls if plan else 0,
                       time.monotonic() - started, config.replay(), records.text())
+
+
+@contextlib.contextmanager
+def _verifying(on: bool) -> Iterator[None]:
+    """While on: the workers read back the pushes their host answers "ok" for (the ``file://``
+    remote is trusted otherwise: the plan's misreports would pass as applied)."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("DISTRIBUTE_VERIFY_PUSHES")
+    os.environ["DISTRIBUTE_VERIFY_PUSHES"] = "always"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DISTRIBUTE_VERIFY_PUSHES", None)
+        else:
+            os.environ["DISTRIBUTE_VERIFY_PUSHES"] = before
 
 
 def run_seeds(seeds: Iterable[int], parallel: int = 1, **options: Any) -> Iterator[SeedResult]:
