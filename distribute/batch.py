@@ -71,19 +71,9 @@ class JobClock:
 
 
 def batch_size(max_batch: int, batch_s: float, mean_job_s: Optional[float],
-               fair_share: int, push_gap_s: float = 0.0, queue_share: int = 1) -> int:
+               fair_share: int) -> int:
     """Jobs to claim at once: at most ``max_batch``, at most the worker's ``fair_share`` of the
     queue, and at most as many as take ``batch_s`` seconds at the jobs' mean duration (unknown
-    before the first job ended: then the other two decide); at least one.
-
-    Under a push budget (``push_gap_s``: seconds between two pushes of this worker's share),
-    once the jobs' duration is known, a batch lasts at least two gaps, past ``max_batch`` if
-    need be but not past the worker's ``queue_share`` (its share of the queue alone, which
-    shrinks as the queue drains), so that the worker's next request does not wait for its turn
-    while it has nothing to run. (The first batch stays within ``max_batch``: a fleet starting
-    together does not see itself yet, so its share is not known.)"""
+    before the first job ended: then the other two decide); at least one."""
     by_time = max_batch if not mean_job_s else max(1, math.floor(batch_s / mean_job_s))
-    if push_gap_s > 0 and mean_job_s:
-        two_gaps = min(math.ceil(2 * push_gap_s / mean_job_s), queue_share)
-        max_batch, by_time = max(max_batch, two_gaps), max(by_time, two_gaps)
     return max(1, min(max_batch, fair_share, by_time))

@@ -86,27 +86,20 @@ def claim(worker: "Worker", txn: Transaction, func: NextJobFunc,
     return claimed
 
 
-def fleet_names(ws: Workspace, name: str) -> set[str]:
-    """The workers the remote shows: distinct names with a heartbeat or a wait ref, and
-    ``name``."""
+def fair_share(ws: Workspace, name: str) -> int:
+    """How many jobs one worker may claim at once: the jobs queued and running over the fleet
+    (distinct worker names with a heartbeat or a wait ref on the remote, and ``name``), rounded
+    up, at least one: each worker's share of the work left, so that a fleet starting together
+    splits the queue evenly and, toward its end, no worker takes more than its share while
+    others could run the jobs."""
     names = {name}
     for ref in ws.remote_refs:
         if ref.startswith(HEARTBEAT_PREFIX):
             names.add(ref[len(HEARTBEAT_PREFIX):].rpartition("@")[0] or ref)
         elif ref.startswith(WAIT_PREFIX):
             names.add(ref[len(WAIT_PREFIX):])
-    return names
-
-
-def fair_share(ws: Workspace, name: str, queued_only: bool = False) -> int:
-    """How many jobs one worker may claim at once: the jobs queued and running over the fleet
-    (:func:`fleet_names`), rounded up, at least one: each worker's share of the work left, so
-    that a fleet starting together splits the queue evenly and, toward its end, no worker takes
-    more than its share while others could run the jobs. ``queued_only``: the share of the
-    queue alone (it shrinks as the queue drains: what a batch may grow to under a budget)."""
     ledger = ws.ledger()
-    left = len(ledger.queued) + (0 if queued_only else len(ledger.running))
-    return max(1, -(-left // len(fleet_names(ws, name))))
+    return max(1, -(-(len(ledger.queued) + len(ledger.running)) // len(names)))
 
 
 def take(worker: "Worker", txn: Transaction, func: NextJobFunc, name: str,

@@ -25,7 +25,6 @@ from .redact import redact
 from .repo import RefUpdate
 from .repo.clone import normalize_url
 from .repo.localcopy import lock_local_copy, prepare_clone
-from .repo.pacer import PUSH
 from .serve import serve_waiters
 from .sessions import check_name_free, take_over_copy
 from .status import read_snapshot
@@ -83,7 +82,6 @@ class Worker:
         self._lock = RemoteLock(self.clone, self.name, self.lock_lease_s, self.observer,
                                 poll_max_s=poll_max, poll_budget=self.poll_budget)
         self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
-        self._lock.riders = self._heartbeat.riding
         self.workspace = Workspace(self.clone, self.observer, self.name)
         self.clone.exclude(f"/{JOB_WORKDIR}/")
         self._writer = MasterWriter(self.workspace, self._lock)
@@ -179,8 +177,7 @@ class Worker:
         if self.max_batch <= 1:
             return 1
         return batch_size(self.max_batch, self.batch_s, self._clock.mean_s,
-                          fair_share(self.workspace, self.name), self.clone.pacer().gap_s(PUSH),
-                          fair_share(self.workspace, self.name, queued_only=True))
+                          fair_share(self.workspace, self.name))
 
     def _claim(self, txn: Transaction, func: Optional[NextJobFunc],
                own: bool = True) -> Optional[Claimed]:

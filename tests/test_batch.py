@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 from support.processes import cli_env, kill_tree, wait_line
 from support.remotes import assert_settled, git_out, jobs_in, ledger_file
-from support.serving import InLine, bare_git, hold_lock_as_dead_holder, patient, server, subjects, until, \
+from support.serving import InLine, hold_lock_as_dead_holder, patient, server, subjects, until, \
     wait_refs
 
 from distribute import Worker, add_jobs, init_remote, queue_jobs_func, worker_from_url
-from distribute.batch import batch_size
 from distribute.protocol import job_path
 
 
@@ -163,38 +162,3 @@ def test_a_worker_killed_with_a_batch_loses_no_job(file_remote: str, tmp_path: P
     story = git_out(file_remote, "log", "--first-parent", "--format=%s", "master",
                     tmp=tmp_path)
     assert sum(f"requeued job job{i} (victim silent" in story for i in range(3)) == 3
-
-
-def test_a_worker_in_line_with_a_job_beats_with_its_request(ledger_remote: tuple[Path, str],
-                                                            tmp_path: Path) -> None:
-    """A worker that waits in line to close its job carries its heartbeat on the push that
-    joins the line (the wait ref's marker): no beat of its own is due while it waits."""
-    bare, url = ledger_remote
-    add_jobs(worker_from_url(url, tmp_path / "adder", "adder"), ["a", "b"])
-    worker = worker_from_url(url, tmp_path / "w", "w")
-    assert worker.get_next_job(queue_jobs_func) == "a"
-    beat = f"refs/distribute/hb/{worker.name}@{worker.session}"
-    claimed = bare_git(bare, "rev-parse", beat)
-    run(worker, "a")
-    hold_lock_as_dead_holder(bare)
-    waiting = InLine(lambda: worker.finish_job(queue_jobs_func))
-    until(lambda: wait_refs(bare) != [], "the worker to join the line")
-    joined = bare_git(bare, "rev-parse", wait_refs(bare)[0])
-    assert bare_git(bare, "rev-parse", beat) == joined != claimed
-    bare_git(bare, "update-ref", "-d", "refs/distribute/lock")  # the ghost goes: our turn
-    assert waiting.join() == "b"
-    worker.close()
-
-
-@pytest.mark.parametrize("gap_s, mean_s, queue_share, expected", [
-    (0.0, 8.0, 16, 4),     # no budget: DISTRIBUTE_MAX_BATCH decides
-    (30.0, None, 16, 4),   # a budget, the jobs' duration not known yet: no more than without one
-    (30.0, 8.0, 16, 8),    # two gaps of 30 s of 8-s jobs, past max_batch
-    (30.0, 8.0, 6, 6),     # ... not past the share of the queue (near its end)
-    (30.0, 8.0, 2, 4),     # ... which never takes it below what it is without a budget
-    (64.0, 8.0, 16, 12),   # ... nor past the fair share
-    (30.0, 90.0, 16, 1),   # long jobs: one is two gaps already
-])
-def test_a_batch_covers_two_push_gaps_under_a_budget(gap_s: float, mean_s: float | None,
-                                                     queue_share: int, expected: int) -> None:
-    assert batch_size(4, 60.0, mean_s, 12, gap_s, queue_share) == expected

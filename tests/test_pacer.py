@@ -190,20 +190,3 @@ def test_budgets_by_host_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "DISTRIBUTE_READS_PER_S from environment" in mine.source
     assert pacer_for("/nowhere/a.git", "w1") is pacer_for("/nowhere/a.git", "w1")
     assert pacer_for("/nowhere/a.git", "w1") is not pacer_for("/nowhere/a.git", "w2")
-
-
-def test_a_fleet_starting_together_takes_full_shares_and_doubts_only_later_newcomers() -> None:
-    """Within its own first window a worker takes the workers it finds (all first seen just
-    now) for the fleet, not for newcomers: 32 starting together get 60 / 33 pushes a minute,
-    not half of it. A name first seen later is a newcomer for a window."""
-    clock = Clock()
-    pacer = Pacer(Budget(pushes_per_min=60), "w00", clock, clock.sleep)
-    clock.now = 5.0
-    pacer.see([f"refs/distribute/wait/w{i:02d}" for i in range(1, 32)])
-    assert pacer.fleet() == (32, 0, 0)
-    assert pacer.allowance(PUSH) == (2, 60.0)  # rank 0 of n = 33: 60 = 33 + 27
-    clock.now = 100.0
-    pacer.see(["refs/distribute/hb/w32@abc"])
-    assert pacer.fleet() == (33, 1, 0)
-    clock.now = 161.0
-    assert pacer.fleet() == (33, 0, 0)

@@ -8,7 +8,6 @@ from typing import Optional
 
 from ..protocol import heartbeat_ref, marker_message
 from ..repo import Clone, RefUpdate
-from ..repo.pacer import PUSH
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +36,6 @@ class Heartbeat:
             marker_message("heartbeat", self.worker))
         return RefUpdate(self.ref, marker, expect=None)
 
-    def riding(self, marker: str) -> list[RefUpdate]:
-        """The beat to put in a push of ``marker`` (a wait ref's or the lock's) while beating,
-        else none: a worker in line with a job to close beats with its request."""
-        return [self.update(marker)] if self._thread is not None else []
-
     def start(self) -> None:
         """Start beating (idempotent)."""
         if self._thread is not None:
@@ -57,16 +51,6 @@ class Heartbeat:
             self._thread.join()
             self._thread = None
 
-    def _turn(self, beater: Clone, last: float) -> bool:
-        """Wait (at most an interval) for a lone beat's turn in the worker's share of the push
-        budget; ``False`` if stopped, or if another push carried a beat meanwhile (a request
-        the worker was waiting to push itself)."""
-        give_up = time.monotonic() + self.interval_s
-        while (delay := beater.pacer().delay(PUSH)) > 0 and time.monotonic() < give_up:
-            if self._stop.wait(min(delay, 1.0)) or (self.clone.pushed_at(self.ref) or 0) > last:
-                return False
-        return True
-
     def _loop(self) -> None:
         """Beat alone only when no push of this worker moved the heartbeat (a claim's or a
         checkpoint's, with :meth:`update`) within the interval: the timer restarts with every
@@ -79,10 +63,10 @@ class Heartbeat:
             last = max(last, self.clone.pushed_at(self.ref) or last)
             if self._stop.wait(max(0.0, last + self.interval_s - time.monotonic())):
                 return
-            if (self.clone.pushed_at(self.ref) or last) > last or not self._turn(beater, last):
+            if (self.clone.pushed_at(self.ref) or last) > last:
                 continue  # a beat rode on another push meanwhile
             try:
-                beater.push([self.update()], within_s=0)
+                beater.push([self.update()], within_s=self.interval_s)
             except Exception as exc:  # a missed beat is not fatal; the next one may get through
                 log.warning("heartbeat of %s failed: %s", self.worker, exc)
             last = time.monotonic()

@@ -14,27 +14,15 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..exceptions import LockLostError, RemoteError
-from ..protocol import (
-    COORD_PREFIX,
-    LOCK_REF,
-    TRACKING_PREFIX,
-    WAIT_PREFIX,
-    Request,
-    marker_message,
-    remote_ref,
-)
+from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
 from ..repo import Clone, RefUpdate
-from ..repo.pacer import PUSH
 from .observer import Observer
 from .waitqueue import POLL_BY_POSITION_S, WaitQueue
 
 log = logging.getLogger(__name__)
-
-#: A fetch this recent is view enough of the lock and the line to decide to push for the lock.
-FRESH_VIEW_S = 5.0
 
 
 class RequestAnswered(Exception):
@@ -71,9 +59,6 @@ class RemoteLock:
         #: The values our lock has had since we took it (a fetch may show one renewed since).
         self._values: set[str] = set()
         self._renew_limit: tuple[Optional[float], str] = (None, "")
-        #: Ref updates that ride on our pushes into line or onto the lock, given the marker
-        #: pushed (the worker's heartbeat while it has a job: no beat of its own is then due).
-        self.riders: Callable[[str], list[RefUpdate]] = lambda marker: []
         #: Clean-ups for the push that releases the lock: the wait refs of dead waiters.
         self.leftovers: list[RefUpdate] = []
 
@@ -92,8 +77,8 @@ class RemoteLock:
         marker = self._marker()
         wait = WaitQueue(self, self.clone.make_marker(request.message(), tip) if request
                          else marker, answerable=request is not None)
-        if self._may_take_at_once(wait) and self.clone.push(
-                [RefUpdate(LOCK_REF, marker, expect=""), *self.riders(marker)], read_back=False):
+        if not wait.others_known() and self.clone.push([RefUpdate(LOCK_REF, marker, expect="")],
+                                                       read_back=False):
             self._took(marker)  # the usual case without contention: one round trip
             return
         try:
@@ -101,26 +86,6 @@ class RemoteLock:
         except BaseException:
             wait.leave()
             raise
-
-    def _may_take_at_once(self, wait: "WaitQueue") -> bool:
-        """Whether to push for the free lock before joining the line: when our last look showed
-        nobody waiting; under a push budget only when a fresh view of the coordination refs (a
-        fetch of the last few seconds, else a look: a read, cheap next to a push) shows the lock
-        free and nobody waiting: a refused take costs a push of the worker's few, and a fleet
-        starting together would spend them all racing for the lock."""
-        pacer = self.clone.pacer()
-        if not pacer.budget.limit(PUSH)[0]:
-            return not wait.others_known()
-        try:
-            if pacer.clock() - pacer.fetched_at < FRESH_VIEW_S:
-                refs = {remote_ref(ref): sha for ref, sha in
-                        self.clone.local_refs(TRACKING_PREFIX).items()}
-            else:
-                refs = self.clone.ls_remote(COORD_PREFIX + "*", cheap=True)
-        except RemoteError:
-            return False  # (waiting in line deals with an unreachable remote)
-        self.observer.update(refs, self.clone.unreachable_at)
-        return LOCK_REF not in refs and not wait.others_known()
 
     def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Optional
 
 from ..protocol import WAIT_PREFIX, wait_ref
 from ..repo import RefUpdate
-from ..repo.pacer import PUSH
 
 if TYPE_CHECKING:  # pragma: no cover
     from .lock import RemoteLock
@@ -58,8 +57,8 @@ class WaitQueue:
         a push it never applied) is taken as one deleted (:meth:`ahead_of_us`; a request's, as
         answered: its worker reads master for the answer and finds none)."""
         if not self.joined:
-            self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None),
-                                  *self.lock.riders(self.marker)], read_back=False)
+            self.lock.clone.push([RefUpdate(self.ref, self.marker, expect=None)],
+                                 read_back=False)
             self.joined = True
 
     def leave(self) -> None:
@@ -99,11 +98,8 @@ class WaitQueue:
 
     def _patience(self) -> float:
         """How long the first in line may leave the lock untaken: ``STALE_WAITER_S``, more when
-        polls are slow (a busy machine) or waiters sleep long (``poll_max_s``), and under a push
-        budget the span its take may wait for its share (see :mod:`distribute.repo.pacer`)."""
-        allowance = self.lock.clone.pacer().allowance(PUSH)
-        return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s,
-                   allowance[1] + 4 * self.poll_s if allowance else 0.0)
+        polls are slow (a busy machine) or waiters sleep long (``poll_max_s``)."""
+        return max(STALE_WAITER_S, 2 * self.lock.poll_max_s + 4 * self.poll_s)
 
     def take_updates(self) -> list[RefUpdate]:
         """Ref updates for the push that takes the lock: leave the queue."""

@@ -164,9 +164,6 @@ class Pacer:
         self._seen: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         self._pushed: dict[str, float] = {}
-        self._born = clock()
-        #: When (this clock) a fetch of this worker last brought the coordination refs.
-        self.fetched_at = -math.inf
 
     # ---- the fleet -----------------------------------------------------------------------------
     def see(self, refs: Iterable[str]) -> None:
@@ -191,10 +188,7 @@ class Pacer:
         with self._mutex:
             horizon = now - FORGET_AFTER_WINDOWS * self.budget.window_s
             names = [name for name, at in self._seen.items() if at >= horizon]
-            # (a worker new itself takes those it finds as the fleet, not as newcomers: a fleet
-            # starting together would otherwise run its first window on half shares)
-            since = max(now - self.budget.window_s, self._born + self.budget.window_s)
-            new = sum(1 for name in names if self._first_seen[name] >= since)
+            new = sum(1 for name in names if self._first_seen[name] >= now - self.budget.window_s)
         return len(names) + 1, new, sorted([*names, self.me]).index(self.me)
 
     def allowance(self, kind: str) -> Optional[tuple[int, float]]:
@@ -202,12 +196,6 @@ class Pacer:
         unlimited."""
         per_window, window = self.budget.limit(kind)
         return share(per_window, window, *self.fleet()) if per_window > 0 else None
-
-    def gap_s(self, kind: str) -> float:
-        """Seconds between two operations of ``kind`` at this worker's share, on average (0.0:
-        unlimited)."""
-        allowance = self.allowance(kind)
-        return 0.0 if allowance is None else allowance[1] / allowance[0]
 
     # ---- operations ----------------------------------------------------------------------------
     def delay(self, kind: str, reserve: int = 0) -> float:

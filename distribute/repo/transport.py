@@ -166,7 +166,6 @@ class Transport(Namespaced):
         try:
             self._network(args, what="fetch")
             if not self.read_record():
-                self.pacer().fetched_at = self.pacer().clock()
                 self._see_fleet()
                 return
         except RemoteError as exc:
