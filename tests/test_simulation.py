@@ -48,7 +48,10 @@ def test_pushes_answered_ok_yet_never_applied_are_caught() -> None:
     no worker ever waits out a lease: no lock left on the remote by a release taken for done, no
     job left running by a finish taken for done. (Trusting those answers, the same seed breaks
     the lock about ten times and requeues jobs: right in the end, but only through the leases.)"""
-    config = Config(11, workers=2, jobs=4, faults=True, kills=False)
+    # (leases long enough that a slow machine's hold never outlives one: a lease waited out
+    # here is a release or a finish taken for done)
+    config = Config(11, workers=2, jobs=4, faults=True, kills=False, lock_lease_s=30.0,
+                    job_lease_s=45.0)
     config.rates = Rates(misreport=0.33)
     result = run_seed(11, config=config)
     assert result.ok, result.message()
