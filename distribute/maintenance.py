@@ -39,6 +39,7 @@ from .protocol import (
 from .repo import RefUpdate
 from .repo.bulkdelete import delete_refs, merged_into
 from .repo.localcopy import MANY_BRANCHES
+from .repo.namespace import branches_of
 from .repo.plumbing import IndexEntry
 from .repo.trees import add_files, splice
 from .transaction import Transaction
@@ -163,16 +164,11 @@ def prune(worker: Worker, branches: bool = True, batch: int = 5000,
         listed = worker.clone.ls_remote("refs/heads/*")
         spent = spent_branches(worker, listed, ledger.done, snap["master"])
         if spent:
-            log.info("deleting %d spent job branches of %d", len(spent), len(_branches(listed)) - 1)
+            log.info("deleting %d spent job branches of %d", len(spent),
+                     len(branches_of(listed)) - 1)
             deleted["branches"] = delete_refs(worker.clone, listed, spent, batch,
                                               progress=progress)
     return deleted
-
-
-def _branches(listed: dict[str, str]) -> dict[str, str]:
-    """The branches of a listing of ``refs/heads/*``: not the coordination refs a remote keeps
-    in a branch namespace (the transport names them ``refs/distribute/…``)."""
-    return {ref: sha for ref, sha in listed.items() if ref.startswith("refs/heads/")}
 
 
 def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
@@ -184,7 +180,7 @@ def spent_branches(worker: Worker, listed: dict[str, str], done: list[Entry],
     whose job another worker finished, one holding commits master lacks."""
     finished = {(e.worker, job_slug(e.job)) for e in done}
     candidates = {}
-    for ref, sha in _branches(listed).items():
+    for ref, sha in branches_of(listed).items():
         owner, _, rest = ref[len("refs/heads/"):].partition("/")
         if (owner, rest.partition("@")[0]) in finished:
             candidates[ref] = sha
@@ -201,7 +197,7 @@ PRUNE_RATE = {"http": 5000.0, "git": 600.0}
 def prune_hint(worker: Worker, url: str) -> Optional[str]:
     """One line on what ``distribute prune`` would do and about how long it would take, when the
     remote keeps :data:`MANY_BRANCHES` branches or more; ``None`` otherwise."""
-    count = len(_branches(worker.clone.ls_remote("refs/heads/*"))) - 1
+    count = len(branches_of(worker.clone.ls_remote("refs/heads/*"))) - 1
     if count < MANY_BRANCHES:
         return None
     rate = PRUNE_RATE["http" if url.lower().startswith(("http://", "https://")) else "git"]

@@ -11,6 +11,7 @@ from ..exceptions import LocalCopyError, RemoteError
 from ..redact import redact
 from ..settings import flag_setting
 from .clone import Clone
+from .namespace import branches_of
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def note_many_branches(clone: Clone, url: str) -> Optional[int]:
     what to run; returns the number of branches (``None`` if the remote could not be asked). One
     request (the list of refs as a push gets it), once per new copy."""
     try:
-        heads = {ref: sha for ref, sha in clone.ls_remote("refs/heads/*", cheap=True).items()
-                 if ref.startswith("refs/heads/")}  # (not coordination refs kept as branches)
+        heads = branches_of(clone.ls_remote("refs/heads/*", cheap=True))
     except RemoteError:
         return None
     if len(heads) >= MANY_BRANCHES:

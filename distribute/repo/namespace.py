@@ -37,6 +37,12 @@ CONFIG_KEY = "distribute.coordinationRefs"
 _CLONED_COPIES = f"refs/remotes/origin/{RESERVED_NAME}/"
 
 
+def branches_of(listed: dict[str, str]) -> dict[str, str]:
+    """The branches of a listing of the remote's ``refs/heads/*`` (``{ref: sha}``): not the
+    coordination refs a remote keeps in a branch namespace (listed as ``refs/distribute/…``)."""
+    return {ref: sha for ref, sha in listed.items() if ref.startswith("refs/heads/")}
+
+
 class Namespaced(PacedProcess):
     """A :class:`PacedProcess` that knows where the remote keeps its coordination refs."""
 

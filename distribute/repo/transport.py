@@ -148,6 +148,12 @@ class Transport(Namespaced):
         time.sleep(delay * random.uniform(0.5, 1.0))
         return min(delay * 2, self.backoff_max_s)
 
+    def _pause(self, delay: float) -> float:
+        """Before pushing again what changed nothing (a busy ref, an "ok" not seen to land):
+        sleep a jittered ``delay``; return the next delay."""
+        time.sleep(delay * random.uniform(0.2, 1.0))
+        return min(delay * 2, self.backoff_max_s)
+
     def fetch(self, *refspecs: str, depth: Optional[int] = None,
               deepen: Optional[int] = None) -> None:
         """Fetch ``master`` and the coordination refs (plus ``refspecs``) into
@@ -295,8 +301,7 @@ class Transport(Namespaced):
                     return PushResult(True)
                 uncertain, err = True, _NOT_SEEN
                 if attempt < self.retries:
-                    time.sleep(delay * random.uniform(0.2, 1.0))
-                    delay = min(delay * 2, self.backoff_max_s)
+                    delay = self._pause(delay)
                 continue
             # refs reported refused: an answer. (Over HTTP a lost answer prints "Done" too.)
             if any(line.startswith("!") for line in out.splitlines()):
@@ -306,8 +311,7 @@ class Transport(Namespaced):
                 refused = {self.from_remote(ref) or ref: why for ref, why in refused.items()}
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again
                     log.info("push %s; retrying", _busy_reason(out))
-                    time.sleep(delay * random.uniform(0.2, 1.0))
-                    delay = min(delay * 2, self.backoff_max_s)
+                    delay = self._pause(delay)
                     continue
                 if uncertain and self._landed(updates, landed, atomic):
                     return PushResult(True)
@@ -336,9 +340,14 @@ class Transport(Namespaced):
 
     def _already_applied(self, updates: Sequence[RefUpdate], atomic: bool = True) -> bool:
         try:
-            current = self.ls_remote(*(u.ref for u in updates))
+            return self._read_back(updates, atomic)
         except RemoteError:
             return False
+
+    def _read_back(self, updates: Sequence[RefUpdate], atomic: bool) -> bool:
+        """Whether the pushed refs, read back (one ``ls-remote`` of just those), show the push
+        of ``updates`` landed (:func:`~.verify.seen_landed`); raises :class:`RemoteError`."""
+        current = self.ls_remote(*(u.ref for u in updates))
         return seen_landed(updates, self._values(updates), current, atomic)
 
     def _seen_landed(self, updates: Sequence[RefUpdate], atomic: bool,
@@ -351,9 +360,7 @@ class Transport(Namespaced):
             return True
         self.verified_pushes += 1
         try:
-            current = self.ls_remote(*(u.ref for u in updates))
-            if seen_landed(updates, self._values(updates), current, atomic) or (
-                    landed is not None and landed()):
+            if self._read_back(updates, atomic) or (landed is not None and landed()):
                 return True
         except RemoteError as exc:
             log.warning("could not read back a push answered ok (%s); pushing again",
