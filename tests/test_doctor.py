@@ -81,3 +81,25 @@ def test_doctor_finds_a_host_that_answers_ok_without_applying(cli: Run, tmp_path
     assert _verdicts(report)["push"] is True
     assert "push again what is not there" in report["will_do"]["truthful"]
     assert report["recommended"] == {}  # (the default reads an HTTP host's pushes back)
+
+
+def test_doctor_says_the_fleets_budget_on_the_host(cli: Run, http: SmartHttpServer) -> None:
+    """A github.com remote (here rewritten by git's ``insteadOf`` to the loopback server) gets
+    GitHub's published 6 pushes/min and 15 reads/s; another host is unlimited unless the
+    settings say otherwise, and the settings win on GitHub too."""
+    github = "https://github.com/me/jobs.git"
+    rewrite = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_VALUE_0": github,
+               "GIT_CONFIG_KEY_0": f"url.{http.url('plain.git')}.insteadOf"}
+    report = json.loads(cli("doctor", github, "--json", env=rewrite).stdout)
+    assert report["usable"] is True
+    assert report["budget"] == {"pushes_per_min": 6.0, "reads_per_s": 15.0,
+                                "source": "GitHub's published limits"}
+    text = cli("doctor", github, env=rewrite).stdout
+    assert "6 pushes/min and 15 reads/s per repository for the whole fleet" in text
+    plain = _doctor(cli, http.url("plain.git"), 0)
+    assert plain["budget"]["pushes_per_min"] == 0 and plain["budget"]["reads_per_s"] == 0
+    assert "DISTRIBUTE_PUSHES_PER_MIN" in cli("doctor", http.url("plain.git")).stdout
+    mine = json.loads(cli("doctor", github, "--json",
+                          env={**rewrite, "DISTRIBUTE_PUSHES_PER_MIN": "60"}).stdout)
+    assert mine["budget"]["pushes_per_min"] == 60.0 and mine["budget"]["reads_per_s"] == 15.0
+    assert "DISTRIBUTE_PUSHES_PER_MIN from environment" in mine["budget"]["source"]

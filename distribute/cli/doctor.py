@@ -7,6 +7,7 @@ import json
 from typing import Any, Optional, Sequence
 
 from ..protocol import BRANCH_COORD_PREFIX
+from ..repo.pacer import Budget, budget_for, is_github
 from ..repo.probes import HostReport, probe_host
 from ..repo.verify import local_remote, verify_mode
 from .common import add_command, add_remote_argument, resolve_remote, say
@@ -44,7 +45,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
         "refs, pushes a scratch branch and a ref under refs/distribute/ (where refused, one "
         f"under {BRANCH_COORD_PREFIX}) and deletes them, checks "
         "atomic pushes (all or nothing), that a push answered ok is there when read back, "
-        "protocol v2 and round-trip times, and with --file-mb whether a file that big is taken. "
+        "protocol v2 and round-trip times, and with --file-mb whether a file that big is taken; "
+        "it says the budget of pushes and reads the fleet will keep on this host. "
         "Exit 1 when distribute cannot run on the host. Nothing is left on the remote.",
         epilog="examples:\n  distribute doctor git@github.com:me/jobs.git\n"
                "  distribute doctor https://dev.azure.com/me/p/_git/jobs --json\n"
@@ -73,6 +75,19 @@ def recommended(report: HostReport) -> dict[str, str]:
     return advice
 
 
+def budget_advice(budget: Budget, url: str) -> str:
+    """What the fleet's budget on this host is and where it comes from, in one line."""
+    line = f"the fleet keeps {budget.describe()}"
+    if is_github(url) and budget.source == "GitHub's published limits":
+        line += ("; each worker's share shrinks as the fleet grows and jobs are claimed and "
+                 "finished in batches to keep moving (docs/hosted-remotes.md has what a fleet "
+                 "costs the host)")
+    elif not budget.limited:
+        line += ("; set DISTRIBUTE_PUSHES_PER_MIN and DISTRIBUTE_READS_PER_S when the host "
+                 "publishes limits per repository")
+    return line
+
+
 def will_do(report: HostReport) -> dict[str, str]:
     """What distribute does about each failed probe (``{probe: text}``)."""
     out = {name: _WHAT_WE_DO[name] for name, check in report.checks.items()
@@ -95,8 +110,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     url = resolve_remote(args.remote)
     report = probe_host(url, args.file_mb)
     problem = verdict(report)
+    budget = budget_for(url)
     if args.json:
         say(json.dumps({**report.as_dict(), "usable": problem is None,
+                        "budget": {"pushes_per_min": budget.pushes_per_min,
+                                   "reads_per_s": budget.reads_per_s, "source": budget.source},
                         "will_do": will_do(report),
                         "recommended": recommended(report)}, sort_keys=True))
         return 1 if problem else 0
@@ -107,6 +125,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         say(f"  {name:<15} {mark:<3} {check.detail} ({check.ms:.0f} ms)")
         if name in consequences:
             say(f"  {'':<15}     -> {consequences[name]}")
+    say(f"  {'budget':<15}     {budget_advice(budget, report.url)}")
     settings = recommended(report)
     say("recommended settings: " + (" ".join(f"{k}={v}" for k, v in settings.items())
                                     or "the defaults"))

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..protocol import TRACKING_PREFIX
-from .pacer import READ, Pacer, pacer_for, promisor_packs
+from .pacer import READ, Budget, Pacer, pacer_for, promisor_packs
 from .process import GitProcess
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,11 @@ class PacedProcess(GitProcess):
             url = self.origin_url or self.remote_url() or str(self.path)
             self._pacer = pacer_for(url, self.name)
         return self._pacer
+
+    def exempt_from_budget(self, why: str) -> None:
+        """Run this copy's operations on its ``origin`` outside the fleet's budget (``why``: a
+        one-off probe of a few pushes, whose round-trip times must not include waits)."""
+        self._pacer = Pacer(Budget(source=why), self.name)
 
     @contextmanager
     def _paced(self, kind: str, pacer: Pacer, urgent: bool = False,

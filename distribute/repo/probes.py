@@ -62,6 +62,7 @@ class _Prober:
     def __init__(self, url: str, scratch: Path) -> None:
         self.report = HostReport(redact(url))
         self.t = Transport(scratch, name="distribute-doctor", retries=1, backoff_s=0.1)
+        self.t.exempt_from_budget("distribute doctor: a one-off probe")
         self.t.git("init", "--quiet", str(scratch))
         self.t.git("remote", "add", "origin", "--", url)
         self.tag = uuid.uuid4().hex[:8]
