@@ -95,6 +95,18 @@ def push_checkpoint(worker: "Worker", message: str) -> bool:
     return worker._push_branch(worker._heartbeat.update())  # noqa: SLF001
 
 
+def commit_kept(worker: "Worker", message: str) -> bool:
+    """Commit the running job's directory on its branch before giving it back; files over the
+    limit that cannot be set aside (no store, or the store failed) are deleted and left out
+    rather than keeping the job from going back."""
+    try:
+        return worker._commit_job(message)  # noqa: SLF001 - the job's own state
+    except FileTooLargeError as exc:
+        log.warning("%s: %s; giving the job back without them", worker.name, exc)
+        drop_oversized(worker)
+        return worker._commit_job(message)  # noqa: SLF001
+
+
 def take_refused(worker: "Worker", refusal: str) -> bool:
     """After the host's size refusal ``refusal`` of a push: with a store for big files
     (:class:`~distribute.bigfiles.LargeFiles`), take the host's limit from now on and put the
@@ -106,7 +118,10 @@ def take_refused(worker: "Worker", refusal: str) -> bool:
         return False
     for done in worker._finished:  # noqa: SLF001 - the worker's own batch
         if done.reason is None:
-            recommit_finished(worker, done)
+            try:
+                recommit_finished(worker, done)
+            except FileTooLargeError as exc:  # (the store failed) that job fails, saying why
+                done.reason, done.servable = " ".join(str(exc).split()), False
     pushed = worker._branch_sha or worker._claim_head  # noqa: SLF001 - the job's own state
     if worker.working_branch and pushed:
         worker.clone.update_ref(f"refs/heads/{worker.working_branch}", pushed)
@@ -116,7 +131,9 @@ def take_refused(worker: "Worker", refusal: str) -> bool:
 def recommit_finished(worker: "Worker", done: Finished) -> None:
     """Commit a job of the batch finished here (not closed yet) again on top of what its branch
     has on the remote, from the files of its local tip, with its files over the limit set aside
-    (the host refused them); ``done.tip`` becomes the new commit."""
+    (the host refused them); ``done.tip`` becomes the new commit. Raises
+    :class:`FileTooLargeError` when the store cannot take them (the branch is then back where
+    the remote has it)."""
     path = job_path(done.job, worker.workspace.layout)
     branch = f"refs/heads/{done.branch}"
     with tempfile.TemporaryDirectory(prefix="distribute-recommit-") as tmp:

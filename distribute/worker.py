@@ -18,7 +18,7 @@ from .claims import NextJobFunc, claim, fair_share, next_job_spec
 from .closing import close_finished, close_jobs, defer, keep_job_alive, keep_results
 from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
-from .jobbranch import commit_job_dir, push_checkpoint, resolve_checked_out, resume_job
+from .jobbranch import commit_job_dir, commit_kept, push_checkpoint, resolve_checked_out, resume_job
 from .ledger import Ledger
 from .pipeline import FollowUps, require_running
 from .protocol import GAVE_BACK, MASTER, job_branch, job_path
@@ -316,7 +316,7 @@ class Worker:
         already committed stays on the job branch; the attempt is not counted. Jobs of its
         batch go back too, behind it (those finished here are closed first)."""
         job, _ = self._require_job()
-        self._commit_job(f"{self.name} update on job {job}")
+        commit_kept(self, f"{self.name} update on job {job}")  # (files over the limit left out)
         self.release_batch()
 
         def edit(ledger: Ledger, root: Path) -> str:

@@ -28,6 +28,7 @@ from support.remotes import jobs_in, ledger_file
 
 from distribute import DistributeError, hub, init_remote, queue_jobs_func, worker_from_url
 from distribute.bigfiles import LargeFile, read_pointer, resolve_pointers
+from distribute.hub import hub_path_for
 from distribute.hub.largefiles import large_file_path
 from distribute.protocol import job_path
 from distribute.protocol.pointer import Pointer
@@ -117,6 +118,9 @@ def test_a_file_over_the_limit_lands_on_the_hub_with_a_pointer_in_git(
     assert sorted(jobs_in(http.url(), "done.txt", tmp_path)) == sorted(jobs)
     assert ledger_file(http.url(), "failed.txt", tmp_path) == []
     _assert_on_the_hub_with_a_pointer(fake, bare, "big-2mb")
+    mirrored = fake.files(REPO)  # (the mirror uploads the job's folder: its pointer, not the file)
+    assert f"{hub_path_for('big-2mb')}/big.bin.hub.json" in mirrored
+    assert f"{hub_path_for('big-2mb')}/big.bin" not in mirrored
     assert "refused a file" not in "".join(p.stderr for p in ended)  # set aside before any push
     _no_token_anywhere(bare, ended)
 
@@ -149,6 +153,26 @@ def test_the_hosts_own_refusal_takes_the_hub_route(
     assert "bigger files go to the store" in ended.stderr  # the refusal was met, and handled
     _assert_on_the_hub_with_a_pointer(fake, bare, job)
     _no_token_anywhere(bare, [ended])
+
+
+def test_a_hub_that_cannot_take_the_file_fails_that_job_only(
+        tmp_path: Path, http: SmartHttpServer, fake: FakeHub) -> None:
+    """The Hub answers 500 to everything: the job with the 2 MB file fails at once, its reason
+    naming the file, its size, the limit and the Hub's trouble (not the token); the other job is
+    done (its mirroring waits); the worker exits 0."""
+    bare = size_limited_bare(http.root, MB)
+    init_remote(http.url(), ["big-2mb", "a"])
+    fake.fail("500")
+    (ended,) = _run_workers(tmp_path, http.url(), 1, {"DISTRIBUTE_MAX_FILE_MB": "1"})
+    assert ended.returncode == 0, ended.stderr[-3000:]
+    assert jobs_in(http.url(), "done.txt", tmp_path) == ["a"]
+    (failed,) = ledger_file(http.url(), "failed.txt", tmp_path)
+    assert failed.startswith("big-2mb\t"), failed
+    assert "big.bin is 2.00 MB, over the limit of 1.00 MB" in failed
+    assert "could not be stored elsewhere" in failed and "HTTP 500" in failed, failed
+    assert master_file(bare, f"{job_path('big-2mb')}/big.bin.hub.json") is None
+    _no_token_anywhere(bare, [ended])
+    assert TOKEN not in failed
 
 
 def _worker(url: str, tmp_path: Path, name: str, store: bool = True) -> Worker:
@@ -238,3 +262,26 @@ def test_pointers_are_told_from_other_json() -> None:
                    {"sha256": "xyz"}, {"path": "../x"}, {"revision": ""}, {"repo_id": 7}):
         assert Pointer.parse(json.dumps({**doc, **change})) is None, change
     assert Pointer.parse("not json") is None and Pointer.parse("[1]") is None
+
+
+def test_a_job_given_back_with_a_file_over_the_limit_goes_back_without_it(
+        tmp_path: Path, file_remote: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a store, giving back a job whose directory holds a file over the limit (a stop
+    signal) does not raise: the job is queued again, its branch keeps the rest."""
+    monkeypatch.setenv("DISTRIBUTE_MAX_FILE_MB", "1")
+    init_remote(file_remote, ["j"])
+    w = _worker(file_remote, tmp_path, "w1", store=False)
+    try:
+        assert w.get_next_job(queue_jobs_func) == "j"
+        branch = w.working_branch
+        Path(w.job_dir or "", "big.bin").write_bytes(BIG)
+        Path(w.job_dir or "", "small.txt").write_text("kept\n")
+        w.give_back_job()
+        assert w.running_job is None
+    finally:
+        w.close()
+    assert jobs_in(file_remote, "jobs.txt", tmp_path) == ["j"]
+    files = subprocess.run(["git", "--git-dir", file_remote[len("file://"):], "ls-tree", "-r",
+                            "--name-only", f"refs/heads/{branch}", "--", job_path("j")],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert files == [f"{job_path('j')}/small.txt"]
