@@ -240,6 +240,8 @@ def test_a_download_that_is_not_the_pointers_file_is_refused(
     local = tmp_path / "big.bin"
     local.write_bytes(BIG)
     pointer = store.put("j", [LargeFile("big.bin", local, len(BIG), BIG_SHA)])["big.bin"]
+    again = store.put("j", [LargeFile("big.bin", local, len(BIG), BIG_SHA)])["big.bin"]
+    assert again == pointer and len(fake.commits(REPO)) == 1  # the same file: no second commit
     folder = tmp_path / "job"
     folder.mkdir()
     store.get(pointer, folder / "ok.bin")
