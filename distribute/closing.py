@@ -14,6 +14,7 @@ from .answers import Answer, Claimed
 from .batch import Finished
 from .claims import NextJobFunc, next_job_spec
 from .exceptions import FileTooLargeError, JobStateError
+from .jobbranch import take_refused
 from .protocol import Request, job_path, new_request_id
 from .redact import redact
 from .repo import RefUpdate
@@ -89,6 +90,9 @@ def close_jobs(w: "Worker", reason: Optional[str], next_job_func: Optional[NextJ
         w._job_over()
         raise
     except FileTooLargeError as exc:
+        if take_refused(w, str(exc)):  # with a store: files over the host's limit go there
+            keep_job_alive(w, [])
+            return close_jobs(w, reason, next_job_func, ask=False)
         if not _fail_refused(w, str(exc)):
             keep_job_alive(w, pending)
             raise

@@ -19,13 +19,15 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from .batch import Finished
+from .bigfiles import LargeFiles, oversized, resolve_pointers, set_aside
+from .bigfiles import max_file_bytes as max_file_bytes  # (its first home: re-exported)
 from .exceptions import FileTooLargeError, MergeConflictError
 from .protocol import job_path
 from .redact import redact
 from .repo import Clone
 from .repo.refusals import HOST_REFUSED_SIZE, host_limit_mb
 from .repo.trees import splice, tree_of_directory
-from .settings import number_setting
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker
@@ -33,53 +35,32 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
-def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message: str) -> bool:
+def commit_job_dir(clone: Clone, branch: str, path: str, directory: str, message: str,
+                   job: str = "", files: Optional[LargeFiles] = None,
+                   outside: bool = True) -> bool:
     """Commit the job's working ``directory`` (anywhere on disk) as ``path`` of the tree on
     ``branch`` (a local branch); ``False`` if nothing changed. Files the job changed in the
     checkout itself (rare: a job that writes beside its directory) are staged through the index
-    and committed too."""
+    and committed too (unless not ``outside``). A file over the size limit (``files``; default:
+    ``DISTRIBUTE_MAX_FILE_MB``) goes to ``files.store`` with a pointer committed in its place
+    (:func:`~distribute.bigfiles.set_aside`), or raises :class:`FileTooLargeError`."""
     ref = f"refs/heads/{branch}"
     tip = clone.resolve(ref)
     assert tip is not None
-    too_big = oversized(directory, max_file_bytes(clone.remote_url()))
-    if too_big:
-        raise FileTooLargeError(too_big[0][1])
+    files = files or LargeFiles(clone.remote_url())
+    leave_out = set_aside(files.store, job, directory, files.limit())
     base = f"{tip}^{{tree}}"
     # (the index still holds the tree the job was claimed on: entries under ``path`` differ)
-    if any(not changed.startswith(path + "/") for changed in clone.uncommitted_paths()):
+    if outside and any(not changed.startswith(path + "/")
+                       for changed in clone.uncommitted_paths()):
         clone.stage_all()
         base = clone.write_tree()
-    tree = splice(clone, base, path, tree_of_directory(clone, directory))
+    tree = splice(clone, base, path, tree_of_directory(clone, directory, leave_out))
     if tree == clone.resolve(f"{tip}^{{tree}}"):
         return False
     commit = clone.commit_tree(tree, message, [tip])
     clone.update_ref(ref, commit, tip)
     return True
-
-
-def max_file_bytes(url: Optional[str]) -> Optional[int]:
-    """``DISTRIBUTE_MAX_FILE_MB`` in bytes (unset: 50 MB for a GitHub remote ``url``, else no
-    limit; 0: no limit)."""
-    github = bool(url) and re.search(r"(^|[@/.])github\.com[:/]", url or "") is not None
-    mb = number_setting("DISTRIBUTE_MAX_FILE_MB", fallback=50.0 if github else 0.0)
-    return int(mb * 1024 * 1024) if mb > 0 else None
-
-
-def oversized(directory: str, limit: Optional[int]) -> list[tuple[Path, str]]:
-    """The files of ``directory`` over ``limit`` bytes, each with one line naming it, its size
-    and the limit (none when ``limit`` is ``None``)."""
-    if limit is None or not directory or not os.path.isdir(directory):
-        return []
-    found = []
-    for root, _, files in os.walk(directory):
-        for name in files:
-            path = Path(root, name)
-            size = path.lstat().st_size
-            if size > limit and not path.is_symlink():
-                found.append((path, f"file {path.relative_to(directory)} is {size / 2**20:.2f} "
-                              f"MB, over the limit of {limit / 2**20:.2f} MB "
-                              "(DISTRIBUTE_MAX_FILE_MB): the job cannot be committed"))
-    return sorted(found)
 
 
 def drop_oversized(worker: "Worker", reason: str = "") -> list[str]:
@@ -88,7 +69,7 @@ def drop_oversized(worker: "Worker", reason: str = "") -> list[str]:
     ``DISTRIBUTE_MAX_FILE_MB``), so that its branch keeps the rest; after the host's refusal, the
     branch's commits the host never took are dropped too (failing commits the directory again).
     Returns the deleted files' one-line descriptions."""
-    limit = max_file_bytes(worker.clone.remote_url())
+    limit = worker.large_files.limit()
     host_mb = host_limit_mb(reason) if HOST_REFUSED_SIZE in reason else None
     if host_mb is not None:
         limit = int(host_mb * 2**20) if limit is None else min(limit, int(host_mb * 2**20))
@@ -99,6 +80,86 @@ def drop_oversized(worker: "Worker", reason: str = "") -> list[str]:
     if HOST_REFUSED_SIZE in reason and worker.working_branch and pushed:
         worker.clone.update_ref(f"refs/heads/{worker.working_branch}", pushed)
     return [line for _, line in found]
+
+
+def push_checkpoint(worker: "Worker", message: str) -> bool:
+    """Push the running job's branch just committed (with its heartbeat); after the host's size
+    refusal, once more with the files over the host's limit set aside (:func:`take_refused`).
+    ``False`` when the branch was changed by someone else."""
+    try:
+        return worker._push_branch(worker._heartbeat.update())  # noqa: SLF001
+    except FileTooLargeError as exc:
+        if not take_refused(worker, str(exc)):
+            raise
+    worker._commit_job(message)  # noqa: SLF001 - the job's own state
+    return worker._push_branch(worker._heartbeat.update())  # noqa: SLF001
+
+
+def commit_kept(worker: "Worker", message: str) -> bool:
+    """Commit the running job's directory on its branch before giving it back; files over the
+    limit that cannot be set aside (no store, or the store failed) are deleted and left out
+    rather than keeping the job from going back."""
+    try:
+        return worker._commit_job(message)  # noqa: SLF001 - the job's own state
+    except FileTooLargeError as exc:
+        log.warning("%s: %s; giving the job back without them", worker.name, exc)
+        drop_oversized(worker)
+        return worker._commit_job(message)  # noqa: SLF001
+
+
+def take_refused(worker: "Worker", refusal: str) -> bool:
+    """After the host's size refusal ``refusal`` of a push: with a store for big files
+    (:class:`~distribute.bigfiles.LargeFiles`), take the host's limit from now on and put the
+    running job's branch back where the remote has it, the jobs of the batch finished here
+    committed again from their tips with their files over that limit set aside; ``True`` then
+    (commit the running job's directory and push again). ``False``: no store, or nothing to gain
+    (the job fails as it would without a store)."""
+    if not worker.large_files.learn(refusal):
+        return False
+    for done in worker._finished:  # noqa: SLF001 - the worker's own batch
+        if done.reason is None:
+            try:
+                recommit_finished(worker, done)
+            except FileTooLargeError as exc:  # (the store failed) that job fails, saying why
+                done.reason, done.servable = " ".join(str(exc).split()), False
+    pushed = worker._branch_sha or worker._claim_head  # noqa: SLF001 - the job's own state
+    if worker.working_branch and pushed:
+        worker.clone.update_ref(f"refs/heads/{worker.working_branch}", pushed)
+    return True
+
+
+def recommit_finished(worker: "Worker", done: Finished) -> None:
+    """Commit a job of the batch finished here (not closed yet) again on top of what its branch
+    has on the remote, from the files of its local tip, with its files over the limit set aside
+    (the host refused them); ``done.tip`` becomes the new commit. Raises
+    :class:`FileTooLargeError` when the store cannot take them (the branch is then back where
+    the remote has it)."""
+    path = job_path(done.job, worker.workspace.layout)
+    branch = f"refs/heads/{done.branch}"
+    with tempfile.TemporaryDirectory(prefix="distribute-recommit-") as tmp:
+        directory = Path(tmp, "job")
+        directory.mkdir()
+        _extract(worker.clone, done.tip, path, directory)
+        worker.clone.update_ref(branch, done.pushed or done.claim_head)
+        commit_job_dir(worker.clone, done.branch, path, str(directory),
+                       f"{worker.name} update on job {done.job}", done.job, worker.large_files,
+                       outside=False)
+    done.tip = worker.clone.resolve(branch) or done.tip
+
+
+def resolve_checked_out(worker: "Worker", paths: list[str]) -> None:
+    """Write the files the pointers under ``paths`` of the checkout stand for beside them (from
+    the worker's store for big files), each made ignored by git in this copy."""
+    root = Path(worker.path)
+    for path in paths:
+        resolve_pointers(worker.large_files.store, root / path, lambda target: worker.clone.exclude(
+            "/" + _ignore_pattern(target.relative_to(root).as_posix())))
+
+
+def _ignore_pattern(rel: str) -> str:
+    """``rel`` as a gitignore pattern matching that path alone."""
+    escaped = re.sub(r"([\\*?\[\]!#])", r"\\\1", rel)
+    return escaped[:-1] + "\\ " if escaped.endswith(" ") else escaped
 
 
 def merge_job(clone: Clone, job: str, path: str, base: Optional[str], branch: str) -> None:
@@ -157,6 +218,7 @@ def resume_job(worker: "Worker") -> int:
                                    Path(worker.job_dir))
         if source is not None:
             log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
+            resolve_pointers(worker.large_files.store, Path(worker.job_dir))
             worker.commit_update(f"{worker.name} resumed job {job} from {source}")
     except Exception as exc:  # noqa: BLE001 - the job runs on from what it has
         log.warning("%s could not resume job %r from %s: %s", worker.name, job, recorded,
@@ -185,6 +247,12 @@ def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> 
             if not missing:
                 break
             clone.fetch_objects(missing)
+    _extract(clone, tip, path, directory)
+    return ref[len("refs/heads/"):]
+
+
+def _extract(clone: Clone, tip: str, path: str, directory: Path) -> None:
+    """Write the files of ``path`` in commit ``tip`` (its objects present) into ``directory``."""
     with tempfile.TemporaryDirectory() as tmp:
         archive = os.path.join(tmp, "checkpoint.tar")
         clone.archive_tar(tip, [path + "/"], archive)
@@ -192,7 +260,6 @@ def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> 
             for member in tar.getmembers():
                 if member.name.startswith(path + "/") and (member.isfile() or member.issym()):
                     _write_member(tar, member, directory / member.name[len(path) + 1:])
-    return ref[len("refs/heads/"):]
 
 
 def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:

@@ -226,7 +226,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DISTRIBUTE_DEMO_JOB_S", "0.2", "seconds",
             "how long each job of distribute demo pretends to work", zero_ok=True),
     Setting("DISTRIBUTE_MIRROR", None, "text",
-            "hf: workers upload each finished job to the Hugging Face repo"),
+            "hf: workers upload each finished job to the Hugging Face repo, and files over "
+            "DISTRIBUTE_MAX_FILE_MB at once (a pointer in git)"),
     Setting("DISTRIBUTE_MIRROR_BATCH", "1000", "count", "most jobs per Hub commit"),
     Setting("DISTRIBUTE_HF_COMMITS_PER_HOUR", "100", "number", "fleet-wide Hub commit budget",
             maximum=360_000),

@@ -13,11 +13,12 @@ from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 from . import protocol, settings
 from .answers import Asker, Claimed
 from .batch import Finished, Held, JobClock, batch_size
+from .bigfiles import LargeFiles
 from .claims import NextJobFunc, claim, fair_share, next_job_spec
 from .closing import close_finished, close_jobs, defer, keep_job_alive, keep_results
 from .coordination import Heartbeat, Observer, RemoteLock
 from .exceptions import JobStateError, RefRejectedError
-from .jobbranch import commit_job_dir, resume_job
+from .jobbranch import commit_job_dir, commit_kept, push_checkpoint, resolve_checked_out, resume_job
 from .ledger import Ledger
 from .pipeline import FollowUps, require_running
 from .protocol import GAVE_BACK, MASTER, job_branch, job_path
@@ -84,6 +85,9 @@ class Worker:
         self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
         self.workspace = Workspace(self.clone, self.observer, self.name)
         self.clone.exclude(f"/{JOB_WORKDIR}/")
+        #: Files over the size limit: the limit, and ``store``, where they go instead of git (e.g.
+        #: :func:`distribute.hub.keep_large_files`; ``None``: such a file fails its job).
+        self.large_files = LargeFiles(self.clone.remote_url())
         self._writer = MasterWriter(self.workspace, self._lock)
         self.running_job: Optional[str] = None
         self.working_branch: Optional[str] = None
@@ -120,12 +124,15 @@ class Worker:
     def include_paths(self, *paths: str) -> None:
         """Check out ``paths`` of ``master`` (e.g. other jobs' ``updates/<slug>``) in this copy:
         a slim copy holds only the ledger and the running job's directory; other directories are
-        fetched by this call and stay checked out (a full copy has everything already)."""
+        fetched by this call and stay checked out (a full copy has everything already). A pointer
+        to a file kept on the Hub (``<name>.hub.json``) gets its file ``<name>`` beside it, from
+        :attr:`large_files`'s store (its SHA-256 checked)."""
         for path in paths:
             if not isinstance(path, str) or not path.strip("/") or path.startswith("-") or any(
                     part in ("..", ".git") for part in path.split("/")):
                 raise ValueError(f"not a path inside the repository: {path!r}")
         self._check_out_paths([p.strip("/") for p in paths])
+        resolve_checked_out(self, [p.strip("/") for p in paths])
 
     @property
     def inputs(self) -> dict[str, str]:
@@ -235,9 +242,10 @@ class Worker:
         """Commit every change in the work tree on the job branch and push that branch;
         ``False`` when there was nothing to commit."""
         job, branch = self._require_job()
-        if not self._commit_job(message or f"{self.name} update on job {job}"):
+        message = message or f"{self.name} update on job {job}"
+        if not self._commit_job(message):
             return False
-        if not self._push_branch(self._heartbeat.update()):
+        if not push_checkpoint(self, message):
             raise RefRejectedError({f"refs/heads/{branch}": "was changed by someone else"})
         return True
 
@@ -292,7 +300,7 @@ class Worker:
         """Commit the job's directory on its branch (see :mod:`distribute.jobbranch`)."""
         job, branch = self._require_job()
         return commit_job_dir(self.clone, branch, job_path(job, self.workspace.layout),
-                              self.job_dir or "", message)
+                              self.job_dir or "", message, job, self.large_files)
 
     def _job_over(self) -> None:  # closed, or not ours any more
         self._heartbeat.stop()
@@ -308,7 +316,7 @@ class Worker:
         already committed stays on the job branch; the attempt is not counted. Jobs of its
         batch go back too, behind it (those finished here are closed first)."""
         job, _ = self._require_job()
-        self._commit_job(f"{self.name} update on job {job}")
+        commit_kept(self, f"{self.name} update on job {job}")  # (files over the limit left out)
         self.release_batch()
 
         def edit(ledger: Ledger, root: Path) -> str:

@@ -59,7 +59,8 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
                         f"from 1 s up to it (DISTRIBUTE_POLL_S, {_default('DISTRIBUTE_POLL_S')})")
     p.add_argument("--mirror", choices=["hf"],
                    help="upload each job's results to the Hugging Face repository right after "
-                        "its finish (DISTRIBUTE_MIRROR)")
+                        "its finish, and its files over DISTRIBUTE_MAX_FILE_MB at once, a "
+                        "pointer in git in their place (DISTRIBUTE_MIRROR)")
     p.add_argument("--self-destruct", action="store_true",
                    help="on a Vast.ai node: when leaving under --idle-exit, destroy this instance "
                         "(CONTAINER_ID, CONTAINER_API_KEY; also DISTRIBUTE_SELF_DESTRUCT=1)")
@@ -105,6 +106,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         vast.hold_keys()
     worker = create_from_config(url, args.path, args.name)
+    if mirror == "hf":  # files over the size limit go to the Hub, a pointer in git
+        from .. import hub
+
+        hub.keep_large_files(worker)
     try:  # progress lines: a worker whose reader went away goes on without them
         say_anyway(f"{worker.name} started on {url} (local copy {worker.path})")
         say_anyway(f"{worker.name} paces itself to a budget of "

@@ -14,7 +14,9 @@ and the mirror of job results (``docs/hub.md`` tells the whole story).
 * :mod:`.live` — live mirroring in batches (:func:`mirror_after_finish`, :func:`mirror_when_idle`,
   :func:`flush_mirror`);
 * :mod:`.mirror` — the catch-up against the Hub's tree (:func:`catch_up`), :func:`mirror_job`;
-* :mod:`.status` — how far the Hub lags the ledger (:func:`mirror_status`).
+* :mod:`.status` — how far the Hub lags the ledger (:func:`mirror_status`);
+* :mod:`.largefiles` — job files over the git size limit kept on the Hub, pointers in git
+  (:func:`keep_large_files`).
 
 Everything public is re-exported here (``from distribute import hub; hub.catch_up(worker)``).
 """
@@ -32,7 +34,8 @@ from .files import (
     upload_file,
 )
 from .hubsettings import DEFAULT_BATCH, REPO_TYPES, HubSettings, check_settings, settings
-from .layout import LAYOUT_FILE, HubLayout, hub_path_for
+from .largefiles import HubFileStore, keep_large_files
+from .layout import LARGE_DIR, LAYOUT_FILE, HubLayout, hub_path_for
 from .live import commit_pending, flush_mirror, mirror_after_finish, mirror_when_idle
 from .mirror import MirrorReport, catch_up, mirror_job
 from .status import MirrorStatus, locate, mirror_status
@@ -46,5 +49,5 @@ __all__ = [
     "commit_pending",
     "catch_up", "MirrorReport", "DEFAULT_BATCH", "REPO_TYPES", "RETRY_STATUS", "HubLayout",
     "LAYOUT_FILE", "hub_path_for", "locate", "MIRROR_REF", "MirrorState", "read_state",
-    "MirrorStatus", "mirror_status",
+    "MirrorStatus", "mirror_status", "HubFileStore", "keep_large_files", "LARGE_DIR",
 ]

@@ -36,7 +36,8 @@ from .hubsettings import HubSettings
 from .transport import calling
 
 __all__ = ["HubLayout", "LAYOUT_FILE", "hub_path_for", "shard_of", "shard_path", "index_path",
-           "discover", "from_listing", "remember", "known_layout", "written", "text_blob_id"]
+           "discover", "from_listing", "remember", "known_layout", "written", "text_blob_id",
+           "LARGE_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ LAYOUT_FILE = "distribute.json"
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
 SHARDS_PER_FOLDER = 1000
+#: Files over the git size limit live under this folder (:mod:`distribute.hub.largefiles`).
+LARGE_DIR = "large-files"
 _SHARD_FOLDER = re.compile(r"^[0-9a-f]{2}$")
 _cache: dict[tuple[str, str, str], "HubLayout"] = {}
 
@@ -169,7 +172,7 @@ def from_listing(s: HubSettings, paths: Iterable[str],
 def _guessed(s: HubSettings, folders: Iterable[str]) -> HubLayout:
     """The layout of a repository without a layout file, from its top-level ``folders``: folders
     not named like shards mean the first, flat layout; any folder at all rules out packing."""
-    folders = list(folders)
+    folders = [p for p in folders if p != LARGE_DIR]  # (big files come before any mirror)
     legacy = any(not _SHARD_FOLDER.match(p) and p not in (SHARDS_DIR, INDEX_DIR) for p in folders)
     pack = s.pack
     if pack and folders:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..exceptions import RemoteError
 from .process import GitProcess
@@ -105,15 +105,18 @@ def _write_trees(git: GitProcess, contents: list[bytes]) -> None:
             raise RemoteError(f"git hash-object failed: {err.strip()}")
 
 
-def tree_of_directory(git: GitProcess, directory: str) -> Optional[str]:
+def tree_of_directory(git: GitProcess, directory: str,
+                      leave_out: Sequence[str] = ()) -> Optional[str]:
     """The tree of the directory ``directory`` as it is on disk (``None`` if it holds no file;
     ``.gitignore`` rules inside it apply), built in a temporary index so that the copy's own index
-    is left alone. ``directory`` may lie anywhere."""
+    is left alone. ``directory`` may lie anywhere. The files ``leave_out`` (paths relative to
+    ``directory``) are not in the tree."""
     parent, name = os.path.split(os.path.abspath(directory))
+    excluded = [f":(exclude,literal){name}/{rel}" for rel in leave_out]
     with tempfile.TemporaryDirectory(prefix="distribute-index-") as tmp:
         index = os.path.join(tmp, "index")
         status, _, err = git.run(f"--work-tree={parent}", "-c", "core.sparseCheckout=false", "add",
-                                 "--all", "--", name, index=index)
+                                 "--all", "--", name, *excluded, index=index)
         if status != 0 and "did not match any files" not in err:
             raise RemoteError(f"git add failed: {err.strip()}")
         status, out, _ = git.run("write-tree", f"--prefix={name}/", index=index)
