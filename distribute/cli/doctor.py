@@ -32,8 +32,10 @@ _WHAT_WE_DO = {
                 "local path or file://; never would trust this host's answers)",
     "protocol v2": "slim copies cannot fetch single files on demand: they clone without a "
                    "filter (bigger copies, slower first start)",
-    "file size": "a job with a file over the host's limit fails at once, naming the file; set "
-                 "DISTRIBUTE_MAX_FILE_MB to the limit so the job fails before pushing",
+    "file size": "a job with a file over the host's limit fails at once, naming the file, or "
+                 "with the Hugging Face mirror (--mirror hf) keeps the file on the Hub and a "
+                 "pointer in git; set DISTRIBUTE_MAX_FILE_MB to the limit so this happens "
+                 "before pushing",
 }
 
 
