@@ -83,6 +83,7 @@ class Worker:
                                 poll_max_s=poll_max, poll_budget=self.poll_budget)
         self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
         self.workspace = Workspace(self.clone, self.observer, self.name)
+        self.workspace.own_refs = {self._heartbeat.ref}
         self.clone.exclude(f"/{JOB_WORKDIR}/")
         self._writer = MasterWriter(self.workspace, self._lock)
         self.running_job: Optional[str] = None
