@@ -124,7 +124,15 @@ class Workspace:
 
     def resume(self, base: str) -> str:
         """Check out ``base`` as the newest master (see :meth:`sync`) without fetching: a lock
-        hold whose take proved master unchanged (:meth:`MasterWriter.known_master`)."""
+        hold whose take proved master unchanged (:meth:`MasterWriter.known_master`). This
+        worker's own refs are taken as its last pushes left them (a checkpoint's or a lone
+        beat's move its heartbeat between holds)."""
+        for ref in self.own_refs:
+            pushed, value = self.clone.pacer().pushed_value(ref)
+            if pushed and value is None:
+                self.remote_refs.pop(ref, None)
+            elif pushed and value is not None:
+                self.remote_refs[ref] = value
         self.master = base
         self.checkout(base)
         self.layout = read_layout(self.root)

@@ -40,6 +40,8 @@ def test_a_lone_worker_holds_the_lock_in_two_round_trips(file_remote: str, tmp_p
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
     assert worker.get_next_job(queue_jobs_func) == "a"
     for job in ("b", "c"):
+        Path(worker.job_dir or "", "r.txt").write_text(job)
+        worker.commit_update()  # (moves the heartbeat: the finish deletes it at that value)
         mark = len(record.calls)
         worker.finish_job()
         assert record.since(mark, "w") == ["push", "push"]  # take (leasing master), release
