@@ -123,20 +123,23 @@ class Workspace:
         return self.resume(base)
 
     def resume(self, base: str) -> str:
-        """Check out ``base`` as the newest master (see :meth:`sync`) without fetching: a lock
-        hold whose take proved master unchanged (:meth:`MasterWriter.known_master`). This
-        worker's own refs are taken as its last pushes left them (a checkpoint's or a lone
-        beat's move its heartbeat between holds)."""
+        """Check out ``base`` as the newest master (see :meth:`sync`; without it, a lock hold
+        whose take proved master unchanged: :meth:`MasterWriter.known_master`)."""
+        self.master = base
+        self.checkout(base)
+        self.layout = read_layout(self.root)
+        return base
+
+    def own_pushes_seen(self) -> None:
+        """Take this worker's own refs as its last pushes left them, instead of as the last sync
+        saw them (a hold without a fetch: a checkpoint or a lone beat moved the heartbeat
+        since)."""
         for ref in self.own_refs:
             pushed, value = self.clone.pacer().pushed_value(ref)
             if pushed and value is None:
                 self.remote_refs.pop(ref, None)
             elif pushed and value is not None:
                 self.remote_refs[ref] = value
-        self.master = base
-        self.checkout(base)
-        self.layout = read_layout(self.root)
-        return base
 
     def alone(self) -> bool:
         """Whether the last sync saw no coordination ref but this worker's own: no lock, no
@@ -264,6 +267,7 @@ class MasterWriter:
         try:
             if confirmed and known is not None:
                 self.lock.start_renewing()
+                self.workspace.own_pushes_seen()
                 base = self.workspace.resume(known)
             else:
                 base = self._sync_holding(request, tip)
