@@ -17,6 +17,8 @@ from .loose import commit_content, plain_identity
 from .process import GitProcess
 from .reading import ObjectReader
 
+#: The tree without entries (the same in every SHA-1 repository; written by ``make_marker``).
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 #: One commit of the copy in this many lets git's automatic maintenance run (``gc --auto``).
 MAINTAIN_EVERY = 50
 
@@ -106,12 +108,17 @@ class Plumbing(ObjectReader):
         identity = plain_identity(self._env)
         if identity is None or not message or self._signs():
             return None
-        named = [self.cat(name) for name in [tree, *parents]]
-        kinds = ["tree"] + ["commit"] * len(parents)
+        # (a marker's empty tree is not asked about: the lock's renewal, in a thread of its own,
+        # never waits for the reader, which a read of a missing object may keep busy)
+        named = [(tree, "tree")] if tree != EMPTY_TREE else []
+        named += [(parent, "commit") for parent in parents]
+        answers = [self.cat(name) for name, _ in named]
         if any(answer is None or answer[0] is None or answer[0][1] != kind
-               for answer, kind in zip(named, kinds)):
+               for answer, (_, kind) in zip(answers, named)):
             return None  # (git says why)
-        shas = [answer[0][0] for answer in named if answer is not None and answer[0]]
+        shas = [answer[0][0] for answer in answers if answer is not None and answer[0]]
+        if tree == EMPTY_TREE:
+            shas.insert(0, self.store("tree", b"") or EMPTY_TREE)  # (there, written if not)
         return self.store("commit", commit_content(shas[0], shas[1:], message, identity))
 
     def _signs(self) -> bool:
