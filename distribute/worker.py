@@ -69,6 +69,8 @@ class Worker:
                                        Path(self.path), self.name)
             self._set_up(poll_max)
         except BaseException:
+            if getattr(self, "clone", None) is not None:
+                self.clone.close_readers()
             self._file_lock.release()
             raise
 
@@ -433,4 +435,5 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - others prune it after a few job leases
             log.debug("could not delete %s: %s", self._heartbeat.ref, redact(exc))
         finally:
+            self.clone.close_readers()  # (the copy is free for the next process)
             self._file_lock.release()
