@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
-from ..protocol import LOCK_REF
+from ..protocol import COORD_PREFIX, LOCK_REF
 from ..redact import redact
 from ..settings import number_setting, seconds_setting, setting_source
 
@@ -164,8 +164,8 @@ class Pacer:
         self._seen: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         self._pushed: dict[str, float] = {}
-        #: The value each ref got from the last push of this worker that moved it (``None``:
-        #: deleted), as :meth:`pushed_value` tells.
+        #: The value each coordination ref got from the last push of this worker that moved it
+        #: (``None``: deleted), as :meth:`pushed_value` tells.
         self._values: dict[str, Optional[str]] = {}
 
     # ---- the fleet -----------------------------------------------------------------------------
@@ -280,7 +280,8 @@ class Pacer:
             for u in updates:
                 if applied:
                     self._pushed[u.ref] = now
-                    self._values[u.ref] = sha_of(u.new) if u.new else None
+                    if u.ref.startswith(COORD_PREFIX):  # (not one entry per job branch)
+                        self._values[u.ref] = sha_of(u.new) if u.new else None
                 if u.ref != LOCK_REF:
                     continue
                 if applied:
@@ -301,8 +302,8 @@ class Pacer:
             return self._pushed.get(ref)
 
     def pushed_value(self, ref: str) -> tuple[bool, Optional[str]]:
-        """``(True, value)`` with the value the last push of this worker that moved ``ref`` gave
-        it (``None``: deleted); ``(False, None)`` when none did."""
+        """``(True, value)`` with the value the last push of this worker that moved the
+        coordination ref ``ref`` gave it (``None``: deleted); ``(False, None)`` when none did."""
         with self._mutex:
             return ref in self._values, self._values.get(ref)
 
