@@ -2,8 +2,9 @@
 
     python benchmarks/cycle.py [--transport file|daemon|http] [--jobs 30]
 
-Both are measured in the same run, on the same machine, against a fresh remote on 127.0.0.1; the
-ratio is what counts (absolute figures depend on the machine).
+Both are measured in the same run, on the same machine, against a fresh remote on 127.0.0.1, one
+cycle then one fetch + push in turn (a change in the machine's load hits both alike); the ratio
+is what counts (absolute figures depend on the machine).
 """
 from __future__ import annotations
 
@@ -41,29 +42,36 @@ def git(*args: str, cwd: Path) -> None:
                    capture_output=True)
 
 
-def floor(url: str, tmp: Path, n: int) -> tuple[float, float]:
-    """Median seconds of a no-op fetch and of commit + push, in a plain clone."""
-    clone = tmp / "floor"
-    git("clone", "-q", url, str(clone), cwd=tmp)
-    git("checkout", "-q", "-b", "floor", cwd=clone)
-    fetches, pushes = [], []
-    for i in range(n):
+class Floor:
+    """Plain git in a plain clone of the remote, on a branch of its own: one fetch that brings
+    nothing new (its own branch), and one commit + push, per :meth:`step`."""
+
+    def __init__(self, url: str, tmp: Path) -> None:
+        self.clone = tmp / "floor"
+        git("clone", "-q", url, str(self.clone), cwd=tmp)
+        git("checkout", "-q", "-b", "floor", cwd=self.clone)
+        (self.clone / "f.txt").write_text("start")
+        git("add", "f.txt", cwd=self.clone)
+        git("commit", "-qm", "start", cwd=self.clone)
+        git("push", "-q", "origin", "HEAD:refs/heads/floor", cwd=self.clone)
+        self.fetches: list[float] = []
+        self.pushes: list[float] = []
+
+    def step(self) -> None:
+        i = len(self.fetches)
         t = time.perf_counter()
-        git("fetch", "-q", "origin", cwd=clone)
-        fetches.append(time.perf_counter() - t)
-        (clone / "f.txt").write_text(str(i))
+        git("fetch", "-q", "origin", "floor", cwd=self.clone)  # (the worker moves master)
+        self.fetches.append(time.perf_counter() - t)
+        (self.clone / "f.txt").write_text(str(i))
         t = time.perf_counter()
-        git("commit", "-qam", f"c{i}", cwd=clone) if i else git("add", "f.txt", cwd=clone)
-        if not i:
-            git("commit", "-qm", "c0", cwd=clone)
-        git("push", "-q", "origin", "HEAD:refs/heads/floor", cwd=clone)
-        pushes.append(time.perf_counter() - t)
-    return statistics.median(fetches), statistics.median(pushes)
+        git("commit", "-qam", f"c{i}", cwd=self.clone)
+        git("push", "-q", "origin", "HEAD:refs/heads/floor", cwd=self.clone)
+        self.pushes.append(time.perf_counter() - t)
 
 
-def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
-    """Median seconds of claim, of finish, of both; network calls per cycle."""
-    init_remote(url, [f"job{i}" for i in range(n)])
+def cycles(url: str, tmp: Path, n: int, floor: Floor) -> tuple[float, float, float, int]:
+    """Median seconds of claim, of finish, of both; network calls per cycle. A step of the
+    ``floor`` follows each cycle, so that a change in the machine's load hits both alike."""
     worker = worker_from_url(url, tmp / "worker", "bench")
     claims, finishes = [], []
     calls, procs = worker.clone.network_calls, worker.clone.processes
@@ -74,11 +82,13 @@ def cycles(url: str, tmp: Path, n: int) -> tuple[float, float, float, int]:
         t = time.perf_counter()
         worker.finish_job()
         finishes.append(time.perf_counter() - t)
+        floor.step()
     per_cycle = (worker.clone.network_calls - calls) // n
     print(f"git processes per cycle: {(worker.clone.processes - procs) / n:.1f}")
     worker.close()
     both = [c + f for c, f in zip(claims, finishes)]
-    return statistics.median(claims), statistics.median(finishes), statistics.median(both), per_cycle
+    return (statistics.median(claims), statistics.median(finishes), statistics.median(both),
+            per_cycle)
 
 
 def combined_cycles(url: str, tmp: Path, n: int) -> float:
@@ -106,9 +116,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d, ExitStack() as stack:
         tmp = Path(d)
         url = remote_url(args.transport, tmp / "srv", stack)
-        claim, finish, cycle, calls = cycles(url, tmp, args.jobs)
+        init_remote(url, [f"job{i}" for i in range(args.jobs)])
+        floor = Floor(url, tmp)
+        claim, finish, cycle, calls = cycles(url, tmp, args.jobs, floor)
         combined = combined_cycles(url, tmp, args.jobs)
-        fetch, push = floor(url, tmp, args.jobs)
+        fetch, push = statistics.median(floor.fetches), statistics.median(floor.pushes)
     ms = lambda s: f"{s * 1000:8.1f}"  # noqa: E731
     print(f"transport: {args.transport}, medians of {args.jobs}")
     print(f"{'operation':34} {'ms':>8}")

@@ -107,7 +107,7 @@ class Asker:
         deleted our wait ref while our join push was being retried, which then put the wait ref
         back. Holding the lock, we decide by the answer on master, never by our wait ref."""
         def guarded(txn: Transaction) -> T:
-            if base and parse_answers(self.workspace.clone.first_parent_log(
+            if base and base != txn.base and parse_answers(self.workspace.clone.first_parent_log(
                     f"{base}..{txn.base}", ANSWER_LOG_FORMAT), request.id):
                 log.info("%s: request %s was answered while we were back in line", self.name,
                          request.id)

@@ -50,6 +50,7 @@ from .exceptions import (
 from .ledger import Ledger
 from .protocol import (
     FLAT,
+    HEARTBEAT_PREFIX,
     LAYOUT_FILE,
     LEDGER_FILES,
     LOCK_REF,
@@ -57,6 +58,7 @@ from .protocol import (
     ORIGIN_MASTER,
     TRACKING_PREFIX,
     UPDATES_DIR,
+    WAIT_PREFIX,
     Request,
     parse_layout,
     remote_ref,
@@ -86,6 +88,10 @@ class Workspace:
         self.layout = FLAT
         self.done_index = DoneIndex(clone)
         self._initialized = False
+        #: When (monotonic) the last sync looked at the remote; the coordination refs that are
+        #: this worker's own (its heartbeat): with no others seen, a hold may skip the fetch.
+        self.synced_at = 0.0
+        self.own_refs: set[str] = set()
 
     @property
     def root(self) -> Path:
@@ -113,15 +119,40 @@ class Workspace:
                 "the remote has no job ledger on master; initialise it with "
                 "`distribute init URL` or distribute.init_remote(url)")
         self._initialized = True
+        self.synced_at = time.monotonic()
+        return self.resume(base)
+
+    def resume(self, base: str) -> str:
+        """Check out ``base`` as the newest master (see :meth:`sync`; without it, a lock hold
+        whose take proved master unchanged: :meth:`MasterWriter.known_master`)."""
         self.master = base
         self.checkout(base)
         self.layout = read_layout(self.root)
         return base
 
+    def own_pushes_seen(self) -> None:
+        """Take this worker's own refs as its last pushes left them, instead of as the last sync
+        saw them (a hold without a fetch: a checkpoint or a lone beat moved the heartbeat
+        since)."""
+        for ref in self.own_refs:
+            pushed, value = self.clone.pacer().pushed_value(ref)
+            if pushed and value is None:
+                self.remote_refs.pop(ref, None)
+            elif pushed and value is not None:
+                self.remote_refs[ref] = value
+
+    def alone(self) -> bool:
+        """Whether the last sync saw no coordination ref but this worker's own: no lock, no
+        waiter, no other worker's heartbeat."""
+        others = (LOCK_REF, WAIT_PREFIX, HEARTBEAT_PREFIX)
+        return all(ref in self.own_refs or not ref.startswith(others) for ref in self.remote_refs)
+
     def checkout(self, commit: str) -> None:
         """Check out ``commit`` detached, dropping any change and untracked file in the copy."""
         self.clone.abort_interrupted()
         self.done_index.stale()
+        if self.clone.clean_at(commit):  # (one process instead of two: the usual claim)
+            return
         self.clone.checkout_detached(commit, force=True)
         removed = [line for line in self.clone.clean_untracked()
                    if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
@@ -229,11 +260,17 @@ class MasterWriter:
         With ``request``, wait in line with it (``tip``: see :meth:`RemoteLock.acquire`); it
         raises :class:`~distribute.coordination.RequestAnswered` when a holder served it.
         """
-        self.lock.acquire(request, tip)
+        known = self.known_master()
+        confirmed = self.lock.acquire(request, tip, known)
         unservable: set[str] = set()
         took = time.monotonic()
         try:
-            base = self._sync_holding(request, tip)
+            if confirmed and known is not None:
+                self.lock.start_renewing()
+                self.workspace.own_pushes_seen()
+                base = self.workspace.resume(known)
+            else:
+                base = self._sync_holding(request, tip)
             for _ in range(MAX_MOVES):
                 self.lock.start_renewing()  # (again after a master that moved)
                 txn = Transaction(self.workspace, base, refs, self.lock)
@@ -256,6 +293,19 @@ class MasterWriter:
             self.lock.stop_renewing()
             if self.lock.value is not None:
                 self.lock.release()
+
+    def known_master(self) -> Optional[str]:
+        """The master this worker last pushed, when a hold may take it as the newest without a
+        fetch if the lock's take proves it unchanged (:meth:`RemoteLock.acquire`): the last sync
+        saw nobody else (:meth:`Workspace.alone`) less than a lock lease ago, the host's answers
+        are trusted (a take answered ok is one that landed) and no fleet budget is counted from
+        what fetches show. Else ``None``."""
+        ws = self.workspace
+        if ws.master is None or not ws.alone() or \
+                time.monotonic() - ws.synced_at >= self.lock.lease_s or \
+                not self.clone.answers_trusted() or self.clone.pacer().budget.limited:
+            return None
+        return ws.master
 
     def _sync_holding(self, request: Optional[Request], tip: Optional[Sequence[str]]) -> str:
         """Sync once the lock is taken, and return master; the fetch shows whether the take
@@ -284,6 +334,8 @@ class MasterWriter:
                 pushed, landed=functools.partial(self._landed, head) if updates else None)
             if result.applied:
                 self.lock.forget()
+                if updates:  # (the master the remote holds now: ours)
+                    self.workspace.master = head
                 for update in pushed:  # (what we know the remote holds now)
                     if update.new is None:
                         self.workspace.remote_refs.pop(update.ref, None)

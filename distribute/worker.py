@@ -70,6 +70,8 @@ class Worker:
                                        Path(self.path), self.name)
             self._set_up(poll_max)
         except BaseException:
+            if getattr(self, "clone", None) is not None:
+                self.clone.close_readers()
             self._file_lock.release()
             raise
 
@@ -84,6 +86,7 @@ class Worker:
                                 poll_max_s=poll_max, poll_budget=self.poll_budget)
         self._heartbeat = Heartbeat(self.clone, self.name, self.heartbeat_s, self.session)
         self.workspace = Workspace(self.clone, self.observer, self.name)
+        self.workspace.own_refs = {self._heartbeat.ref}
         self.clone.exclude(f"/{JOB_WORKDIR}/")
         #: Files over the size limit: the limit, and ``store``, where they go instead of git (e.g.
         #: :func:`distribute.hub.keep_large_files`; ``None``: such a file fails its job).
@@ -440,4 +443,5 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - others prune it after a few job leases
             log.debug("could not delete %s: %s", self._heartbeat.ref, redact(exc))
         finally:
+            self.clone.close_readers()  # (the copy is free for the next process)
             self._file_lock.release()

@@ -19,6 +19,7 @@ from support.serving import (
     hold_lock_as_dead_holder,
     patient,
     pushes,
+    releases,
     server,
     subjects,
     until,
@@ -196,7 +197,7 @@ def test_a_holder_push_applied_but_its_answer_lost(ledger_remote: tuple[Path, st
         hold_lock_as_dead_holder(bare)  # the first waiter took the lock at once
         return 128, "", HUNG_UP
 
-    shot = seam(OneShot("worker", pushes("refs/heads/master", LOCK_REF), apply_then_drop))
+    shot = seam(OneShot("worker", releases("refs/heads/master", LOCK_REF), apply_then_drop))
     assert worker.finish_job() is None
     assert shot.fired and worker.running_job is None
     assert [line.split("\t")[:2] for line in ledger_file(url, "done.txt", tmp_path)] == [

@@ -23,7 +23,7 @@ from support.serving import (
     bare_git,
     hold_lock_as_dead_holder,
     patient,
-    pushes,
+    releases,
     server,
     subjects,
     until,
@@ -76,7 +76,7 @@ def test_a_left_waiter_and_a_taken_branch_in_one_refusal(ledger_remote: tuple[Pa
         refusals.append(out)
         return status, out, err
 
-    seam(OneShot("holder", pushes("refs/heads/master", LOCK_REF), waiter_leaves_first))
+    seam(OneShot("holder", releases("refs/heads/master", LOCK_REF), waiter_leaves_first))
     holder = server(url, tmp_path)
     assert holder.get_next_job(queue_jobs_func) == "H1"
     refused = [line for line in refusals[0].splitlines() if line.startswith("!")]

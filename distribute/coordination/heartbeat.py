@@ -26,6 +26,7 @@ class Heartbeat:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._beater: Optional[Clone] = None
 
     def update(self, marker: Optional[str] = None) -> RefUpdate:
         """A ref update that moves the heartbeat now (to put in any push the worker makes).
@@ -56,7 +57,9 @@ class Heartbeat:
         checkpoint's, with :meth:`update`) within the interval: the timer restarts with every
         push that carried a beat. A lone beat waits at most one interval for its turn in the
         fleet's push budget (:mod:`distribute.repo.pacer`): a job lease is five intervals."""
-        beater = Clone(self.clone.path, self.worker, retries=0)
+        if self._beater is None:  # (one for every start: one loop runs at a time)
+            self._beater = Clone(self.clone.path, self.worker, retries=0)
+        beater = self._beater
         beater.namespace = self.clone.namespace  # (where the remote keeps the heartbeat)
         last = time.monotonic()  # (start() follows the push that moved the heartbeat)
         while True:

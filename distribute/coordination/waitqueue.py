@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from ..protocol import WAIT_PREFIX, wait_ref
 from ..repo import RefUpdate
@@ -35,16 +35,24 @@ class WaitQueue:
     wait ref gone (one with a request first reads the answer on master).
     """
 
-    def __init__(self, lock: RemoteLock, marker: str, answerable: bool = False) -> None:
+    def __init__(self, lock: RemoteLock, marker: Union[str, Callable[[], str]],
+                 answerable: bool = False) -> None:
         self.lock = lock
         self.ref = wait_ref(lock.holder)
-        self.marker = marker
+        self._marker = marker
         #: The marker carries a request a holder may serve (then deletes our wait ref).
         self.answerable = answerable
         self.joined = False
         self._first: Optional[tuple[str, str]] = None  # first in line while takeable: (ref, value)
         self._first_since = 0.0
         self.poll_s = 0.0  # how long our last look at the remote took
+
+    @property
+    def marker(self) -> str:
+        """Our wait ref's value (made when first needed: most takes never join the line)."""
+        if callable(self._marker):
+            self._marker = self._marker()
+        return self._marker
 
     def others_known(self) -> bool:
         """Whether our last look at the remote showed other workers waiting."""

@@ -168,7 +168,8 @@ class Clone(Plumbing, Transport):
         unless ``parent`` is given: a commit (or several) whose history the marker should carry
         along."""
         if self._empty_tree is None:
-            self._empty_tree = self.git("hash-object", "-t", "tree", "-w", os.devnull)
+            self._empty_tree = self.store("tree", b"") or \
+                self.git("hash-object", "-t", "tree", "-w", os.devnull)
         parents = [parent] if isinstance(parent, str) else list(parent or ())
         return self.commit_tree(self._empty_tree, message,
                                 list(dict.fromkeys(p for p in parents if p)))
@@ -235,6 +236,9 @@ class Clone(Plumbing, Transport):
 
     def object_at(self, commit: str, path: str) -> Optional[str]:
         """The sha of the file or directory ``path`` in ``commit``, or ``None`` if absent."""
+        answer = self.cat(f"{commit}:{path}")
+        if answer is not None:
+            return answer[0][0] if answer[0] else None
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{commit}:{path}"])
         return out.strip() if status == 0 and out.strip() else None

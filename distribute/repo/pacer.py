@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Protocol, Sequence
 
-from ..protocol import LOCK_REF
+from ..protocol import COORD_PREFIX, LOCK_REF
 from ..redact import redact
 from ..settings import number_setting, seconds_setting, setting_source
 
@@ -164,6 +164,9 @@ class Pacer:
         self._seen: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         self._pushed: dict[str, float] = {}
+        #: The value each coordination ref got from the last push of this worker that moved it
+        #: (``None``: deleted), as :meth:`pushed_value` tells.
+        self._values: dict[str, Optional[str]] = {}
 
     # ---- the fleet -----------------------------------------------------------------------------
     def see(self, refs: Iterable[str]) -> None:
@@ -277,6 +280,8 @@ class Pacer:
             for u in updates:
                 if applied:
                     self._pushed[u.ref] = now
+                    if u.ref.startswith(COORD_PREFIX):  # (not one entry per job branch)
+                        self._values[u.ref] = sha_of(u.new) if u.new else None
                 if u.ref != LOCK_REF:
                     continue
                 if applied:
@@ -295,6 +300,12 @@ class Pacer:
         """When (this clock) a push of this worker last moved ``ref``; ``None``: not yet."""
         with self._mutex:
             return self._pushed.get(ref)
+
+    def pushed_value(self, ref: str) -> tuple[bool, Optional[str]]:
+        """``(True, value)`` with the value the last push of this worker that moved the
+        coordination ref ``ref`` gave it (``None``: deleted); ``(False, None)`` when none did."""
+        with self._mutex:
+            return ref in self._values, self._values.get(ref)
 
     def counted(self, kind: str, span: float) -> int:
         """Operations of ``kind`` that ended in the last ``span`` seconds or are still running

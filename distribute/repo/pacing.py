@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ..protocol import TRACKING_PREFIX
+from .catfile import CatFile, Header
 from .pacer import READ, Budget, Pacer, pacer_for, promisor_packs
 from .process import GitProcess
 
@@ -72,6 +73,10 @@ class PacedProcess(GitProcess):
         """See :meth:`GitProcess.run_bytes`; git's own fetches count as reads, as in ``_run``."""
         with self._lazy_reads():
             return super().run_bytes(*args, stdin=stdin)
+
+    def _ask(self, reader: CatFile, name: str) -> Optional[tuple[Optional[Header], bytes]]:
+        with self._lazy_reads():
+            return super()._ask(reader, name)
 
     @contextmanager
     def _lazy_reads(self) -> Iterator[None]:

@@ -9,12 +9,18 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 from ..exceptions import DistributeError, RemoteError
 from ..redact import redact
+from .loose import commit_content, plain_identity
 from .process import GitProcess
 from .reading import ObjectReader
+
+#: The tree without entries (the same in every SHA-1 repository; written by ``make_marker``).
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+#: One commit of the copy in this many lets git's automatic maintenance run (``gc --auto``).
+MAINTAIN_EVERY = 50
 
 
 class IndexEntry(NamedTuple):
@@ -65,6 +71,11 @@ class ScratchIndex:
 class Plumbing(ObjectReader):
     """Named operations that write objects and refs, or change the index and the work tree."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._commits = 0  # (commits made: see MAINTAIN_EVERY)
+        self._sign: Optional[bool] = None  # (commit.gpgSign, once read)
+
     # ---- objects and refs ---------------------------------------------------------------------
     def write_blob(self, text: str) -> str:
         """Store ``text`` as a blob; its sha."""
@@ -82,10 +93,39 @@ class Plumbing(ObjectReader):
     def commit_tree(self, tree: str, message: str, parents: Sequence[str] = ()) -> str:
         """Make a commit of ``tree`` with ``message`` and ``parents`` (none: a root commit),
         without touching the index, the work tree or any ref; its sha."""
+        written = self._write_commit(tree, message, parents)
+        if written is not None:
+            return written
         args = ["commit-tree", tree]
         for parent in parents:
             args += ["-p", parent]
         return self.git(*args, "-m", message).strip()
+
+    def _write_commit(self, tree: str, message: str, parents: Sequence[str]) -> Optional[str]:
+        """:meth:`commit_tree` without a git process (:mod:`.loose`), when it writes what git
+        would: ``tree`` and ``parents`` exist here, the identity is plain, commits are not signed
+        (``commit.gpgSign``, read once); else ``None``."""
+        identity = plain_identity(self._env)
+        if identity is None or not message or self._signs():
+            return None
+        # (a marker's empty tree is not asked about: the lock's renewal, in a thread of its own,
+        # never waits for the reader, which a read of a missing object may keep busy)
+        named = [(tree, "tree")] if tree != EMPTY_TREE else []
+        named += [(parent, "commit") for parent in parents]
+        answers = [self.cat(name) for name, _ in named]
+        if any(answer is None or answer[0] is None or answer[0][1] != kind
+               for answer, (_, kind) in zip(answers, named)):
+            return None  # (git says why)
+        shas = [answer[0][0] for answer in answers if answer is not None and answer[0]]
+        if tree == EMPTY_TREE:
+            shas.insert(0, self.store("tree", b"") or EMPTY_TREE)  # (there, written if not)
+        return self.store("commit", commit_content(shas[0], shas[1:], message, identity))
+
+    def _signs(self) -> bool:
+        if self._sign is None:
+            self._sign = self.run("config", "--bool", "--get", "commit.gpgSign")[1].strip() \
+                == "true"
+        return self._sign
 
     def update_ref(self, ref: str, new: str, old: Optional[str] = None) -> None:
         """Point the local ``ref`` at ``new``; if ``old`` is given, only if it points there now."""
@@ -128,6 +168,16 @@ class Plumbing(ObjectReader):
         out = self.git("status", "--porcelain", "--untracked-files=all", "--no-renames", "-z")
         return [entry[3:] for entry in out.split("\0") if entry]
 
+    def clean_at(self, sha: str) -> bool:
+        """Whether ``HEAD`` is detached at the commit ``sha`` with nothing changed and no
+        untracked file (ignored ones aside): checking ``sha`` out and cleaning would change
+        nothing. One ``git status``."""
+        try:
+            head = (self.path / ".git" / "HEAD").read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return False
+        return head == sha and not self.uncommitted_paths()
+
     def add_paths(self, *paths: str) -> None:
         """Stage ``paths``."""
         self.git("add", "--", *paths)
@@ -136,7 +186,11 @@ class Plumbing(ObjectReader):
         """Commit the index with ``message``; ``False`` if there was nothing to commit. ``amend``
         replaces the last commit (keeping its parents) instead. A failure raises
         :class:`~distribute.exceptions.DistributeError` (not a remote's: retrying cannot help)."""
-        status, out, err = self.run("commit", "--quiet", *(["--amend"] if amend else []),
+        # git runs `maintenance run --auto` after every commit (a process of its own, ~2 ms):
+        # let one commit in MAINTAIN_EVERY do it (it acts only past thousands of loose objects)
+        self._commits += 1
+        quiet = [] if self._commits % MAINTAIN_EVERY == 1 else ["-c", "maintenance.auto=false"]
+        status, out, err = self.run(*quiet, "commit", "--quiet", *(["--amend"] if amend else []),
                                     "-m", message)
         if status != 0 and "nothing" in out + err:
             return False

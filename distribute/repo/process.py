@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Optional
+from typing import BinaryIO, Optional, Union
 
 import git  # GitPython
 
@@ -14,6 +14,8 @@ from ..exceptions import DistributeError, RemoteError
 from ..redact import redact
 from ..settings import flag_setting, text_setting
 from . import faults, ssh
+from .catfile import CatFile, Header
+from .loose import objects_dir, write_object
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,10 @@ class GitProcess:
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": f"{name}@distribute",
         })
         self._git = git.Git(str(self.path))
+        #: The long-lived readers of :meth:`cat` (names only, and contents), made on first use.
+        self._readers: dict[bool, CatFile] = {}
+        #: Where :meth:`store` writes objects (``False``: leave it to git), once known.
+        self._objects: Union[Path, bool, None] = None  # (never True)
         self._protocol: list[str] = []
         #: ``origin``'s URL once read (a checkpoint and a finish ask for it: no git process each
         #: time); forgotten when a command of this runner changes the copy's remotes.
@@ -154,6 +160,51 @@ class GitProcess:
         except git.GitCommandNotFound as exc:  # pragma: no cover - git is a hard requirement
             raise RemoteError("git is not installed") from exc
         return int(status or 0), str(out), str(err)
+
+    def cat(self, name: str, contents: bool = False
+            ) -> Optional[tuple[Optional[Header], bytes]]:
+        """Ask the copy's long-lived ``git cat-file`` about ``name`` (any rev, ``rev:path``…):
+        ``(header, content)`` with ``header`` ``(sha, kind, size)`` or ``None`` when there is no
+        such object, ``content`` the object's (only if ``contents``). ``None`` when it could not
+        be asked (see :mod:`.catfile`): run a git command instead. Each question passes the fault
+        seam as a ``cat-file`` command."""
+        reader = self._readers.get(contents)
+        if reader is None:
+            reader = self._readers[contents] = CatFile(str(self.path), self._env, contents)
+        started = reader.started
+        answer: list[Optional[tuple[Optional[Header], bytes]]] = [None]
+
+        def run() -> tuple[int, str, str]:
+            answer[0] = self._ask(reader, name)
+            return 0, "", ""
+
+        injector = faults.installed()
+        try:
+            if injector is None:
+                run()
+            else:
+                injector.around(self, ["cat-file", "--batch" if contents else "--batch-check"],
+                                run)
+        finally:
+            self.processes += reader.started - started
+        return answer[0]
+
+    def store(self, kind: str, content: bytes) -> Optional[str]:
+        """Write a small object of ``kind`` into the copy without a git process (:mod:`.loose`);
+        its sha, or ``None`` when the copy is not one where that is done (ask git instead)."""
+        if self._objects is None:
+            self._objects = objects_dir(self.path) or False
+        if isinstance(self._objects, bool):
+            return None
+        return write_object(self._objects, kind, content)
+
+    def _ask(self, reader: CatFile, name: str) -> Optional[tuple[Optional[Header], bytes]]:
+        return reader.ask(name)
+
+    def close_readers(self) -> None:
+        """Stop the long-lived readers of :meth:`cat` (the next question starts them again)."""
+        for reader in self._readers.values():
+            reader.close()
 
     def remote_url(self) -> Optional[str]:
         """The URL of ``origin``, or ``None`` when the copy has no such remote. Read once: later

@@ -6,10 +6,12 @@ these methods instead of spelling git command lines. A rev that does not exist r
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+import re
+from typing import Any, NamedTuple, Optional, Sequence
 
 from ..exceptions import RemoteError
 from .process import GitProcess
+from .trees import TREE_MODE, parse_tree
 
 
 class TreeEntry(NamedTuple):
@@ -29,8 +31,33 @@ def _tree_entry(record: str) -> Optional[TreeEntry]:
     return TreeEntry(parts[0], parts[1], parts[2], path) if len(parts) == 3 else None
 
 
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_KINDS = {"40000": "tree", "160000": "commit"}
+
+
+def _tree_listing(data: bytes) -> Optional[list[TreeEntry]]:
+    """The entries of a tree object's content as ``ls-tree`` lists them; ``None`` when a name
+    would be quoted there (not plain printable ASCII): ``ls-tree`` is asked instead."""
+    entries, i = [], 0
+    while i < len(data):
+        space = data.index(b" ", i)
+        nul = data.index(b"\0", space)
+        mode, name = data[i:space].decode("ascii"), data[space + 1:nul]
+        if any(c < 0x20 or c > 0x7e or c in b'"\\' for c in name):
+            return None
+        entries.append(TreeEntry(mode.zfill(6), _KINDS.get(mode, "blob"),
+                                 data[nul + 1:nul + 21].hex(), name.decode("ascii")))
+        i = nul + 21
+    return entries
+
+
 class ObjectReader(GitProcess):
     """Named read-only operations on the objects of the local copy."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: ``{(base, tip): paths}`` of the last :meth:`changed_paths` between shas.
+        self._changed: dict[tuple[str, str], list[str]] = {}
 
     # ---- commits ------------------------------------------------------------------------------
     def commit_time(self, rev: str) -> Optional[float]:
@@ -89,12 +116,56 @@ class ObjectReader(GitProcess):
     def changed_paths(self, base: str, tip: str) -> list[str]:
         """The files that differ between the commits ``base`` and ``tip`` (no rename detection).
 
-        Run without an index: ``diff-tree`` would expand a sparse one to every path."""
-        status, out, err = self.run("diff-tree", "-r", "--name-only", "--no-renames", base, tip,
-                                    index=str(self.path / ".git" / "distribute-no-index"))
-        if status != 0:
-            raise RemoteError(f"git diff-tree failed: {err.strip()}")
-        return out.splitlines()
+        Read tree by tree through the long-lived reader (:meth:`_tree_diff`), else by
+        ``diff-tree``, run without an index (it would expand a sparse one to every path). Between
+        two commits named by sha the answer never changes: the last few are remembered."""
+        key = (base, tip)
+        if key in self._changed:
+            return list(self._changed[key])
+        found = self._tree_diff(f"{base}^{{tree}}", f"{tip}^{{tree}}", "", [64])
+        if found is None:
+            status, out, err = self.run("diff-tree", "-r", "--name-only", "--no-renames", base,
+                                        tip, index=str(self.path / ".git" / "distribute-no-index"))
+            if status != 0:
+                raise RemoteError(f"git diff-tree failed: {err.strip()}")
+            found = out.splitlines()
+        if _SHA.match(base) and _SHA.match(tip):
+            if len(self._changed) >= 16:
+                self._changed.pop(next(iter(self._changed)))
+            self._changed[key] = found
+        return list(found)
+
+    def _tree_diff(self, old: Optional[str], new: Optional[str], prefix: str,
+                   budget: list[int]) -> Optional[list[str]]:
+        """:meth:`changed_paths` between the trees ``old`` and ``new`` (``None``: none), read
+        through the long-lived reader, descending only into subtrees that differ; ``None`` when
+        a tree could not be read that way or more than ``budget`` trees would be read (then
+        ``diff-tree`` is asked)."""
+        trees: list[dict[bytes, tuple[bytes, bytes]]] = []
+        for tree in (old, new):
+            if tree is None:
+                trees.append({})
+                continue
+            budget[0] -= 1
+            answer = self.cat(tree, contents=True)
+            if budget[0] < 0 or answer is None or answer[0] is None or answer[0][1] != "tree":
+                return None
+            trees.append(parse_tree(answer[1]))
+        changed: list[str] = []
+        for entry in sorted(set(trees[0]) | set(trees[1])):
+            a, b = trees[0].get(entry), trees[1].get(entry)
+            if a == b:
+                continue
+            path = prefix + entry.decode("utf-8", "surrogateescape")
+            subtrees = [e[1].hex() if e is not None and e[0] == TREE_MODE else None for e in (a, b)]
+            if subtrees != [None, None]:
+                below = self._tree_diff(subtrees[0], subtrees[1], path + "/", budget)
+                if below is None:
+                    return None
+                changed += below
+            if any(e is not None and e[0] != TREE_MODE for e in (a, b)):
+                changed.append(path)
+        return changed
 
     # ---- trees --------------------------------------------------------------------------------
     def tree_names(self, rev: str) -> list[str]:
@@ -104,6 +175,11 @@ class ObjectReader(GitProcess):
     def tree_entries(self, treeish: str) -> Optional[list[TreeEntry]]:
         """The entries of the tree ``treeish`` (e.g. ``HEAD:done``; paths relative to it, not
         recursive); ``None`` if there is no such tree."""
+        answer = self.cat(treeish, contents=True)
+        if answer is not None and (answer[0] is None or answer[0][1] == "tree"):
+            entries = _tree_listing(answer[1]) if answer[0] is not None else None
+            if answer[0] is None or entries is not None:
+                return entries
         status, out, _ = self.run("ls-tree", "--full-tree", treeish)
         if status != 0:
             return None

@@ -259,7 +259,8 @@ class Transport(Namespaced):
         urgent, reserve = pacer.push_priority(updates)
         result = self._push_attempts(updates, atomic, landed, pacer, urgent or within_s == 0,
                                      within_s, reserve, read_back)
-        pacer.pushed(updates, result.applied, result.rejected, self._sha_of)
+        pacer.pushed(updates, result.applied, result.rejected,
+                     lambda rev: rev if _SHA.match(rev) else self._sha_of(rev))
         log.debug("push of %s: %s", " ".join(u.ref.rpartition("/")[2] if u.ref.startswith(
             "refs/heads/") else u.ref for u in updates), "applied" if result.applied else "refused")
         return result
@@ -371,12 +372,20 @@ class Transport(Namespaced):
                     redact(", ".join(u.ref for u in updates))[:300])
         return False
 
+    def answers_trusted(self) -> bool:
+        """Whether a push this host answers "ok" is taken as applied without reading it back
+        (:func:`~.verify.verifies`: a remote on this machine, or ``DISTRIBUTE_VERIFY_PUSHES``)."""
+        return not verifies(self.remote_url())
+
     def _values(self, updates: Sequence[RefUpdate]) -> list[Optional[str]]:
         """The shas ``updates`` put (``None``: a deletion)."""
         return [None if not u.new else u.new if _SHA.match(u.new) else self._sha_of(u.new)
                 for u in updates]
 
     def _sha_of(self, rev: str) -> Optional[str]:
+        answer = self.cat(f"{rev}^{{object}}")
+        if answer is not None:
+            return answer[0][0] if answer[0] else None
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{rev}^{{object}}"])
         return out.strip() if status == 0 and out.strip() else None

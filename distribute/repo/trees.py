@@ -14,10 +14,10 @@ from typing import Optional, Sequence
 from ..exceptions import RemoteError
 from .process import GitProcess
 
-_TREE_MODE = b"40000"
+TREE_MODE = b"40000"
 
 
-def _parse(data: bytes) -> dict[bytes, tuple[bytes, bytes]]:
+def parse_tree(data: bytes) -> dict[bytes, tuple[bytes, bytes]]:
     """``{name: (mode, binary sha)}`` of a tree object's content."""
     entries: dict[bytes, tuple[bytes, bytes]] = {}
     i = 0
@@ -31,7 +31,7 @@ def _parse(data: bytes) -> dict[bytes, tuple[bytes, bytes]]:
 
 def _serialise(entries: dict[bytes, tuple[bytes, bytes]]) -> bytes:
     """A tree object's content, entries in git's order (directories sort as ``name/``)."""
-    order = sorted(entries, key=lambda n: n + (b"/" if entries[n][0] == _TREE_MODE else b""))
+    order = sorted(entries, key=lambda n: n + (b"/" if entries[n][0] == TREE_MODE else b""))
     return b"".join(entries[n][0] + b" " + n + b"\0" + entries[n][1] for n in order)
 
 
@@ -44,6 +44,10 @@ def read_levels(git: GitProcess, rev: str, path: str) -> list[Optional[bytes]]:
     directory above ``path`` (``None`` where it does not exist)."""
     parts = path.split("/")
     specs = [f"{rev}^{{tree}}"] + [f"{rev}:{'/'.join(parts[:i])}" for i in range(1, len(parts))]
+    answers = [git.cat(spec, contents=True) for spec in specs]
+    if all(answer is not None for answer in answers):
+        return [content if header is not None and header[1] == "tree" else None
+                for header, content in filter(None, answers)]
     status, out, err = git.run_bytes("cat-file", "--batch",
                                      stdin="".join(s + "\n" for s in specs).encode("utf-8"))
     if status != 0:
@@ -70,16 +74,16 @@ def splice(git: GitProcess, rev: str, path: str, subtree: Optional[str], blob: b
     parts = path.encode("utf-8").split(b"/")
     levels = read_levels(git, rev, path)
     child: Optional[bytes] = bytes.fromhex(subtree) if subtree else None
-    mode = b"100644" if blob else _TREE_MODE
+    mode = b"100644" if blob else TREE_MODE
     written: list[bytes] = []
     for depth in range(len(parts) - 1, -1, -1):
         level = levels[depth]
-        entries = _parse(level) if level is not None else {}
+        entries = parse_tree(level) if level is not None else {}
         if child is None:
             entries.pop(parts[depth], None)
         else:
             entries[parts[depth]] = (mode, child)
-        mode = _TREE_MODE
+        mode = TREE_MODE
         if not entries and depth > 0:
             child = None
             continue
@@ -92,7 +96,9 @@ def splice(git: GitProcess, rev: str, path: str, subtree: Optional[str], blob: b
 
 
 def _write_trees(git: GitProcess, contents: list[bytes]) -> None:
-    """Write tree objects (one git process for all of them)."""
+    """Write tree objects (directly, else one git process for all of them)."""
+    if all(git.store("tree", content) is not None for content in contents):
+        return
     with tempfile.TemporaryDirectory(prefix="distribute-trees-") as tmp:
         paths = []
         for i, content in enumerate(contents):
@@ -111,6 +117,8 @@ def tree_of_directory(git: GitProcess, directory: str,
     ``.gitignore`` rules inside it apply), built in a temporary index so that the copy's own index
     is left alone. ``directory`` may lie anywhere. The files ``leave_out`` (paths relative to
     ``directory``) are not in the tree."""
+    if not _holds_files(directory):
+        return None  # (what git would find: no process needed)
     parent, name = os.path.split(os.path.abspath(directory))
     excluded = [f":(exclude,literal){name}/{rel}" for rel in leave_out]
     with tempfile.TemporaryDirectory(prefix="distribute-index-") as tmp:
@@ -123,11 +131,23 @@ def tree_of_directory(git: GitProcess, directory: str,
         return out.strip() if status == 0 and out.strip() else None
 
 
+def _holds_files(directory: str) -> bool:
+    """Whether ``directory`` holds anything but directories (a file, a link…), at any depth."""
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True  # (git says what is wrong)
+    return any(not entry.is_dir(follow_symlinks=False) or _holds_files(entry.path)
+               for entry in entries)
+
+
 def add_files(git: GitProcess, rev: str, directory: str, files: dict[str, str]) -> str:
     """The root tree of ``rev`` (a commit or a tree) with the blobs ``files`` (``{name: hex}``)
     put into ``directory`` (created if absent) beside what it holds. The new trees are written."""
     level = read_levels(git, rev, f"{directory}/-")[-1]
-    entries = _parse(level) if level is not None else {}
+    entries = parse_tree(level) if level is not None else {}
     for name, blob in files.items():
         entries[name.encode("utf-8")] = (b"100644", bytes.fromhex(blob))
     content = _serialise(entries)

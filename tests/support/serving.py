@@ -113,3 +113,10 @@ def pushes(*refs: str) -> Callable[[list[str]], bool]:
     """A push naming all of ``refs``."""
     return lambda args: "push" in args and all(any(a.endswith(":" + r) for a in args)
                                                for r in refs)
+
+
+def releases(*refs: str) -> Callable[[list[str]], bool]:
+    """A push that releases the lock (deletes it) and names all of ``refs`` (a lone worker's
+    take names ``master`` too, leasing it at its last push: not a release)."""
+    named = pushes(*refs)
+    return lambda args: named(args) and f":{LOCK_REF}" in args
