@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Optional
 from .exceptions import FileTooLargeError, MergeConflictError
 from .protocol import job_path
 from .redact import redact
-from .repo import Clone
+from .repo import Clone, RefUpdate
 from .repo.refusals import HOST_REFUSED_SIZE, host_limit_mb
 from .repo.trees import splice, tree_of_directory
 from .settings import number_setting
+from .transaction import Transaction
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker
@@ -134,6 +135,27 @@ def take_directory(clone: Clone, path: str, tip: str) -> None:
     clone.checkout_detached(merge)
 
 
+def keep_failed(txn: Transaction, branch: str, tip: Optional[str], pushed: Optional[str]) -> str:
+    """Before a failure's ledger commit in ``txn``: keep the failed attempt's commits in master's
+    history instead of on its branch, so that failed jobs leave no branch behind
+    (``docs/protocol.md``, "Failed jobs' branches"). A commit with master's tree and the parents
+    ``[master, tip]`` is checked out (the ledger edit is amended into it: one commit) and the
+    push deletes the branch (lease: ``pushed``, its value on the remote; refused: it stays,
+    nothing is lost). Returns the kept tip, or ``""`` when ``tip`` holds nothing master lacks (the
+    branch goes all the same) or is not in this copy (the branch stays)."""
+    clone = txn.workspace.clone
+    if not tip or clone.run("cat-file", "-e", f"{tip}^{{commit}}")[0] != 0:
+        return ""
+    kept = "" if clone.is_ancestor(tip, "HEAD") else tip
+    if kept:
+        tree = clone.resolve("HEAD^{tree}")
+        assert tree is not None
+        clone.checkout_detached(clone.commit_tree(tree, "keep", ["HEAD", tip]))
+    if pushed:
+        txn.optional.append(RefUpdate(f"refs/heads/{branch}", None, expect=pushed))
+    return kept
+
+
 def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
     """Whether the branch changed nothing but ``path`` from ``base`` to ``tip``."""
     return all(p.startswith(path + "/") for p in clone.changed_paths(base, tip))
@@ -141,7 +163,8 @@ def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
 
 def resume_job(worker: "Worker") -> int:
     """After a claim: fill the new job directory from the checkpoint the ledger names for the
-    job (``resume.txt``: the branch of the attempt that was given back or requeued), commit and
+    job (``resume.txt``: the branch of the attempt that was given back or requeued, or the kept
+    tip of a failed one), commit and
     push it as this attempt's first checkpoint, and return the job's attempt number. An attempt
     that never checkpointed, or a branch that is gone, leaves the directory empty. Trouble here
     is logged, never raised: the job then starts from what could be restored."""
@@ -154,7 +177,7 @@ def resume_job(worker: "Worker") -> int:
         return attempt
     try:
         source = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
-                                   Path(worker.job_dir))
+                                   Path(worker.job_dir), ledger.resume_tips.get(job, ""))
         if source is not None:
             log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
             worker.commit_update(f"{worker.name} resumed job {job} from {source}")
@@ -164,17 +187,23 @@ def resume_job(worker: "Worker") -> int:
     return attempt
 
 
-def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> Optional[str]:
+def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
+                      kept: str = "") -> Optional[str]:
     """Write the files of ``path`` on the remote's newest ``branch`` (or a renamed twin,
-    ``<branch>-<6 hex>``) into ``directory``; returns the branch read, or ``None`` when there was
-    no such branch or it holds no files there (its attempt never checkpointed)."""
+    ``<branch>-<6 hex>``) into ``directory``; when there is no such branch, those of the commit
+    ``kept`` (a failed attempt's kept tip, in master's history: :func:`keep_failed`). Returns
+    the branch read (``<branch> (kept <sha>)`` for a kept tip), or ``None`` when there was none
+    or it holds no files there (its attempt never checkpointed)."""
     twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
     found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
              if twin.match(ref)}
-    if not found:
+    if not found and kept and clone.fetch_commit(kept):
+        found = {f"refs/heads/{branch} (kept {kept[:12]})": kept}
+    elif not found:
         return None
-    for ref in found:
-        clone.fetch_branch(ref)
+    else:
+        for ref in found:
+            clone.fetch_branch(ref)
     ref = max(found, key=lambda r: clone.commit_time(found[r]) or 0.0)
     tip = found[ref]
     if not clone.files_under(tip, [path + "/"]):
