@@ -22,7 +22,6 @@ from .archive import next_segment, segments, split_recent
 from .exceptions import DistributeError, RemoteError
 from .ledger import Ledger, split_lines
 from .protocol import (
-    DONE_DIR,
     DONE_FILE,
     HEARTBEAT_PREFIX,
     LAYOUT_FILE,
@@ -132,9 +131,13 @@ def _rolled_tree(worker: Worker, tree: str, base: str, chunks: list[list[str]],
     ``recent`` left in ``done.txt`` (trees edited without an index: cheap on any remote)."""
     clone = worker.clone
     seq = next_segment(segments(clone, base))
-    files = {segment_path(number).rsplit("/", 1)[1]: clone.write_blob(
-        "".join(line + "\n" for line in chunk)) for number, chunk in enumerate(chunks, seq)}
-    tree = add_files(clone, tree, DONE_DIR, files)
+    folders: dict[str, dict[str, str]] = {}  # (done/, then done/<seq // 1000>/ from the 1 000th)
+    for number, chunk in enumerate(chunks, seq):
+        folder, _, name = segment_path(number).rpartition("/")
+        folders.setdefault(folder, {})[name] = clone.write_blob(
+            "".join(line + "\n" for line in chunk))
+    for folder, files in folders.items():
+        tree = add_files(clone, tree, folder, files)
     return splice(clone, tree, DONE_FILE, clone.write_blob("".join(
         line + "\n" for line in recent)), blob=True)
 
