@@ -35,9 +35,10 @@ def records(bare: Path, name: str) -> list[Entry]:
 
 def done_records(bare: Path) -> list[Entry]:
     """Every done record: the segments under ``done/`` (oldest first), then ``done.txt``."""
-    _, listing = git(bare, "ls-tree", "-r", "--name-only", f"master:{DONE_DIR}")
+    status, listing = git(bare, "ls-tree", "-r", "--name-only", f"master:{DONE_DIR}")
+    names = split_lines(listing) if status == 0 else []  # (no done/ yet)
     found: list[Entry] = []  # (done/000999.txt, then done/001/001000.txt …: by number)
-    for name in sorted(split_lines(listing), key=lambda n: int(n.rsplit("/", 1)[-1][:-4])):
+    for name in sorted(names, key=lambda n: int(n.rsplit("/", 1)[-1][:-4])):
         found += [Entry.parse(line) for line in
                   split_lines(master_file(bare, f"{DONE_DIR}/{name}"))]
     return found + records(bare, "done.txt")
