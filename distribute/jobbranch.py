@@ -144,7 +144,7 @@ def keep_failed(txn: Transaction, branch: str, tip: Optional[str], pushed: Optio
     nothing is lost). Returns the kept tip, or ``""`` when ``tip`` holds nothing master lacks (the
     branch goes all the same) or is not in this copy (the branch stays)."""
     clone = txn.workspace.clone
-    if not tip or clone.run("cat-file", "-e", f"{tip}^{{commit}}")[0] != 0:
+    if not tip or not clone.has_commit(tip):
         return ""
     kept = "" if clone.is_ancestor(tip, "HEAD") else tip
     if kept:

@@ -224,11 +224,14 @@ class Transport(Namespaced):
         a partial copy's filter applies), e.g. a failed job's kept tip, which no ref but
         ``master`` reaches; ``True`` when it is here. Asked for by its id: protocol v2 (only v2
         may ask for any object, so ``-c`` first, also over ``git://``)."""
-        if self.run("cat-file", "-e", f"{sha}^{{commit}}")[0] == 0:
+        def here() -> bool:
+            return self.run("cat-file", "-e", f"{sha}^{{commit}}")[0] == 0
+
+        if here():
             return True
         self._network(["-c", "protocol.version=2", "fetch", "--quiet", "--no-tags",
                        "--no-write-fetch-head", "origin", sha], what="fetch")
-        return self.run("cat-file", "-e", f"{sha}^{{commit}}")[0] == 0
+        return here()
 
     def ls_remote(self, *patterns: str, cheap: bool = False) -> dict[str, str]:
         """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
