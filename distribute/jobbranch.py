@@ -176,24 +176,52 @@ def resume_job(worker: "Worker") -> int:
     if not recorded or not worker.job_dir:
         return attempt
     try:
-        source = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
-                                   Path(worker.job_dir), ledger.resume_tips.get(job, ""))
-        if source is not None:
+        found = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
+                                  Path(worker.job_dir), ledger.resume_tips.get(job, ""))
+        if found is not None:
+            source, ref, tip = found
             log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
-            worker.commit_update(f"{worker.name} resumed job {job} from {source}")
+            first_checkpoint(worker, f"{worker.name} resumed job {job} from {source}", ref, tip)
     except Exception as exc:  # noqa: BLE001 - the job runs on from what it has
         log.warning("%s could not resume job %r from %s: %s", worker.name, job, recorded,
                     redact(exc))
     return attempt
 
 
+def first_checkpoint(worker: "Worker", message: str, ref: str, tip: str) -> None:
+    """Commit the restored job directory as the attempt's first checkpoint and push it. When it
+    came from an earlier attempt's branch ``ref`` (whose tip was ``tip``), that commit has
+    ``tip`` as a second parent and the push deletes ``ref`` (lease: ``tip``): the earlier
+    attempt's commits live on in this branch's history, and no branch per attempt is left
+    behind. Should that deletion be refused, the branch is pushed without it."""
+    clone = worker.clone
+    _, branch = worker._require_job()  # noqa: SLF001 - the job's own state
+    if not worker._commit_job(message):  # noqa: SLF001
+        return
+    extra: list[RefUpdate] = []
+    local = f"refs/heads/{branch}"
+    head = clone.resolve(local)
+    tree = clone.resolve(f"{head}^{{tree}}")
+    if ref and head and tree:
+        if not clone.is_ancestor(tip, head):
+            merged = clone.commit_tree(tree, message, [*clone.parents_of(head), tip])
+            clone.update_ref(local, merged, head)
+        extra = [RefUpdate(ref, None, expect=tip)]
+    beat = worker._heartbeat.update()  # noqa: SLF001
+    if not (extra and worker._push_branch(beat, *extra)) and \
+            not worker._push_branch(beat):  # noqa: SLF001
+        log.warning("%s could not push the resumed checkpoint of branch %s; the next "
+                    "checkpoint pushes it", worker.name, branch)
+
+
 def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
-                      kept: str = "") -> Optional[str]:
+                      kept: str = "") -> Optional[tuple[str, str, str]]:
     """Write the files of ``path`` on the remote's newest ``branch`` (or a renamed twin,
     ``<branch>-<6 hex>``) into ``directory``; when there is no such branch, those of the commit
     ``kept`` (a failed attempt's kept tip, in master's history: :func:`keep_failed`). Returns
-    the branch read (``<branch> (kept <sha>)`` for a kept tip), or ``None`` when there was none
-    or it holds no files there (its attempt never checkpointed)."""
+    ``(what was read, its ref, its commit)`` (for a kept tip: ``<branch> (kept <sha>)``, no
+    ref), or ``None`` when there was none or it holds no files there (its attempt never
+    checkpointed)."""
     twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
     found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
              if twin.match(ref)}
@@ -221,7 +249,7 @@ def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
             for member in tar.getmembers():
                 if member.name.startswith(path + "/") and (member.isfile() or member.issym()):
                     _write_member(tar, member, directory / member.name[len(path) + 1:])
-    return ref[len("refs/heads/"):]
+    return ref[len("refs/heads/"):], ref if " " not in ref else "", tip
 
 
 def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:

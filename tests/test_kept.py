@@ -198,3 +198,4 @@ def test_a_failed_branch_an_older_version_kept_still_resumes(file_remote: str,
     assert ledger_file(file_remote, "resume.txt", tmp_path) == ["A\told/A", "B\told/B"]
     assert resumes(file_remote, tmp_path, "A", "next") == "A checkpoint\n"
     assert resumes(file_remote, tmp_path, "B", "next") == "B checkpoint\n"
+    assert branches(file_remote, tmp_path) == []  # (each resumed attempt took its branch in)
