@@ -206,10 +206,16 @@ def first_checkpoint(worker: "Worker", message: str, ref: str, tip: str) -> None
         if not clone.is_ancestor(tip, head):
             merged = clone.commit_tree(tree, message, [*clone.parents_of(head), tip])
             clone.update_ref(local, merged, head)
-        extra = [RefUpdate(ref, None, expect=tip)]
+        if ref != local:
+            extra = [RefUpdate(ref, None, expect=tip)]
+        elif worker._branch_sha == "":  # noqa: SLF001 - (a claim served for us, not pushed yet)
+            worker._branch_sha = tip  # noqa: SLF001 - same name: our push moves it on from there
     beat = worker._heartbeat.update()  # noqa: SLF001
-    if not (extra and worker._push_branch(beat, *extra)) and \
-            not worker._push_branch(beat):  # noqa: SLF001
+    if worker._push_branch(beat, *extra):  # noqa: SLF001
+        return
+    if ref == local and worker._branch_sha == tip:  # noqa: SLF001 - it moved: a name of our own
+        worker._branch_sha = ""  # noqa: SLF001
+    if not (extra or ref == local) or not worker._push_branch(beat):  # noqa: SLF001
         log.warning("%s could not push the resumed checkpoint of branch %s; the next "
                     "checkpoint pushes it", worker.name, branch)
 

@@ -14,7 +14,7 @@ from support.remotes import git_out, ledger_file, person
 from support.serving import (InLine, bare_git, hold_lock_as_dead_holder, patient, server, until,
                              wait_refs)
 
-from distribute import add_jobs, init_remote, requeue_jobs, worker_from_url
+from distribute import add_jobs, init_remote, queue_jobs_func, requeue_jobs, worker_from_url
 from distribute.ledger import Entry
 from distribute.maintenance import prune
 from distribute.protocol import job_path
@@ -199,3 +199,38 @@ def test_a_failed_branch_an_older_version_kept_still_resumes(file_remote: str,
     assert resumes(file_remote, tmp_path, "A", "next") == "A checkpoint\n"
     assert resumes(file_remote, tmp_path, "B", "next") == "B checkpoint\n"
     assert branches(file_remote, tmp_path) == []  # (each resumed attempt took its branch in)
+
+
+def test_a_served_claim_resumes_from_a_branch_of_its_own_name(
+        ledger_remote: tuple[Path, str], tmp_path: Path) -> None:
+    """A worker gives job J back, then is served a claim of J by a holder: its branch has the
+    name of the one it resumes from; its first checkpoint moves that branch on (the old tip a
+    parent) instead of deleting it, and the finish takes it in."""
+    bare, url = ledger_remote
+    waiter = patient(url, tmp_path, "waiter")
+    add_jobs(waiter, ["J"])
+    assert waiter.get_next_job(queue_jobs_func) == "J"
+    Path(waiter.job_dir or "", "ckpt.txt").write_text("half way\n")
+    waiter.commit_update()
+    waiter.give_back_job()
+    old = bare_git(bare, "rev-parse", "refs/heads/waiter/J")
+    work = tmp_path / "person"
+    person(url, work, "status")
+    (work / "jobs.txt").write_text("X\nJ\n")  # (the holder's own claim takes X)
+    person(url, work, "commit", "-qam", "X first")
+    person(url, work, "push", "-q", "origin", "HEAD:master")
+    hold_lock_as_dead_holder(bare)
+    in_line = InLine(lambda: waiter.get_next_job(queue_jobs_func))
+    until(lambda: bool(wait_refs(bare)), "the waiter's request in line")
+    holder = server(url, tmp_path)
+    assert holder.get_next_job(queue_jobs_func) == "X"
+    assert in_line.join() == "J"
+    assert waiter.working_branch == "waiter/J"
+    assert Path(waiter.job_dir or "", "ckpt.txt").read_text() == "half way\n"
+    new = bare_git(bare, "rev-parse", "refs/heads/waiter/J")
+    assert new != old and bare_git(bare, "rev-parse", f"{new}^2") == old
+    waiter.finish_job()
+    holder.finish_job()
+    assert branches(url, tmp_path) == []
+    waiter.close()
+    holder.close()
