@@ -1,4 +1,5 @@
-"""The done archive: older records of ``done.txt`` in immutable segments ``done/<seq>.txt``.
+"""The done archive: older records of ``done.txt`` in immutable segments ``done/<seq>.txt`` (from
+the 1 000th on, ``done/<seq // 1000>/<seq>.txt``: :func:`~distribute.protocol.segment_path`).
 
 ``done.txt`` on master keeps the most recent records (at most twice
 :data:`~distribute.protocol.DONE_RECENT`), so that a claim or a finish parses and rewrites a small
@@ -21,10 +22,22 @@ log = logging.getLogger(__name__)
 
 
 def segments(clone: Clone, rev: str) -> list[tuple[str, str]]:
-    """``[(path, blob)]`` of the done segments in ``rev``, oldest first."""
+    """``[(path, blob)]`` of the done segments in ``rev`` (in ``done/`` and its numbered
+    subdirectories), oldest first."""
     entries = clone.tree_entries(f"{rev}:{DONE_DIR}") or []
-    return sorted((f"{DONE_DIR}/{e.path}", e.sha) for e in entries
-                  if e.kind == "blob" and e.path.endswith(".txt"))
+    found = [(f"{DONE_DIR}/{e.path}", e.sha) for e in entries
+             if e.kind == "blob" and e.path.endswith(".txt")]
+    for sub in (e.path for e in entries if e.kind == "tree" and e.path.isdigit()):
+        found += [(f"{DONE_DIR}/{sub}/{e.path}", e.sha)
+                  for e in clone.tree_entries(f"{rev}:{DONE_DIR}/{sub}") or []
+                  if e.kind == "blob" and e.path.endswith(".txt")]
+    return sorted(found, key=lambda item: (segment_number(item[0]), item[0]))
+
+
+def segment_number(path: str) -> int:
+    """The number of the segment at ``path`` (0 for a file not named like one)."""
+    name = path.rsplit("/", 1)[-1][:-4]
+    return int(name) if name.isdigit() else 0
 
 
 def read_blobs(clone: Clone, blobs: list[str]) -> dict[str, str]:
@@ -86,8 +99,7 @@ class DoneIndex:
 
 def next_segment(listed: list[tuple[str, str]]) -> int:
     """The number of the next segment after those ``listed`` (:func:`segments`)."""
-    return 1 + max((int(p.rsplit("/", 1)[1][:-4]) for p, _ in listed if p[-10:-4].isdigit()),
-                   default=0)
+    return 1 + max((segment_number(p) for p, _ in listed), default=0)
 
 
 def split_recent(lines: list[str]) -> tuple[list[list[str]], list[str]]:

@@ -82,8 +82,7 @@ def close_jobs(w: "Worker", reason: Optional[str], next_job_func: Optional[NextJ
 
     tips = [tip for tip in (branch_update.new, *(done.tip for done in finished)) if tip]
     try:  # (the heartbeat goes on while we wait in line, and for a job claimed for us)
-        claimed, served = w._asker.ask(edit, request, pending if reason is not None else [],
-                                       tips)
+        claimed, served = w._asker.ask(edit, request, [], tips)
     except JobStateError:  # done by another worker while we were silent: not ours any more
         if pending:
             w.clone.push(pending)  # our result stays on our branch
@@ -153,7 +152,8 @@ def close_finished(w: "Worker", txn: Transaction, done: Finished) -> bool:
     worker did it meanwhile (our result then stays on its branch)."""
     try:
         close_own_job(txn, done.job, w.name, w.session, done.branch, done.reason,
-                      done.claim_head)
+                      done.claim_head, tip=w.clone.resolve(f"refs/heads/{done.branch}") or "",
+                      pushed=done.pushed)
     except JobStateError as exc:
         log.warning("%s: %s", w.name, exc)
         return False
@@ -188,10 +188,12 @@ def keep_results(w: "Worker", lost: list[Finished]) -> None:
 
 def _close_edit(w: "Worker", txn: Transaction, job: str, branch: str,
                 reason: Optional[str]) -> None:
-    """Merge the job branch (unless failing) and move the job to done or failed."""
+    """Merge the job branch (unless failing: then its commits are kept in master's history and
+    the branch deleted) and move the job to done or failed."""
     close_own_job(txn, job, w.name, w.session, branch, reason, w._claim_head,
                   [functools.partial(hook, w, job, reason) for hook in w._close_hooks],
-                  w._pipeline.jobs)
+                  w._pipeline.jobs, tip=w.clone.resolve(f"refs/heads/{branch}") or "",
+                  pushed=w._branch_sha or "")
 
 
 def _close_request(w: "Worker", job: str, reason: Optional[str],
@@ -204,8 +206,9 @@ def _close_request(w: "Worker", job: str, reason: Optional[str],
             reason is None and w._pipeline.jobs) or not all(
             done.servable for done in w._finished):
         return None
+    # (pushed first, for holders of older versions, which keep a failed job's branch)
     if reason is not None and w._branch_update().new != w._branch_sha and \
-            not w._push_branch():  # a failed job's branch is kept: on the remote first
+            not w._push_branch():
         return None
     spec = spec if not w._held else None  # (no claim while jobs of our batch wait)
     return close_request(w.workspace, Request(

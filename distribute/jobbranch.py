@@ -25,9 +25,10 @@ from .bigfiles import max_file_bytes as max_file_bytes  # (its first home: re-ex
 from .exceptions import FileTooLargeError, MergeConflictError
 from .protocol import job_path
 from .redact import redact
-from .repo import Clone
+from .repo import Clone, RefUpdate
 from .repo.refusals import HOST_REFUSED_SIZE, host_limit_mb
 from .repo.trees import splice, tree_of_directory
+from .transaction import Transaction
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker
@@ -195,6 +196,27 @@ def take_directory(clone: Clone, path: str, tip: str) -> None:
     clone.checkout_detached(merge)
 
 
+def keep_failed(txn: Transaction, branch: str, tip: Optional[str], pushed: Optional[str]) -> str:
+    """Before a failure's ledger commit in ``txn``: keep the failed attempt's commits in master's
+    history instead of on its branch, so that failed jobs leave no branch behind
+    (``docs/protocol.md``, "Failed jobs' branches"). A commit with master's tree and the parents
+    ``[master, tip]`` is checked out (the ledger edit is amended into it: one commit) and the
+    push deletes the branch (lease: ``pushed``, its value on the remote; refused: it stays,
+    nothing is lost). Returns the kept tip, or ``""`` when ``tip`` holds nothing master lacks (the
+    branch goes all the same) or is not in this copy (the branch stays)."""
+    clone = txn.workspace.clone
+    if not tip or not clone.has_commit(tip):
+        return ""
+    kept = "" if clone.is_ancestor(tip, "HEAD") else tip
+    if kept:
+        tree = clone.resolve("HEAD^{tree}")
+        assert tree is not None
+        clone.checkout_detached(clone.commit_tree(tree, "keep", ["HEAD", tip]))
+    if pushed:
+        txn.optional.append(RefUpdate(f"refs/heads/{branch}", None, expect=pushed))
+    return kept
+
+
 def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
     """Whether the branch changed nothing but ``path`` from ``base`` to ``tip``."""
     return all(p.startswith(path + "/") for p in clone.changed_paths(base, tip))
@@ -202,7 +224,8 @@ def changed_only(clone: Clone, base: str, tip: str, path: str) -> bool:
 
 def resume_job(worker: "Worker") -> int:
     """After a claim: fill the new job directory from the checkpoint the ledger names for the
-    job (``resume.txt``: the branch of the attempt that was given back or requeued), commit and
+    job (``resume.txt``: the branch of the attempt that was given back or requeued, or the kept
+    tip of a failed one), commit and
     push it as this attempt's first checkpoint, and return the job's attempt number. An attempt
     that never checkpointed, or a branch that is gone, leaves the directory empty. Trouble here
     is logged, never raised: the job then starts from what could be restored."""
@@ -214,29 +237,69 @@ def resume_job(worker: "Worker") -> int:
     if not recorded or not worker.job_dir:
         return attempt
     try:
-        source = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
-                                   Path(worker.job_dir))
-        if source is not None:
+        found = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
+                                  Path(worker.job_dir), ledger.resume_tips.get(job, ""))
+        if found is not None:
+            source, ref, tip = found
             log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
             resolve_pointers(worker.large_files.store, Path(worker.job_dir))
-            worker.commit_update(f"{worker.name} resumed job {job} from {source}")
+            first_checkpoint(worker, f"{worker.name} resumed job {job} from {source}", ref, tip)
     except Exception as exc:  # noqa: BLE001 - the job runs on from what it has
         log.warning("%s could not resume job %r from %s: %s", worker.name, job, recorded,
                     redact(exc))
     return attempt
 
 
-def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> Optional[str]:
+def first_checkpoint(worker: "Worker", message: str, ref: str, tip: str) -> None:
+    """Commit the restored job directory as the attempt's first checkpoint and push it. When it
+    came from an earlier attempt's branch ``ref`` (whose tip was ``tip``), that commit has
+    ``tip`` as a second parent and the push deletes ``ref`` (lease: ``tip``): the earlier
+    attempt's commits live on in this branch's history, and no branch per attempt is left
+    behind. Should that deletion be refused, the branch is pushed without it."""
+    clone = worker.clone
+    _, branch = worker._require_job()  # noqa: SLF001 - the job's own state
+    if not worker._commit_job(message):  # noqa: SLF001
+        return
+    extra: list[RefUpdate] = []
+    local = f"refs/heads/{branch}"
+    head = clone.resolve(local)
+    tree = clone.resolve(f"{head}^{{tree}}")
+    if ref and head and tree:
+        if not clone.is_ancestor(tip, head):
+            merged = clone.commit_tree(tree, message, [*clone.parents_of(head), tip])
+            clone.update_ref(local, merged, head)
+        if ref != local:
+            extra = [RefUpdate(ref, None, expect=tip)]
+        elif worker._branch_sha == "":  # noqa: SLF001 - (a claim served for us, not pushed yet)
+            worker._branch_sha = tip  # noqa: SLF001 - same name: our push moves it on from there
+    beat = worker._heartbeat.update()  # noqa: SLF001
+    if worker._push_branch(beat, *extra):  # noqa: SLF001
+        return
+    if ref == local and worker._branch_sha == tip:  # noqa: SLF001 - it moved: a name of our own
+        worker._branch_sha = ""  # noqa: SLF001
+    if not (extra or ref == local) or not worker._push_branch(beat):  # noqa: SLF001
+        log.warning("%s could not push the resumed checkpoint of branch %s; the next "
+                    "checkpoint pushes it", worker.name, branch)
+
+
+def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
+                      kept: str = "") -> Optional[tuple[str, str, str]]:
     """Write the files of ``path`` on the remote's newest ``branch`` (or a renamed twin,
-    ``<branch>-<6 hex>``) into ``directory``; returns the branch read, or ``None`` when there was
-    no such branch or it holds no files there (its attempt never checkpointed)."""
+    ``<branch>-<6 hex>``) into ``directory``; when there is no such branch, those of the commit
+    ``kept`` (a failed attempt's kept tip, in master's history: :func:`keep_failed`). Returns
+    ``(what was read, its ref, its commit)`` (for a kept tip: ``<branch> (kept <sha>)``, no
+    ref), or ``None`` when there was none or it holds no files there (its attempt never
+    checkpointed)."""
     twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
     found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
              if twin.match(ref)}
-    if not found:
+    if not found and kept and clone.fetch_commit(kept):
+        found = {f"refs/heads/{branch} (kept {kept[:12]})": kept}
+    elif not found:
         return None
-    for ref in found:
-        clone.fetch_branch(ref)
+    else:
+        for ref in found:
+            clone.fetch_branch(ref)
     ref = max(found, key=lambda r: clone.commit_time(found[r]) or 0.0)
     tip = found[ref]
     if not clone.files_under(tip, [path + "/"]):
@@ -248,7 +311,7 @@ def restore_directory(clone: Clone, branch: str, path: str, directory: Path) -> 
                 break
             clone.fetch_objects(missing)
     _extract(clone, tip, path, directory)
-    return ref[len("refs/heads/"):]
+    return ref[len("refs/heads/"):], ref if " " not in ref else "", tip
 
 
 def _extract(clone: Clone, tip: str, path: str, directory: Path) -> None:

@@ -2,14 +2,19 @@
 
 ``jobs.txt`` holds queued jobs, one per line (user job functions read and rewrite it).
 ``running.txt``, ``done.txt`` and ``failed.txt`` hold one tab-separated record per line:
-``job, worker, UTC time, attempt[, reason]``. ``attempts.txt`` remembers ``job, attempts`` for jobs
-that were given back to the queue after their worker went silent. The layout is documented in
-``docs/protocol.md`` and in :mod:`distribute.protocol`; this module only parses, checks and
+``job, worker, UTC time, attempt[, reason]``; a ``failed.txt`` record may end with a sixth
+field, the last commit of the failed attempt's branch (its *kept tip*: the failure's commit on
+master has it as a second parent, and the branch itself is deleted). ``attempts.txt`` remembers
+``job, attempts`` for jobs that were given back to the queue after their worker went silent;
+``resume.txt`` names ``job, branch[, kept tip]`` for jobs whose next attempt starts from a
+checkpoint. The layout is documented in ``docs/protocol.md`` and in :mod:`distribute.protocol`;
+this module only parses, checks and
 rewrites those files — it never runs git.
 """
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -34,6 +39,8 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
 __all__ = ["Entry", "Ledger", "check_job", "job_slug", "utc_now", "read_lines", "split_lines",
            "QUEUE_FILE", "RUNNING_FILE", "DONE_FILE", "FAILED_FILE", "ATTEMPTS_FILE",
            "RESUME_FILE", "PARENTS_FILE", "LEDGER_FILES", "UPDATES_DIR"]
@@ -46,7 +53,9 @@ def _clean_field(text: str, limit: int = 500) -> str:
 @dataclass
 class Entry:
     """One record of ``running.txt``, ``done.txt`` or ``failed.txt``. The fifth field is the
-    ``reason`` in ``failed.txt`` and the worker's ``session`` in ``running.txt``."""
+    ``reason`` in ``failed.txt`` and the worker's ``session`` in ``running.txt``; a sixth, in
+    ``failed.txt``, the failed attempt's kept ``tip`` (the last commit of its branch, in
+    master's history since the failure: see ``docs/protocol.md``, "Failed jobs' branches")."""
 
     job: str
     worker: str = ""
@@ -54,20 +63,25 @@ class Entry:
     attempt: int = 1
     reason: str = ""
     session: str = ""
+    tip: str = ""
 
     def line(self) -> str:
         """The record as one tab-separated line."""
         fields = [self.job, self.worker, self.at, str(self.attempt)]
-        if self.reason or self.session:
+        if self.reason or self.session or self.tip:
             fields.append(_clean_field(self.reason or self.session))
+        if self.tip:
+            fields.append(self.tip)
         return "\t".join(fields)
 
     @classmethod
     def parse(cls, line: str) -> "Entry":
+        """The record of one ledger line (a sixth field that is a commit: the kept tip)."""
         parts = line.split("\t")
+        tip = parts.pop() if len(parts) > 5 and _SHA.match(parts[-1]) else ""
         attempt = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 1
         worker, at = (parts[1:3] + ["", ""])[:2]
-        return cls(parts[0], worker, at, attempt, "\t".join(parts[4:]))
+        return cls(parts[0], worker, at, attempt, "\t".join(parts[4:]), tip=tip)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -105,6 +119,8 @@ class Ledger:
     attempts: dict[str, int] = field(default_factory=dict)
     #: ``{job: branch}``: where the next (or running) attempt of a job resumes from.
     resume: dict[str, str] = field(default_factory=dict)
+    #: ``{job: commit}``: the kept tip of that branch, when the branch was deleted (a failure).
+    resume_tips: dict[str, str] = field(default_factory=dict)
     #: ``{job: [parent, ...]}`` of jobs queued after others, until they end (``parents.txt``).
     parents: dict[str, list[str]] = field(default_factory=dict)
     _done_index: tuple[int, frozenset[str]] = field(default=(-1, frozenset()), init=False,
@@ -129,9 +145,13 @@ class Ledger:
             if job and count.isdigit():
                 attempts[job] = int(count)
         resume: dict[str, str] = {}
+        tips: dict[str, str] = {}
         for line in split_lines(text_of(RESUME_FILE)):
             job, _, branch = line.partition("\t")
+            branch, _, tip = branch.partition("\t")
             resume[job] = branch.strip()
+            if _SHA.match(tip.strip()):
+                tips[job] = tip.strip()
         entries = {name: [Entry.parse(line) for line in split_lines(text_of(name))]
                    for name in (RUNNING_FILE, DONE_FILE, FAILED_FILE)}
         for entry in entries[RUNNING_FILE]:
@@ -143,6 +163,7 @@ class Ledger:
         return cls(queued=split_lines(text_of(QUEUE_FILE)), running=entries[RUNNING_FILE],
                    done=entries[DONE_FILE], failed=entries[FAILED_FILE], attempts=attempts,
                    resume={job: branch for job, branch in resume.items() if job and branch},
+                   resume_tips={job: tip for job, tip in tips.items() if resume.get(job)},
                    parents={job: above for job, above in parents.items() if job and above})
 
     def write(self, root: Path, queue: bool = False) -> None:
@@ -157,7 +178,9 @@ class Ledger:
         else:
             (root / ATTEMPTS_FILE).unlink(missing_ok=True)
         if self.resume:
-            _write_lines(root / RESUME_FILE, [f"{j}\t{b}" for j, b in self.resume.items()])
+            _write_lines(root / RESUME_FILE, [
+                f"{j}\t{b}" + (f"\t{self.resume_tips[j]}" if self.resume_tips.get(j) else "")
+                for j, b in self.resume.items()])
         else:
             (root / RESUME_FILE).unlink(missing_ok=True)
         if self.parents:
@@ -218,17 +241,18 @@ class Ledger:
     def finish(self, job: str, worker: str) -> Entry:
         """Move ``job`` from running to done."""
         entry = self._take_running(job)
-        self.resume.pop(job, None)
+        self._drop_resume(job)
         done = Entry(job, worker, utc_now(), entry.attempt)
         self.done.append(done)
         self._release_children(job)
         return done
 
-    def fail(self, job: str, worker: str, reason: str) -> Entry:
-        """Move ``job`` from running to failed with ``reason``."""
+    def fail(self, job: str, worker: str, reason: str, tip: str = "") -> Entry:
+        """Move ``job`` from running to failed with ``reason`` (and the kept ``tip`` of its
+        branch, if the failure's commit keeps it)."""
         entry = self._take_running(job)
-        self.resume.pop(job, None)
-        failed = Entry(job, worker, utc_now(), entry.attempt, reason or "failed")
+        self._drop_resume(job)
+        failed = Entry(job, worker, utc_now(), entry.attempt, reason or "failed", tip=tip)
         self.failed.append(failed)
         self.fail_children(job, worker)
         return failed
@@ -241,7 +265,7 @@ class Ledger:
         Returns ``True`` if the job was queued again, ``False`` if it went to failed.
         """
         entry = self._take_running(job)
-        self.resume.pop(job, None)
+        self._drop_resume(job)
         if entry.attempt >= max_attempts:
             self.failed.append(Entry(job, entry.worker, utc_now(), entry.attempt,
                                      f"{why}; gave up after {entry.attempt} attempts"))
@@ -256,8 +280,16 @@ class Ledger:
 
     def resume_from(self, job: str, entry: Entry) -> None:
         """Let the next attempt of ``job`` start from the checkpoint of the attempt recorded in
-        ``entry`` (a running or failed record: its worker and attempt name the branch)."""
+        ``entry`` (a running or failed record: its worker and attempt name the branch; a failed
+        record's kept tip is where the checkpoint is when that branch is gone)."""
+        self._drop_resume(job)
         self.resume[job] = job_branch(entry.worker, job, entry.attempt)
+        if entry.tip:
+            self.resume_tips[job] = entry.tip
+
+    def _drop_resume(self, job: str) -> None:
+        self.resume.pop(job, None)
+        self.resume_tips.pop(job, None)
 
     def give_back(self, job: str, worker: str, branch: str = "") -> bool:
         """Put ``worker``'s running ``job`` back at the head of the queue, its attempt not
@@ -271,12 +303,15 @@ class Ledger:
         if entry.attempt > 1:
             self.attempts[job] = entry.attempt - 1
         if branch:
+            self._drop_resume(job)
             self.resume[job] = branch
         return True
 
-    def close(self, job: str, worker: str, reason: Optional[str], session: str = "") -> Entry:
-        """Finish (``reason`` is ``None``) or fail ``worker``'s job, taking it back first if it was
-        requeued or taken over by another worker while ``worker`` was silent."""
+    def close(self, job: str, worker: str, reason: Optional[str], session: str = "",
+              tip: str = "") -> Entry:
+        """Finish (``reason`` is ``None``) or fail ``worker``'s job (``tip``: its kept tip, see
+        :meth:`fail`), taking it back first if it was requeued or taken over by another worker
+        while ``worker`` was silent."""
         entry = self.running_entry(job)
         if entry is None or entry.worker != worker or (session and entry.session not in ("",
                                                                                         session)):
@@ -288,7 +323,7 @@ class Ledger:
                 self.queued.remove(job)
             self.attempts.pop(job, None)
             self.claim(job, worker, session)
-        return self.finish(job, worker) if reason is None else self.fail(job, worker, reason)
+        return self.finish(job, worker) if reason is None else self.fail(job, worker, reason, tip)
 
     # ---- pipelines: jobs queued after others (parents.txt) ------------------------------------
     def add_after(self, job: str, parents: list[str], by: str,

@@ -92,7 +92,8 @@ def run_worker_loop(worker: Worker, run_func: RunFunc,
     Each job is taken with ``worker.get_next_job(next_job_func)``; ``run_func(job, worker)`` writes
     into ``worker.job_dir`` (and may call ``worker.commit_update()``); then the job is finished. An
     exception becomes ``fail_job("<Type>: <message>")`` with the full traceback committed to the job
-    branch as ``traceback.txt``; a merge conflict at finish fails the job too.
+    branch as ``traceback.txt`` (kept in master's history by the failure, its commit named in
+    ``failed.txt``); a merge conflict at finish fails the job too.
 
     When no job is available: with ``exit_when_queue_empty`` the loop ends; with ``idle_exit`` it
     ends once nothing is queued, waiting or running anywhere (it keeps looking while other

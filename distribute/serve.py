@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 from .archive import roll_into_segment
 from .claims import NextJobFunc, fair_share, next_job_spec, take
 from .exceptions import JobStateError
-from .jobbranch import changed_only, merge_job, merged_fast, take_directory
+from .jobbranch import changed_only, keep_failed, merge_job, merged_fast, take_directory
 from .ledger import Ledger
 from .pipeline import FollowUp, queue_follow_ups
 from .protocol import (
@@ -60,17 +60,20 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session: str,
                  reason: Optional[str], note: str = "",
                  hooks: Optional[Callable[[], None]] = None,
-                 answers: Optional[str] = None, follow_ups: Sequence[FollowUp] = ()) -> None:
+                 answers: Optional[str] = None, follow_ups: Sequence[FollowUp] = (),
+                 kept: str = "") -> None:
     """Move worker ``name``'s (process ``session``) ``job`` to done (``reason`` is ``None``; a merge
-    made just before is amended with the ledger edit) or failed, in one commit of ``txn``; older
+    made just before is amended with the ledger edit) or failed (``kept``: the failed branch's tip
+    that :func:`~distribute.jobbranch.keep_failed` just made a parent, amended the same way, and
+    recorded in ``failed.txt``), in one commit of ``txn``; older
     done records roll into a segment in that commit, waiting jobs whose last parent it was are
     queued (a failure fails them), and a finish queues ``follow_ups``
     (:func:`~distribute.pipeline.queue_follow_ups`). ``hooks`` run before the commit;
     ``answers`` is the request part the commit answers (when it is made for a waiter)."""
     ws = txn.workspace
-    amend = reason is None and merged_fast(ws.clone)
+    amend = (reason is None or bool(kept)) and merged_fast(ws.clone)
     queue_before = list(ledger.queued)
-    ledger.close(job, name, reason, session)
+    ledger.close(job, name, reason, session, kept)
     queued = queue_follow_ups(ledger, job, name, follow_ups) if reason is None else 0
     archived = ledger.roll()
     ledger.write(ws.root, queue=ledger.queued != queue_before)
@@ -87,25 +90,31 @@ def record_close(txn: Transaction, ledger: Ledger, job: str, name: str, session:
 def close_own_job(txn: Transaction, job: str, name: str, session: str, branch: str,
                   reason: Optional[str], claim_head: Optional[str],
                   hooks: Sequence[Callable[[], None]] = (),
-                  follow_ups: Sequence[FollowUp] = ()) -> None:
+                  follow_ups: Sequence[FollowUp] = (), tip: str = "", pushed: str = "") -> None:
     """The holder's own close in ``txn``: merge ``job``'s ``branch`` (claimed on ``claim_head``)
     unless failing, and move the job to done (queueing ``follow_ups``) or failed
-    (:func:`record_close`), running ``hooks`` before its commit. Raises :class:`JobStateError`
-    when another worker did the job meanwhile."""
+    (:func:`record_close`), running ``hooks`` before its commit; a failure keeps the branch's
+    ``tip`` in master's history and deletes the branch (``pushed``: its value on the remote;
+    :func:`~distribute.jobbranch.keep_failed`). Raises :class:`JobStateError` when another
+    worker did the job meanwhile."""
     ledger = txn.workspace.ledger()
     entry = ledger.running_entry(job)
     if (entry is None or entry.worker != name) and ledger.is_done(job):
         raise JobStateError(f"job {job!r} was already done by another worker; "
                             f"this result stays on branch {branch}")
+    kept = ""
     if reason is None:
         merge_job(txn.workspace.clone, job, job_path(job, txn.workspace.layout), claim_head,
                   branch)
+    else:
+        kept = keep_failed(txn, branch, tip, pushed)
+
     def run_hooks() -> None:
         for hook in hooks:
             hook()
 
     record_close(txn, ledger, job, name, session, reason, hooks=run_hooks,
-                 follow_ups=follow_ups)
+                 follow_ups=follow_ups, kept=kept)
 
 
 def requests_in_line(txn: Transaction) -> list[tuple[str, str, Request]]:
@@ -210,13 +219,16 @@ def _close_for(worker: "Worker", txn: Transaction, request: Request,
                 "HEAD", job_path(close.job, ws.layout)) is not None):
             return False
     for close in closes:
+        kept, pushed = "", close.pushed if _SHA.match(close.pushed) else ""
         if close.reason is None:
             take_directory(ws.clone, job_path(close.job, ws.layout), close.tip)
-            if _SHA.match(close.pushed):
-                txn.optional.append(RefUpdate(f"refs/heads/{close.branch}", None,
-                                              expect=close.pushed))
+            if pushed:
+                txn.optional.append(RefUpdate(f"refs/heads/{close.branch}", None, expect=pushed))
+        else:  # (the marker's parent is the tip: our fetch brought it)
+            kept = keep_failed(txn, close.branch, close.tip if _SHA.match(close.tip) else "",
+                               pushed)
         record_close(txn, ledger, close.job, request.worker, request.session, close.reason,
-                     served_note(worker.name), answers=f"{request.id} close")
+                     served_note(worker.name), answers=f"{request.id} close", kept=kept)
     return True
 
 

@@ -105,10 +105,16 @@ def test_give_back_then_take_again_with_the_same_name(file_remote: str, tmp_path
     Path(worker.job_dir, "partial.txt").write_text("first try")
     worker.give_back_job()
     assert ledger_file(file_remote, "jobs.txt", tmp_path) == ["a"]
+    first_try = git_out(file_remote, "rev-parse", "w/a", tmp=tmp_path).strip()
     assert worker.get_next_job(queue_jobs_func) == "a"
-    assert worker.working_branch.startswith("w/a-")  # w/a is kept with the first try's work
+    assert worker.working_branch.startswith("w/a-")  # w/a was kept with the first try's work
     worker.finish_job()
-    assert git_out(file_remote, "show", f"w/a:{job_path('a')}/partial.txt", tmp=tmp_path) == "first try"
+    # resumed from it: its commit is in this attempt's history, merged; the branch is gone
+    assert git_out(file_remote, "show", f"master:{job_path('a')}/partial.txt",
+                   tmp=tmp_path) == "first try"
+    assert first_try in git_out(file_remote, "rev-list", "master", tmp=tmp_path).split()
+    assert "refs/heads/w/a" not in git_out(file_remote, "for-each-ref", "--format=%(refname)",
+                                           tmp=tmp_path).split()
     assert ledger_file(file_remote, "done.txt", tmp_path)[0].startswith("a\tw\t")
 
 

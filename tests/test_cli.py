@@ -12,7 +12,7 @@ import pytest
 
 from support.gitservers import SmartHttpServer, make_bare
 from support.processes import Run, cli_env, wait_line
-from support.remotes import git_out, jobs_in
+from support.remotes import git_out, jobs_in, ledger_file
 
 from distribute.protocol import job_path
 
@@ -92,7 +92,10 @@ def test_exception_fails_job_with_traceback_on_branch(cli: Run, file_remote: str
     assert set(failed) == {"job", "worker", "at", "reason", "attempt"}
     assert (failed["job"], failed["worker"], failed["reason"], failed["attempt"]) == \
         ("boom-1", "w", "ValueError: boom in boom-1", 1)
-    trace = git_out(file_remote, "show", f"w/boom-1:{job_path('boom-1')}/traceback.txt", tmp=tmp_path)
+    # (on the failed attempt's last commit, which failed.txt names and master's history keeps)
+    tip = ledger_file(file_remote, "failed.txt", tmp_path)[0].split("\t")[5]
+    assert git_out(file_remote, "rev-parse", "master^2", tmp=tmp_path).strip() == tip
+    trace = git_out(file_remote, "show", f"{tip}:{job_path('boom-1')}/traceback.txt", tmp=tmp_path)
     assert "Traceback" in trace and 'raise ValueError(f"boom in {job}")' in trace
     master = git_out(file_remote, "ls-tree", "-r", "--name-only", "master", tmp=tmp_path)
     assert "traceback.txt" not in master and f"{job_path('good')}/result.txt" in master

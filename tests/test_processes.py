@@ -84,9 +84,13 @@ def test_worker_killed_mid_job(file_remote: str, tmp_path: Path, max_attempts: i
         assert [l.split("\t")[:2] for l in failed] == [["first", "victim"]]
         assert "gave up after 1 attempts" in failed[0]
         assert sorted(jobs_in(file_remote, "done.txt", tmp_path)) == ["second", "third"]
-    # the dead worker's partial result stays on its branch
-    assert git_out(file_remote, "show", f"victim/first:{job_path('first')}/result.txt",
-                   tmp=tmp_path) == "first by victim\n"
+    if expect == "done":  # the attempt resuming from the dead one's branch took it in
+        refs = git_out(file_remote, "for-each-ref", "--format=%(refname)", tmp=tmp_path).split()
+        assert "refs/heads/victim/first" not in refs
+        assert "partial result" in story  # (the dead attempt's checkpoint, in master's history)
+    else:  # the dead worker's partial result stays on its branch
+        assert git_out(file_remote, "show", f"victim/first:{job_path('first')}/result.txt",
+                       tmp=tmp_path) == "first by victim\n"
 
 
 def test_two_processes_one_local_copy(file_remote: str, tmp_path: Path) -> None:

@@ -90,6 +90,9 @@ def test_a_killed_workers_job_resumes_at_its_last_checkpoint(file_remote: str,
     assert starts(file_remote, "beta", tmp_path) == [["1", "0", "heir"]]
     assert git_out(file_remote, "show", f"master:{job_path('alpha')}/progress.txt",
                    tmp=tmp_path) == "8\n"
+    # the dead attempt's branch went with the first checkpoint of the one resuming from it
+    assert git_out(file_remote, "for-each-ref", "--format=%(refname)", "refs/heads/",
+                   tmp=tmp_path).split() == ["refs/heads/master"]
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.faultplan import FaultPlan, Rates, busy_answer, ok_answer
-from support.invariants import check_remote, done_records
+from support.invariants import check_remote, done_records, records
 from support.simulation import Config, job_names, run_seed, run_seeds
 
 from distribute.repo import faults
@@ -84,6 +84,27 @@ def test_a_worker_killed_mid_job_is_covered(tmp_path: Path) -> None:
     done = done_records(tmp_path / "remote.git")
     assert sorted(e.job for e in done) == job_names(4)
     assert {e.worker for e in done} == {"w0"}
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_a_worker_killed_at_its_failures_push(tmp_path: Path, after: bool) -> None:
+    """Every job fails on its first run; w1 (closing its jobs itself: a close hook) dies at the
+    push of its first failure, which deletes its job branch, before or after the push ran: the
+    failure landed whole (recorded, its tip a second parent on master, no branch left) or not at
+    all (the job requeued after the lease and run again by w0); every invariant holds."""
+    config = Config(9, workers=2, jobs=4, faults=True, kills=True)
+    config.checkpoint, config.chain, config.retrying = 0.3, False, False
+    config.fail_once = set(job_names(4))
+    config.rates = Rates(kill_at_delete={"w1": "refs/heads/w1/"}, kill_after={"w1": after})
+    config.unserved = {"w1"}
+    result = run_seed(9, config=config, keep=tmp_path)
+    assert result.ok, result.message()
+    assert result.faults == {"kill": 1}
+    failed = records(tmp_path / "remote.git", "failed.txt")
+    done = done_records(tmp_path / "remote.git")
+    assert sorted([e.job for e in failed] + [e.job for e in done]) == job_names(4)
+    assert failed and all(e.tip for e in failed)  # (each failure kept its attempt's commits)
+    assert ("w1" in {e.worker for e in failed}) == after  # (its failure landed, or not)
 
 
 def test_checker_detects_a_broken_ledger(tmp_path: Path) -> None:

@@ -145,9 +145,10 @@ def legacy_remote(tmp: Path, done: int) -> tuple[Path, str, str]:
     bigremote.build(bare, done, queued=2, layout=FLAT, segmented=False, branches=True)
     extra = bare_git(bare, "commit-tree", "-p", "master", "-m", "more work",
                      "master^{tree}").strip()
-    for ref, sha in (("w1/job0000002", extra),  # w1 finished it, but this tip is not in master
-                     ("w5/job0000001", "master"),  # w0 finished job0000001, not w5
+    for ref, sha in (("w1/job0000002", extra),  # done, but this tip is not in master: kept first
+                     ("w5/job0000001", "master"),  # w0 finished job0000001, not w5: spent too
                      ("w0/job0000001@2", "master"),  # another attempt, merged: spent
+                     ("w1/q0001", extra), ("w5/q0002", "master"),  # queued jobs': they stay
                      ("w0/unknown", "master"), ("feature/x", "master")):
         bare_git(bare, "update-ref", f"refs/heads/{ref}", sha)
     return bare, f"file://{bare}", extra
@@ -159,7 +160,12 @@ def heads(bare: Path) -> dict[str, str]:
 
 
 KEPT = ["refs/heads/feature/x", "refs/heads/master", "refs/heads/w0/unknown",
-        "refs/heads/w1/job0000002", "refs/heads/w5/job0000001"]
+        "refs/heads/w1/q0001", "refs/heads/w5/q0002"]
+
+
+def in_master(bare: Path, commit: str) -> bool:
+    return subprocess.run(["git", "--git-dir", str(bare), "merge-base", "--is-ancestor", commit,
+                           "master"]).returncode == 0
 
 
 def test_prune_deletes_spent_branches_in_batches_and_nothing_else(tmp_path: Path) -> None:
@@ -167,10 +173,11 @@ def test_prune_deletes_spent_branches_in_batches_and_nothing_else(tmp_path: Path
     worker = worker_from_url(url, tmp_path / "copy", "pruner")
     deleted, recorder = recorded_prune(worker, 60)
     assert sorted(heads(bare)) == KEPT
-    assert heads(bare)["refs/heads/w1/job0000002"] == extra
-    assert len(deleted["branches"]) == 700 - 1 + 1 and "refs/heads/w0/job0000001@2" in \
+    assert heads(bare)["refs/heads/w1/q0001"] == extra
+    assert deleted["kept"] == ["refs/heads/w1/job0000002"] and in_master(bare, extra)
+    assert len(deleted["branches"]) == 700 + 2 and "refs/heads/w0/job0000001@2" in \
         deleted["branches"]
-    pushes = [c for c in recorder.commands if command_of(c) == "push"]
+    pushes = [c for c in recorder.commands if command_of(c) == "push" and "--prune" in c]
     assert 700 / 60 <= len(pushes) <= 3 * 700 / 60  # batches of at most 60 refs, none tiny
     assert all("--force-with-lease" in c and "--atomic" in c for c in pushes)
     assert not worker.clone.local_refs("refs/distribute-prune/")  # nothing left behind
@@ -222,7 +229,7 @@ def test_a_branch_that_changes_while_prune_pushes_stays_as_it_is(tmp_path: Path,
         assert meddler.removed in KEPT and meddler.removed not in left  # not made again
     assert sorted(set(left) - {meddler.moved, meddler.created}) == sorted(
         set(KEPT) - {meddler.removed})  # the rest went
-    assert len(deleted["branches"]) == 300 - (mode == "move")
+    assert len(deleted["branches"]) == 302 - (mode == "move")
     worker.close()
 
 
@@ -259,10 +266,10 @@ def test_many_branches_are_named_once_with_what_to_run(tmp_path: Path,
         worker_from_url(url, tmp_path / "w", "w").close()
         worker = worker_from_url(url, tmp_path / "w", "w")  # (the same copy again)
     said = [r.getMessage() for r in caplog.records if "branches" in r.getMessage()]
-    assert len(said) == 1 and "keeps 125 branches" in said[0], said
+    assert len(said) == 1 and "keeps 127 branches" in said[0], said
     assert f"distribute prune {url}" in said[0] and "MB" in said[0]
     hint = maintenance.prune_hint(worker, url)
-    assert hint is not None and "keeps 124 branches" in hint and "distribute prune" in hint
+    assert hint is not None and "keeps 126 branches" in hint and "distribute prune" in hint
     monkeypatch.setattr(maintenance, "MANY_BRANCHES", 1000)
     assert maintenance.prune_hint(worker, url) is None
     worker.close()
@@ -284,9 +291,10 @@ def test_prune_over_http_posts_its_batches_and_keeps_what_it_must(tmp_path: Path
         worker = worker_from_url(url, tmp_path / "copy", "pruner")
         deleted, recorder = recorded_prune(worker, 60)
         worker.close()
-    assert sorted(heads(bare)) == KEPT and heads(bare)["refs/heads/w1/job0000002"] == extra
-    assert len(deleted["branches"]) == 700
-    assert not [c for c in recorder.commands if command_of(c) == "push"]  # (no git push)
+    assert sorted(heads(bare)) == KEPT and in_master(bare, extra)
+    assert len(deleted["branches"]) == 702
+    # (no git push but the lock's and the one commit keeping w1/job0000002's tip)
+    assert not [c for c in recorder.commands if command_of(c) == "push" and "--prune" in c]
 
 
 class MoveBeforePost:
@@ -316,7 +324,7 @@ def test_over_http_a_branch_that_moves_while_prune_deletes_stays(tmp_path: Path)
         worker.close()
     left = heads(bare)
     assert left.pop("refs/heads/w2/job0000003") == extra and left.pop("refs/heads/w2/job0000003x")
-    assert sorted(left) == KEPT and len(deleted["branches"]) == 299
+    assert sorted(left) == KEPT and len(deleted["branches"]) == 301
 
 
 def test_over_http_credentials_come_from_git_and_unknown_settings_mean_git_push(
@@ -329,7 +337,7 @@ def test_over_http_credentials_come_from_git_and_unknown_settings_mean_git_push(
     with server:
         url = server.url("old.git", with_credentials=False)
         worker = worker_from_url(url, tmp_path / "copy", "pruner")
-        assert len(prune(worker, batch=80)["branches"]) == 200  # (asked git for them)
+        assert len(prune(worker, batch=80)["branches"]) == 202  # (asked git for them)
         assert sorted(heads(bare)) == KEPT
         worker.close()
         for ref in ("w0/job0000009", "w1/job0000010"):  # two more spent branches

@@ -19,12 +19,16 @@ def register(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -
         "refused while jobs run. Says what `prune` would do when the remote keeps many branches.",
         epilog="example:\n  distribute upgrade file:///srv/jobs.git")
     add_remote_argument(p)
-    text = "delete refs nobody needs: idle heartbeats, old wait refs, branches of done jobs"
+    text = ("delete refs nobody needs: idle heartbeats, old wait refs, branches of done and "
+            "failed jobs")
     p = add_command(
         subparsers, "prune", text, cmd_prune, parents, description=text + ". Safe while workers "
-        "run (a live worker pushes its heartbeat again). A branch goes only when the worker it "
-        "names finished its job and its tip is in master's history, and only if unchanged; "
-        "failed, running and unmerged branches stay. Thousands of branches per push.",
+        "run (a live worker pushes its heartbeat again). A job branch goes when its job is done "
+        "or failed (not queued, running, or resuming from it) and its tip is in master's "
+        "history, and only if unchanged: a failed job's branch kept by an older version, or an "
+        "attempt that never merged, first has its tip put into master's history (one commit per "
+        "100 branches, the failed record noting it for `requeue --resume`), so no commit is "
+        "lost. Thousands of branches per push.",
         epilog="examples:\n  distribute prune file:///srv/jobs.git\n"
                "  distribute prune file:///srv/jobs.git --keep-branches")
     add_remote_argument(p)
@@ -63,5 +67,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         deleted = prune(worker, branches=not args.keep_branches)
     say(f"deleted {plural(len(deleted['heartbeats']), 'heartbeat ref')}, "
         f"{plural(len(deleted['waits']), 'wait ref')} and "
-        f"{plural(len(deleted['branches']), 'job branch')} on {url}")
+        f"{plural(len(deleted['branches']), 'job branch')} on {url}"
+        + (f" ({plural(len(deleted['kept']), 'branch')} of failed or unmerged "
+           "attempts first kept in master's history)" if deleted["kept"] else ""))
     return 0

@@ -154,9 +154,18 @@ def slug_path(slug: str, layout: int = SHARDED) -> str:
     return f"{UPDATES_DIR}/{digest[:2]}/{digest[2:4]}/{slug}"
 
 
+#: Done segments up to this number lie in ``done/`` itself (where every remote made before the
+#: bound kept them all); later ones in ``done/<seq // 1000>/`` (three digits or more), so that no
+#: directory holds more than about 1 000 entries however many jobs are done.
+SEGMENTS_FLAT = 999
+
+
 def segment_path(seq: int) -> str:
-    """The path of done segment number ``seq`` (1, 2, ...)."""
-    return f"{DONE_DIR}/{seq:06d}.txt"
+    """The path of done segment number ``seq`` (1, 2, ...): ``done/000001.txt`` …
+    ``done/000999.txt``, then ``done/001/001000.txt``, ``done/001/001001.txt`` …"""
+    if seq <= SEGMENTS_FLAT:
+        return f"{DONE_DIR}/{seq:06d}.txt"
+    return f"{DONE_DIR}/{seq // 1000:03d}/{seq:06d}.txt"
 
 
 def layout_text(layout: int, namespace: str = COORD_PREFIX) -> str:

@@ -54,8 +54,8 @@ def note_many_branches(clone: Clone, url: str) -> Optional[int]:
     if len(heads) >= MANY_BRANCHES:
         log.warning("%s keeps %d branches: every push of every worker downloads their list "
                     "(%.1f MB) and waits for the server's checks over it; `distribute prune %s` "
-                    "deletes those of done jobs (see docs/cli.md)", redact(url), len(heads),
-                    sum(len(ref) + 42 for ref in heads) / 1e6, redact(url))
+                    "deletes those of done and failed jobs (see docs/cli.md)", redact(url),
+                    len(heads), sum(len(ref) + 42 for ref in heads) / 1e6, redact(url))
     return len(heads)
 
 

@@ -109,6 +109,10 @@ class ObjectReader(GitProcess):
         """How many merge commits ``base..head`` holds."""
         return int(self.git("rev-list", "--min-parents=2", "--count", f"{base}..{head}").strip())
 
+    def has_commit(self, sha: str) -> bool:
+        """Whether the commit ``sha`` is in this copy."""
+        return self.run("cat-file", "-e", f"{sha}^{{commit}}")[0] == 0
+
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether ``ancestor`` is in the history of ``descendant`` (or is it)."""
         return self.run("merge-base", "--is-ancestor", ancestor, descendant)[0] == 0

@@ -219,6 +219,20 @@ class Transport(Namespaced):
                 "--no-write-fetch-head", "--filter=blob:none", "origin", *shas]
         return self._network(args, what="fetch of missing objects")[0] == 0
 
+    def fetch_commit(self, sha: str) -> bool:
+        """Make the remote's commit ``sha`` local (with what this copy fetches of its history:
+        a partial copy's filter applies), e.g. a failed job's kept tip, which no ref but
+        ``master`` reaches; ``True`` when it is here. Asked for by its id: protocol v2 (only v2
+        may ask for any object, so ``-c`` first, also over ``git://``)."""
+        def here() -> bool:
+            return self.run("cat-file", "-e", f"{sha}^{{commit}}")[0] == 0
+
+        if here():
+            return True
+        self._network(["-c", "protocol.version=2", "fetch", "--quiet", "--no-tags",
+                       "--no-write-fetch-head", "origin", sha], what="fetch")
+        return here()
+
     def ls_remote(self, *patterns: str, cheap: bool = False) -> dict[str, str]:
         """Return ``{ref: sha}`` for the remote refs matching ``patterns`` (one round trip).
         ``cheap``: one HTTP request instead of two (protocol v0), for frequent idle looks."""

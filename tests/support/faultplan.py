@@ -66,6 +66,10 @@ class Rates:
     #: ``{worker: prefix}``: the worker dies at its first push of a ref starting with ``prefix``
     #: (e.g. its job branch: mid-job), before it runs.
     kill_at_push: dict[str, str] = field(default_factory=dict)
+    #: ``{worker: prefix}``: the worker dies at its first push deleting a ref starting with
+    #: ``prefix`` (e.g. its job branch: a finish or a failure), after it ran if ``kill_after``
+    #: says so for that worker, else before.
+    kill_at_delete: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def for_seed(cls, seed: int, workers: list[str], lock_lease_s: float,
@@ -142,6 +146,13 @@ class FaultPlan:
         command = command_of(args)
         prefix = self.rates.kill_at_push.get(worker)
         if prefix and command == "push" and any(f":{prefix}" in arg for arg in args):
+            self.kill(worker)
+            self._count("kill", worker, index, args)
+            raise SimulatedKill(worker)
+        prefix = self.rates.kill_at_delete.get(worker)
+        if prefix and command == "push" and any(arg.startswith(f":{prefix}") for arg in args):
+            if self.rates.kill_after.get(worker):
+                run()
             self.kill(worker)
             self._count("kill", worker, index, args)
             raise SimulatedKill(worker)

@@ -105,6 +105,8 @@ class Config:
     batch: int = 1  #: the workers' max_batch (see distribute.batch)
     fail_once: set[str] = field(default_factory=set)
     rates: Rates = field(default_factory=Rates)
+    #: Workers with a close hook (a no-op): they close their jobs themselves, never by request.
+    unserved: set[str] = field(default_factory=set)
 
     def draw(self) -> "Config":
         """Fill in the seed's choices: chaining, the retrying function, checkpoints, the jobs
@@ -315,6 +317,8 @@ def _worker_main(run: _Run, url: str, path: Path, name: str) -> None:
     except SimulatedKill:
         return
     worker.max_batch = config.batch
+    if name in config.unserved:
+        worker.add_close_hook(lambda *_: None)
     if run.plan is not None:
         run.plan.arm(name)
     try:
