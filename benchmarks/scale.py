@@ -103,8 +103,11 @@ def measure(servers: Servers, kind: str, sizes: list[int], cycles: int, flat: bo
     for label, url in urls.items():
         if "flat" in label:
             for command in ("upgrade", "prune"):
+                started = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "distribute", command, url], env=env,
                                check=True, capture_output=True)
+                print(f"{command} of {label} took {time.perf_counter() - started:.1f}s",
+                      flush=True)
     workers, readies = {}, {}
     for label, url in urls.items():
         readies[label] = ready(url, tmp / f"{kind}-{label.replace(' ', '_').replace(',', '')}")
