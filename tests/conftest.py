@@ -98,6 +98,16 @@ def http_server(tmp_path: Path) -> Iterator[SmartHttpServer]:
         yield s
 
 
+@pytest.fixture
+def http(tmp_path: Path) -> Iterator[SmartHttpServer]:
+    """A smart-HTTP git server over an empty ``tmp_path/hosts``: the test makes its repositories
+    there (e.g. the emulated hosts of :mod:`support.hosts`)."""
+    root = tmp_path / "hosts"
+    root.mkdir()
+    with SmartHttpServer(root) as server:
+        yield server
+
+
 @pytest.fixture(params=["file", "daemon", "http"])
 def any_remote(request: pytest.FixtureRequest) -> str:
     """An empty remote of each transport."""

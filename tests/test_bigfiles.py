@@ -56,14 +56,6 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
         yield server
 
 
-@pytest.fixture
-def http(tmp_path: Path) -> Iterator[SmartHttpServer]:
-    root = tmp_path / "hosts"
-    root.mkdir()
-    with SmartHttpServer(root) as server:
-        yield server
-
-
 def _run_workers(tmp_path: Path, url: str, count: int, env: dict[str, str]
                  ) -> list[subprocess.CompletedProcess]:
     """Run ``count`` real ``distribute worker`` processes with the Hub mirror until the queue is

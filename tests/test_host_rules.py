@@ -33,15 +33,6 @@ from distribute.repo.refusals import custom_refs_refused, host_limit_mb, too_lar
 from distribute.repo.transport import diagnose
 
 
-@pytest.fixture
-def http(tmp_path: Path) -> Iterator[SmartHttpServer]:
-    """A smart-HTTP git server over ``tmp_path/hosts``."""
-    root = tmp_path / "hosts"
-    root.mkdir()
-    with SmartHttpServer(root) as server:
-        yield server
-
-
 def _push(tmp_path: Path, url: str, refspec: str, big: int = 0) -> subprocess.CompletedProcess:
     """Push a one-commit repository (a file of ``big`` bytes) to ``url`` as ``refspec``."""
     work = tmp_path / "w"
