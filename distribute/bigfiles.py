@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Callable, Optional, Protocol
 from .exceptions import DistributeError, FileTooLargeError
 from .protocol.pointer import Pointer, pointed_name, pointer_name
 from .redact import redact
+from .repo.pacer import is_github
 from .repo.refusals import HOST_REFUSED_SIZE, host_limit_mb
 from .settings import number_setting
 
@@ -94,8 +94,7 @@ class LargeFiles:
 def max_file_bytes(url: Optional[str]) -> Optional[int]:
     """``DISTRIBUTE_MAX_FILE_MB`` in bytes (unset: 50 MB for a GitHub remote ``url``, else no
     limit; 0: no limit)."""
-    github = bool(url) and re.search(r"(^|[@/.])github\.com[:/]", url or "") is not None
-    mb = number_setting("DISTRIBUTE_MAX_FILE_MB", fallback=50.0 if github else 0.0)
+    mb = number_setting("DISTRIBUTE_MAX_FILE_MB", fallback=50.0 if is_github(url or "") else 0.0)
     return int(mb * 1024 * 1024) if mb > 0 else None
 
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Optional
 
 from .batch import Finished
 from .bigfiles import LargeFiles, oversized, resolve_pointers, set_aside
-from .bigfiles import max_file_bytes as max_file_bytes  # (its first home: re-exported)
 from .exceptions import FileTooLargeError, MergeConflictError
 from .protocol import job_path
 from .redact import redact

@@ -23,7 +23,7 @@ from support.processes import Run, cli_env
 from support.remotes import assert_settled, jobs_in, ledger_file
 
 from distribute import DistributeError, WorkerNameError, init_remote, settings, worker_from_url
-from distribute.jobbranch import max_file_bytes
+from distribute.bigfiles import max_file_bytes
 from distribute.maintenance import prune
 from distribute.protocol import (BRANCH_COORD_PREFIX, COORD_PREFIX, check_worker_name,
                                  fetch_refspecs, from_remote, layout_text, on_remote,
