@@ -5,9 +5,10 @@
 Remotes on 127.0.0.1 built in seconds with ``tests/support/bigremote.py`` (``git fast-import``),
 laid out exactly as the library writes them: ``done.txt`` with the most recent 1 000 records and
 older ones in ``done/<seq>.txt`` segments, each done job's result under
-``updates/<ab>/<cd>/<slug>/``, the layout file; ``--flat`` adds a remote in the first layout
-(flat ``updates/<slug>/``, one big ``done.txt``, a kept branch per job) measured after
-``distribute upgrade`` and ``prune``.
+``updates/<ab>/<cd>/<slug>/``, the layout file; ``--flat`` adds two remotes in the first layout
+(flat ``updates/<slug>/``, one big ``done.txt``) of the first size: one measured after
+``distribute upgrade``, one that also keeps a branch per job measured after ``upgrade`` and
+``prune`` (both timed).
 
 Measured side by side in one run, each big remote against an *empty* one (a fresh ledger with
 queued jobs), cycles interleaved so that the machine's load hits both alike:
@@ -92,17 +93,18 @@ def measure(servers: Servers, kind: str, sizes: list[int], cycles: int, flat: bo
         print(f"built {name} ({done} done jobs) in {time.perf_counter() - started:.1f}s",
               flush=True)
         remotes[str(done)] = servers.root / name
-    if flat:
-        name = f"flat{kind}{sizes[0]}.git"
+    for branches in (False, True) if flat else ():
+        name = f"flat{kind}{sizes[0]}{'b' if branches else ''}.git"
         bigremote.build(servers.root / name, sizes[0], queued=queued, layout=1,
-                        segmented=False, branches=True)
-        remotes[f"{sizes[0]} flat, upgraded"] = servers.root / name
+                        segmented=False, branches=branches)
+        label = f"{sizes[0]} flat{' + branches' if branches else ''}, upgraded"
+        remotes[label + (", pruned" if branches else "")] = servers.root / name
     rows = []
     urls = {label: servers.remote(kind, path.name, create=False).url for label, path in remotes.items()}
     env = dict(os.environ, DISTRIBUTE_CACHE_DIR=str(tmp / f"cache-{kind}"))
     for label, url in urls.items():
         if "flat" in label:
-            for command in ("upgrade", "prune"):
+            for command in ("upgrade", "prune") if "pruned" in label else ("upgrade",):
                 started = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "distribute", command, url], env=env,
                                check=True, capture_output=True)
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--done", default="100000,1000000", help="sizes of the big remotes")
     p.add_argument("--cycles", type=int, default=12, help="cycles per remote (12)")
     p.add_argument("--flat", action="store_true",
-                   help="also a remote in the first layout, measured after upgrade and prune")
+                   help="also remotes in the first layout (with and without a branch per job), "
+                        "measured after upgrade (and prune)")
     p.add_argument("--dir", help="keep remotes and copies in DIR")
     args = p.parse_args(argv)
     sizes = [int(x) for x in args.done.split(",") if x]

@@ -12,7 +12,8 @@ from support.invariants import check_remote, done_records, records
 from support.simulation import Config, job_names, run_seed, run_seeds
 
 from distribute.repo import faults
-from distribute.repo.transport import _is_transport_error, _refused_refs, diagnose
+from distribute.repo.porcelain import refused_refs
+from distribute.repo.transport import _is_transport_error, diagnose
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def test_fault_texts_are_what_the_transport_expects() -> None:
     args = ["push", "--porcelain", "--atomic", "--force-with-lease=refs/distribute/lock:",
             "origin", "abc:refs/distribute/lock", "+def:refs/heads/master", ":refs/heads/w/j"]
     answer = busy_answer(args)
-    assert answer.count("(failed)") == 3 and _refused_refs(answer) == {}
+    assert answer.count("(failed)") == 3 and refused_refs(answer) == {}
     assert "!" not in ok_answer(args) and ok_answer(args).count("refs/") == 3
 
 

@@ -36,6 +36,8 @@ from ..settings import count_setting
 from .diagnosis import Failure, _cause, _classify, _error_class, _is_transport_error, diagnose
 from .namespace import Namespaced
 from .pacer import PUSH, READ, Pacer
+from .porcelain import busy_reason, refused_refs
+from .pushdir import PushDir
 from .refusals import raise_host_rule
 from .verify import seen_landed, verifies
 
@@ -96,6 +98,8 @@ class Transport(Namespaced):
         #: Pushes answered "ok" that were read back (:mod:`.verify`), and those not seen landed.
         self.verified_pushes = 0
         self.misreported_pushes = 0
+        #: Where a slim copy over smart HTTP pushes from (:mod:`.pushdir`), once made.
+        self._push_dir: Optional[PushDir] = None
 
     def _worth_retrying(self, err: str) -> bool:
         """Before the first contact: only what :func:`diagnose` calls transient; after it, every
@@ -301,15 +305,18 @@ class Transport(Namespaced):
         args += [f"--force-with-lease={self.on_remote(u.ref)}:{u.expect}" for u in updates
                  if u.expect is not None]
         args.append("origin")
-        args += [f"{'+' if u.expect is None and u.new else ''}{u.new or ''}:{self.on_remote(u.ref)}"
-                 for u in updates]
+        sibling = self._sibling(updates)
+        values = self._values(updates) if sibling else [u.new for u in updates]
+        args += [f"{'+' if u.expect is None and u.new else ''}{new or ''}:{self.on_remote(u.ref)}"
+                 for u, new in zip(updates, values)]
         uncertain = False
         delay = self.backoff_s
         err = ""
         for attempt in range(self.retries + 1):
             self.network_calls += 1
             with self._paced(PUSH, pacer, urgent, within_s, reserve if attempt == 0 else 0):
-                status, out, err = self._run(args)
+                status, out, err = self._run(args) if sibling is None else \
+                    sibling.push(args, self.run)
             if status == 0:
                 self.reached = True
                 if not read_back or self._seen_landed(updates, atomic, landed):
@@ -321,11 +328,11 @@ class Transport(Namespaced):
             # refs reported refused: an answer. (Over HTTP a lost answer prints "Done" too.)
             if any(line.startswith("!") for line in out.splitlines()):
                 self.reached = True
-                refused = _refused_refs(out)
+                refused = refused_refs(out)
                 raise_host_rule(refused, err)
                 refused = {self.from_remote(ref) or ref: why for ref, why in refused.items()}
                 if not refused and attempt < self.retries:  # busy: nothing changed, try again
-                    log.info("push %s; retrying", _busy_reason(out))
+                    log.info("push %s; retrying", busy_reason(out))
                     delay = self._pause(delay)
                     continue
                 if uncertain and self._landed(updates, landed, atomic):
@@ -342,6 +349,19 @@ class Transport(Namespaced):
         if self._landed(updates, landed, atomic):
             return PushResult(True)
         raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_cause(err)}"))
+
+    def _sibling(self, updates: Sequence[RefUpdate]) -> Optional[PushDir]:
+        """The sibling this push runs in (:mod:`.pushdir`): only for a slim copy over smart HTTP,
+        and only when every value pushed is known here by its id (the sibling has no refs)."""
+        git_dir = self.path / ".git"
+        if not PushDir.wanted(git_dir, self.remote_url()):
+            return None
+        if any(u.new and not _SHA.match(u.new) for u in updates) and \
+                None in [v for u, v in zip(updates, self._values(updates)) if u.new]:
+            return None
+        if self._push_dir is None:
+            self._push_dir = PushDir(git_dir)
+        return self._push_dir
 
     def _landed(self, updates: Sequence[RefUpdate], landed: Optional[Callable[[], bool]],
                 atomic: bool = True) -> bool:
@@ -403,30 +423,3 @@ class Transport(Namespaced):
         status, out, _ = self._run(["rev-parse", "--verify", "--quiet", "--end-of-options",
                                     f"{rev}^{{object}}"])
         return out.strip() if status == 0 and out.strip() else None
-
-
-#: How a ref refused only because the atomic push as a whole failed is reported: by this client,
-#: or by the server (whose ref transaction may also fail on its own, e.g. while another push
-#: locks one of the refs: a busy ref, as hosts report it, nothing changed).
-_WHOLE_PUSH_FAILED = ("atomic push failed", "atomic push failure", "atomic transaction failed",
-                      "(failed)", "failed to lock", "cannot lock ref", "unable to lock")
-
-
-def _busy_reason(porcelain: str) -> str:
-    """The first refusal reason of a push refused as a whole (for the log)."""
-    reasons = [line.split("\t")[2] for line in porcelain.splitlines()
-               if line.startswith("!") and line.count("\t") >= 2]
-    return f"refused as a whole: {reasons[0].strip() if reasons else 'no reason given'}"
-
-
-def _refused_refs(porcelain: str) -> dict[str, str]:
-    """``{ref: reason}`` from ``git push --porcelain`` output, leaving out the refs refused only
-    because the atomic push as a whole failed."""
-    refused = {}
-    for line in porcelain.splitlines():
-        if not line.startswith("!"):
-            continue
-        parts = line.split("\t")
-        if len(parts) >= 3 and not any(whole in parts[2] for whole in _WHOLE_PUSH_FAILED):
-            refused[parts[1].rpartition(":")[2]] = parts[2].strip()
-    return refused
