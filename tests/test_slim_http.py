@@ -100,3 +100,19 @@ def test_a_push_the_sibling_cannot_pack_runs_from_the_copy(big_http, tmp_path, c
     assert "q0001" in git_out(big_http.root / "r.git", "show", "master:done.txt")
     assert "s3cret" not in caplog.text
     worker.close()
+
+
+def test_a_job_writing_beside_its_directory_fetches_no_results_trees(big_http, tmp_path):
+    """Files the job changed in the checkout itself are committed through the copy's sparse
+    index; git's write-tree would expand it to every path, fetching each directory it lacks."""
+    worker = worker_from_url(big_http.url("r.git"), tmp_path / "w", name="w1")
+    copy = tmp_path / "w"
+    start = git_out(copy, "rev-parse", "refs/remotes/origin/master").strip()
+    lacking = missing_objects(copy, start)
+    assert worker.get_next_job(queue_jobs_func) == "q0001"
+    Path(worker.path, "summary.txt").write_text("from the job\n")
+    assert worker.commit_update("beside")
+    worker.finish_job()
+    assert missing_objects(copy, start) == lacking
+    assert git_out(big_http.root / "r.git", "show", "master:summary.txt") == "from the job\n"
+    worker.close()

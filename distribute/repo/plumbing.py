@@ -87,8 +87,21 @@ class Plumbing(ObjectReader):
         return self.git("hash-object", "-t", kind, "-w", "--no-filters", "--", path).strip()
 
     def write_tree(self) -> str:
-        """Write the tree of the copy's index; its sha."""
-        return self.git("write-tree").strip()
+        """Write the tree of the copy's index; its sha.
+
+        A sparse copy's tree is written by ``git commit`` (HEAD put back after): git 2.39's
+        ``write-tree`` first expands a sparse index to every path of the tree, and a partial copy
+        then fetches each directory it lacks on its own (one request per results directory)."""
+        if not (self.path / ".git" / "info" / "sparse-checkout").exists():
+            return self.git("write-tree").strip()
+        head = self.git("rev-parse", "--verify", "HEAD").strip()
+        branch = self.run("symbolic-ref", "--quiet", "HEAD")[1].strip()
+        self.git("-c", "core.hooksPath=/dev/null", "-c", "commit.gpgSign=false", "commit",
+                 "--quiet", "--no-verify", "--allow-empty", "--no-edit", "-m", "index")
+        commit = self.git("rev-parse", "HEAD").strip()
+        self.git("update-ref", "-m", "distribute: index tree", *([branch] if branch else [
+            "--no-deref", "HEAD"]), head, commit)
+        return self.git("rev-parse", f"{commit}^{{tree}}").strip()
 
     def commit_tree(self, tree: str, message: str, parents: Sequence[str] = ()) -> str:
         """Make a commit of ``tree`` with ``message`` and ``parents`` (none: a root commit),
