@@ -141,7 +141,7 @@ class Clone(Plumbing, Transport):
         """Fetch one object the partial copy lacks (the first one on the way down ``updates/``),
         as git will when it needs it: ``False`` if the server refuses (protocol v0 only)."""
         rev = ORIGIN_MASTER
-        for _ in range(5):
+        for depth in range(5):
             listing = self.run("ls-tree", rev)[1].splitlines() if rev != ORIGIN_MASTER else \
                 [line for line in self.run("ls-tree", rev)[1].splitlines()
                  if line.endswith("\tupdates")]
@@ -152,7 +152,9 @@ class Clone(Plumbing, Transport):
                 return True
             if self.run("cat-file", "-e", meta[2])[0] != 0:
                 return False  # it was missing and could not be fetched
-            if meta[1] != "tree":
+            # (three levels down from the root: the first level the tree:3 filter left out,
+            # so this object was just fetched: one request proves the server sends them)
+            if meta[1] != "tree" or depth == 2:
                 return True
             rev = meta[2]
         return True
