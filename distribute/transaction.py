@@ -222,6 +222,7 @@ class MasterWriter:
                 txn.checkpoint_landed = self._push_lockless(txn)
             raise
         if self._push_lockless(txn):
+            log.debug("%s held without the lock (alone)", self.workspace.name)
             return result
         log.info("%s is not alone any more (master moved or the lock is taken); the hold is "
                  "made again under the lock", self.workspace.name)
