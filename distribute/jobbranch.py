@@ -289,11 +289,13 @@ def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
     ``kept`` (a failed attempt's kept tip, in master's history: :func:`keep_failed`). Returns
     ``(what was read, its ref, its commit)`` (for a kept tip: ``<branch> (kept <sha>)``, no
     ref), or ``None`` when there was none or it holds no files there (its attempt never
-    checkpointed). ``own``: the new attempt's branch, never read (a twin by name, made at the
-    claim: it may be the newest)."""
+    checkpointed). ``own``: the new attempt's branch, never read when it is a twin (renamed at
+    the claim, which made it: it may be the newest); one of the same name as ``branch`` (a claim
+    served to us: created by our first push) is not on the remote yet."""
     twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
+    skip = f"refs/heads/{own}" if own and own != branch else ""
     found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
-             if twin.match(ref) and ref != f"refs/heads/{own}"}
+             if twin.match(ref) and ref != skip}
     if not found and kept and clone.fetch_commit(kept):
         found = {f"refs/heads/{branch} (kept {kept[:12]})": kept}
     elif not found:
