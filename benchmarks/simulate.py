@@ -52,6 +52,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=12, help="jobs per seed (default 12)")
     parser.add_argument("--no-faults", action="store_true", help="run without a fault plan")
     parser.add_argument("--no-kills", action="store_true", help="faults, but no worker killed")
+    parser.add_argument("--stagger", type=float, default=0.0,
+                        help="seconds between two workers' starts (default 0: all at once)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds before a seed's run counts as a hang (default 60)")
     parser.add_argument("--parallel", type=int, default=1,
@@ -70,7 +72,7 @@ def main() -> int:
     keep = args.keep if args.seed is not None else None
     for result in run_seeds(seeds, 1 if keep else args.parallel, workers=args.workers,
                             jobs=args.jobs, faults_on=not args.no_faults, kills=not args.no_kills,
-                            timeout_s=args.timeout, keep=keep):
+                            timeout_s=args.timeout, keep=keep, stagger_s=args.stagger):
         seed = result.seed
         faults.update(result.faults)
         violations.update({name for name, _ in result.violations})

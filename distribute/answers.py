@@ -28,7 +28,8 @@ from .protocol import (
     wait_ref,
 )
 from .repo import RefUpdate
-from .transaction import MasterWriter, Transaction, Workspace
+from .transaction import MasterWriter, Transaction
+from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -237,7 +237,8 @@ def resume_job(worker: "Worker") -> int:
         return attempt
     try:
         found = restore_directory(worker.clone, recorded, job_path(job, worker.workspace.layout),
-                                  Path(worker.job_dir), ledger.resume_tips.get(job, ""))
+                                  Path(worker.job_dir), ledger.resume_tips.get(job, ""),
+                                  worker.working_branch or "")
         if found is not None:
             source, ref, tip = found
             log.info("%s resumes job %r (attempt %d) from %s", worker.name, job, attempt, source)
@@ -282,16 +283,19 @@ def first_checkpoint(worker: "Worker", message: str, ref: str, tip: str) -> None
 
 
 def restore_directory(clone: Clone, branch: str, path: str, directory: Path,
-                      kept: str = "") -> Optional[tuple[str, str, str]]:
+                      kept: str = "", own: str = "") -> Optional[tuple[str, str, str]]:
     """Write the files of ``path`` on the remote's newest ``branch`` (or a renamed twin,
     ``<branch>-<6 hex>``) into ``directory``; when there is no such branch, those of the commit
     ``kept`` (a failed attempt's kept tip, in master's history: :func:`keep_failed`). Returns
     ``(what was read, its ref, its commit)`` (for a kept tip: ``<branch> (kept <sha>)``, no
     ref), or ``None`` when there was none or it holds no files there (its attempt never
-    checkpointed)."""
+    checkpointed). ``own``: the new attempt's branch, never read when it is a twin (renamed at
+    the claim, which made it: it may be the newest); one of the same name as ``branch`` (a claim
+    served to us: created by our first push) is not on the remote yet."""
     twin = re.compile(re.escape(f"refs/heads/{branch}") + r"(-[0-9a-f]{6})?$")
+    skip = f"refs/heads/{own}" if own and own != branch else ""
     found = {ref: sha for ref, sha in clone.ls_remote(f"refs/heads/{branch}*").items()
-             if twin.match(ref)}
+             if twin.match(ref) and ref != skip}
     if not found and kept and clone.fetch_commit(kept):
         found = {f"refs/heads/{branch} (kept {kept[:12]})": kept}
     elif not found:

@@ -45,7 +45,8 @@ from .protocol import (
 )
 from .redact import redact
 from .repo import RefUpdate
-from .transaction import Transaction, Workspace
+from .transaction import Transaction
+from .workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import Worker

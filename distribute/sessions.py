@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .exceptions import WorkerNameError
 from .protocol import heartbeat_ref, tracking_ref
-from .transaction import Workspace
+from .workspace import Workspace
 
 SESSION_FILE = "distribute-session"
 

@@ -26,6 +26,11 @@ and the edit never runs.
 
 The lock is renewed in the background for the whole hold, so a long edit (a slow next-job
 function, a big merge) keeps it.
+
+A worker alone (:meth:`MasterWriter.known_master`) holds no lock: its edit starts on the master
+its last push gave, and one atomic push moves master (compare-and-swap on that commit, as ever)
+and the other refs, with a lease that the lock is absent. Refused (another worker came, or a
+person pushed), the hold is made again under the lock.
 """
 from __future__ import annotations
 
@@ -34,145 +39,33 @@ import functools
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence, TypeVar
 
-from .archive import DoneIndex
-from .coordination import Observer, RemoteLock
+from .coordination import RemoteLock
 from .exceptions import (
     DistributeError,
     LockLostError,
     MasterRewrittenError,
-    NotInitializedError,
     RefRejectedError,
     RemoteError,
 )
-from .ledger import Ledger
 from .protocol import (
-    FLAT,
-    HEARTBEAT_PREFIX,
-    LAYOUT_FILE,
-    LEDGER_FILES,
     LOCK_REF,
     MASTER,
     ORIGIN_MASTER,
     TRACKING_PREFIX,
-    UPDATES_DIR,
-    WAIT_PREFIX,
     Request,
-    parse_layout,
     remote_ref,
 )
 from .redact import redact
 from .repo import Clone, RefUpdate
+from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 #: How often one hold follows a moving master before it gives up.
 MAX_MOVES = 8
-
-
-class Workspace:
-    """The worker's checkout: syncing it with the remote and committing in it."""
-
-    def __init__(self, clone: Clone, observer: Observer, name: str) -> None:
-        self.clone = clone
-        self.observer = observer
-        self.name = name
-        #: ``{refs/distribute/...: sha}`` as of the last sync.
-        self.remote_refs: dict[str, str] = {}
-        #: The master commit of the last sync.
-        self.master: Optional[str] = None
-        #: How results are laid out on master (:data:`~distribute.protocol.SHARDED` or ``FLAT``).
-        self.layout = FLAT
-        self.done_index = DoneIndex(clone)
-        self._initialized = False
-        #: When (monotonic) the last sync looked at the remote; the coordination refs that are
-        #: this worker's own (its heartbeat): with no others seen, a hold may skip the fetch.
-        self.synced_at = 0.0
-        self.own_refs: set[str] = set()
-
-    @property
-    def root(self) -> Path:
-        """The checkout's directory."""
-        return self.clone.path
-
-    def ledger(self) -> Ledger:
-        """The ledger as it is in the checkout now (older done records looked up in the done
-        segments of the commit checked out)."""
-        ledger = Ledger.read(self.root)
-        ledger.done_lookup = lambda job: self.done_index.contains("HEAD", job)
-        return ledger
-
-    def sync(self) -> str:
-        """Fetch and check out the newest master (detached, clean); return its sha."""
-        self.clone.fetch()
-        tracking = self.clone.local_refs("refs/remotes/origin/")
-        self.remote_refs = {remote_ref(r): sha for r, sha in tracking.items()
-                            if r.startswith(TRACKING_PREFIX)}
-        self.observer.update(self.remote_refs, self.clone.unreachable_at)
-        base = tracking.get(ORIGIN_MASTER)
-        if base is None or (not self._initialized and not set(LEDGER_FILES) <= set(
-                self.clone.tree_names(base))):
-            raise NotInitializedError(
-                "the remote has no job ledger on master; initialise it with "
-                "`distribute init URL` or distribute.init_remote(url)")
-        self._initialized = True
-        self.synced_at = time.monotonic()
-        return self.resume(base)
-
-    def resume(self, base: str) -> str:
-        """Check out ``base`` as the newest master (see :meth:`sync`; without it, a lock hold
-        whose take proved master unchanged: :meth:`MasterWriter.known_master`)."""
-        self.master = base
-        self.checkout(base)
-        self.layout = read_layout(self.root)
-        return base
-
-    def own_pushes_seen(self) -> None:
-        """Take this worker's own refs as its last pushes left them, instead of as the last sync
-        saw them (a hold without a fetch: a checkpoint or a lone beat moved the heartbeat
-        since)."""
-        for ref in self.own_refs:
-            pushed, value = self.clone.pacer().pushed_value(ref)
-            if pushed and value is None:
-                self.remote_refs.pop(ref, None)
-            elif pushed and value is not None:
-                self.remote_refs[ref] = value
-
-    def alone(self) -> bool:
-        """Whether the last sync saw no coordination ref but this worker's own: no lock, no
-        waiter, no other worker's heartbeat."""
-        others = (LOCK_REF, WAIT_PREFIX, HEARTBEAT_PREFIX)
-        return all(ref in self.own_refs or not ref.startswith(others) for ref in self.remote_refs)
-
-    def checkout(self, commit: str) -> None:
-        """Check out ``commit`` detached, dropping any change and untracked file in the copy."""
-        self.clone.abort_interrupted()
-        self.done_index.stale()
-        if self.clone.clean_at(commit):  # (one process instead of two: the usual claim)
-            return
-        self.clone.checkout_detached(commit, force=True)
-        removed = [line for line in self.clone.clean_untracked()
-                   if not (line.startswith(f"Removing {UPDATES_DIR}/") and line.endswith("/"))]
-        if removed:  # (a job directory left empty by the last claim is not worth a warning)
-            log.warning("%s discarded untracked files in its copy: %s", self.name,
-                        ", ".join(line.removeprefix("Removing ") for line in removed[:10]))
-
-    def commit_all(self, message: str, amend: bool = False) -> bool:
-        """Commit every change in the work tree; ``False`` if there was none. ``amend`` puts the
-        changes into the last commit instead (keeping its parents), whatever they are."""
-        self.clone.stage_all()
-        return self.clone.commit_index(message, amend=amend)
-
-
-def read_layout(root: Path) -> int:
-    """The layout of results in the checkout at ``root`` (see :data:`LAYOUT_FILE`)."""
-    try:
-        return parse_layout((root / LAYOUT_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return FLAT
 
 
 class Transaction:
@@ -250,6 +143,8 @@ class MasterWriter:
         self.workspace = workspace
         self.lock = lock
         self.clone = workspace.clone
+        #: The master this worker's last push that moved it gave (``None``: none yet).
+        self.pushed_master: Optional[str] = None
 
     def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = (),
                  request: Optional[Request] = None,
@@ -261,16 +156,16 @@ class MasterWriter:
         raises :class:`~distribute.coordination.RequestAnswered` when a holder served it.
         """
         known = self.known_master()
-        confirmed = self.lock.acquire(request, tip, known)
+        if known is not None:  # alone: no lock (see :meth:`_lockless`), unless someone came
+            try:
+                return self._lockless(edit, refs, known)
+            except _NotAlone:
+                pass
+        self.lock.acquire(request, tip)
         unservable: set[str] = set()
         took = time.monotonic()
         try:
-            if confirmed and known is not None:
-                self.lock.start_renewing()
-                self.workspace.own_pushes_seen()
-                base = self.workspace.resume(known)
-            else:
-                base = self._sync_holding(request, tip)
+            base = self._sync_holding(request, tip)
             for _ in range(MAX_MOVES):
                 self.lock.start_renewing()  # (again after a master that moved)
                 txn = Transaction(self.workspace, base, refs, self.lock)
@@ -295,17 +190,69 @@ class MasterWriter:
                 self.lock.release()
 
     def known_master(self) -> Optional[str]:
-        """The master this worker last pushed, when a hold may take it as the newest without a
-        fetch if the lock's take proves it unchanged (:meth:`RemoteLock.acquire`): the last sync
-        saw nobody else (:meth:`Workspace.alone`) less than a lock lease ago, the host's answers
-        are trusted (a take answered ok is one that landed) and no fleet budget is counted from
-        what fetches show. Else ``None``."""
+        """The master this worker last pushed, when a hold may start on it without a fetch and
+        without the lock (:meth:`_lockless`): no sync since showed master elsewhere (a worker's
+        first hold takes the lock: a fleet started together would collide), the last sync saw
+        nobody else (:meth:`Workspace.alone`) less than a lock lease ago, the host's answers are
+        trusted (a push answered ok is one that landed) and no fleet budget is counted from what
+        fetches show. Else ``None``."""
         ws = self.workspace
-        if ws.master is None or not ws.alone() or \
+        if ws.master is None or ws.master != self.pushed_master or not ws.alone() or \
                 time.monotonic() - ws.synced_at >= self.lock.lease_s or \
                 not self.clone.answers_trusted() or self.clone.pacer().budget.limited:
             return None
         return ws.master
+
+    def _lockless(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate],
+                  known: str) -> T:
+        """A hold without the lock, for a worker alone (:meth:`known_master`): the edit on
+        ``known`` and one atomic push of master (compare-and-swap on ``known``) and the refs,
+        fenced by the lock: a lease that it is absent, on a deletion that deletes nothing.
+        Returns what ``edit`` returned once applied; raises :class:`_NotAlone` when master moved
+        or the lock is taken (someone came): the hold is made again under the lock, from a fetch,
+        and the next hold is lockless only if that fetch shows this worker alone again. An edit
+        that writes nothing only checks that master is still ``known``. Nobody waits in line
+        while the lock is free, so a request is never published and nobody is served here."""
+        self.workspace.own_pushes_seen()
+        txn = Transaction(self.workspace, self.workspace.resume(known), refs)
+        try:
+            result = edit(txn)
+        except BaseException:
+            if txn.rewind():
+                txn.checkpoint_landed = self._push_lockless(txn)
+            raise
+        if self._push_lockless(txn):
+            log.debug("%s held without the lock (alone)", self.workspace.name)
+            return result
+        log.info("%s is not alone any more (master moved or the lock is taken); the hold is "
+                 "made again under the lock", self.workspace.name)
+        raise _NotAlone()
+
+    def _push_lockless(self, txn: Transaction) -> bool:
+        """Push a lockless hold's ``txn`` (:meth:`_lockless`); ``True`` once applied."""
+        head = txn.head()
+        if head == txn.base and not txn.refs and not txn.optional and not txn.new_branches:
+            return self.clone.ls_remote(MASTER, cheap=True).get(MASTER) == txn.base
+        updates = [RefUpdate(MASTER, head, expect=txn.base)]  # (unchanged: a lease, not sent)
+        updates += [RefUpdate(ref, head, expect="") for ref in txn.new_branches]
+        pushed = _one_per_ref([*updates, *txn.refs, *txn.optional,
+                               RefUpdate(LOCK_REF, None, expect="")])
+        result = self.clone.push_result(pushed, landed=functools.partial(self._landed, head)
+                                        if head != txn.base else None)
+        if result.applied:
+            self._pushed(pushed, head)
+        return result.applied
+
+    def _pushed(self, pushed: Sequence[RefUpdate], head: Optional[str]) -> None:
+        """After an applied push: ``head`` is master on the remote (``None``: unchanged), and
+        the refs ``pushed`` hold what it gave them."""
+        if head is not None:
+            self.workspace.master = self.pushed_master = head
+        for update in pushed:
+            if update.new is None:
+                self.workspace.remote_refs.pop(update.ref, None)
+            else:
+                self.workspace.remote_refs[update.ref] = update.new
 
     def _sync_holding(self, request: Optional[Request], tip: Optional[Sequence[str]]) -> str:
         """Sync once the lock is taken, and return master; the fetch shows whether the take
@@ -334,13 +281,7 @@ class MasterWriter:
                 pushed, landed=functools.partial(self._landed, head) if updates else None)
             if result.applied:
                 self.lock.forget()
-                if updates:  # (the master the remote holds now: ours)
-                    self.workspace.master = head
-                for update in pushed:  # (what we know the remote holds now)
-                    if update.new is None:
-                        self.workspace.remote_refs.pop(update.ref, None)
-                    else:
-                        self.workspace.remote_refs[update.ref] = update.new
+                self._pushed(pushed, head if updates else None)
                 return None
             if LOCK_REF in result.rejected or self._lock_gone(release):
                 self.lock.forget()
@@ -417,6 +358,10 @@ class MasterWriter:
             return False
         txn.base = moved
         return txn.still_valid is None or txn.still_valid()
+
+
+class _NotAlone(Exception):
+    """A lockless hold found master moved or the lock taken: nothing of it was written."""
 
 
 def _one_per_ref(updates: list[RefUpdate]) -> list[RefUpdate]:

@@ -29,7 +29,8 @@ from .repo.localcopy import lock_local_copy, prepare_clone
 from .serve import serve_waiters
 from .sessions import check_name_free, take_over_copy
 from .status import read_snapshot
-from .transaction import MasterWriter, Transaction, Workspace
+from .transaction import MasterWriter, Transaction
+from .workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""A worker's plain cycle and what it asks of git (issue 28): a lone worker's holds skip the fetch
-when the lock's take proves master unchanged; a copy's reads go to one long-lived ``cat-file``;
-small objects are written as git writes them."""
+"""A worker's plain cycle and what it asks of git (issue 28): a lone worker's holds take no lock
+and skip the fetch (one push, on the master of its own last push); a copy's reads go to one
+long-lived ``cat-file``; small objects are written as git writes them."""
 from __future__ import annotations
 
 import os
@@ -33,8 +33,9 @@ class Recorder:
         return [c for c in commands if c in ("push", "fetch", "ls-remote")]
 
 
-def test_a_lone_worker_holds_the_lock_in_two_round_trips(file_remote: str, tmp_path: Path,
-                                                         seam: Any) -> None:
+def test_a_lone_worker_holds_without_the_lock_in_one_round_trip(file_remote: str,
+                                                                tmp_path: Path,
+                                                                seam: Any) -> None:
     init_remote(file_remote, ["a", "b", "c"])
     record = seam(Recorder())
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
@@ -44,12 +45,15 @@ def test_a_lone_worker_holds_the_lock_in_two_round_trips(file_remote: str, tmp_p
         worker.commit_update()  # (moves the heartbeat: the finish deletes it at that value)
         mark = len(record.calls)
         worker.finish_job()
-        assert record.since(mark, "w") == ["push", "push"]  # take (leasing master), release
-        take = next(args for name, args in record.calls[mark:] if "push" in args)
-        assert any(a.startswith("--force-with-lease=refs/heads/master:") for a in take)
+        assert record.since(mark, "w") == ["push"]  # no lock, no fetch
+        push = next(args for name, args in record.calls[mark:] if "push" in args)
+        assert any(a.startswith("--force-with-lease=refs/heads/master:") for a in push)
+        # the lock's lease "absent", on a deletion of the absent lock: never taken
+        assert "--force-with-lease=refs/distribute/lock:" in push
+        assert ":refs/distribute/lock" in push
         mark = len(record.calls)
         assert worker.get_next_job(queue_jobs_func) == job
-        assert record.since(mark, "w") == ["push", "push"]
+        assert record.since(mark, "w") == ["push"]
     worker.finish_job()
     assert worker.get_next_job(queue_jobs_func) is None
     assert [line.split("\t")[0] for line in ledger_file(file_remote, "done.txt", tmp_path)] == \
@@ -59,8 +63,8 @@ def test_a_lone_worker_holds_the_lock_in_two_round_trips(file_remote: str, tmp_p
 
 def test_a_master_moved_meanwhile_is_fetched(file_remote: str, tmp_path: Path,
                                              seam: Any) -> None:
-    """A person's push between two holds: the take leasing the old master is refused, made again
-    without the lease, and the hold fetches; the person's jobs are seen."""
+    """A person's push between two holds: the lockless push on the old master is refused, and
+    the hold is made again under the lock, from a fetch; the person's jobs are seen."""
     init_remote(file_remote, ["a", "b"])
     record = seam(Recorder())
     worker = worker_from_url(file_remote, tmp_path / "w", "w")
@@ -87,7 +91,7 @@ def test_a_worker_that_saw_others_fetches_in_every_hold(file_remote: str, tmp_pa
     assert one.get_next_job(queue_jobs_func) == "a"
     assert two.get_next_job(queue_jobs_func) == "b"  # two's heartbeat is on the remote now
     mark = len(record.calls)
-    one.finish_job()  # master moved: the lease take is refused, then a take and a fetch
+    one.finish_job()  # master moved: the lockless push is refused, then a take and a fetch
     assert "fetch" in record.since(mark, "one")
     mark = len(record.calls)
     assert one.get_next_job(queue_jobs_func) == "c"

@@ -3,13 +3,14 @@ seeds. ``benchmarks/simulate.py`` runs thousands; a failing seed here prints the
 replays it."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 from support.faultplan import FaultPlan, Rates, busy_answer, ok_answer
 from support.invariants import check_remote, done_records, records
-from support.simulation import Config, job_names, run_seed, run_seeds
+from support.simulation import Config, job_names, run_seed, run_seeds, worker_names
 
 from distribute.repo import faults
 from distribute.repo.porcelain import refused_refs
@@ -27,6 +28,16 @@ PARALLEL = 3
 BATCHES = [(first, min(BATCH, start + count - first), workers, jobs)
            for start, count, workers, jobs in SEED_SETS
            for first in range(start, start + count, BATCH)]
+
+
+#: Late joiners (issue 28): ``(first seed, count, workers, jobs, seconds between two starts)``. The
+#: first worker works alone meanwhile, without the lock, until the second comes. Only seeds whose
+#: host is trusted (no misreports: a worker reading its pushes back always takes the lock).
+LATE = (5000, 24, 2, 12, 1.5)
+#: A fault's log line (:mod:`support.faultplan`) on a lockless push: master's lease, and the
+#: lock's lease "absent" (a take has no lease on master; a release leases the lock's value).
+LOCKLESS_FAULT = re.compile(r"fault (\w+): .* git push --force-with-lease=refs/heads/master:\S+ "
+                            r".*--force-with-lease=refs/distribute/lock:( |$)", re.M)
 
 
 def test_fault_texts_are_what_the_transport_expects() -> None:
@@ -145,3 +156,22 @@ def test_seeds(first: int, count: int, workers: int, jobs: int) -> None:
                              timeout_s=60 if jobs > 4 else 30))
     failed = [result.message() for result in results if not result.ok]
     assert not failed, f"{len(failed)} of {len(results)} seeds failed:\n" + "\n".join(failed)
+
+
+def test_late_joiners_after_lockless_holds() -> None:
+    """A worker alone holds no lock; the second one comes while it works: every invariant holds
+    in each seed, lockless holds happened, were refused once the other came (and made again
+    under the lock), and faults (lost answers, refusals) hit lockless pushes."""
+    first, count, workers, jobs, stagger_s = LATE
+    lease = Config(first).lock_lease_s
+    seeds = [seed for seed in range(first, first + 10 * count)
+             if Rates.for_seed(seed, worker_names(workers), lease).misreport == 0][:count]
+    results = list(run_seeds(seeds, PARALLEL, workers=workers, jobs=jobs, stagger_s=stagger_s,
+                             timeout_s=60))
+    failed = [result.message() for result in results if not result.ok]
+    assert not failed, f"{len(failed)} of {len(results)} seeds failed:\n" + "\n".join(failed)
+    logs = [result.log for result in results]
+    assert sum(log.count("held without the lock (alone)") for log in logs) >= 2 * count
+    assert sum("is not alone any more" in log for log in logs) >= count // 2
+    hit = [kind for log in logs for kind, _ in LOCKLESS_FAULT.findall(log)]
+    assert {"drop", "refuse"} & set(hit), hit

@@ -17,7 +17,7 @@ import time
 from typing import Optional, Sequence
 
 from ..exceptions import LockLostError, RemoteError
-from ..protocol import COORD_PREFIX, LOCK_REF, MASTER, WAIT_PREFIX, Request, marker_message
+from ..protocol import COORD_PREFIX, LOCK_REF, WAIT_PREFIX, Request, marker_message
 from ..repo import Clone, RefUpdate
 from .observer import Observer
 from .waitqueue import POLL_BY_POSITION_S, WaitQueue
@@ -66,42 +66,26 @@ class RemoteLock:
         return self.clone.make_marker(marker_message("lock", self.holder))
 
     def acquire(self, request: Optional[Request] = None,
-                tip: Optional[Sequence[str]] = None, master: Optional[str] = None) -> bool:
+                tip: Optional[Sequence[str]] = None) -> None:
         """Block until we hold the lock, breaking it once its value has been stale for the lease.
 
         Waiting is first come, first served: a waiter announces itself with a wait ref and takes
         the lock only when it is the oldest waiter it knows of (see :class:`WaitQueue`). With a
         ``request``, the wait ref's marker carries it (with ``tip`` as its parent) and
         :class:`RequestAnswered` is raised if a holder deletes the wait ref meanwhile.
-
-        ``master``: the value ``master`` should still have (our last push's). The take, when no
-        one else is known to wait, then also leases ``master`` at that value (an unchanged ref is
-        not sent: git checks the lease against the remote's advertisement), and ``True`` says it
-        held: master was still ours when the lock was taken. A take refused for that lease alone
-        is made again without it (``False``: read master as usual).
         """
         marker = self._marker()
         wait = WaitQueue(self, (lambda: self.clone.make_marker(request.message(), tip))
                          if request else marker, answerable=request is not None)
         if not wait.others_known():  # the usual case without contention: one round trip
-            take = [RefUpdate(LOCK_REF, marker, expect="")]
-            refused: set[str] = set()
-            if master is not None:
-                result = self.clone.push_result(
-                    [*take, RefUpdate(MASTER, master, expect=master)], read_back=False)
-                if result.applied:
-                    self._took(marker)
-                    return True
-                refused = set(result.rejected)
-            if LOCK_REF not in refused and self.clone.push(take, read_back=False):
+            if self.clone.push([RefUpdate(LOCK_REF, marker, expect="")], read_back=False):
                 self._took(marker)
-                return False
+                return
         try:
             self._wait_and_take(marker, wait)
         except BaseException:
             wait.leave()
             raise
-        return False
 
     def _wait_and_take(self, marker: str, wait: "WaitQueue") -> None:
         delay = self.poll_min_s

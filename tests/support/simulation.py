@@ -107,6 +107,9 @@ class Config:
     rates: Rates = field(default_factory=Rates)
     #: Workers with a close hook (a no-op): they close their jobs themselves, never by request.
     unserved: set[str] = field(default_factory=set)
+    #: Seconds between the starts of two workers (``w1`` starts that long after ``w0``...): the
+    #: first works alone (without the lock) for a while, then others join.
+    stagger_s: float = 0.0
 
     def draw(self) -> "Config":
         """Fill in the seed's choices: chaining, the retrying function, checkpoints, the jobs
@@ -126,7 +129,8 @@ class Config:
         """The one command that replays this seed."""
         return (f"python benchmarks/simulate.py --seed {self.seed} --workers {self.workers} "
                 f"--jobs {self.jobs}" + ("" if self.faults else " --no-faults")
-                + ("" if self.kills else " --no-kills"))
+                + ("" if self.kills else " --no-kills")
+                + (f" --stagger {self.stagger_s:g}" if self.stagger_s else ""))
 
 
 def job_names(count: int) -> list[str]:
@@ -185,11 +189,12 @@ class _Run:
 
 def run_seed(seed: int, workers: int = 4, jobs: int = 12, *, faults_on: bool = True,
              kills: bool = True, timeout_s: float = 60.0, keep: Optional[Path] = None,
-             config: Optional[Config] = None) -> SeedResult:
+             config: Optional[Config] = None, stagger_s: float = 0.0) -> SeedResult:
     """Run one seed to the end and check the invariants (see the module's docstring).
-    ``keep``: run in that directory and leave it (else a temporary one, removed)."""
+    ``keep``: run in that directory and leave it (else a temporary one, removed);
+    ``stagger_s``: see :attr:`Config.stagger_s`."""
     config = config or Config(seed, workers, jobs, timeout_s=timeout_s, faults=faults_on,
-                              kills=kills).draw()
+                              kills=kills, stagger_s=stagger_s).draw()
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix=f"sim-{seed}-"))
     root.mkdir(parents=True, exist_ok=True)
     records = _LogCapture()
@@ -256,8 +261,9 @@ def run_seeds(seeds: Iterable[int], parallel: int = 1, **options: Any) -> Iterat
 
 def _run_workers(run: _Run, url: str, root: Path) -> None:
     names = worker_names(run.config.workers)
-    threads = [threading.Thread(target=_worker_main, args=(run, url, root / name, name),
-                                name=f"sim-{name}", daemon=True) for name in names]
+    threads = [threading.Thread(target=_worker_main, args=(run, url, root / name, name,
+                                                           i * run.config.stagger_s),
+                                name=f"sim-{name}", daemon=True) for i, name in enumerate(names)]
     hook = threading.excepthook
     threading.excepthook = _quiet_kills(hook)
     try:
@@ -308,8 +314,10 @@ def _stacks(threads: list[threading.Thread]) -> str:
     return "\n".join(out)
 
 
-def _worker_main(run: _Run, url: str, path: Path, name: str) -> None:
+def _worker_main(run: _Run, url: str, path: Path, name: str, start_s: float = 0.0) -> None:
     config = run.config
+    if start_s and run.stop.wait(start_s):  # (a late joiner: the run may end before)
+        return
     try:
         worker = distribute.worker_from_url(
             url, path=str(path), name=name, lock_lease_s=config.lock_lease_s,
