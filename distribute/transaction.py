@@ -145,6 +145,8 @@ class MasterWriter:
         self.clone = workspace.clone
         #: The master this worker's last push that moved it gave (``None``: none yet).
         self.pushed_master: Optional[str] = None
+        #: Whether a hold may go without the lock when the worker is alone (:meth:`_lockless`).
+        self.lockless = True
 
     def transact(self, edit: Callable[[Transaction], T], refs: Sequence[RefUpdate] = (),
                  request: Optional[Request] = None,
@@ -197,7 +199,8 @@ class MasterWriter:
         trusted (a push answered ok is one that landed) and no fleet budget is counted from what
         fetches show. Else ``None``."""
         ws = self.workspace
-        if ws.master is None or ws.master != self.pushed_master or not ws.alone() or \
+        if not self.lockless or ws.master is None or ws.master != self.pushed_master or \
+                not ws.alone() or \
                 time.monotonic() - ws.synced_at >= self.lock.lease_s or \
                 not self.clone.answers_trusted() or self.clone.pacer().budget.limited:
             return None
@@ -241,6 +244,13 @@ class MasterWriter:
                                         if head != txn.base else None)
         if result.applied:
             self._pushed(pushed, head)
+        elif "stale info" not in result.rejected.get(LOCK_REF, "stale info"):
+            # a host that refuses to delete the absent lock (stock git allows it, warning): this
+            # worker's holds take the lock from now on
+            log.warning("%s: the host refuses the lockless push (%s); holding the lock from now "
+                        "on", self.workspace.name, result.rejected[LOCK_REF])
+            self.pushed_master = None
+            self.lockless = False
         return result.applied
 
     def _pushed(self, pushed: Sequence[RefUpdate], head: Optional[str]) -> None:

@@ -155,3 +155,31 @@ def test_a_lockless_hold_waits_for_a_lock_held_by_another(file_remote: str,
     assert worker.finish_job() is None
     assert_settled(file_remote, ["a", "b"], tmp_path)
     worker.close()
+
+
+def test_a_host_refusing_to_delete_the_absent_lock_gets_locked_holds(
+        file_remote: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Stock git deletes an absent ref with a warning; a host that refuses it refuses the
+    lockless push once, and the worker holds the lock from then on: every job done once."""
+    caplog.set_level(logging.WARNING, logger="distribute.transaction")
+    bare = Path(file_remote.removeprefix("file://"))
+    jobs = ["a", "b", "c"]
+    init_remote(file_remote, jobs)
+    hook = bare / "hooks" / "pre-receive"
+    log = tmp_path / "refused.log"
+    hook.write_text(f"#!/bin/sh\nwhile read old new ref; do\n"
+                    f"  if [ \"$old\" = {ZERO} ] && [ \"$new\" = {ZERO} ]; then\n"
+                    f"    echo \"$ref\" >> '{log}'\n"
+                    f"    echo \"no deleting $ref: it does not exist\" >&2; exit 1; fi\n"
+                    f"done\nexit 0\n")
+    hook.chmod(0o755)
+    worker = worker_from_url(file_remote, tmp_path / "w", "w")
+    job = worker.get_next_job(queue_jobs_func)
+    done: list[str] = []
+    _drain(worker, job, done)
+    assert done == jobs
+    assert_settled(file_remote, jobs, tmp_path)
+    assert received(log) == [LOCK_REF]  # one lockless push tried, refused; none after
+    refusals = [r for r in caplog.records if "refuses the lockless push" in r.getMessage()]
+    assert len(refusals) == 1
+    worker.close()
