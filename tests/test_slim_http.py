@@ -116,3 +116,25 @@ def test_a_job_writing_beside_its_directory_fetches_no_results_trees(big_http, t
     assert missing_objects(copy, start) == lacking
     assert git_out(big_http.root / "r.git", "show", "master:summary.txt") == "from the job\n"
     worker.close()
+
+
+@pytest.mark.done(20)
+@pytest.mark.parametrize("rule", [("uploadpackfilter.tree.maxDepth", "0"),
+                                  ("uploadpackfilter.tree.allow", "false")],
+                         ids=["trees-to-depth-0", "no-tree-filter"])
+def test_a_host_refusing_the_tree_filter_gets_a_copy_without_files(big_http, tmp_path, caplog,
+                                                                    rule):
+    """Hosts may allow fewer partial-clone filters (trees to depth 0 only): the copy is then
+    made with ``blob:none`` (every tree of master's last commit, no file) and works as usual."""
+    caplog.set_level(logging.INFO, logger="distribute.repo")
+    subprocess.run(["git", "-C", str(big_http.root / "r.git"), "config", *rule], check=True)
+    worker = worker_from_url(big_http.url("r.git"), tmp_path / "w", name="w1")
+    assert "refuses the tree:3 filter" in caplog.text and "s3cret" not in caplog.text
+    copy = tmp_path / "w"
+    assert (copy / ".git" / "shallow").exists()
+    assert missing_objects(copy, "refs/remotes/origin/master") > 0  # (still partial)
+    assert worker.get_next_job(queue_jobs_func) == "q0001"
+    (Path(worker.job_dir or "") / "result.txt").write_text("42\n")
+    worker.finish_job()
+    assert "q0001" in git_out(big_http.root / "r.git", "show", "master:done.txt")
+    worker.close()

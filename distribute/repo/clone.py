@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from ..exceptions import HostUnsupportedError, NotARemoteError, NotInitializedError
+from ..exceptions import HostUnsupportedError, NotARemoteError, NotInitializedError, RemoteError
 from ..protocol import COORD_PREFIX, ORIGIN_MASTER, marker_message
 from ..redact import redact
 from .plumbing import Plumbing
@@ -23,6 +24,9 @@ from .transport import RefUpdate, Transport
 log = logging.getLogger(__name__)
 
 _INCLUDED_FILE = "distribute-included-paths"
+#: How a server refuses a partial clone's filter it does not allow (e.g. trees below depth 0).
+_FILTER_REFUSED = re.compile(r"filter allows max depth|filter '[^']*' not supported|"
+                             r"filter .* not (allowed|supported)", re.IGNORECASE)
 
 
 def _validate_url(url: str) -> str:
@@ -127,6 +131,17 @@ class Clone(Plumbing, Transport):
             clone.fetch(depth=1)
         except NotInitializedError:
             return clone  # a new remote: the worker says so; later fetches are whole and small
+        except RemoteError as exc:
+            if not partial or not _FILTER_REFUSED.search(str(exc)):
+                raise
+            # a host may allow fewer filters (trees to depth 0 only): every tree, no file
+            log.info("%s refuses the tree:3 filter (%s); cloning with blob:none", redact(url),
+                     redact(str(exc))[-200:])
+            clone.git("config", "remote.origin.partialclonefilter", "blob:none")
+            try:
+                clone.fetch(depth=1)
+            except NotInitializedError:
+                return clone
         if partial:
             status, _, err = clone.run("checkout", "--quiet", "--detach", ORIGIN_MASTER)
             if (status != 0 and "promisor remote" in err) or not clone._serves_on_demand():
