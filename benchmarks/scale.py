@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -150,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line())
     rows = []
     with ExitStack() as stack:
-        tmp = Path(args.dir) if args.dir else Path(stack.enter_context(
-            tempfile.TemporaryDirectory(prefix="distribute-scale-")))
+        tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="distribute-scale-"))
+        if not args.dir:  # (a copy's background gc may still be writing: never fail on it)
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         servers = Servers(tmp / "srv", stack)
         for kind in args.transport.split(","):
             rows += measure(servers, kind, sizes, args.cycles, args.flat, tmp)
