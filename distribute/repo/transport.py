@@ -305,8 +305,10 @@ class Transport(Namespaced):
         args += [f"--force-with-lease={self.on_remote(u.ref)}:{u.expect}" for u in updates
                  if u.expect is not None]
         args.append("origin")
-        sibling = self._sibling(updates)
+        sibling = self._sibling()
         values = self._values(updates) if sibling else [u.new for u in updates]
+        if sibling is not None and any(u.new and v is None for u, v in zip(updates, values)):
+            sibling, values = None, [u.new for u in updates]  # (a name only the copy knows)
         args += [f"{'+' if u.expect is None and u.new else ''}{new or ''}:{self.on_remote(u.ref)}"
                  for u, new in zip(updates, values)]
         uncertain = False
@@ -350,14 +352,11 @@ class Transport(Namespaced):
             return PushResult(True)
         raise RemoteError(redact(f"push failed after {self.retries + 1} attempts: {_cause(err)}"))
 
-    def _sibling(self, updates: Sequence[RefUpdate]) -> Optional[PushDir]:
-        """The sibling this push runs in (:mod:`.pushdir`): only for a slim copy over smart HTTP,
-        and only when every value pushed is known here by its id (the sibling has no refs)."""
+    def _sibling(self) -> Optional[PushDir]:
+        """The sibling a push runs in (:mod:`.pushdir`): only for a slim copy over smart HTTP,
+        and only for values known here by their ids (the sibling has no refs)."""
         git_dir = self.path / ".git"
         if not PushDir.wanted(git_dir, self.remote_url()):
-            return None
-        if any(u.new and not _SHA.match(u.new) for u in updates) and \
-                None in [v for u, v in zip(updates, self._values(updates)) if u.new]:
             return None
         if self._push_dir is None:
             self._push_dir = PushDir(git_dir)
