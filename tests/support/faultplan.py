@@ -68,7 +68,7 @@ class Rates:
     kill_at_push: dict[str, str] = field(default_factory=dict)
     #: ``{worker: prefix}``: the worker dies at its first push deleting a ref starting with
     #: ``prefix`` (e.g. its job branch: a finish or a failure), after it ran if ``kill_after``
-    #: says so for that worker, else before.
+    #: says so for that worker (at the first such push that applied), else before.
     kill_at_delete: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -152,7 +152,9 @@ class FaultPlan:
         prefix = self.rates.kill_at_delete.get(worker)
         if prefix and command == "push" and any(arg.startswith(f":{prefix}") for arg in args):
             if self.rates.kill_after.get(worker):
-                run()
+                outcome = run()
+                if outcome[0] != 0:  # refused (a lockless hold that met the lock): not this one
+                    return outcome
             self.kill(worker)
             self._count("kill", worker, index, args)
             raise SimulatedKill(worker)
